@@ -1,0 +1,126 @@
+//! Settings and counters shared through maps between userspace and the kernel programs.
+
+/// Runtime settings, written by userspace into the one-element `SETTINGS` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// How long a flow is kept after its first RST so that what follows it (data from the
+    /// RST's claimed sender, a second RST) is reported as follow-up evidence.
+    pub grace_ns: u64,
+    /// Follow-up events sent per RST at most, so a storm after a reset cannot flood the ring.
+    pub followup_limit: u32,
+    pub filter: FilterConfig,
+}
+
+impl Settings {
+    pub const DEFAULT_GRACE_NS: u64 = 2_000_000_000;
+    pub const DEFAULT_FOLLOWUP_LIMIT: u32 = 4;
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            grace_ns: Self::DEFAULT_GRACE_NS,
+            followup_limit: Self::DEFAULT_FOLLOWUP_LIMIT,
+            filter: FilterConfig::default(),
+        }
+    }
+}
+
+/// Which in-kernel filters are active. Within a kind the entries are alternatives (any port,
+/// any network); across kinds all must match, like `tcp.port == P && ip.addr == NET`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// Non-zero: only packets with a source or destination port in `FILTER_PORTS`.
+    pub ports: u8,
+    /// Non-zero: only packets with a source or destination address in `FILTER_NETS`.
+    pub nets: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Per-CPU counters, indices into the `COUNTERS` map. Every packet the programs do not track
+/// is counted under exactly one reason, so nothing disappears without a trace.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    Packets = 0,
+    TcpPackets,
+    Rsts,
+    /// Excluded by `--port` / `--net`.
+    Filtered,
+    NotIp,
+    NotTcp,
+    /// A header ended before the packet did not have room for it.
+    Truncated,
+    /// IPv4 IHL < 5, IPv6 version mismatch, TCP data offset < 5.
+    BadHeader,
+    /// IPv4 or IPv6 fragment that is not the first: no TCP header to read.
+    NonFirstFragment,
+    /// More than two VLAN tags.
+    VlanTooDeep,
+    /// IPv6 extension-header chain longer than the parser follows.
+    Ipv6ChainTooLong,
+    FlowsInserted,
+    /// The flow table rejected an insert (it should not for an LRU map; counted if it does).
+    FlowInsertFailed,
+    /// A flow whose grace period after a RST had ended and that started over.
+    FlowsRecycled,
+    EventsSent,
+    /// The ring buffer had no room: the event was lost and is counted here.
+    EventsLost,
+    /// Follow-up packets after a RST beyond `followup_limit`.
+    FollowUpsSuppressed,
+}
+
+pub const COUNTER_COUNT: u32 = Counter::FollowUpsSuppressed as u32 + 1;
+
+impl Counter {
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::Packets,
+        Counter::TcpPackets,
+        Counter::Rsts,
+        Counter::Filtered,
+        Counter::NotIp,
+        Counter::NotTcp,
+        Counter::Truncated,
+        Counter::BadHeader,
+        Counter::NonFirstFragment,
+        Counter::VlanTooDeep,
+        Counter::Ipv6ChainTooLong,
+        Counter::FlowsInserted,
+        Counter::FlowInsertFailed,
+        Counter::FlowsRecycled,
+        Counter::EventsSent,
+        Counter::EventsLost,
+        Counter::FollowUpsSuppressed,
+    ];
+
+    /// Stable snake_case name, used in summaries and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Packets => "packets",
+            Counter::TcpPackets => "tcp_packets",
+            Counter::Rsts => "rsts",
+            Counter::Filtered => "filtered",
+            Counter::NotIp => "not_ip",
+            Counter::NotTcp => "not_tcp",
+            Counter::Truncated => "truncated",
+            Counter::BadHeader => "bad_header",
+            Counter::NonFirstFragment => "non_first_fragment",
+            Counter::VlanTooDeep => "vlan_too_deep",
+            Counter::Ipv6ChainTooLong => "ipv6_chain_too_long",
+            Counter::FlowsInserted => "flows_inserted",
+            Counter::FlowInsertFailed => "flow_insert_failed",
+            Counter::FlowsRecycled => "flows_recycled",
+            Counter::EventsSent => "events_sent",
+            Counter::EventsLost => "events_lost",
+            Counter::FollowUpsSuppressed => "followups_suppressed",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::Settings {}
+}

@@ -1,0 +1,17 @@
+//! Types and logic shared by the kernel programs and the userspace daemon.
+//!
+//! Everything here is `#![no_std]` and `#[repr(C)]` so the same bytes mean the same thing on
+//! both sides of the ring buffer. The per-packet flow update lives here too (`flow::track`),
+//! written once so that a later `rstwatch explain FILE.pcap` can replay captures through the
+//! exact logic the kernel runs.
+#![no_std]
+
+pub mod config;
+pub mod event;
+pub mod flow;
+pub mod packet;
+
+pub use config::{Counter, FilterConfig, Settings, COUNTER_COUNT};
+pub use event::{EventKind, RstEvent};
+pub use flow::{DirState, FlowKey, FlowState};
+pub use packet::PacketMeta;

@@ -1,0 +1,64 @@
+//! rstwatch's kernel side: an XDP program for ingress and a TC classifier for egress, both
+//! feeding every TCP segment through the same parser and flow table, and reporting each RST
+//! through a ring buffer.
+//!
+//! Neither program ever alters traffic: every path, errors included, returns `XDP_PASS` or
+//! `TC_ACT_UNSPEC`.
+#![no_std]
+#![no_main]
+
+mod parse;
+mod track;
+
+use aya_ebpf::{
+    bindings::{xdp_action::XDP_PASS, TC_ACT_UNSPEC},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use rstwatch_common::event::{DIRECTION_EGRESS, DIRECTION_INGRESS};
+
+/// Bytes of an egress skb made linear before parsing, enough for Ethernet, two VLAN tags,
+/// IPv6 with a few extension headers and TCP with options.
+const EGRESS_PULL_BYTES: u32 = 256;
+
+#[xdp]
+pub fn rstwatch_xdp(ctx: XdpContext) -> u32 {
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    track::observe(ctx.data(), ctx.data_end(), 0, DIRECTION_INGRESS, ifindex);
+    XDP_PASS
+}
+
+#[classifier]
+pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
+    let skb = unsafe { &*ctx.skb.skb };
+    // Headers of locally built packets may sit in paged fragments; pulling them into the
+    // linear area lets the parser read them and changes no byte on the wire.
+    let want = ctx.len().min(EGRESS_PULL_BYTES);
+    if (ctx.data_end() - ctx.data()) < want as usize {
+        let _ = ctx.pull_data(want);
+    }
+    // Offloaded VLAN tags live in skb metadata, not in the frame.
+    let vlan_hint = if skb.vlan_present != 0 {
+        (skb.vlan_tci & 0x0fff) as u16
+    } else {
+        0
+    };
+    track::observe(
+        ctx.data(),
+        ctx.data_end(),
+        vlan_hint,
+        DIRECTION_EGRESS,
+        skb.ifindex,
+    );
+    TC_ACT_UNSPEC
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,252 @@
+//! The one packet parser, shared by the XDP (ingress) and TC (egress) programs.
+//!
+//! Works on raw `[data, data_end)` bounds so both hooks can use it; every read is checked
+//! against `data_end` first, in the form the verifier can follow.
+
+use core::mem::size_of;
+
+use rstwatch_common::{
+    packet::{ipv4_mapped, tcp_flags, FAMILY_IPV4, FAMILY_IPV6, NO_WINDOW_SCALE},
+    Counter, PacketMeta,
+};
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const VLAN_HLEN: usize = 4;
+const MAX_VLAN_TAGS: usize = 2;
+
+const IPPROTO_TCP: u8 = 6;
+const IPV6_HLEN: usize = 40;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST: u8 = 60;
+/// Extension headers followed before giving up: RFC 8200 4.1 recommends at most one of each
+/// (destination options twice), so six covers every well-formed chain.
+pub const MAX_IPV6_EXT_HEADERS: usize = 6;
+
+const TCP_HLEN: usize = 20;
+const TCPOPT_EOL: u8 = 0;
+const TCPOPT_NOP: u8 = 1;
+const TCPOPT_WINDOW: u8 = 3;
+/// TCP options occupy at most 40 bytes; each loop turn consumes at least one.
+const MAX_TCP_OPTION_BYTES: usize = 40;
+const TLS_CONTENT_ALERT: u8 = 21;
+const TLS_RECORD_HLEN: u16 = 5;
+
+/// Why a packet was not parsed to the end; each maps to its counter.
+pub type ParseError = Counter;
+
+#[inline(always)]
+fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Result<*const T, ParseError> {
+    if data + offset + size_of::<T>() > data_end {
+        return Err(Counter::Truncated);
+    }
+    Ok((data + offset) as *const T)
+}
+
+#[inline(always)]
+fn u8_at(data: usize, data_end: usize, offset: usize) -> Result<u8, ParseError> {
+    Ok(unsafe { *ptr_at::<u8>(data, data_end, offset)? })
+}
+
+#[inline(always)]
+fn be16_at(data: usize, data_end: usize, offset: usize) -> Result<u16, ParseError> {
+    Ok(u16::from_be(unsafe {
+        ptr_at::<u16>(data, data_end, offset)?.read_unaligned()
+    }))
+}
+
+#[inline(always)]
+fn be32_at(data: usize, data_end: usize, offset: usize) -> Result<u32, ParseError> {
+    Ok(u32::from_be(unsafe {
+        ptr_at::<u32>(data, data_end, offset)?.read_unaligned()
+    }))
+}
+
+#[inline(always)]
+fn bytes_at<const N: usize>(
+    data: usize,
+    data_end: usize,
+    offset: usize,
+) -> Result<[u8; N], ParseError> {
+    Ok(unsafe { ptr_at::<[u8; N]>(data, data_end, offset)?.read_unaligned() })
+}
+
+/// Parses an Ethernet frame down to TCP into `pkt`. `vlan_hint` is a VLAN id the hook already
+/// knows (TC sees offloaded tags in skb metadata, not in the frame); 0 when none.
+#[inline(always)]
+pub fn parse(
+    data: usize,
+    data_end: usize,
+    vlan_hint: u16,
+    pkt: &mut PacketMeta,
+) -> Result<(), ParseError> {
+    let mut ether_type = be16_at(data, data_end, 12)?;
+    let mut l3 = ETH_HLEN;
+    let mut vlan = vlan_hint;
+    for _ in 0..MAX_VLAN_TAGS {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        // The innermost tag names the VLAN the conversation lives in.
+        vlan = be16_at(data, data_end, l3)? & 0x0fff;
+        ether_type = be16_at(data, data_end, l3 + 2)?;
+        l3 += VLAN_HLEN;
+    }
+    if ether_type == ETH_P_8021Q || ether_type == ETH_P_8021AD {
+        return Err(Counter::VlanTooDeep);
+    }
+    // SAFETY: PacketMeta is plain old data, all zeroes is a valid value.
+    unsafe { core::ptr::write_bytes(pkt as *mut PacketMeta, 0, 1) };
+    pkt.vlan = vlan;
+    pkt.window_scale = NO_WINDOW_SCALE;
+    let (l4, l4_len) = match ether_type {
+        ETH_P_IPV4 => parse_ipv4(data, data_end, l3, pkt)?,
+        ETH_P_IPV6 => parse_ipv6(data, data_end, l3, pkt)?,
+        _ => return Err(Counter::NotIp),
+    };
+    parse_tcp(data, data_end, l4, l4_len, pkt)
+}
+
+/// Returns the TCP header's offset and the length of the IP payload.
+#[inline(always)]
+fn parse_ipv4(
+    data: usize,
+    data_end: usize,
+    l3: usize,
+    pkt: &mut PacketMeta,
+) -> Result<(usize, u16), ParseError> {
+    let version_ihl = u8_at(data, data_end, l3)?;
+    let ihl = ((version_ihl & 0x0f) as usize) * 4;
+    if version_ihl >> 4 != 4 || ihl < 20 {
+        return Err(Counter::BadHeader);
+    }
+    // Options are not interpreted, but the whole header must be present.
+    ptr_at::<u8>(data, data_end, l3 + ihl - 1)?;
+    let total_len = be16_at(data, data_end, l3 + 2)?;
+    let frag = be16_at(data, data_end, l3 + 6)?;
+    if frag & 0x1fff != 0 {
+        return Err(Counter::NonFirstFragment);
+    }
+    if u8_at(data, data_end, l3 + 9)? != IPPROTO_TCP {
+        return Err(Counter::NotTcp);
+    }
+    pkt.family = FAMILY_IPV4;
+    pkt.ip_id = be16_at(data, data_end, l3 + 4)?;
+    pkt.df = ((frag & 0x4000) != 0) as u8;
+    pkt.ttl = u8_at(data, data_end, l3 + 8)?;
+    pkt.src_addr = ipv4_mapped(bytes_at::<4>(data, data_end, l3 + 12)?);
+    pkt.dst_addr = ipv4_mapped(bytes_at::<4>(data, data_end, l3 + 16)?);
+    Ok((l3 + ihl, total_len.saturating_sub(ihl as u16)))
+}
+
+#[inline(always)]
+fn parse_ipv6(
+    data: usize,
+    data_end: usize,
+    l3: usize,
+    pkt: &mut PacketMeta,
+) -> Result<(usize, u16), ParseError> {
+    if u8_at(data, data_end, l3)? >> 4 != 6 {
+        return Err(Counter::BadHeader);
+    }
+    let payload_len = be16_at(data, data_end, l3 + 4)?;
+    let mut next = u8_at(data, data_end, l3 + 6)?;
+    pkt.family = FAMILY_IPV6;
+    pkt.ttl = u8_at(data, data_end, l3 + 7)?;
+    pkt.src_addr = bytes_at::<16>(data, data_end, l3 + 8)?;
+    pkt.dst_addr = bytes_at::<16>(data, data_end, l3 + 24)?;
+    let mut off = l3 + IPV6_HLEN;
+    let mut ext_len = 0u16;
+    for _ in 0..MAX_IPV6_EXT_HEADERS {
+        let hdr_len = match next {
+            IPPROTO_TCP => return Ok((off, payload_len.saturating_sub(ext_len))),
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
+                (u8_at(data, data_end, off + 1)? as usize + 1) * 8
+            }
+            NEXTHDR_FRAGMENT => {
+                if be16_at(data, data_end, off + 2)? & 0xfff8 != 0 {
+                    return Err(Counter::NonFirstFragment);
+                }
+                8
+            }
+            _ => return Err(Counter::NotTcp),
+        };
+        next = u8_at(data, data_end, off)?;
+        off += hdr_len;
+        ext_len = ext_len.saturating_add(hdr_len as u16);
+    }
+    if next == IPPROTO_TCP {
+        return Ok((off, payload_len.saturating_sub(ext_len)));
+    }
+    Err(Counter::Ipv6ChainTooLong)
+}
+
+#[inline(always)]
+fn parse_tcp(
+    data: usize,
+    data_end: usize,
+    l4: usize,
+    l4_len: u16,
+    pkt: &mut PacketMeta,
+) -> Result<(), ParseError> {
+    ptr_at::<[u8; TCP_HLEN]>(data, data_end, l4)?;
+    pkt.src_port = be16_at(data, data_end, l4)?;
+    pkt.dst_port = be16_at(data, data_end, l4 + 2)?;
+    pkt.seq = be32_at(data, data_end, l4 + 4)?;
+    pkt.ack = be32_at(data, data_end, l4 + 8)?;
+    let doff = ((u8_at(data, data_end, l4 + 12)? >> 4) as usize) * 4;
+    if doff < TCP_HLEN {
+        return Err(Counter::BadHeader);
+    }
+    pkt.tcp_flags = u8_at(data, data_end, l4 + 13)?;
+    pkt.window = be16_at(data, data_end, l4 + 14)?;
+    pkt.payload_len = l4_len.saturating_sub(doff as u16);
+    if pkt.tcp_flags & tcp_flags::SYN != 0 {
+        pkt.window_scale = window_scale(data, data_end, l4 + TCP_HLEN, doff - TCP_HLEN);
+    }
+    if pkt.payload_len >= TLS_RECORD_HLEN {
+        // A payload that starts with a TLS alert record (type 21, version 3.x).
+        if let Ok(head) = bytes_at::<2>(data, data_end, l4 + doff) {
+            pkt.tls_alert = (head[0] == TLS_CONTENT_ALERT && head[1] == 3) as u8;
+        }
+    }
+    Ok(())
+}
+
+/// The window-scale shift from a SYN's options (RFC 7323 2.2), `NO_WINDOW_SCALE` if absent.
+/// A malformed or truncated option list just ends the search: the segment is still tracked.
+#[inline(always)]
+fn window_scale(data: usize, data_end: usize, start: usize, len: usize) -> u8 {
+    let end = start + len.min(MAX_TCP_OPTION_BYTES);
+    let mut off = start;
+    for _ in 0..MAX_TCP_OPTION_BYTES {
+        if off >= end {
+            break;
+        }
+        let Ok(kind) = u8_at(data, data_end, off) else {
+            break;
+        };
+        match kind {
+            TCPOPT_EOL => break,
+            TCPOPT_NOP => off += 1,
+            _ => {
+                let Ok(opt_len) = u8_at(data, data_end, off + 1) else {
+                    break;
+                };
+                if kind == TCPOPT_WINDOW && opt_len == 3 {
+                    return u8_at(data, data_end, off + 2).unwrap_or(NO_WINDOW_SCALE);
+                }
+                if opt_len < 2 {
+                    break;
+                }
+                off += opt_len as usize;
+            }
+        }
+    }
+    NO_WINDOW_SCALE
+}

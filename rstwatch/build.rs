@@ -1,0 +1,29 @@
+use anyhow::{anyhow, Context as _};
+use aya_build::{Package, Toolchain};
+
+fn main() -> anyhow::Result<()> {
+    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+        .no_deps()
+        .exec()
+        .context("MetadataCommand::exec")?;
+    let ebpf_package = packages
+        .into_iter()
+        .find(|cargo_metadata::Package { name, .. }| name.as_str() == "rstwatch-ebpf")
+        .ok_or_else(|| anyhow!("rstwatch-ebpf package not found"))?;
+    let cargo_metadata::Package { name, manifest_path, .. } = ebpf_package;
+    let root_dir = manifest_path
+        .parent()
+        .ok_or_else(|| anyhow!("no parent for {manifest_path}"))?;
+    // `-Z build-std=core` is unstable; aya-build passes it only when RUSTC_BOOTSTRAP says so.
+    std::env::set_var("RUSTC_BOOTSTRAP", "1");
+    // Debian's rustc (linked into rustup as `debian-sys` by `cargo xtask setup`) ships the
+    // library source that `-Z build-std=core` needs for the BPF target; rustup's do not here.
+    aya_build::build_ebpf(
+        [Package {
+            name: name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
+        Toolchain::Custom("debian-sys"),
+    )
+}
