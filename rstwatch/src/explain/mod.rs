@@ -1,0 +1,1 @@
+//! Explains a RST: class, attribution, Zeek state, identifiers.

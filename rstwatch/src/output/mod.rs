@@ -1,0 +1,10 @@
+//! Output formats: each renders one `ResetReport` as one record. Where records go (a terminal,
+//! a file, a syslog receiver) is the sink's business, not the format's.
+
+use crate::report::ResetReport;
+
+/// Renders reports. A record is appended to `out` without a trailing newline: line-oriented
+/// sinks add one, syslog frames it.
+pub trait Format: Send {
+    fn render(&self, report: &ResetReport, out: &mut Vec<u8>);
+}

@@ -1,0 +1,246 @@
+//! A reset, explained: what the classifier concludes about one RST, and what every output
+//! format renders. Plain data, no behaviour beyond naming.
+
+use std::{net::SocketAddr, time::SystemTime};
+
+/// Where the RST was seen on the watched interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// The one class every RST gets (SPEC section 4), by the first rule that matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ResetClass {
+    Refused,
+    DataAfterClose,
+    Teardown,
+    IdleTimeout,
+    Abort,
+    NoState,
+}
+
+impl ResetClass {
+    pub const ALL: [ResetClass; 6] = [
+        ResetClass::Refused,
+        ResetClass::DataAfterClose,
+        ResetClass::Teardown,
+        ResetClass::IdleTimeout,
+        ResetClass::Abort,
+        ResetClass::NoState,
+    ];
+
+    /// The stable machine name used in JSON and every SIEM format.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ResetClass::Refused => "refused",
+            ResetClass::DataAfterClose => "data_after_close",
+            ResetClass::Teardown => "teardown",
+            ResetClass::IdleTimeout => "idle_timeout",
+            ResetClass::Abort => "abort",
+            ResetClass::NoState => "no_state",
+        }
+    }
+
+    /// What the class means, in the words an analyst would use.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            ResetClass::Refused => "connection refused: port closed or service down",
+            ResetClass::DataAfterClose => "peer kept sending after the connection was closed",
+            ResetClass::Teardown => "normal teardown after FIN",
+            ResetClass::IdleTimeout => "reset after a long idle period (idle timeout)",
+            ResetClass::Abort => "connection aborted mid-stream",
+            ResetClass::NoState => "reset for a connection never seen (late start, scan, backscatter)",
+        }
+    }
+
+    /// How worried a person should be, before attribution is taken into account.
+    pub const fn severity(self) -> Severity {
+        match self {
+            ResetClass::Teardown => Severity::Benign,
+            ResetClass::Refused | ResetClass::DataAfterClose | ResetClass::NoState => {
+                Severity::Notice
+            }
+            ResetClass::IdleTimeout | ResetClass::Abort => Severity::Alert,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Severity {
+    Benign,
+    Notice,
+    Alert,
+}
+
+impl Severity {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Benign => "benign",
+            Severity::Notice => "notice",
+            Severity::Alert => "alert",
+        }
+    }
+}
+
+/// Which endpoint the RST claims to come from (by its source address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sender {
+    Originator,
+    Responder,
+    Unknown,
+}
+
+impl Sender {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Sender::Originator => "originator",
+            Sender::Responder => "responder",
+            Sender::Unknown => "unknown",
+        }
+    }
+}
+
+/// A signal about who really sent the RST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Evidence {
+    TtlMismatch,
+    IpIdAnomaly,
+    SeqOutOfWindow,
+    DataAfterRst,
+    RstSeqChange,
+    FastRst,
+    /// Context only: a TLS alert shortly before the teardown is normal.
+    TlsAlertBefore,
+}
+
+impl Evidence {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Evidence::TtlMismatch => "ttl_mismatch",
+            Evidence::IpIdAnomaly => "ip_id_anomaly",
+            Evidence::SeqOutOfWindow => "seq_out_of_window",
+            Evidence::DataAfterRst => "data_after_rst",
+            Evidence::RstSeqChange => "rst_seq_change",
+            Evidence::FastRst => "fast_rst",
+            Evidence::TlsAlertBefore => "tls_alert_before",
+        }
+    }
+}
+
+/// Zeek conn.log `conn_state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ConnState {
+    S0,
+    S1,
+    Sf,
+    Rej,
+    S2,
+    S3,
+    Rsto,
+    Rstr,
+    Rstos0,
+    Rstrh,
+    Sh,
+    Shr,
+    Oth,
+}
+
+impl ConnState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ConnState::S0 => "S0",
+            ConnState::S1 => "S1",
+            ConnState::Sf => "SF",
+            ConnState::Rej => "REJ",
+            ConnState::S2 => "S2",
+            ConnState::S3 => "S3",
+            ConnState::Rsto => "RSTO",
+            ConnState::Rstr => "RSTR",
+            ConnState::Rstos0 => "RSTOS0",
+            ConnState::Rstrh => "RSTRH",
+            ConnState::Sh => "SH",
+            ConnState::Shr => "SHR",
+            ConnState::Oth => "OTH",
+        }
+    }
+}
+
+/// Identical resets folded together during a storm (see the SIEM spool's rate limit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Aggregate {
+    pub count: u64,
+    pub first: SystemTime,
+    pub last: SystemTime,
+}
+
+/// One RST, explained.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResetReport {
+    pub ts: SystemTime,
+    pub iface: String,
+    pub direction: Direction,
+    pub class: ResetClass,
+    pub sender: Sender,
+    pub middlebox: bool,
+    /// Every signal that fired, in `Evidence` order; context-only ones included.
+    pub evidence: Vec<Evidence>,
+    /// Addresses and ports of the RST packet itself.
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    /// The connection's originator (SYN sender) and responder.
+    pub orig: SocketAddr,
+    pub resp: SocketAddr,
+    /// No handshake was seen: the originator is a guess (first packet seen).
+    pub originator_inferred: bool,
+    /// VLAN id, 0 when untagged.
+    pub vlan: u16,
+    pub ttl: u8,
+    /// TTL / hop limit of the claimed sender's genuine packets, if any were seen.
+    pub expected_ttl: Option<u8>,
+    /// IPv4 identification; `None` for IPv6.
+    pub ip_id: Option<u16>,
+    pub df: bool,
+    pub seq: u32,
+    pub ack: u32,
+    /// TCP flag bits of the RST.
+    pub flags: u8,
+    pub window: u16,
+    pub payload_len: u16,
+    /// Silence on the flow right before the RST (or before the packet it answers).
+    pub idle_ms: Option<u64>,
+    /// Handshake round-trip time, if the handshake was seen.
+    pub rtt_us: Option<u64>,
+    pub conn_state: ConnState,
+    pub history: String,
+    pub community_id: String,
+    pub wireshark_filter: String,
+    pub orig_pkts: u64,
+    pub orig_bytes: u64,
+    pub resp_pkts: u64,
+    pub resp_bytes: u64,
+    /// Follow-up packets seen after the RST (data from its claimed sender, further RSTs).
+    pub followups: u32,
+    pub aggregate: Option<Aggregate>,
+}
+
+impl ResetReport {
+    /// Severity with attribution: a suspected middlebox always raises an alert.
+    pub fn severity(&self) -> Severity {
+        if self.middlebox {
+            Severity::Alert
+        } else {
+            self.class.severity()
+        }
+    }
+}

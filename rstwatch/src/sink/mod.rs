@@ -1,0 +1,1 @@
+//! Where rendered records go.
