@@ -19,6 +19,7 @@ const VLAN_HLEN: usize = 4;
 const MAX_VLAN_TAGS: usize = 2;
 
 const IPPROTO_TCP: u8 = 6;
+const IPV4_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
 const NEXTHDR_HOP: u8 = 0;
 const NEXTHDR_ROUTING: u8 = 43;
@@ -34,6 +35,9 @@ const TCPOPT_NOP: u8 = 1;
 const TCPOPT_WINDOW: u8 = 3;
 /// TCP options occupy at most 40 bytes; each loop turn consumes at least one.
 const MAX_TCP_OPTION_BYTES: usize = 40;
+/// Stack copy of the options, with room for an option's kind, length and value read at the
+/// last possible offset.
+const OPTION_BUF: usize = MAX_TCP_OPTION_BYTES + 3;
 const TLS_CONTENT_ALERT: u8 = 21;
 const TLS_RECORD_HLEN: u16 = 5;
 
@@ -57,13 +61,6 @@ fn u8_at(data: usize, data_end: usize, offset: usize) -> Result<u8, ParseError> 
 fn be16_at(data: usize, data_end: usize, offset: usize) -> Result<u16, ParseError> {
     Ok(u16::from_be(unsafe {
         ptr_at::<u16>(data, data_end, offset)?.read_unaligned()
-    }))
-}
-
-#[inline(always)]
-fn be32_at(data: usize, data_end: usize, offset: usize) -> Result<u32, ParseError> {
-    Ok(u32::from_be(unsafe {
-        ptr_at::<u32>(data, data_end, offset)?.read_unaligned()
     }))
 }
 
@@ -113,6 +110,10 @@ pub fn parse(
 }
 
 /// Returns the TCP header's offset and the length of the IP payload.
+///
+/// Fixed headers are copied out with one constant-size bounds check: the verifier cannot carry
+/// a variable-length check (IPv4 options) over to later constant-offset reads, and LLVM would
+/// otherwise merge the two.
 #[inline(always)]
 fn parse_ipv4(
     data: usize,
@@ -120,27 +121,27 @@ fn parse_ipv4(
     l3: usize,
     pkt: &mut PacketMeta,
 ) -> Result<(usize, u16), ParseError> {
-    let version_ihl = u8_at(data, data_end, l3)?;
-    let ihl = ((version_ihl & 0x0f) as usize) * 4;
-    if version_ihl >> 4 != 4 || ihl < 20 {
+    let ip = bytes_at::<IPV4_HLEN>(data, data_end, l3)?;
+    let ihl = ((ip[0] & 0x0f) as usize) * 4;
+    if ip[0] >> 4 != 4 || ihl < IPV4_HLEN {
         return Err(Counter::BadHeader);
     }
-    // Options are not interpreted, but the whole header must be present.
-    ptr_at::<u8>(data, data_end, l3 + ihl - 1)?;
-    let total_len = be16_at(data, data_end, l3 + 2)?;
-    let frag = be16_at(data, data_end, l3 + 6)?;
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
     if frag & 0x1fff != 0 {
         return Err(Counter::NonFirstFragment);
     }
-    if u8_at(data, data_end, l3 + 9)? != IPPROTO_TCP {
+    if ip[9] != IPPROTO_TCP {
         return Err(Counter::NotTcp);
     }
+    // Options are not interpreted, but the whole header must be present.
+    ptr_at::<u8>(data, data_end, l3 + ihl - 1)?;
     pkt.family = FAMILY_IPV4;
-    pkt.ip_id = be16_at(data, data_end, l3 + 4)?;
+    pkt.ip_id = u16::from_be_bytes([ip[4], ip[5]]);
     pkt.df = ((frag & 0x4000) != 0) as u8;
-    pkt.ttl = u8_at(data, data_end, l3 + 8)?;
-    pkt.src_addr = ipv4_mapped(bytes_at::<4>(data, data_end, l3 + 12)?);
-    pkt.dst_addr = ipv4_mapped(bytes_at::<4>(data, data_end, l3 + 16)?);
+    pkt.ttl = ip[8];
+    pkt.src_addr = ipv4_mapped([ip[12], ip[13], ip[14], ip[15]]);
+    pkt.dst_addr = ipv4_mapped([ip[16], ip[17], ip[18], ip[19]]);
+    let total_len = u16::from_be_bytes([ip[2], ip[3]]);
     Ok((l3 + ihl, total_len.saturating_sub(ihl as u16)))
 }
 
@@ -151,32 +152,38 @@ fn parse_ipv6(
     l3: usize,
     pkt: &mut PacketMeta,
 ) -> Result<(usize, u16), ParseError> {
-    if u8_at(data, data_end, l3)? >> 4 != 6 {
+    let ip = ptr_at::<[u8; IPV6_HLEN]>(data, data_end, l3)?;
+    // SAFETY: ptr_at checked that the whole fixed header is inside the packet.
+    let ip = unsafe { &*ip };
+    if ip[0] >> 4 != 6 {
         return Err(Counter::BadHeader);
     }
-    let payload_len = be16_at(data, data_end, l3 + 4)?;
-    let mut next = u8_at(data, data_end, l3 + 6)?;
+    let payload_len = u16::from_be_bytes([ip[4], ip[5]]);
+    let mut next = ip[6];
     pkt.family = FAMILY_IPV6;
-    pkt.ttl = u8_at(data, data_end, l3 + 7)?;
-    pkt.src_addr = bytes_at::<16>(data, data_end, l3 + 8)?;
-    pkt.dst_addr = bytes_at::<16>(data, data_end, l3 + 24)?;
+    pkt.ttl = ip[7];
+    pkt.src_addr.copy_from_slice(&ip[8..24]);
+    pkt.dst_addr.copy_from_slice(&ip[24..40]);
     let mut off = l3 + IPV6_HLEN;
     let mut ext_len = 0u16;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
+        if next == IPPROTO_TCP {
+            return Ok((off, payload_len.saturating_sub(ext_len)));
+        }
+        // Every extension header is at least 8 bytes; its first four say all the parser needs
+        // (next header, length, fragment offset), read with one check.
+        let ext = bytes_at::<4>(data, data_end, off)?;
         let hdr_len = match next {
-            IPPROTO_TCP => return Ok((off, payload_len.saturating_sub(ext_len))),
-            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => {
-                (u8_at(data, data_end, off + 1)? as usize + 1) * 8
-            }
+            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => (ext[1] as usize + 1) * 8,
             NEXTHDR_FRAGMENT => {
-                if be16_at(data, data_end, off + 2)? & 0xfff8 != 0 {
+                if u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0 {
                     return Err(Counter::NonFirstFragment);
                 }
                 8
             }
             _ => return Err(Counter::NotTcp),
         };
-        next = u8_at(data, data_end, off)?;
+        next = ext[0];
         off += hdr_len;
         ext_len = ext_len.saturating_add(hdr_len as u16);
     }
@@ -194,17 +201,17 @@ fn parse_tcp(
     l4_len: u16,
     pkt: &mut PacketMeta,
 ) -> Result<(), ParseError> {
-    ptr_at::<[u8; TCP_HLEN]>(data, data_end, l4)?;
-    pkt.src_port = be16_at(data, data_end, l4)?;
-    pkt.dst_port = be16_at(data, data_end, l4 + 2)?;
-    pkt.seq = be32_at(data, data_end, l4 + 4)?;
-    pkt.ack = be32_at(data, data_end, l4 + 8)?;
-    let doff = ((u8_at(data, data_end, l4 + 12)? >> 4) as usize) * 4;
+    let tcp = bytes_at::<TCP_HLEN>(data, data_end, l4)?;
+    let doff = ((tcp[12] >> 4) as usize) * 4;
     if doff < TCP_HLEN {
         return Err(Counter::BadHeader);
     }
-    pkt.tcp_flags = u8_at(data, data_end, l4 + 13)?;
-    pkt.window = be16_at(data, data_end, l4 + 14)?;
+    pkt.src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
+    pkt.dst_port = u16::from_be_bytes([tcp[2], tcp[3]]);
+    pkt.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
+    pkt.ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
+    pkt.tcp_flags = tcp[13];
+    pkt.window = u16::from_be_bytes([tcp[14], tcp[15]]);
     pkt.payload_len = l4_len.saturating_sub(doff as u16);
     if pkt.tcp_flags & tcp_flags::SYN != 0 {
         pkt.window_scale = window_scale(data, data_end, l4 + TCP_HLEN, doff - TCP_HLEN);
@@ -222,31 +229,57 @@ fn parse_tcp(
 /// A malformed or truncated option list just ends the search: the segment is still tracked.
 #[inline(always)]
 fn window_scale(data: usize, data_end: usize, start: usize, len: usize) -> u8 {
-    let end = start + len.min(MAX_TCP_OPTION_BYTES);
-    let mut off = start;
-    for _ in 0..MAX_TCP_OPTION_BYTES {
-        if off >= end {
+    let mut options = [TCPOPT_EOL; MAX_TCP_OPTION_BYTES];
+    for (i, byte) in options.iter_mut().enumerate() {
+        if i >= len {
             break;
         }
-        let Ok(kind) = u8_at(data, data_end, off) else {
-            break;
-        };
-        match kind {
-            TCPOPT_EOL => break,
-            TCPOPT_NOP => off += 1,
-            _ => {
-                let Ok(opt_len) = u8_at(data, data_end, off + 1) else {
-                    break;
-                };
-                if kind == TCPOPT_WINDOW && opt_len == 3 {
-                    return u8_at(data, data_end, off + 2).unwrap_or(NO_WINDOW_SCALE);
-                }
-                if opt_len < 2 {
-                    break;
-                }
-                off += opt_len as usize;
-            }
+        match u8_at(data, data_end, start + i) {
+            Ok(b) => *byte = b,
+            Err(_) => break,
         }
     }
-    NO_WINDOW_SCALE
+    let word = |i: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&options[i * 8..i * 8 + 8]);
+        u64::from_le_bytes(w)
+    };
+    rstwatch_window_scale(word(0), word(1), word(2), word(3), word(4)) as u8
+}
+
+/// Walks the 40 option bytes, passed as five little-endian words, for the window-scale option.
+///
+/// A global (exported, never inlined) function: the verifier checks it once on its own,
+/// instead of once for every parse path that leads to a SYN (VLAN tags times IPv6 extension
+/// chains), which would exceed its instruction budget. Its arguments are plain scalars because
+/// that is all a global function may take besides the context.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_window_scale(o0: u64, o1: u64, o2: u64, o3: u64, o4: u64) -> u32 {
+    let mut options = [TCPOPT_EOL; OPTION_BUF];
+    for (i, word) in [o0, o1, o2, o3, o4].iter().enumerate() {
+        options[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
+    }
+    // Bytes past the 40 option bytes are EOL, so the walk needs no length of its own; `off`
+    // is clamped to the first of them, a bound the verifier can follow.
+    let mut off = 0usize;
+    for _ in 0..MAX_TCP_OPTION_BYTES {
+        let kind = options[off];
+        if kind == TCPOPT_EOL {
+            break;
+        }
+        if kind == TCPOPT_NOP {
+            off = (off + 1).min(MAX_TCP_OPTION_BYTES);
+            continue;
+        }
+        let opt_len = options[off + 1] as usize;
+        if kind == TCPOPT_WINDOW && opt_len == 3 {
+            return options[off + 2] as u32;
+        }
+        if opt_len < 2 {
+            break;
+        }
+        off = (off + opt_len).min(MAX_TCP_OPTION_BYTES);
+    }
+    NO_WINDOW_SCALE as u32
 }

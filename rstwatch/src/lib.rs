@@ -1,13 +1,23 @@
 //! rstwatch: explains every TCP reset on a host, from evidence gathered in the kernel.
 //!
 //! Where things live:
+//! - `cli`: the command line and the parsers for its values.
+//! - `preflight`: checks before touching the kernel (interfaces, capabilities).
 //! - `kernel`: loads and attaches the eBPF programs, configures their maps, reads counters.
+//! - `watch`: the daemon loop: ring buffer, hold queue, output, signals.
+//! - `hold`: keeps each RST briefly so its follow-up evidence joins the verdict.
 //! - `explain`: the pure classifier: one kernel event (plus follow-ups) to one `ResetReport`.
 //! - `report`: the explained reset, the data every output renders.
 //! - `output`: one module per format (text, JSON, ECS, OCSF, CEF).
 //! - `sink`: where rendered records go (stdout, file, syslog with its spool).
 
+pub mod cli;
+pub mod clock;
 pub mod explain;
+pub mod hold;
+pub mod kernel;
 pub mod output;
+pub mod preflight;
 pub mod report;
 pub mod sink;
+pub mod watch;

@@ -1,0 +1,264 @@
+//! Command line: what a user can ask for, and the parsers that turn their words into values.
+//! Invalid input is rejected here, before anything touches the kernel, with exit code 2.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rstwatch",
+    version,
+    about = "Explains every TCP reset on this host, from evidence gathered in the kernel",
+    long_about = "rstwatch watches network interfaces with eBPF (XDP for ingress, TC for \
+egress), tracks every TCP conversation, and explains each RST the way an analyst would in \
+Wireshark: port closed, normal teardown, peer kept talking after close, idle timeout, abort \
+mid-stream; and who really sent it (the endpoint, or a middlebox that injected it, judged from \
+TTL, IP ID and sequence evidence).",
+    after_help = "Examples:\n  \
+rstwatch watch -i eth0\n  \
+rstwatch watch -i eth0 --port 443 --net 10.1.2.0/24 --format json --output resets.jsonl\n  \
+rstwatch watch -i mirror0 --no-egress --xdp-mode generic"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch interfaces and explain every TCP reset as it happens.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Interface to watch; repeat for several.
+    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true)]
+    pub ifaces: Vec<String>,
+
+    /// How XDP is attached: `native` runs in the driver (fastest, needs driver support),
+    /// `generic` works on every interface, `auto` lets the kernel choose.
+    #[arg(long, value_enum, default_value_t = XdpModeArg::Auto)]
+    pub xdp_mode: XdpModeArg,
+
+    /// Do not attach the TC egress program. Use on a sensor fed by a mirror port or TAP,
+    /// where XDP alone sees both directions.
+    #[arg(long)]
+    pub no_egress: bool,
+
+    /// Only TCP packets with this source or destination port (like Wireshark's
+    /// `tcp.port == P`); repeat for several.
+    #[arg(long = "port", value_name = "PORT", value_parser = parse_port)]
+    pub ports: Vec<u16>,
+
+    /// Only packets with a source or destination address in this network (like
+    /// `ip.addr == 10.1.2.0/24`); IPv4 or IPv6; repeat for several.
+    #[arg(long = "net", value_name = "CIDR")]
+    pub nets: Vec<Cidr>,
+
+    /// Silence before a reset that makes it an idle timeout.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long a reset is held for follow-up evidence (data or another RST after it)
+    /// before it is reported.
+    #[arg(long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration)]
+    pub hold: Duration,
+
+    /// How long the kernel keeps a flow after its RST to collect follow-up packets.
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// Output format; `text` when standard output is a terminal, `json` otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+
+    /// Write records to this file (appended) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Flows tracked at once; the least recently used are evicted beyond this.
+    #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1024..))]
+    pub flows: u32,
+
+    /// Ring buffer between kernel and daemon, in MiB (a power of two).
+    #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ring_mib)]
+    pub ring_mib: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum XdpModeArg {
+    Auto,
+    Native,
+    Generic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Text,
+    Json,
+}
+
+/// An IPv4 or IPv6 network in CIDR notation, host bits cleared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix_len: u8,
+}
+
+impl Cidr {
+    /// The network as an IPv4-mapped IPv6 prefix, the form the kernel's filter trie holds.
+    pub fn mapped(&self) -> ([u8; 16], u32) {
+        match self.addr {
+            IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), 96 + self.prefix_len as u32),
+            IpAddr::V6(v6) => (v6.octets(), self.prefix_len as u32),
+        }
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix_len)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: &str| {
+            format!("invalid network '{s}': {why}; write it like 10.1.2.0/24 or 2001:db8::/32")
+        };
+        let (addr, prefix) = match s.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix_len = match prefix {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(bad(&format!("prefix length must be 0 to {max}"))),
+            },
+        };
+        let addr = match addr {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - prefix_len as u32).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - prefix_len as u32).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        };
+        Ok(Cidr { addr, prefix_len })
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(format!(
+            "invalid port '{s}': write a number from 1 to 65535"
+        )),
+    }
+}
+
+fn parse_ring_mib(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && n <= 1024 => Ok(n),
+        _ => Err(format!(
+            "invalid ring size '{s}': write a power of two from 1 to 1024 (MiB)"
+        )),
+    }
+}
+
+/// Parses durations written like `30s`, `500ms`, `2m`, `1h`, `250us`, `1.5s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad =
+        || format!("invalid duration '{s}': write a number with a unit, like 30s, 500ms or 2m");
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds_per_unit = match unit {
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_in_every_unit() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn durations_without_a_unit_or_number_are_rejected() {
+        for bad in ["30", "s", "", "3x", "-1s", "1..2s"] {
+            let err = parse_duration(bad).unwrap_err();
+            assert!(err.contains("like 30s"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn cidrs_clear_host_bits_and_map_ipv4() {
+        let net: Cidr = "10.1.2.3/24".parse().unwrap();
+        assert_eq!(net.to_string(), "10.1.2.0/24");
+        let (bytes, prefix) = net.mapped();
+        assert_eq!(prefix, 120);
+        assert_eq!(&bytes[10..], &[0xff, 0xff, 10, 1, 2, 0]);
+
+        let net: Cidr = "2001:db8::1/32".parse().unwrap();
+        assert_eq!(net.to_string(), "2001:db8::/32");
+        assert_eq!(net.mapped().1, 32);
+
+        let host: Cidr = "198.18.0.1".parse().unwrap();
+        assert_eq!(host.prefix_len, 32);
+        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().mapped().1, 96);
+    }
+
+    #[test]
+    fn bad_cidrs_say_how_to_write_one() {
+        for bad in ["10.1.2.0/33", "2001:db8::/129", "nonsense/8", "10.1.2.0/x"] {
+            let err = bad.parse::<Cidr>().unwrap_err();
+            assert!(err.contains("10.1.2.0/24"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn ports_must_be_1_to_65535() {
+        assert_eq!(parse_port("443"), Ok(443));
+        assert!(parse_port("0").is_err());
+        assert!(parse_port("65536").is_err());
+        assert!(parse_port("http").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,261 @@
+//! The kernel side, from userspace: loads the embedded eBPF object, configures its maps,
+//! attaches the programs through BPF links (so nothing outlives the process, even on SIGKILL)
+//! and reads the counters and the flow table.
+
+use std::{fmt, io};
+
+use aya::{
+    maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray, RingBuf},
+    programs::{tc::TcAttachType, ProgramError, SchedClassifier, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use rstwatch_common::{Counter, FlowKey, FlowState, Settings, COUNTER_COUNT};
+
+use crate::cli::Cidr;
+
+/// The eBPF object, built by `build.rs` and embedded so the binary is self-contained.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rstwatch"));
+
+pub const XDP_PROGRAM: &str = "rstwatch_xdp";
+pub const TC_PROGRAM: &str = "rstwatch_tc_egress";
+
+/// What to load: table sizes, the runtime settings and the filters.
+#[derive(Clone, Debug)]
+pub struct KernelConfig {
+    pub flows: u32,
+    pub ring_bytes: u32,
+    pub settings: Settings,
+    pub ports: Vec<u16>,
+    pub nets: Vec<Cidr>,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        Self {
+            flows: 131_072,
+            ring_bytes: 4 << 20,
+            settings: Settings::default(),
+            ports: Vec::new(),
+            nets: Vec::new(),
+        }
+    }
+}
+
+/// A failure the user can fix; the daemon reports it in one line and exits with code 2.
+#[derive(Debug)]
+pub struct UserError(pub String);
+
+impl fmt::Display for UserError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UserError {}
+
+/// The loaded programs and their maps. Dropping it detaches everything.
+pub struct Kernel {
+    ebpf: Ebpf,
+}
+
+impl Kernel {
+    /// Loads both programs through the verifier and writes settings and filters; attaches
+    /// nothing yet.
+    pub fn load(config: &KernelConfig) -> anyhow::Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("FLOWS", config.flows)
+            .map_max_entries("EVENTS", config.ring_bytes)
+            .load(EBPF_OBJECT)
+            .map_err(|err| load_error(&err))?;
+        let mut settings = config.settings;
+        settings.filter.ports = u8::from(!config.ports.is_empty());
+        settings.filter.nets = u8::from(!config.nets.is_empty());
+        Array::<_, Settings>::try_from(map(&mut ebpf, "SETTINGS")?)?.set(0, settings, 0)?;
+        let mut ports = Array::<_, u8>::try_from(map(&mut ebpf, "FILTER_PORTS")?)?;
+        for &port in &config.ports {
+            ports.set(port as u32, 1, 0)?;
+        }
+        let mut nets = LpmTrie::<_, [u8; 16], u8>::try_from(map(&mut ebpf, "FILTER_NETS")?)?;
+        for net in &config.nets {
+            let (addr, prefix_len) = net.mapped();
+            nets.insert(&Key::new(prefix_len, addr), 1, 0)?;
+        }
+        program::<Xdp>(&mut ebpf, XDP_PROGRAM)?
+            .load()
+            .map_err(|err| verifier_error(XDP_PROGRAM, err))?;
+        program::<SchedClassifier>(&mut ebpf, TC_PROGRAM)?
+            .load()
+            .map_err(|err| verifier_error(TC_PROGRAM, err))?;
+        Ok(Self { ebpf })
+    }
+
+    /// Attaches XDP (ingress) and, unless `egress` is false, TC egress to `iface`.
+    pub fn attach(&mut self, iface: &str, mode: XdpMode, egress: bool) -> anyhow::Result<()> {
+        program::<Xdp>(&mut self.ebpf, XDP_PROGRAM)?
+            .attach(iface, mode)
+            .map_err(|err| {
+                UserError(format!(
+                    "XDP attach refused on {iface} ({}): try --xdp-mode generic",
+                    root_cause(&err)
+                ))
+            })?;
+        if egress {
+            program::<SchedClassifier>(&mut self.ebpf, TC_PROGRAM)?
+                .attach(iface, TcAttachType::Egress)
+                .map_err(|err| {
+                    UserError(format!(
+                        "TC egress attach refused on {iface} ({}): try --no-egress",
+                        root_cause(&err)
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    /// The ring buffer the programs write events to; can be taken once.
+    pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
+        let events = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| anyhow::anyhow!("EVENTS ring buffer already taken"))?;
+        Ok(RingBuf::try_from(events)?)
+    }
+
+    /// Counters summed over all CPUs.
+    pub fn counters(&self) -> anyhow::Result<Counters> {
+        let map = self
+            .ebpf
+            .map("COUNTERS")
+            .ok_or_else(|| anyhow::anyhow!("COUNTERS map missing from the eBPF object"))?;
+        let counters = PerCpuArray::<_, u64>::try_from(map)?;
+        let mut totals = [0u64; COUNTER_COUNT as usize];
+        for (index, total) in totals.iter_mut().enumerate() {
+            *total = counters.get(&(index as u32), 0)?.iter().sum();
+        }
+        Ok(Counters(totals))
+    }
+
+    /// The flow table's entry for `key`, if any.
+    pub fn flow(&self, key: &FlowKey) -> anyhow::Result<Option<FlowState>> {
+        let flows = aya::maps::HashMap::<_, FlowKey, FlowState>::try_from(
+            self.ebpf
+                .map("FLOWS")
+                .ok_or_else(|| anyhow::anyhow!("FLOWS map missing"))?,
+        )?;
+        match flows.get(key, 0) {
+            Ok(flow) => Ok(Some(flow)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Flows in the table now (walks the whole table: for summaries and tests, not hot paths).
+    pub fn flow_count(&self) -> anyhow::Result<usize> {
+        let flows = aya::maps::HashMap::<_, FlowKey, FlowState>::try_from(
+            self.ebpf
+                .map("FLOWS")
+                .ok_or_else(|| anyhow::anyhow!("FLOWS map missing"))?,
+        )?;
+        Ok(flows.keys().filter(Result::is_ok).count())
+    }
+
+    /// The XDP program, e.g. for BPF_PROG_TEST_RUN.
+    pub fn xdp(&self) -> &Xdp {
+        self.ebpf
+            .program(XDP_PROGRAM)
+            .and_then(|p| <&Xdp>::try_from(p).ok())
+            .expect("the object defines the XDP program")
+    }
+
+    /// The TC egress program, e.g. for BPF_PROG_TEST_RUN.
+    pub fn tc(&self) -> &SchedClassifier {
+        self.ebpf
+            .program(TC_PROGRAM)
+            .and_then(|p| <&SchedClassifier>::try_from(p).ok())
+            .expect("the object defines the TC program")
+    }
+}
+
+/// Totals of the per-CPU counters, indexed by `Counter`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters(pub [u64; COUNTER_COUNT as usize]);
+
+impl Counters {
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.0[counter as usize]
+    }
+
+    /// `name=value` pairs of the non-zero counters, for logs and summaries.
+    pub fn describe(&self) -> String {
+        Counter::ALL
+            .iter()
+            .filter(|c| self.get(**c) != 0)
+            .map(|c| format!("{}={}", c.name(), self.get(*c)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut aya::maps::Map> {
+    ebpf.map_mut(name)
+        .ok_or_else(|| anyhow::anyhow!("map {name} missing from the eBPF object"))
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let program = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow::anyhow!("program {name} missing from the eBPF object"))?;
+    Ok(program.try_into()?)
+}
+
+fn root_cause(err: &dyn std::error::Error) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// EPERM somewhere in the error chain: the process lacks a capability. (The verifier
+/// rejects programs with EACCES, which is a different story.)
+fn lacks_privilege(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(err) = cause {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return io.raw_os_error() == Some(libc::EPERM);
+        }
+        cause = err.source();
+    }
+    false
+}
+
+fn load_error(err: &aya::EbpfError) -> anyhow::Error {
+    if lacks_privilege(err) {
+        return UserError(
+            "permission denied loading eBPF: run as root or grant CAP_BPF, CAP_NET_ADMIN and \
+             CAP_PERFMON (e.g. `sudo setcap cap_bpf,cap_net_admin,cap_perfmon+ep rstwatch`)"
+                .into(),
+        )
+        .into();
+    }
+    UserError(format!(
+        "this kernel cannot load rstwatch's eBPF maps ({}): rstwatch needs Linux >= 5.8 with \
+         BPF ring buffers and BTF",
+        root_cause(err)
+    ))
+    .into()
+}
+
+fn verifier_error(name: &str, err: ProgramError) -> anyhow::Error {
+    if lacks_privilege(&err) {
+        return UserError(format!(
+            "permission denied loading {name}: run as root or grant CAP_BPF, CAP_NET_ADMIN and \
+             CAP_PERFMON"
+        ))
+        .into();
+    }
+    anyhow::Error::new(err).context(format!("the kernel's verifier rejected {name}"))
+}

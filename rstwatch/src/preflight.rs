@@ -1,0 +1,96 @@
+//! Checks made before touching the kernel, so that the common mistakes get a one-line answer
+//! that says what to do instead of a syscall error.
+
+use std::ffi::CString;
+
+use crate::kernel::UserError;
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// The interface's index, or an error naming the interface.
+pub fn interface_index(iface: &str) -> Result<u32, UserError> {
+    let unknown = || {
+        UserError(format!(
+            "unknown interface '{iface}': `ip link` lists the interfaces of this host"
+        ))
+    };
+    let name = CString::new(iface).map_err(|_| unknown())?;
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(unknown()),
+        index => Ok(index),
+    }
+}
+
+/// Fails, naming the first missing capability, unless this process may load and attach BPF.
+pub fn require_capabilities() -> Result<(), UserError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(effective) = effective_capabilities(&status) else {
+        // Without /proc the kernel's own answer at load time is the best guide.
+        return Ok(());
+    };
+    match missing_capability(effective) {
+        None => Ok(()),
+        Some(name) => Err(UserError(format!(
+            "missing capability {name}: run as root or grant CAP_BPF, CAP_NET_ADMIN and \
+             CAP_PERFMON (e.g. `sudo setcap cap_bpf,cap_net_admin,cap_perfmon+ep rstwatch`)"
+        ))),
+    }
+}
+
+fn effective_capabilities(proc_status: &str) -> Option<u64> {
+    proc_status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+}
+
+fn missing_capability(effective: u64) -> Option<&'static str> {
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        return Some("CAP_BPF");
+    }
+    if !has(CAP_NET_ADMIN) {
+        return Some("CAP_NET_ADMIN");
+    }
+    if !has(CAP_PERFMON) && !has(CAP_SYS_ADMIN) {
+        return Some("CAP_PERFMON");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_effective_capabilities_from_proc_status() {
+        let status = "Name:\tx\nCapInh:\t0000000000000000\nCapEff:\t000001ffffffffff\n";
+        assert_eq!(effective_capabilities(status), Some(0x1ff_ffff_ffff));
+        assert_eq!(effective_capabilities("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn names_the_first_missing_capability() {
+        assert_eq!(missing_capability(u64::MAX), None);
+        assert_eq!(missing_capability(0), Some("CAP_BPF"));
+        assert_eq!(missing_capability(1 << CAP_BPF), Some("CAP_NET_ADMIN"));
+        assert_eq!(
+            missing_capability((1 << CAP_BPF) | (1 << CAP_NET_ADMIN)),
+            Some("CAP_PERFMON")
+        );
+        assert_eq!(
+            missing_capability((1 << CAP_SYS_ADMIN) | (1 << CAP_NET_ADMIN)),
+            None
+        );
+    }
+
+    #[test]
+    fn unknown_interfaces_are_named() {
+        let err = interface_index("rw-no-such-if0").unwrap_err();
+        assert!(err.0.contains("rw-no-such-if0"));
+        assert!(interface_index("lo").is_ok());
+    }
+}
