@@ -448,3 +448,221 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::{string::String, vec, vec::Vec};
+
+    use super::*;
+    use crate::packet::{ipv4_mapped, tcp_flags::*, FAMILY_IPV4};
+
+    const CLIENT: [u8; 4] = [198, 18, 0, 1];
+    const SERVER: [u8; 4] = [198, 18, 1, 2];
+
+    fn segment(from_client: bool, flags: u8, seq: u32, ack: u32, payload: u16) -> PacketMeta {
+        let (src, dst, sport, dport) = if from_client {
+            (CLIENT, SERVER, 40000, 80)
+        } else {
+            (SERVER, CLIENT, 80, 40000)
+        };
+        PacketMeta {
+            src_addr: ipv4_mapped(src),
+            dst_addr: ipv4_mapped(dst),
+            src_port: sport,
+            dst_port: dport,
+            seq,
+            ack,
+            payload_len: payload,
+            window: 512,
+            ip_id: if from_client { 100 } else { 7000 } + seq as u16 % 50,
+            ttl: if from_client { 64 } else { 63 },
+            tcp_flags: flags,
+            family: FAMILY_IPV4,
+            window_scale: if flags & SYN != 0 { 7 } else { NO_WINDOW_SCALE },
+            ..PacketMeta::default()
+        }
+    }
+
+    /// Replays packets through a fresh flow, 1 ms apart; returns the flow and every emitted
+    /// event kind with the state it carried.
+    fn replay(packets: &[PacketMeta]) -> (FlowState, Vec<(EventKind, FlowState)>) {
+        let settings = Settings::default();
+        let (_, first_dir) = FlowKey::of(&packets[0]);
+        let mut flow = FlowState::new(&packets[0], first_dir);
+        let mut events = Vec::new();
+        for (i, pkt) in packets.iter().enumerate() {
+            let (_, dir) = FlowKey::of(pkt);
+            let now = 1_000_000 * (i as u64 + 1);
+            flow.step(pkt, dir, now, &settings, |kind, snapshot| {
+                events.push((kind, *snapshot))
+            });
+        }
+        (flow, events)
+    }
+
+    fn history(flow: &FlowState, originator: u8) -> String {
+        flow.history[..flow.history_len as usize]
+            .iter()
+            .map(|&h| {
+                let letter = seen::HISTORY_LETTERS[(h & 0x0f) as usize] as char;
+                let dir = u8::from(h & HISTORY_FROM_HIGH != 0);
+                if dir == originator {
+                    letter.to_ascii_uppercase()
+                } else {
+                    letter
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn key_is_the_same_for_both_directions() {
+        let (a, dir_a) = FlowKey::of(&segment(true, SYN, 1, 0, 0));
+        let (b, dir_b) = FlowKey::of(&segment(false, SYN | ACK, 1, 2, 0));
+        assert_eq!(a, b);
+        assert_ne!(dir_a, dir_b);
+    }
+
+    #[test]
+    fn handshake_data_and_rst_leave_the_expected_state() {
+        let (flow, events) = replay(&[
+            segment(true, SYN, 1000, 0, 0),
+            segment(false, SYN | ACK, 5000, 1001, 0),
+            segment(true, ACK, 1001, 5001, 0),
+            segment(true, ACK | PSH, 1001, 5001, 100),
+            segment(false, ACK, 5001, 1101, 0),
+            segment(false, RST | ACK, 5001, 1101, 0),
+        ]);
+        let (client_key, client_dir) = FlowKey::of(&segment(true, SYN, 1000, 0, 0));
+        assert_eq!(client_key.port[client_dir as usize], 40000);
+        assert_eq!(flow.originator, client_dir);
+        assert_eq!(flow.origin, origin::SYN);
+        assert_eq!(history(&flow, flow.originator), "ShADar");
+        let client = &flow.dir[client_dir as usize];
+        let server = &flow.dir[(client_dir ^ 1) as usize];
+        assert_eq!(client.next_seq, 1101);
+        assert_eq!(client.max_ack, 5001);
+        assert_eq!(client.bytes, 100);
+        assert_eq!(client.pkts, 3);
+        assert_eq!(server.ttl, 63, "the RST must not move the genuine TTL");
+        assert_eq!(server.rst_seq, 5001);
+        assert_eq!(client.window_scale, 7);
+        assert_eq!(
+            flow.rtt_ns, 2_000_000,
+            "SYN at 1 ms, completing ACK at 3 ms"
+        );
+        assert_eq!(flow.rst_ns, 6_000_000);
+
+        assert_eq!(events.len(), 1);
+        let (kind, before) = &events[0];
+        assert_eq!(*kind, EventKind::Rst);
+        assert!(!before.dir[(client_dir ^ 1) as usize].has(seen::RST));
+        assert_eq!(before.packets(), 5, "the snapshot is taken before the RST");
+    }
+
+    #[test]
+    fn data_and_rsts_after_a_rst_are_follow_ups_up_to_the_limit() {
+        let mut packets = vec![
+            segment(true, SYN, 1000, 0, 0),
+            segment(false, SYN | ACK, 5000, 1001, 0),
+            segment(false, RST | ACK, 5001, 1001, 0),
+            segment(false, ACK, 5001, 1001, 50),
+            segment(true, ACK, 1001, 5001, 0),
+            segment(false, RST, 9999, 0, 0),
+        ];
+        let (_, events) = replay(&packets);
+        let kinds: Vec<_> = events.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [EventKind::Rst, EventKind::FollowUp, EventKind::FollowUp],
+            "data from the RST's sender and a second RST follow; the peer's ACK does not"
+        );
+
+        packets.extend((0..10).map(|i| segment(false, RST, 20_000 + i, 0, 0)));
+        let (_, events) = replay(&packets);
+        assert_eq!(events.len(), 1 + Settings::DEFAULT_FOLLOWUP_LIMIT as usize);
+    }
+
+    #[test]
+    fn a_flow_starts_over_after_the_grace_period_or_on_a_new_syn() {
+        let settings = Settings {
+            grace_ns: 10,
+            ..Settings::default()
+        };
+        let rst = segment(false, RST, 1, 0, 0);
+        let (_, dir) = FlowKey::of(&rst);
+        let mut flow = FlowState::new(&rst, dir);
+        assert_eq!(
+            flow.step(&rst, dir, 100, &settings, |_, _| {}),
+            Step::Tracked
+        );
+        assert_eq!(
+            flow.step(&rst, dir, 200, &settings, |_, _| {}),
+            Step::Recycled
+        );
+        assert_eq!(flow.packets(), 1);
+
+        let (closed, _) = replay(&[
+            segment(true, SYN, 1000, 0, 0),
+            segment(true, FIN | ACK, 1001, 0, 0),
+        ]);
+        let mut closed = closed;
+        let new_syn = segment(true, SYN, 777_000, 0, 0);
+        let (_, dir) = FlowKey::of(&new_syn);
+        let outcome = closed.step(&new_syn, dir, 9_000_000, &Settings::default(), |_, _| {});
+        assert_eq!(outcome, Step::Recycled);
+        let retransmitted = closed.step(&new_syn, dir, 9_500_000, &Settings::default(), |_, _| {});
+        assert_eq!(
+            retransmitted,
+            Step::Tracked,
+            "a retransmitted SYN is the same connection"
+        );
+    }
+
+    #[test]
+    fn midstream_flows_infer_the_originator_and_synack_first_flips_it() {
+        let (flow, _) = replay(&[segment(false, ACK, 5000, 1000, 10)]);
+        assert_eq!(flow.origin, origin::INFERRED);
+        let (_, server_dir) = FlowKey::of(&segment(false, ACK, 0, 0, 0));
+        assert_eq!(flow.originator, server_dir);
+
+        let (flow, _) = replay(&[segment(false, SYN | ACK, 5000, 1001, 0)]);
+        assert_eq!(flow.origin, origin::SYN_ACK);
+        assert_eq!(flow.originator, server_dir ^ 1);
+    }
+
+    #[test]
+    fn retransmissions_and_zero_windows_are_history_events() {
+        let mut zero = segment(false, ACK, 5001, 1101, 0);
+        zero.window = 0;
+        let (flow, _) = replay(&[
+            segment(true, SYN, 1000, 0, 0),
+            segment(true, ACK, 1001, 0, 100),
+            segment(true, ACK, 1001, 0, 100),
+            zero,
+        ]);
+        assert_eq!(history(&flow, flow.originator), "SDTaw");
+    }
+
+    #[test]
+    fn recent_ip_ids_keep_the_last_four_in_order() {
+        let mut dir = DirState::default();
+        for id in [1u16, 2, 3, 4, 5, 6] {
+            dir.ip_ids[(dir.ip_id_next & 3) as usize] = id;
+            dir.ip_id_next = (dir.ip_id_next + 1) & 3;
+            dir.ip_ids_len = (dir.ip_ids_len + 1).min(RECENT_IP_IDS as u8);
+        }
+        let mut ids = Vec::new();
+        dir.recent_ip_ids(|id| ids.push(id));
+        assert_eq!(ids, [3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn sequence_comparison_wraps() {
+        assert!(seq_after(1, u32::MAX));
+        assert!(!seq_after(u32::MAX, 1));
+        assert!(!seq_after(5, 5));
+    }
+}
