@@ -1,1 +1,3 @@
+//! Test and benchmark support for rstwatch: everything here drives the real kernel.
 
+pub mod baseline;
