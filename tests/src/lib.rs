@@ -1,5 +1,7 @@
 //! The lab the kernel integration tests and `cargo xtask demo` share: three network namespaces
-//! with real TCP stacks ([`lab`]).
+//! with real TCP stacks ([`lab`]) and raw access to their wires ([`packet_socket`]).
 
+pub mod frame;
 pub mod lab;
+pub mod packet_socket;
 mod process;
