@@ -1,6 +1,8 @@
 //! The lab the kernel integration tests and `cargo xtask demo` share: three network namespaces
-//! with real TCP stacks ([`lab`]) and raw access to their wires ([`packet_socket`]).
+//! with real TCP stacks ([`lab`]), raw access to their wires ([`packet_socket`]) and tcpdump as
+//! independent ground truth ([`capture`]).
 
+pub mod capture;
 pub mod frame;
 pub mod lab;
 pub mod packet_socket;
