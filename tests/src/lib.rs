@@ -1,9 +1,10 @@
 //! The lab the kernel integration tests and `cargo xtask demo` share: three network namespaces
-//! with real TCP stacks ([`lab`]), raw access to their wires ([`packet_socket`]) and tcpdump as
-//! independent ground truth ([`capture`]).
+//! with real TCP stacks ([`lab`]), the resets provoked in them ([`scenarios`]), raw access to
+//! their wires ([`packet_socket`]) and tcpdump as independent ground truth ([`capture`]).
 
 pub mod capture;
 pub mod frame;
 pub mod lab;
 pub mod packet_socket;
 mod process;
+pub mod scenarios;
