@@ -1,6 +1,6 @@
 //! The lab the kernel integration tests and `cargo xtask demo` share: three network namespaces
-//! with real TCP stacks ([`lab`]), the resets provoked in them ([`scenarios`]), raw access to
-//! their wires ([`packet_socket`]) and tcpdump as independent ground truth ([`capture`]).
+//! with real TCP stacks ([`lab`]), the resets provoked in them ([`scenarios`]), tcpdump as
+//! independent ground truth ([`capture`]) and rstwatch run against them ([`watch`]).
 
 pub mod capture;
 pub mod frame;
@@ -8,3 +8,4 @@ pub mod lab;
 pub mod packet_socket;
 mod process;
 pub mod scenarios;
+pub mod watch;

@@ -2,7 +2,8 @@
 //! it claims, as tcpdump on the client interface sees them. Needs root; fails without it.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use rstwatch_tests::lab::{Family, Lab, INITIAL_TTL, TTL_VIA_ROUTER};
 use rstwatch_tests::scenarios::{
     self, Flow, FORGED_RST_TTL, STREAMED_BEFORE_ABORT, UNSOLICITED_CLIENT_PORT,
 };
+use rstwatch_tests::watch::Watcher;
 
 /// Runs `scenario` in a fresh lab while tcpdump captures `filter` on the client interface.
 fn capture_scenario(
@@ -330,5 +332,48 @@ fn in_ns_creates_sockets_inside_the_namespace() -> Result<()> {
         outside.is_err(),
         "{client_addr} should exist only in the client namespace"
     );
+    Ok(())
+}
+
+/// An executable file deleted when the test ends, however it ends.
+struct TempScript(PathBuf);
+
+impl TempScript {
+    fn new(name: &str, text: &str) -> Result<TempScript> {
+        let path = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+        let script = TempScript(path);
+        std::fs::write(&script.0, text)?;
+        std::fs::set_permissions(&script.0, std::fs::Permissions::from_mode(0o755))?;
+        Ok(script)
+    }
+}
+
+impl Drop for TempScript {
+    fn drop(&mut self) {
+        // Nothing to do if it was never written.
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn watcher_runs_its_binary_in_the_namespace_with_json_output() -> Result<()> {
+    let lab = Lab::new("watcher")?;
+    let fake_rstwatch = TempScript::new(
+        "fake-rstwatch",
+        "#!/bin/sh\nprintf '{\"args\":\"%s\",\"netns\":\"%s\"}\\n' \"$*\" \"$(ip netns identify)\"\n",
+    )?;
+    let extra_args = ["--port", "4001"];
+    let mut watcher = Watcher::start(
+        &fake_rstwatch.0,
+        lab.client_ns(),
+        lab.client_iface(),
+        &extra_args,
+    )?;
+    let events = watcher.events_until(|_| true, Duration::from_secs(5))?;
+    let expected_args = format!("watch -i {} --format json --port 4001", lab.client_iface());
+    assert_eq!(events[0]["args"], expected_args.as_str());
+    assert_eq!(events[0]["netns"], lab.client_ns());
+    // The script may or may not have exited before the SIGINT; either way nothing else came.
+    assert!(watcher.stop()?.events.is_empty());
     Ok(())
 }
