@@ -44,7 +44,9 @@ const SEGMENTS_BEFORE_FORGED_RST: usize = 3;
 const REQUEST: &[u8] = b"GET /report\n";
 const RESPONSE: &[u8] = b"200 OK\n";
 const STREAM_CHUNK: [u8; 1000] = [b's'; 1000];
-const STREAM_INTERVAL: Duration = Duration::from_millis(50);
+/// Long enough that the router's forged RST reaches the client before the server's next
+/// segment moves the sequence number it must carry, even on a loaded machine.
+const STREAM_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The connection a scenario used, as the client sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
