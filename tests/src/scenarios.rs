@@ -1,8 +1,8 @@
 //! Each kind of TCP reset, provoked between real Linux stacks in a [`Lab`].
 //!
 //! Every scenario returns once the RST it provokes has done its work (a socket saw it, or it was
-//! seen arriving at the client) and takes a few hundred milliseconds, except
-//! [`idle_timeout`], which waits out the router's conntrack timeout. Sockets are created in
+//! seen arriving at the client) and takes under a second, except [`idle_timeout`], which waits
+//! out the router's conntrack timeout (about 4.5 s). Sockets are created in
 //! their namespace and then driven from the calling thread; every blocking call has a timeout.
 
 use std::io::{ErrorKind, Read, Write};
@@ -31,9 +31,10 @@ pub const UNSOLICITED_CLIENT_PORT: u16 = 30_000;
 /// the server's [`crate::lab::TTL_VIA_ROUTER`].
 pub const FORGED_RST_TTL: u8 = 255;
 
-const IO_TIMEOUT: Duration = Duration::from_secs(3);
 /// What the server of [`server_abort_midstream`] sends before it aborts, one chunk per request.
 pub const STREAMED_BEFORE_ABORT: usize = 64 * 1024;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
 const REQUESTED_CHUNK_LEN: usize = 16 * 1024;
 /// Idle time beyond the router's conntrack timeout, so that the entry has surely expired.
 const IDLE_MARGIN: Duration = Duration::from_millis(1500);
