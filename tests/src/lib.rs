@@ -1,3 +1,13 @@
-//! Test and benchmark support for rstwatch: everything here drives the real kernel.
+//! The lab the kernel integration tests, benchmarks and `cargo xtask demo` share: three network
+//! namespaces with real TCP stacks ([`lab`]), the resets provoked in them ([`scenarios`]),
+//! tcpdump as independent ground truth ([`capture`]), rstwatch run against them ([`watch`]),
+//! and the empty-program floor benchmarks compare with ([`baseline`]).
 
 pub mod baseline;
+pub mod capture;
+pub mod frame;
+pub mod lab;
+pub mod packet_socket;
+mod process;
+pub mod scenarios;
+pub mod watch;

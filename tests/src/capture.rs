@@ -1,0 +1,189 @@
+//! Ground truth independent of rstwatch and of the lab's own packet code: tcpdump captures on
+//! an interface inside a namespace, tshark decodes the file.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::Receiver;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+
+use crate::frame::TcpSegment;
+use crate::process::{interrupt_and_wait, kill_and_reap, read_lines, run};
+
+/// RSTs over IPv4 or IPv6; libpcap's `tcp[tcpflags]` only reaches into IPv4, so IPv6 TCP
+/// (next header 6, no extension header) is matched on the flags byte at offset 40 + 13.
+pub const RSTS_ONLY: &str = "(tcp[tcpflags] & tcp-rst != 0) or (ip6[6] == 6 and ip6[53] & 4 != 0)";
+pub const ALL_TCP: &str = "tcp";
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
+const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Lets tcpdump write the last packets the kernel handed it before it is interrupted.
+const SETTLE: Duration = Duration::from_millis(200);
+
+/// A running tcpdump; dropping it kills tcpdump and deletes the capture file.
+pub struct Capture {
+    tcpdump: Child,
+    file: PathBuf,
+    stderr: Receiver<String>,
+}
+
+impl Capture {
+    /// Starts tcpdump on `iface` in namespace `ns` with a libpcap `filter`, and returns once
+    /// it is capturing.
+    pub fn start(ns: &str, iface: &str, filter: &str) -> Result<Capture> {
+        static NEXT_CAPTURE: AtomicU32 = AtomicU32::new(0);
+        let file = std::env::temp_dir().join(format!(
+            "rstwatch-lab-{}-{}.pcap",
+            std::process::id(),
+            NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut tcpdump = Command::new("ip")
+            .args(["netns", "exec", ns, "tcpdump", "-Z", "root", "-i", iface])
+            .args(["-U", "--immediate-mode", "-w"])
+            .arg(&file)
+            .arg(filter)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting tcpdump (is it installed?)")?;
+        let stderr = read_lines(tcpdump.stderr.take().context("tcpdump stderr")?);
+        let capture = Capture {
+            tcpdump,
+            file,
+            stderr,
+        };
+        capture.wait_until_listening()?;
+        Ok(capture)
+    }
+
+    /// Stops tcpdump and returns the captured TCP segments in capture order.
+    pub fn stop(mut self) -> Result<Vec<TcpSegment>> {
+        thread::sleep(SETTLE);
+        let status = interrupt_and_wait(&mut self.tcpdump, EXIT_TIMEOUT)?;
+        ensure!(
+            status.success(),
+            "tcpdump exited with {status}: {}",
+            self.stderr_text()
+        );
+        let file = self
+            .file
+            .to_str()
+            .context("capture file name is not UTF-8")?;
+        #[rustfmt::skip]
+        let fields = run("tshark", &[
+            "-r", file, "-T", "fields", "-E", "separator=/t", "-E", "occurrence=f",
+            "-e", "ip.src", "-e", "ipv6.src", "-e", "tcp.srcport",
+            "-e", "ip.dst", "-e", "ipv6.dst", "-e", "tcp.dstport",
+            "-e", "ip.ttl", "-e", "ipv6.hlim", "-e", "ip.id",
+            "-e", "tcp.seq_raw", "-e", "tcp.ack_raw", "-e", "tcp.flags", "-e", "tcp.len",
+        ])?;
+        fields.lines().map(parse_tshark_fields).collect()
+    }
+
+    fn wait_until_listening(&self) -> Result<()> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut said = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.contains("listening on") => return Ok(()),
+                Ok(line) => said.push(line),
+                Err(_) => break,
+            }
+        }
+        bail!("tcpdump did not start capturing: {}", said.join(" / "))
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join(" / ")
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        kill_and_reap(&mut self.tcpdump);
+        // The file may never have been created; nothing else to clean up then.
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// One line of `tshark -T fields` output, in the order `Capture::stop` asks for the fields.
+fn parse_tshark_fields(line: &str) -> Result<TcpSegment> {
+    let fields: Vec<&str> = line.split('\t').collect();
+    let [ip4_src, ip6_src, src_port, ip4_dst, ip6_dst, dst_port, ttl, hop_limit, ip_id, seq, ack, flags, len] =
+        fields[..]
+    else {
+        bail!(
+            "tshark printed {} fields, expected 13: {line:?}",
+            fields.len()
+        );
+    };
+    let address = |ip4: &str, ip6: &str, port: &str| -> Result<SocketAddr> {
+        let ip: IpAddr = if ip4.is_empty() {
+            ip6.parse()?
+        } else {
+            ip4.parse()?
+        };
+        Ok(SocketAddr::new(ip, port.parse()?))
+    };
+    let parsed = || -> Result<TcpSegment> {
+        Ok(TcpSegment {
+            src: address(ip4_src, ip6_src, src_port)?,
+            dst: address(ip4_dst, ip6_dst, dst_port)?,
+            ttl: if ttl.is_empty() {
+                hop_limit.parse()?
+            } else {
+                ttl.parse()?
+            },
+            ip_id: match ip_id {
+                "" => None,
+                hex => Some(u16::from_str_radix(hex.trim_start_matches("0x"), 16)?),
+            },
+            seq: seq.parse()?,
+            ack: ack.parse()?,
+            // tshark shows the 12 flag bits; the ones the lab cares about are the low 8.
+            flags: u16::from_str_radix(flags.trim_start_matches("0x"), 16)? as u8,
+            payload_len: len.parse()?,
+        })
+    };
+    parsed().with_context(|| format!("parsing tshark output {line:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{ACK, RST};
+
+    #[test]
+    fn tshark_fields_of_an_ipv4_rst_parse() {
+        let line = "198.18.1.2\t\t4000\t198.18.0.2\t\t41234\t63\t\t0x0000\t0\t3155434\t0x0014\t0";
+        let segment = parse_tshark_fields(line).unwrap();
+        assert_eq!(segment.src, "198.18.1.2:4000".parse().unwrap());
+        assert_eq!(segment.dst, "198.18.0.2:41234".parse().unwrap());
+        assert_eq!((segment.ttl, segment.ip_id), (63, Some(0)));
+        assert_eq!(
+            (segment.seq, segment.ack, segment.flags),
+            (0, 3155434, RST | ACK)
+        );
+    }
+
+    #[test]
+    fn tshark_fields_of_an_ipv6_segment_parse() {
+        let line = "\t2001:db8:0:1::2\t41234\t\t2001:db8:0:2::2\t4001\t\t64\t\t7\t9\t0x0018\t12";
+        let segment = parse_tshark_fields(line).unwrap();
+        assert_eq!(segment.src, "[2001:db8:0:1::2]:41234".parse().unwrap());
+        assert_eq!(
+            (segment.ttl, segment.ip_id, segment.payload_len),
+            (64, None, 12)
+        );
+    }
+
+    #[test]
+    fn short_tshark_lines_are_errors() {
+        assert!(parse_tshark_fields("198.18.1.2\t4000").is_err());
+    }
+}
