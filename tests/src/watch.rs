@@ -1,20 +1,41 @@
 //! Runs `rstwatch watch --format json` inside a lab namespace and reads the events it prints,
 //! one JSON object per line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use crate::process::{interrupt_and_wait, kill_and_reap, read_lines};
 
+/// How long rstwatch may take to load, pass the verifier and attach.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// What rstwatch prints on stderr once its programs are attached.
+const READY_LINE: &str = "rstwatch: watching ";
 /// How long rstwatch may take to flush and exit after SIGINT.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the output pipes may stay open after the process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `rstwatch` binary of this build: beside the test executable's `deps/` directory, where
+/// `cargo build -p rstwatch` (run by `cargo xtask test` first) puts it.
+pub fn rstwatch_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the test executable")?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("the test executable is not inside target/<profile>/deps")?;
+    let binary = profile_dir.join("rstwatch");
+    ensure!(
+        binary.exists(),
+        "{} does not exist: build it first with `cargo build -p rstwatch` (cargo xtask test does)",
+        binary.display()
+    );
+    Ok(binary)
+}
 
 /// A running watcher; dropping it kills the process.
 pub struct Watcher {
@@ -33,7 +54,8 @@ pub struct WatchExit {
 }
 
 impl Watcher {
-    /// Runs `BINARY watch -i IFACE --format json EXTRA_ARGS...` in namespace `ns`.
+    /// Runs `BINARY watch -i IFACE --format json EXTRA_ARGS...` in namespace `ns` and returns
+    /// once it has attached (so no packet of a scenario started afterwards is missed).
     pub fn start(binary: &Path, ns: &str, iface: &str, extra_args: &[&str]) -> Result<Watcher> {
         let mut command = Command::new("ip");
         command
@@ -41,7 +63,31 @@ impl Watcher {
             .arg(binary)
             .args(["watch", "-i", iface, "--format", "json"])
             .args(extra_args);
-        Watcher::spawn(command)
+        let mut watcher = Watcher::spawn(command)?;
+        watcher.wait_ready()?;
+        Ok(watcher)
+    }
+
+    /// The watcher's process id (`ip netns exec` execs rstwatch, so it is rstwatch's).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for rstwatch's line saying its programs are attached.
+    fn wait_ready(&mut self) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut said = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) if line.starts_with(READY_LINE) => return Ok(()),
+                Ok(line) => said.push(line),
+                Err(_) => bail!(
+                    "rstwatch did not attach within {READY_TIMEOUT:?}; stderr: {}",
+                    said.join(" / ")
+                ),
+            }
+        }
     }
 
     /// Runs any command that prints one JSON object per line on stdout.

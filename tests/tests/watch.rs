@@ -1,0 +1,208 @@
+//! `rstwatch watch` against real TCP stacks in network namespaces: the resets it reports, the
+//! errors it gives, and that it leaves nothing attached when it goes.
+
+use std::{process::Command, time::Duration};
+
+use rstwatch_tests::{
+    lab::{Family, Lab, INITIAL_TTL, TTL_VIA_ROUTER},
+    scenarios,
+    watch::{rstwatch_binary, Watcher},
+};
+use serde_json::Value;
+
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn watch(lab: &Lab) -> Watcher {
+    let binary = rstwatch_binary().unwrap();
+    Watcher::start(
+        &binary,
+        lab.client_ns(),
+        lab.client_iface(),
+        &["--hold", "100ms"],
+    )
+    .unwrap()
+}
+
+fn is_rst_from(addr: std::net::SocketAddr) -> impl Fn(&Value) -> bool {
+    move |event| event["src_ip"] == addr.ip().to_string() && event["src_port"] == addr.port()
+}
+
+/// Every rstwatch-owned program still attached to the lab's client interface, by name.
+fn attached_programs(lab: &Lab) -> String {
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.client_ns(),
+            "bpftool",
+            "net",
+            "show",
+            "dev",
+        ])
+        .arg(lab.client_iface())
+        .output()
+        .expect("bpftool (Debian package bpftool) must be installed");
+    assert!(output.status.success(), "bpftool failed: {output:?}");
+    let link = Command::new("ip")
+        .args([
+            "-n",
+            lab.client_ns(),
+            "link",
+            "show",
+            "dev",
+            lab.client_iface(),
+        ])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| line.contains("rstwatch"))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        String::from_utf8_lossy(&link.stdout)
+            .split_whitespace()
+            .filter(|word| word.starts_with("xdp"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    )
+}
+
+#[test]
+fn client_connects_to_a_closed_port_and_the_servers_rst_arrives_on_ingress() {
+    for family in Family::BOTH {
+        let lab = Lab::new("closed").unwrap();
+        let mut watcher = watch(&lab);
+        let flow = scenarios::closed_port(&lab, family).unwrap();
+        let events = watcher
+            .events_until(is_rst_from(flow.server), EVENT_TIMEOUT)
+            .unwrap();
+        let exit = watcher.stop().unwrap();
+        assert!(exit.status.success(), "{exit:?}");
+        let all: Vec<&Value> = events.iter().chain(&exit.events).collect();
+        assert_eq!(all.len(), 1, "exactly one reset: {all:?}");
+        let rst = all[0];
+        assert_eq!(rst["direction"], "ingress");
+        assert_eq!(rst["dst_ip"], flow.client.ip().to_string());
+        assert_eq!(rst["dst_port"], flow.client.port());
+        assert_eq!(rst["ttl"], TTL_VIA_ROUTER, "{family:?}: one router hop");
+        assert_eq!(rst["iface"], lab.client_iface());
+    }
+}
+
+#[test]
+fn client_aborts_with_linger_zero_and_its_own_rst_leaves_on_egress() {
+    for family in Family::BOTH {
+        let lab = Lab::new("linger").unwrap();
+        let mut watcher = watch(&lab);
+        let flow = scenarios::local_linger_abort(&lab, family).unwrap();
+        let events = watcher
+            .events_until(is_rst_from(flow.client), EVENT_TIMEOUT)
+            .unwrap();
+        let exit = watcher.stop().unwrap();
+        let all: Vec<&Value> = events.iter().chain(&exit.events).collect();
+        assert_eq!(all.len(), 1, "exactly one reset: {all:?}");
+        let rst = all[0];
+        assert_eq!(rst["direction"], "egress");
+        assert_eq!(rst["dst_ip"], flow.server.ip().to_string());
+        assert_eq!(rst["dst_port"], flow.server.port());
+        assert_eq!(rst["ttl"], INITIAL_TTL, "{family:?}: sent by this host");
+    }
+}
+
+#[test]
+fn nothing_stays_attached_after_sigint_or_sigkill() {
+    let lab = Lab::new("detach").unwrap();
+    let watcher = watch(&lab);
+    assert!(
+        !attached_programs(&lab).is_empty(),
+        "attached while running"
+    );
+    watcher.stop().unwrap();
+    assert_eq!(attached_programs(&lab), "", "after SIGINT");
+
+    let watcher = watch(&lab);
+    // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
+    unsafe { libc::kill(watcher.pid() as libc::pid_t, libc::SIGKILL) };
+    drop(watcher);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    // The kernel releases BPF links when the last file descriptor closes, at process exit.
+    while !attached_programs(&lab).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(attached_programs(&lab), "", "after SIGKILL");
+}
+
+/// Runs rstwatch to completion through `wrapper` (e.g. `ip netns exec NS`).
+fn run_rstwatch(wrapper: &[&str], args: &[&str]) -> (i32, String) {
+    let binary = rstwatch_binary().unwrap();
+    let output = match wrapper.split_first() {
+        Some((program, rest)) => Command::new(program)
+            .args(rest)
+            .arg(&binary)
+            .args(args)
+            .output(),
+        None => Command::new(&binary).args(args).output(),
+    }
+    .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_input_gets_one_line_and_exit_code_2() {
+    let lab = Lab::new("badinput").unwrap();
+    let in_lab = ["ip", "netns", "exec", lab.client_ns()];
+    let unprivileged = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+    ];
+    let cases: [(&[&str], &[&str], &str); 6] = [
+        (
+            &in_lab,
+            &["watch", "-i", "rw-nonexistent0"],
+            "unknown interface 'rw-nonexistent0'",
+        ),
+        (
+            &in_lab,
+            &["watch", "-i", "lo", "--net", "10.0.0.0/33"],
+            "10.1.2.0/24",
+        ),
+        (
+            &in_lab,
+            &["watch", "-i", "lo", "--port", "70000"],
+            "1 to 65535",
+        ),
+        (
+            &in_lab,
+            &["watch", "-i", "lo", "--idle-timeout", "30"],
+            "like 30s",
+        ),
+        // The loopback device has no driver-level XDP.
+        (
+            &in_lab,
+            &["watch", "-i", "lo", "--xdp-mode", "native"],
+            "--xdp-mode generic",
+        ),
+        (
+            &unprivileged,
+            &["watch", "-i", "lo"],
+            "missing capability CAP_BPF",
+        ),
+    ];
+    for (wrapper, args, says) in cases {
+        let (code, stderr) = run_rstwatch(wrapper, args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says),
+            "{args:?} should say {says:?}: {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    }
+}
