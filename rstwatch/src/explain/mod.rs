@@ -1,1 +1,149 @@
 //! Explains a RST: class, attribution, Zeek state, identifiers.
+//!
+//! Everything here is a pure function of the kernel's event (the RST's own fields plus the
+//! flow as it was just before it), the follow-up events for the same flow, and settings, so
+//! every rule is unit-tested on synthetic conversations without a kernel.
+//!
+//! Where to look:
+//! - `classify`: the one class per RST (SPEC section 4, first matching rule wins).
+//! - `evidence`: the signals about who really sent it; `attribution`: the claimed sender and
+//!   the rule that turns signals into `middlebox`.
+//! - `zeek`: conn.log `conn_state` and `history`.
+//! - `community_id`, `wireshark`: identifiers that find the flow in other tools.
+
+mod address;
+pub mod attribution;
+pub mod classify;
+pub mod community_id;
+pub mod evidence;
+mod sides;
+pub mod wireshark;
+pub mod zeek;
+
+#[cfg(test)]
+mod conversation;
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, SystemTime};
+
+use rstwatch_common::{
+    event::DIRECTION_EGRESS,
+    flow::{origin, FlowState},
+    RstEvent, Settings,
+};
+
+use crate::report::{Direction, ResetReport};
+
+/// What the classifier needs to know beyond the event itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExplainSettings {
+    /// `--idle-timeout`: silence at least this long right before the RST, or right before the
+    /// packet it answers, makes the RST an `idle_timeout`.
+    pub idle_timeout: Duration,
+    /// A TLS alert at most this long before the RST is reported as `tls_alert_before`.
+    pub tls_alert_window: Duration,
+}
+
+impl ExplainSettings {
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_TLS_ALERT_WINDOW: Duration = Duration::from_secs(2);
+}
+
+impl Default for ExplainSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            tls_alert_window: Self::DEFAULT_TLS_ALERT_WINDOW,
+        }
+    }
+}
+
+/// Explains the RST in `event` (kind `Rst`), seen on `iface` at wall-clock time `ts`.
+///
+/// `followups` are the later events for the same flow (kind `FollowUp`) collected during the
+/// grace period: they only add evidence. Class and evidence are judged on the flow as it was
+/// before the RST; `conn_state`, `history` and the packet counts include the RST itself, as
+/// Zeek would log them.
+pub fn explain(
+    event: &RstEvent,
+    followups: &[RstEvent],
+    settings: &ExplainSettings,
+    iface: &str,
+    ts: SystemTime,
+) -> ResetReport {
+    let pkt = &event.pkt;
+    let after = flow_after_rst(event);
+    let evidence = evidence::collect(event, followups, settings);
+    let endpoint = |dir: u8| {
+        let d = dir as usize & 1;
+        address::socket(&event.key.addr[d], event.key.port[d], event.key.family)
+    };
+    let (orig, resp) = (endpoint(after.originator), endpoint(after.originator ^ 1));
+    let src = address::socket(&pkt.src_addr, pkt.src_port, pkt.family);
+    let dst = address::socket(&pkt.dst_addr, pkt.dst_port, pkt.family);
+    let orig_dir = &after.dir[after.originator as usize & 1];
+    let resp_dir = &after.dir[(after.originator ^ 1) as usize & 1];
+    ResetReport {
+        ts,
+        iface: iface.to_owned(),
+        direction: direction(event),
+        class: classify::classify(event, settings.idle_timeout),
+        sender: attribution::sender(&event.flow, event.dir),
+        middlebox: attribution::middlebox(event, &evidence),
+        evidence,
+        src,
+        dst,
+        orig,
+        resp,
+        originator_inferred: after.origin != origin::SYN && after.origin != origin::SYN_ACK,
+        vlan: event.key.vlan,
+        ttl: pkt.ttl,
+        expected_ttl: evidence::expected_ttl(event),
+        ip_id: address::is_ipv4(pkt.family).then_some(pkt.ip_id),
+        df: pkt.df != 0,
+        seq: pkt.seq,
+        ack: pkt.ack,
+        flags: pkt.tcp_flags,
+        window: pkt.window,
+        payload_len: pkt.payload_len,
+        idle_ms: classify::idle_before_rst(event).map(|idle| idle.as_millis() as u64),
+        rtt_us: (event.flow.rtt_ns != 0).then_some(event.flow.rtt_ns / 1_000),
+        conn_state: zeek::conn_state(&after),
+        history: zeek::history(&after),
+        community_id: community_id::tcp(src, dst),
+        wireshark_filter: wireshark::display_filter(src, dst, event.key.vlan),
+        orig_pkts: orig_dir.pkts.into(),
+        orig_bytes: orig_dir.bytes,
+        resp_pkts: resp_dir.pkts.into(),
+        resp_bytes: resp_dir.bytes,
+        followups: followups.len() as u32,
+        aggregate: None,
+    }
+}
+
+fn direction(event: &RstEvent) -> Direction {
+    if event.direction == DIRECTION_EGRESS {
+        Direction::Egress
+    } else {
+        Direction::Ingress
+    }
+}
+
+/// The flow with the RST recorded, by the same update the kernel runs: the snapshot is taken
+/// before the RST, but Zeek's history and state include it. A flow the table never saw starts
+/// the way the kernel would have started it, with the RST as its first packet.
+fn flow_after_rst(event: &RstEvent) -> FlowState {
+    let mut flow = if event.flow.packets() == 0 {
+        FlowState::new(&event.pkt, event.dir)
+    } else {
+        event.flow
+    };
+    // No grace period may end here: this replays one packet on the snapshot taken for it.
+    let settings = Settings {
+        grace_ns: u64::MAX,
+        ..Settings::default()
+    };
+    flow.step(&event.pkt, event.dir, event.ts_ns, &settings, |_, _| {});
+    flow
+}

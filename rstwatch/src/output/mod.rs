@@ -1,7 +1,16 @@
 //! Output formats: each renders one `ResetReport` as one record. Where records go (a terminal,
 //! a file, a syslog receiver) is the sink's business, not the format's.
 
+pub mod fields;
+pub mod json;
+#[cfg(test)]
+mod sample;
+pub mod text;
+
 use crate::report::ResetReport;
+
+pub use json::Json;
+pub use text::Text;
 
 /// Renders reports. A record is appended to `out` without a trailing newline: line-oriented
 /// sinks add one, syslog frames it.

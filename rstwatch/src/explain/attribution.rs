@@ -1,0 +1,80 @@
+//! Who sent the RST: the endpoint its source address claims, and whether the evidence says a
+//! device in the middle forged it.
+
+use rstwatch_common::{
+    event::DIRECTION_EGRESS,
+    flow::{origin, FlowState},
+    RstEvent,
+};
+
+use super::evidence::expected_ttl;
+use crate::report::{Evidence, Sender};
+
+/// TTLs stacks start their packets with; a RST arriving with one of them has not been routed.
+const INITIAL_TTLS: [u8; 3] = [64, 128, 255];
+/// Hops below its initial value from which an endpoint's genuine TTL is plainly routed.
+const ROUTED_HOPS: u8 = 2;
+
+/// The claimed sender's role, by the RST's direction within the flow. `Unknown` when the
+/// table never saw the flow or saw no handshake packet: then nobody is known to have sent the
+/// SYN, and the originator is only a guess.
+pub fn sender(flow: &FlowState, dir: u8) -> Sender {
+    let handshake_seen = flow.origin == origin::SYN || flow.origin == origin::SYN_ACK;
+    if flow.packets() == 0 || !handshake_seen {
+        Sender::Unknown
+    } else if dir & 1 == flow.originator & 1 {
+        Sender::Originator
+    } else {
+        Sender::Responder
+    }
+}
+
+/// Signals that compare the RST with its claimed sender's genuine packets. Each can have an
+/// innocent cause, so one alone is not enough.
+const CORROBORATING: [Evidence; 4] = [
+    Evidence::TtlMismatch,
+    Evidence::IpIdAnomaly,
+    Evidence::SeqOutOfWindow,
+    Evidence::FastRst,
+];
+
+/// A middlebox is suspected for an ingress RST when any of these holds:
+/// - `data_after_rst` or `rst_seq_change` fired: the claimed endpoint behaved as if it had not
+///   sent the RST, or RSTs came with shifting sequence numbers;
+/// - at least two of `ttl_mismatch`, `ip_id_anomaly`, `seq_out_of_window`, `fast_rst` fired:
+///   independent signals agree (this also catches a middlebox that copies the TTL);
+/// - `ttl_mismatch` where the RST's TTL is an initial value (64, 128, 255), higher than the
+///   endpoint's genuine TTL, which is at least two hops below the initial value it started
+///   from: the RST was not routed along the endpoint's path.
+///
+/// `ttl_mismatch` alone is never enough: routes change and some stacks send RSTs with their
+/// own TTL. `tls_alert_before` is context and never counts. An egress RST was sent by this
+/// host, so it is never a middlebox's.
+pub fn middlebox(event: &RstEvent, evidence: &[Evidence]) -> bool {
+    if event.direction == DIRECTION_EGRESS {
+        return false;
+    }
+    let fired = |e: Evidence| evidence.contains(&e);
+    let corroborating = CORROBORATING.iter().filter(|&&e| fired(e)).count();
+    fired(Evidence::DataAfterRst)
+        || fired(Evidence::RstSeqChange)
+        || corroborating >= 2
+        || (fired(Evidence::TtlMismatch) && unrouted_ttl(event))
+}
+
+fn unrouted_ttl(event: &RstEvent) -> bool {
+    let rst_ttl = event.pkt.ttl;
+    let Some(genuine) = expected_ttl(event) else {
+        return false;
+    };
+    INITIAL_TTLS.contains(&rst_ttl) && rst_ttl > genuine && hops_travelled(genuine) >= ROUTED_HOPS
+}
+
+/// Hops a packet travelled, assuming it started at the nearest initial TTL at or above it.
+fn hops_travelled(ttl: u8) -> u8 {
+    let initial = INITIAL_TTLS
+        .into_iter()
+        .find(|&i| i >= ttl)
+        .unwrap_or(u8::MAX);
+    initial - ttl
+}

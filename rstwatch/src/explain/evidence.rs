@@ -1,0 +1,150 @@
+//! Signals about who really sent a RST, each a comparison of the RST with the genuine packets
+//! of the endpoint it claims to come from. None of them is proof on its own; how they combine
+//! into `middlebox` is `attribution`'s rule.
+
+use rstwatch_common::{
+    event::DIRECTION_INGRESS,
+    flow::{seen, DirState},
+    packet::NO_WINDOW_SCALE,
+    RstEvent,
+};
+
+use super::{address, sides::Sides, ExplainSettings};
+use crate::report::Evidence;
+
+/// Largest step between successive IP IDs of one sender that still reads as a counter: a
+/// per-connection counter moves by the number of segments in each (offloaded) send.
+pub const IP_ID_MAX_STEP: u16 = 256;
+/// Largest step from the sender's last genuine IP ID to its RST's: a host-wide counter keeps
+/// moving with the host's other traffic while the connection is quiet.
+pub const IP_ID_MAX_JUMP: u16 = 4096;
+/// Window assumed when the receiver's handshake was not seen: its scale factor is unknown, so
+/// the advertised window is read with the largest scale RFC 7323 allows rather than risk
+/// calling a genuine RST out of window.
+const MAX_WINDOW_SCALE: u32 = 14;
+
+/// Every signal that fired for this RST, in `Evidence` order.
+pub fn collect(
+    event: &RstEvent,
+    followups: &[RstEvent],
+    settings: &ExplainSettings,
+) -> Vec<Evidence> {
+    let signals = [
+        (Evidence::TtlMismatch, ttl_mismatch(event)),
+        (Evidence::IpIdAnomaly, ip_id_anomaly(event)),
+        (Evidence::SeqOutOfWindow, seq_out_of_window(event)),
+        (Evidence::DataAfterRst, data_after_rst(event, followups)),
+        (Evidence::RstSeqChange, rst_seq_change(event, followups)),
+        (Evidence::FastRst, fast_rst(event)),
+        (
+            Evidence::TlsAlertBefore,
+            tls_alert_before(event, settings.tls_alert_window.as_nanos()),
+        ),
+    ];
+    signals
+        .into_iter()
+        .filter_map(|(evidence, fired)| fired.then_some(evidence))
+        .collect()
+}
+
+/// TTL / hop limit of the claimed sender's genuine (non-RST) packets, if it sent any.
+pub fn expected_ttl(event: &RstEvent) -> Option<u8> {
+    let sender = Sides::of(event).sender;
+    // A packet that arrived had a TTL of at least 1: 0 means none was recorded.
+    (sender.ttl != 0).then_some(sender.ttl)
+}
+
+/// `ttl_mismatch`: the RST's TTL differs from the sender's latest genuine packet. Any
+/// difference counts, one hop included: a load balancer right in front of the endpoint is
+/// exactly one hop closer. The baseline is the latest packet, so a path change is followed.
+pub fn ttl_mismatch(event: &RstEvent) -> bool {
+    expected_ttl(event).is_some_and(|expected| expected != event.pkt.ttl)
+}
+
+/// `ip_id_anomaly` (IPv4 only): the sender's recent IP IDs count up in small steps (at least
+/// two of them, each step 1..=`IP_ID_MAX_STEP`) and the RST's ID is not a small step ahead of
+/// the last one (1..=`IP_ID_MAX_JUMP`); or the sender's IDs were all 0 and the RST's is not.
+/// Random IDs say nothing. A RST with DF set and ID 0 is never an anomaly: RFC 6864 lets
+/// atomic datagrams carry any ID, and Linux sends its socket-less RSTs exactly like that.
+pub fn ip_id_anomaly(event: &RstEvent) -> bool {
+    let pkt = &event.pkt;
+    if !address::is_ipv4(pkt.family) || (pkt.df != 0 && pkt.ip_id == 0) {
+        return false;
+    }
+    let ids = recent_ip_ids(Sides::of(event).sender);
+    if ids.len() < 2 {
+        return false;
+    }
+    let last = ids[ids.len() - 1];
+    if ids.iter().all(|&id| id == 0) {
+        return pkt.ip_id != 0;
+    }
+    let counts_up = ids
+        .windows(2)
+        .all(|w| (1..=IP_ID_MAX_STEP).contains(&w[1].wrapping_sub(w[0])));
+    counts_up && !(1..=IP_ID_MAX_JUMP).contains(&pkt.ip_id.wrapping_sub(last))
+}
+
+fn recent_ip_ids(d: &DirState) -> Vec<u16> {
+    let mut ids = Vec::with_capacity(d.ip_ids_len as usize);
+    d.recent_ip_ids(|id| ids.push(id));
+    ids
+}
+
+/// `seq_out_of_window`: the RST's sequence number is outside the receiver's window, from the
+/// highest ACK it sent to that plus its advertised (scaled) window: RFC 5961 3.2 has a stack
+/// ignore such a RST, and an endpoint's own RST is never there. Judged only once the receiver
+/// has acknowledged something; before that (a SYN answered by RST) the RST is validated by
+/// its ACK field, not its sequence number.
+pub fn seq_out_of_window(event: &RstEvent) -> bool {
+    let receiver = Sides::of(event).receiver;
+    if !receiver.has(seen::ACK_KNOWN) {
+        return false;
+    }
+    let offset = event.pkt.seq.wrapping_sub(receiver.max_ack) as u64;
+    offset >= receive_window(receiver).max(1)
+}
+
+fn receive_window(receiver: &DirState) -> u64 {
+    let handshake_seen = receiver.has(seen::SYN | seen::SYN_ACK);
+    if receiver.window_scale == NO_WINDOW_SCALE && !handshake_seen {
+        (receiver.window as u64) << MAX_WINDOW_SCALE
+    } else {
+        receiver.window as u64
+    }
+}
+
+/// `data_after_rst`: the RST's claimed sender sent payload after its RST. An endpoint's stack
+/// forgets the connection when it sends a RST; one that keeps sending did not send it.
+pub fn data_after_rst(event: &RstEvent, followups: &[RstEvent]) -> bool {
+    followups
+        .iter()
+        .any(|f| f.dir == event.dir && !f.pkt.is_rst() && f.pkt.payload_len > 0)
+}
+
+/// `rst_seq_change`: another RST from the same claimed sender with a different sequence
+/// number, the mark of an injector guessing at the window.
+pub fn rst_seq_change(event: &RstEvent, followups: &[RstEvent]) -> bool {
+    followups
+        .iter()
+        .any(|f| f.dir == event.dir && f.pkt.is_rst() && f.pkt.seq != event.pkt.seq)
+}
+
+/// `fast_rst` (ingress only): the RST arrived less than half a handshake round trip after the
+/// receiver's last packet, which was the latest on the flow. Its answer from the real endpoint
+/// needs a full round trip; half of it leaves room for jitter.
+pub fn fast_rst(event: &RstEvent) -> bool {
+    let sides = Sides::of(event);
+    event.direction == DIRECTION_INGRESS
+        && event.flow.rtt_ns != 0
+        && sides.receiver_spoke_last()
+        && event.ts_ns.saturating_sub(sides.receiver.last_ns) < event.flow.rtt_ns / 2
+}
+
+/// `tls_alert_before` (context only): either side sent a TLS alert record at most `window_ns`
+/// before the RST, as TLS stacks do when they close.
+pub fn tls_alert_before(event: &RstEvent, window_ns: u128) -> bool {
+    event.flow.dir.iter().any(|d| {
+        d.tls_alert_ns != 0 && (event.ts_ns.saturating_sub(d.tls_alert_ns) as u128) <= window_ns
+    })
+}

@@ -1,0 +1,59 @@
+//! The flow snapshot seen from the RST: its claimed sender's direction and its receiver's.
+
+use rstwatch_common::{
+    flow::{seen, seq_after, DirState, FlowState, HISTORY_FROM_HIGH},
+    RstEvent,
+};
+
+pub struct Sides<'a> {
+    pub flow: &'a FlowState,
+    /// Direction index of the RST within the flow.
+    pub sender_dir: u8,
+    /// What the RST's source address had sent before the RST.
+    pub sender: &'a DirState,
+    /// What the RST's destination had sent before the RST.
+    pub receiver: &'a DirState,
+}
+
+impl<'a> Sides<'a> {
+    pub fn of(event: &'a RstEvent) -> Self {
+        let sender_dir = event.dir & 1;
+        Self {
+            flow: &event.flow,
+            sender_dir,
+            sender: &event.flow.dir[sender_dir as usize],
+            receiver: &event.flow.dir[(sender_dir ^ 1) as usize],
+        }
+    }
+
+    /// The receiver's packet is the latest on the flow, so the RST is (or may be) its answer.
+    pub fn receiver_spoke_last(&self) -> bool {
+        self.receiver.pkts > 0 && self.receiver.last_ns >= self.sender.last_ns
+    }
+
+    /// The receiver sent payload that the sender never acknowledged. The receiver's FIN is
+    /// always last in its sequence space, so it is taken off before comparing.
+    pub fn receiver_payload_unacked(&self) -> bool {
+        let (r, s) = (self.receiver, self.sender);
+        if !r.has(seen::DATA) || !r.has(seen::SEQ_KNOWN) || !s.has(seen::ACK_KNOWN) {
+            return false;
+        }
+        let payload_end = r.next_seq.wrapping_sub(r.has(seen::FIN) as u32);
+        seq_after(payload_end, s.max_ack)
+    }
+
+    /// The receiver's first payload came after the sender's first FIN, by the order in which
+    /// the kernel recorded first occurrences in the flow's history.
+    pub fn receiver_first_payload_after_sender_fin(&self) -> bool {
+        let sender_fin = self.first_in_history(self.sender_dir, seen::FIN);
+        let receiver_data = self.first_in_history(self.sender_dir ^ 1, seen::DATA);
+        matches!((sender_fin, receiver_data), (Some(fin), Some(data)) if data > fin)
+    }
+
+    fn first_in_history(&self, dir: u8, bit: u16) -> Option<usize> {
+        let from_high = if dir & 1 == 1 { HISTORY_FROM_HIGH } else { 0 };
+        let wanted = bit.trailing_zeros() as u8 | from_high;
+        let len = (self.flow.history_len as usize).min(self.flow.history.len());
+        self.flow.history[..len].iter().position(|&b| b == wanted)
+    }
+}

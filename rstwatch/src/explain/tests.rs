@@ -1,0 +1,541 @@
+//! Scenarios, each a scripted conversation replayed through the kernel's flow update, and the
+//! report the classifier gives on its first RST.
+
+use std::time::Duration;
+
+use rstwatch_common::packet::tcp_flags::{ACK, FIN, RST};
+
+use super::{
+    conversation::{Conversation, Side::*, RTT_MS, SERVER_TTL},
+    zeek, ExplainSettings,
+};
+use crate::report::{ConnState, Direction, Evidence, ResetClass, Sender};
+
+/// A client that opened a connection and exchanged a request and a response.
+fn established() -> Conversation {
+    let mut c = Conversation::v4();
+    c.handshake()
+        .data(Client, 300)
+        .wait_ms(RTT_MS)
+        .data(Server, 1_400);
+    c
+}
+
+/// `established`, then the client sends more and the server's RST comes back after a full
+/// round trip, as the real server's would.
+fn server_resets_request() -> Conversation {
+    let mut c = established();
+    c.wait_ms(5).data(Client, 200).wait_ms(RTT_MS);
+    c
+}
+
+mod class {
+    use super::*;
+
+    #[test]
+    fn client_connects_to_a_closed_port_is_refused() {
+        let mut c = Conversation::v4();
+        c.syn(Client).wait_ms(1).rst_ack(Server);
+        let r = c.explain();
+        assert_eq!(r.class, ResetClass::Refused);
+        assert_eq!(r.sender, Sender::Responder);
+        assert_eq!(r.conn_state, ConnState::Rej);
+        assert_eq!(r.history, "Sr");
+    }
+
+    #[test]
+    fn refused_wins_over_a_long_silence() {
+        let mut c = Conversation::v4();
+        c.syn(Client).wait_s(40).rst_ack(Server);
+        assert_eq!(c.explain().class, ResetClass::Refused);
+    }
+
+    #[test]
+    fn rst_after_the_responder_answered_is_not_refused() {
+        let mut c = Conversation::v4();
+        c.syn(Client).wait_ms(RTT_MS).syn_ack(Server).rst(Client);
+        assert_eq!(c.explain().class, ResetClass::Abort);
+    }
+
+    /// SPEC 1: client silent 60+ s, small block, server FINs, client only ACKs, sends again
+    /// 14-22 s later, server RSTs.
+    #[test]
+    fn client_keeps_sending_after_server_closed_is_data_after_close() {
+        let mut c = established();
+        c.wait_s(65)
+            .data(Client, 40)
+            .wait_ms(RTT_MS)
+            .fin(Server)
+            .ack(Client);
+        c.wait_s(18).data(Client, 40).wait_ms(RTT_MS).rst(Server);
+        let r = c.explain();
+        assert_eq!(r.class, ResetClass::DataAfterClose);
+        assert_eq!(r.sender, Sender::Responder);
+        assert!(!r.middlebox, "{:?}", r.evidence);
+    }
+
+    #[test]
+    fn data_after_close_wins_over_a_long_silence() {
+        let mut c = established();
+        c.fin(Server)
+            .ack(Client)
+            .wait_s(120)
+            .data(Client, 40)
+            .wait_ms(RTT_MS);
+        c.rst(Server);
+        assert_eq!(c.explain().class, ResetClass::DataAfterClose);
+    }
+
+    #[test]
+    fn data_crossing_the_fin_is_data_after_close() {
+        let mut c = established();
+        // The server's FIN does not acknowledge the client's data: they crossed.
+        c.data(Client, 100)
+            .send_with(Server, FIN | ACK, 0, |p| p.ack = p.ack.wrapping_sub(100))
+            .rst(Server);
+        assert_eq!(c.explain().class, ResetClass::DataAfterClose);
+    }
+
+    #[test]
+    fn rst_after_both_fins_is_teardown() {
+        let mut c = established();
+        c.fin(Client).fin(Server).ack(Client).rst(Client);
+        let r = c.explain();
+        assert_eq!(r.class, ResetClass::Teardown);
+        assert_eq!(r.class.severity(), crate::report::Severity::Benign);
+    }
+
+    #[test]
+    fn rst_answering_the_peers_fin_is_teardown() {
+        let mut c = established();
+        c.fin(Client).wait_ms(RTT_MS).rst_ack(Server);
+        assert_eq!(c.explain().class, ResetClass::Teardown);
+    }
+
+    #[test]
+    fn fin_then_rst_from_the_same_side_is_teardown() {
+        let mut c = established();
+        c.fin(Server).rst(Server);
+        assert_eq!(c.explain().class, ResetClass::Teardown);
+    }
+
+    #[test]
+    fn teardown_wins_over_a_long_silence() {
+        let mut c = established();
+        c.fin(Client).fin(Server).wait_s(90).rst(Client);
+        assert_eq!(c.explain().class, ResetClass::Teardown);
+    }
+
+    #[test]
+    fn acknowledged_payload_after_a_half_close_then_rst_is_not_teardown() {
+        let mut c = Conversation::v4();
+        c.handshake().data(Server, 500).fin(Server);
+        c.wait_ms(RTT_MS)
+            .data(Client, 100)
+            .ack(Server)
+            .wait_ms(5)
+            .rst(Server);
+        assert_eq!(c.explain().class, ResetClass::Abort);
+    }
+
+    #[test]
+    fn rst_after_a_long_silence_is_idle_timeout() {
+        let mut c = established();
+        c.wait_s(31).rst(Server);
+        let r = c.explain();
+        assert_eq!(r.class, ResetClass::IdleTimeout);
+        assert_eq!(r.idle_ms, Some(31_000));
+    }
+
+    #[test]
+    fn rst_answering_the_first_packet_after_a_long_silence_is_idle_timeout() {
+        let mut c = established();
+        c.wait_s(300).data(Client, 10).wait_ms(2).rst_ack(Server);
+        let r = c.explain();
+        assert_eq!(r.class, ResetClass::IdleTimeout);
+        assert_eq!(r.idle_ms, Some(300_000));
+    }
+
+    #[test]
+    fn silence_shorter_than_the_idle_timeout_is_abort() {
+        let mut c = established();
+        c.wait_s(29).rst(Server);
+        assert_eq!(c.explain().class, ResetClass::Abort);
+        let shorter = ExplainSettings {
+            idle_timeout: Duration::from_secs(10),
+            ..ExplainSettings::default()
+        };
+        assert_eq!(c.explain_with(&shorter).class, ResetClass::IdleTimeout);
+    }
+
+    #[test]
+    fn silence_of_exactly_the_idle_timeout_is_idle_timeout() {
+        let mut c = established();
+        c.wait_s(30).rst(Server);
+        assert_eq!(c.explain().class, ResetClass::IdleTimeout);
+    }
+
+    #[test]
+    fn client_aborts_mid_stream_is_abort() {
+        let mut c = established();
+        c.rst(Client);
+        let r = c.explain();
+        assert_eq!(r.class, ResetClass::Abort);
+        assert_eq!(r.sender, Sender::Originator);
+        assert_eq!(r.direction, Direction::Egress);
+        assert_eq!(r.conn_state, ConnState::Rsto);
+    }
+
+    #[test]
+    fn rst_for_a_flow_never_seen_is_no_state() {
+        let mut c = Conversation::v4();
+        c.rst_ack(Server);
+        let r = c.explain();
+        assert_eq!(r.class, ResetClass::NoState);
+        assert_eq!(r.sender, Sender::Unknown);
+        assert!(r.originator_inferred);
+        assert_eq!(r.idle_ms, None);
+        assert_eq!(r.expected_ttl, None);
+        assert_eq!(r.rtt_us, None);
+        assert_eq!(r.history, "R");
+        assert_eq!(r.conn_state, ConnState::Oth);
+        assert!(r.evidence.is_empty());
+    }
+
+    #[test]
+    fn midstream_flow_has_no_known_sender() {
+        let mut c = Conversation::v4();
+        c.data(Client, 100).data(Server, 100).rst(Server);
+        let r = c.explain();
+        assert_eq!(r.class, ResetClass::Abort);
+        assert_eq!(r.sender, Sender::Unknown);
+        assert!(r.originator_inferred);
+    }
+
+    #[test]
+    fn missed_syn_still_knows_the_sender_from_the_syn_ack() {
+        let mut c = Conversation::v4();
+        c.syn_ack(Server).ack(Client).data(Client, 10).rst(Server);
+        let r = c.explain();
+        assert_eq!(r.sender, Sender::Responder);
+        assert!(!r.originator_inferred);
+        assert_eq!(r.orig.to_string(), "198.18.0.1:40000");
+    }
+}
+
+mod evidence {
+    use super::*;
+
+    #[test]
+    fn genuine_rst_from_the_server_has_no_evidence() {
+        let mut c = server_resets_request();
+        c.rst_ack(Server);
+        let r = c.explain();
+        assert_eq!(r.evidence, []);
+        assert!(!r.middlebox);
+        assert_eq!(r.expected_ttl, Some(SERVER_TTL));
+        assert_eq!(r.ttl, SERVER_TTL);
+    }
+
+    #[test]
+    fn different_ttl_alone_is_not_a_middlebox() {
+        let mut c = server_resets_request();
+        c.send_with(Server, RST | ACK, 0, |p| p.ttl = 61);
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::TtlMismatch]);
+        assert!(!r.middlebox);
+    }
+
+    #[test]
+    fn unrouted_ttl_from_a_routed_endpoint_is_a_middlebox() {
+        let mut c = server_resets_request();
+        c.send_with(Server, RST | ACK, 0, |p| p.ttl = 64);
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::TtlMismatch]);
+        assert!(r.middlebox);
+    }
+
+    #[test]
+    fn unrouted_ttl_right_after_the_handshake_is_a_middlebox() {
+        let mut c = Conversation::v4();
+        c.handshake().wait_ms(RTT_MS);
+        c.send_with(Server, RST | ACK, 0, |p| p.ttl = 255);
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::TtlMismatch]);
+        assert!(r.middlebox);
+    }
+
+    #[test]
+    fn initial_ttl_below_the_genuine_one_is_not_enough() {
+        let mut c = Conversation::v4();
+        c.ttl(Server, 127).handshake().wait_ms(RTT_MS);
+        c.send_with(Server, RST | ACK, 0, |p| p.ttl = 64);
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::TtlMismatch]);
+        assert!(!r.middlebox, "it came from farther away than the endpoint");
+    }
+
+    #[test]
+    fn initial_ttl_from_an_endpoint_on_the_same_link_is_not_enough() {
+        let mut c = Conversation::v4();
+        c.ttl(Server, 64).handshake().wait_ms(RTT_MS);
+        c.send_with(Server, RST | ACK, 0, |p| p.ttl = 128);
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::TtlMismatch]);
+        assert!(!r.middlebox, "the endpoint's own TTL is not routed either");
+    }
+
+    #[test]
+    fn ttl_mismatch_corroborated_by_ip_id_is_a_middlebox() {
+        let mut c = server_resets_request();
+        c.send_with(Server, RST | ACK, 0, |p| {
+            p.ttl = 60;
+            p.ip_id = 7;
+        });
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::TtlMismatch, Evidence::IpIdAnomaly]);
+        assert!(r.middlebox);
+    }
+
+    #[test]
+    fn ip_id_far_from_the_senders_counter_is_an_anomaly() {
+        let mut c = server_resets_request();
+        c.send_with(Server, RST | ACK, 0, |p| {
+            p.ip_id = p.ip_id.wrapping_add(20_000)
+        });
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::IpIdAnomaly]);
+        assert!(!r.middlebox, "one signal is not proof");
+    }
+
+    #[test]
+    fn ip_id_repeating_the_last_one_is_an_anomaly() {
+        let mut c = server_resets_request();
+        c.send_with(Server, RST | ACK, 0, |p| p.ip_id = p.ip_id.wrapping_sub(1));
+        assert_eq!(c.explain().evidence, [Evidence::IpIdAnomaly]);
+    }
+
+    #[test]
+    fn ip_id_zero_with_df_is_a_genuine_stateless_rst() {
+        let mut c = server_resets_request();
+        c.send_with(Server, RST | ACK, 0, |p| p.ip_id = 0);
+        assert_eq!(c.explain().evidence, []);
+    }
+
+    #[test]
+    fn random_ip_ids_say_nothing() {
+        let mut c = Conversation::v4();
+        c.syn(Client).wait_ms(RTT_MS);
+        for id in [40_000, 12, 61_000, 9_000] {
+            c.ip_id(Server, id).data(Server, 10);
+        }
+        c.wait_ms(RTT_MS)
+            .send_with(Server, RST, 0, |p| p.ip_id = 33_333);
+        assert!(!c.explain().evidence.contains(&Evidence::IpIdAnomaly));
+    }
+
+    #[test]
+    fn nonzero_ip_id_from_a_sender_of_zero_ids_is_an_anomaly() {
+        let mut c = Conversation::v4();
+        c.syn(Client).wait_ms(RTT_MS);
+        for _ in 0..3 {
+            c.ip_id(Server, 0).data(Server, 10);
+        }
+        c.wait_ms(RTT_MS)
+            .send_with(Server, RST, 0, |p| p.ip_id = 4_321);
+        assert!(c.explain().evidence.contains(&Evidence::IpIdAnomaly));
+    }
+
+    #[test]
+    fn ipv6_has_no_ip_id_to_judge() {
+        let mut c = Conversation::v6();
+        c.handshake().data(Client, 10).wait_ms(RTT_MS);
+        c.send_with(Server, RST, 0, |p| p.ip_id = 999);
+        let r = c.explain();
+        assert_eq!(r.ip_id, None);
+        assert!(!r.evidence.contains(&Evidence::IpIdAnomaly));
+    }
+
+    #[test]
+    fn rst_outside_the_receivers_window_is_out_of_window() {
+        let mut c = server_resets_request();
+        c.send_with(Server, RST, 0, |p| p.seq = p.seq.wrapping_add(1_000_000));
+        assert_eq!(c.explain().evidence, [Evidence::SeqOutOfWindow]);
+    }
+
+    #[test]
+    fn rst_inside_the_scaled_window_is_not_out_of_window() {
+        // The client advertised 1000 << 7 bytes.
+        let mut c = server_resets_request();
+        c.send_with(Server, RST, 0, |p| p.seq = p.seq.wrapping_add(100_000));
+        assert_eq!(c.explain().evidence, []);
+    }
+
+    #[test]
+    fn rst_answering_a_syn_is_not_judged_by_its_sequence_number() {
+        let mut c = Conversation::v4();
+        c.syn(Client)
+            .wait_ms(1)
+            .send_with(Server, RST | ACK, 0, |p| p.seq = 0);
+        assert_eq!(c.explain().evidence, []);
+    }
+
+    #[test]
+    fn endpoint_sending_after_its_rst_is_a_middlebox() {
+        let mut c = server_resets_request();
+        c.rst(Server).wait_ms(1).data(Server, 500);
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::DataAfterRst]);
+        assert!(r.middlebox);
+        assert_eq!(r.followups, 1);
+    }
+
+    #[test]
+    fn receiver_sending_after_the_rst_is_not_data_after_rst() {
+        let mut c = server_resets_request();
+        c.rst(Server).wait_ms(1).data(Client, 500);
+        assert_eq!(c.explain().evidence, []);
+    }
+
+    #[test]
+    fn rsts_with_shifting_sequence_numbers_are_a_middlebox() {
+        let mut c = server_resets_request();
+        c.rst(Server)
+            .send_with(Server, RST, 0, |p| p.seq = p.seq.wrapping_add(1_460));
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::RstSeqChange]);
+        assert!(r.middlebox);
+    }
+
+    #[test]
+    fn repeated_rsts_with_one_sequence_number_are_not_a_seq_change() {
+        let mut c = server_resets_request();
+        c.rst(Server).wait_ms(1).rst(Server);
+        let r = c.explain();
+        assert_eq!(r.evidence, []);
+        assert_eq!(r.followups, 1);
+    }
+
+    #[test]
+    fn rst_faster_than_the_round_trip_allows_is_fast() {
+        let mut c = established();
+        c.wait_ms(5).data(Client, 200).wait_ms(1).rst_ack(Server);
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::FastRst]);
+        assert!(!r.middlebox);
+    }
+
+    #[test]
+    fn rst_after_half_a_round_trip_is_not_fast() {
+        let mut c = established();
+        c.wait_ms(5)
+            .data(Client, 200)
+            .wait_ms(RTT_MS / 2)
+            .rst_ack(Server);
+        assert_eq!(c.explain().evidence, []);
+    }
+
+    #[test]
+    fn fast_rst_with_a_ttl_mismatch_is_a_middlebox() {
+        let mut c = established();
+        c.wait_ms(5).data(Client, 200).wait_ms(1);
+        c.send_with(Server, RST | ACK, 0, |p| p.ttl = 58);
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::TtlMismatch, Evidence::FastRst]);
+        assert!(r.middlebox);
+    }
+
+    #[test]
+    fn egress_rst_is_never_fast_nor_a_middlebox() {
+        let mut c = established();
+        c.local(Server).wait_ms(5).data(Client, 200).wait_ms(1);
+        c.rst(Server).wait_ms(1).data(Server, 100);
+        let r = c.explain();
+        assert_eq!(r.direction, Direction::Egress);
+        assert_eq!(r.evidence, [Evidence::DataAfterRst]);
+        assert!(!r.middlebox);
+    }
+
+    #[test]
+    fn tls_alert_shortly_before_is_context_only() {
+        let mut c = established();
+        c.tls_alert(Client).wait_ms(RTT_MS).rst_ack(Server);
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::TlsAlertBefore]);
+        assert!(!r.middlebox);
+    }
+
+    #[test]
+    fn tls_alert_long_before_is_not_reported() {
+        let mut c = established();
+        c.tls_alert(Server).wait_s(10).rst_ack(Server);
+        assert_eq!(c.explain().evidence, []);
+    }
+}
+
+mod report {
+    use super::*;
+
+    #[test]
+    fn ipv4_report_names_the_flow_in_standard_forms() {
+        let mut c = server_resets_request();
+        c.rst_ack(Server);
+        let r = c.explain();
+        assert_eq!(r.iface, "eth0");
+        assert_eq!(r.direction, Direction::Ingress);
+        assert_eq!(r.src.to_string(), "198.18.1.2:80");
+        assert_eq!(r.dst.to_string(), "198.18.0.1:40000");
+        assert_eq!(r.orig.to_string(), "198.18.0.1:40000");
+        assert_eq!(r.resp.to_string(), "198.18.1.2:80");
+        assert_eq!(r.community_id, "1:m4Ien//KTz7fgaSi9qyji8Mv2JM=");
+        assert_eq!(
+            r.wireshark_filter,
+            "ip.addr==198.18.1.2 && ip.addr==198.18.0.1 && tcp.port==80 && tcp.port==40000"
+        );
+        assert_eq!(r.rtt_us, Some(RTT_MS * 1_000));
+        assert_eq!(r.flags, RST | ACK);
+        assert!(r.ip_id.is_some());
+        assert!(r.df);
+        assert_eq!(r.history, "ShADdr");
+        assert_eq!(r.conn_state, ConnState::Rstr);
+    }
+
+    #[test]
+    fn packet_counts_include_the_rst() {
+        let mut c = server_resets_request();
+        c.rst_ack(Server);
+        let r = c.explain();
+        assert_eq!((r.orig_pkts, r.orig_bytes), (4, 500));
+        assert_eq!((r.resp_pkts, r.resp_bytes), (3, 1_400));
+    }
+
+    #[test]
+    fn report_history_matches_the_kernels_table_after_the_rst() {
+        let mut c = established();
+        c.fin(Client).rst_ack(Server);
+        let flow = c.flow();
+        let r = c.explain();
+        assert_eq!(r.history, zeek::history(&flow));
+        assert_eq!(r.conn_state, zeek::conn_state(&flow));
+    }
+
+    #[test]
+    fn ipv6_report() {
+        let mut c = Conversation::v6();
+        c.handshake().data(Client, 10).wait_ms(RTT_MS).rst(Server);
+        let r = c.explain();
+        assert_eq!(r.src.to_string(), "[2001:db8::2]:443");
+        assert_eq!(r.ip_id, None);
+        assert!(r.wireshark_filter.starts_with("ipv6.addr==2001:db8::2 && "));
+        assert_eq!(r.community_id, "1:RYG3Msb11GthNt1OYXJouPzmrvA=");
+    }
+
+    #[test]
+    fn tagged_flow_keeps_its_vlan() {
+        let mut c = Conversation::v4();
+        c.vlan(42).syn(Client).rst_ack(Server);
+        let r = c.explain();
+        assert_eq!(r.vlan, 42);
+        assert!(r.wireshark_filter.ends_with(" && vlan.id==42"));
+    }
+}

@@ -1,0 +1,113 @@
+//! Reports for the format tests, written out by hand so a format test does not depend on the
+//! classifier.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use rstwatch_common::packet::tcp_flags::{ACK, RST};
+
+use crate::explain::{community_id, wireshark};
+use crate::report::{ConnState, Direction, Evidence, ResetClass, ResetReport, Sender};
+
+/// A server's RST forged by a nearby device: TTL 64 where the server's packets arrive with
+/// 57, one millisecond after the client's request.
+pub fn middlebox_report() -> ResetReport {
+    ResetReport {
+        ts: UNIX_EPOCH + Duration::from_millis(1_714_564_800_250),
+        iface: "eth0".to_owned(),
+        direction: Direction::Ingress,
+        class: ResetClass::Abort,
+        sender: Sender::Responder,
+        middlebox: true,
+        evidence: vec![Evidence::TtlMismatch, Evidence::FastRst],
+        src: "198.18.1.2:80".parse().unwrap(),
+        dst: "198.18.0.1:40000".parse().unwrap(),
+        orig: "198.18.0.1:40000".parse().unwrap(),
+        resp: "198.18.1.2:80".parse().unwrap(),
+        originator_inferred: false,
+        vlan: 0,
+        ttl: 64,
+        expected_ttl: Some(57),
+        ip_id: Some(4242),
+        df: true,
+        seq: 3_000_001_401,
+        ack: 1_000_501,
+        flags: RST | ACK,
+        window: 0,
+        payload_len: 0,
+        idle_ms: Some(1),
+        rtt_us: Some(40_000),
+        conn_state: ConnState::Rstr,
+        history: "ShADdr".to_owned(),
+        community_id: "1:m4Ien//KTz7fgaSi9qyji8Mv2JM=".to_owned(),
+        wireshark_filter:
+            "ip.addr==198.18.1.2 && ip.addr==198.18.0.1 && tcp.port==80 && tcp.port==40000"
+                .to_owned(),
+        orig_pkts: 4,
+        orig_bytes: 500,
+        resp_pkts: 3,
+        resp_bytes: 1_400,
+        followups: 0,
+        aggregate: None,
+    }
+}
+
+/// A lone IPv6 RST for a flow the table never saw.
+pub fn ipv6_report() -> ResetReport {
+    let src = "[2001:db8::2]:443".parse().unwrap();
+    let dst = "[2001:db8::1]:40000".parse().unwrap();
+    ResetReport {
+        ts: UNIX_EPOCH + Duration::from_secs(1_714_564_801),
+        iface: "eth1".to_owned(),
+        direction: Direction::Ingress,
+        class: ResetClass::NoState,
+        sender: Sender::Unknown,
+        middlebox: false,
+        evidence: vec![],
+        src,
+        dst,
+        orig: src,
+        resp: dst,
+        originator_inferred: true,
+        vlan: 7,
+        ttl: 60,
+        expected_ttl: None,
+        ip_id: None,
+        df: false,
+        seq: 1,
+        ack: 0,
+        flags: RST,
+        window: 0,
+        payload_len: 0,
+        idle_ms: None,
+        rtt_us: None,
+        conn_state: ConnState::Oth,
+        history: "R".to_owned(),
+        community_id: community_id::tcp(src, dst),
+        wireshark_filter: wireshark::display_filter(src, dst, 7),
+        orig_pkts: 1,
+        orig_bytes: 0,
+        resp_pkts: 0,
+        resp_bytes: 0,
+        followups: 0,
+        aggregate: None,
+    }
+}
+
+/// A benign teardown: the client reset after both sides sent FIN.
+pub fn teardown_report() -> ResetReport {
+    ResetReport {
+        class: ResetClass::Teardown,
+        sender: Sender::Originator,
+        direction: Direction::Egress,
+        middlebox: false,
+        evidence: vec![],
+        src: "198.18.0.1:40000".parse().unwrap(),
+        dst: "198.18.1.2:80".parse().unwrap(),
+        ttl: 64,
+        expected_ttl: Some(64),
+        conn_state: ConnState::Sf,
+        history: "ShADdFfR".to_owned(),
+        idle_ms: Some(2_500),
+        ..middlebox_report()
+    }
+}
