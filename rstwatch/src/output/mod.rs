@@ -1,6 +1,8 @@
 //! Output formats: each renders one `ResetReport` as one record. Where records go (a terminal,
 //! a file, a syslog receiver) is the sink's business, not the format's.
 
+pub mod ecs;
+
 use crate::report::ResetReport;
 
 /// Renders reports. A record is appended to `out` without a trailing newline: line-oriented
