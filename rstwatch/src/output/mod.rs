@@ -2,6 +2,7 @@
 //! a file, a syslog receiver) is the sink's business, not the format's.
 
 pub mod ecs;
+pub mod ocsf;
 
 use crate::report::ResetReport;
 
