@@ -240,7 +240,10 @@ impl Spool {
         };
         // The head segment is rewritten as the new records followed by its undelivered rest;
         // its delivered part is freed in the process.
-        let mut budget = self.max_bytes - (self.disk_bytes - self.head_offset);
+        // Saturating: a spool left by a run with a larger cap may be over this run's cap.
+        let mut budget = self
+            .max_bytes
+            .saturating_sub(self.disk_bytes - self.head_offset);
         let mut rewritten = Vec::new();
         let mut added = 0;
         for record in records {
@@ -544,6 +547,25 @@ mod tests {
         drop(spool);
         let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
         assert_eq!(drain(&mut spool), expected);
+    }
+
+    #[test]
+    fn a_spool_over_a_lowered_cap_refuses_more_without_failing() {
+        let dir = TempDir::new("lowered-cap");
+        {
+            let mut spool = Spool::open(&dir.0, 1 << 20).unwrap();
+            for n in 0..5_000 {
+                spool.append(&record(n)).unwrap();
+            }
+        }
+        let mut spool = Spool::open(&dir.0, 64 << 10).unwrap();
+        assert_eq!(spool.len(), 5_000, "nothing already spooled is thrown away");
+        assert!(matches!(spool.append(&record(0)), Err(AppendError::Full)));
+        assert_eq!(spool.prepend(&[record(0), record(1)]).unwrap(), 2);
+        assert_eq!(
+            drain(&mut spool),
+            (0..5_000).map(record).collect::<Vec<_>>()
+        );
     }
 
     #[test]

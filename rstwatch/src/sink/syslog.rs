@@ -359,8 +359,9 @@ pub struct SinkStats {
     pub dropped_spool: u64,
     /// Records too large for one UDP datagram.
     pub dropped_too_large: u64,
-    /// Records waiting in memory or in the spool.
+    /// Records waiting in memory or in the spool (refreshed every 100 ms).
     pub pending: u64,
+    /// Disk used by the spool (refreshed every 100 ms).
     pub spool_bytes: u64,
     /// Whether the receiver is connected right now.
     pub connected: bool,
@@ -452,7 +453,8 @@ impl SyslogHandle {
     }
 }
 
-/// Starts the syslog sender on the current tokio runtime. Fails when the spool directory cannot
+/// Starts the syslog sender on the current tokio runtime (it must be called from within one).
+/// Fails when the spool directory cannot
 /// be used or the TLS settings are unusable; a receiver that is down is not an error (records
 /// are spooled until it comes back).
 pub fn spawn(
@@ -622,6 +624,38 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert!(text.starts_with(&expected), "{text}");
+    }
+
+    /// Capture never waits: with the sender busy elsewhere, reports beyond the queue are
+    /// dropped and counted; those queued are spooled when the receiver cannot be reached.
+    #[tokio::test]
+    async fn a_full_queue_and_a_dead_receiver_are_counted_never_waited_for() {
+        let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .unwrap()
+            .port();
+        let spool =
+            std::env::temp_dir().join(format!("rstwatch-queue-test-{}", std::process::id()));
+        let url = format!("tcp://127.0.0.1:{closed_port}").parse().unwrap();
+        let mut config = SyslogConfig::new(url, &spool);
+        config.queue_len = 2;
+        config.aggregate = None;
+        let (handle, task) = spawn(config, Box::new(Cef)).unwrap();
+        // A current-thread runtime: the sender cannot run before the next await.
+        for _ in 0..10 {
+            handle.send(ResetReport::sample());
+        }
+        assert_eq!(handle.stats().dropped_queue_full, 8);
+        let stats = handle.shutdown(Duration::from_millis(300)).await;
+        task.await.unwrap();
+        std::fs::remove_dir_all(&spool).unwrap();
+        assert_eq!(
+            (stats.sent, stats.spooled, stats.pending),
+            (0, 2, 2),
+            "{stats:?}"
+        );
+        assert_eq!(stats.dropped(), 8);
+        assert!(!stats.connected);
     }
 
     #[test]
