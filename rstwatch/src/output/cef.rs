@@ -15,10 +15,11 @@
 //! - `proto=TCP`, `deviceDirection` (0 inbound, 1 outbound: the RST packet's direction),
 //!   `deviceInboundInterface` or `deviceOutboundInterface` (the watched interface);
 //! - `act` the class name, `reason` the explanation in words;
-//! - labelled custom fields: `cs1` rstSender, `cs2` evidence (comma-separated), `cs3` connState,
-//!   `cs4` history, `cs5` wiresharkFilter, `cs6` communityId, `cn1` ttl, `cn2` expectedTtl,
-//!   `cn3` idleMs, `flexNumber1` rttUs, `flexString1` middlebox (`true`/`false`),
-//!   `flexString2` originator (`ip:port` of the connection's initiator).
+//! - labelled custom fields, left out when there is nothing to say: `cs1` rstSender, `cs2`
+//!   evidence (comma-separated), `cs3` connState, `cs4` history, `cs5` wiresharkFilter, `cs6`
+//!   communityId, `cn1` ttl, `cn2` expectedTtl, `cn3` idleMs, `flexNumber1` rttUs,
+//!   `flexString1` middlebox (`true`/`false`), `flexString2` originator (`ip:port` of the
+//!   connection's initiator).
 //!
 //! Severity (0-10): benign 1, notice 3 (both "Low"), alert 7 ("High").
 
@@ -74,9 +75,11 @@ impl Format for Cef {
         }
         ext.put("act", r.class.as_str());
         ext.put("reason", r.explanation());
-        let evidence: Vec<&str> = r.evidence.iter().map(|e| e.as_str()).collect();
         ext.labelled("cs1", "rstSender", r.sender.as_str());
-        ext.labelled("cs2", "evidence", evidence.join(","));
+        if !r.evidence.is_empty() {
+            let evidence: Vec<&str> = r.evidence.iter().map(|e| e.as_str()).collect();
+            ext.labelled("cs2", "evidence", evidence.join(","));
+        }
         ext.labelled("cs3", "connState", r.conn_state.as_str());
         ext.labelled("cs4", "history", &r.history);
         ext.labelled("cs5", "wiresharkFilter", &r.wireshark_filter);
@@ -287,6 +290,7 @@ mod tests {
         assert_eq!(ext["flexString1"], "false");
         assert_eq!(ext["flexString2"], "198.51.100.7:51000");
         assert!(!ext.contains_key("cn2"), "no expected TTL known");
+        assert!(!ext.contains_key("cs2"), "no evidence, no empty field");
         assert!(!ext.contains_key("start"));
     }
 
