@@ -246,3 +246,92 @@ impl ResetReport {
         }
     }
 }
+
+impl ResetReport {
+    /// How many resets this report stands for: 1, or the folded count of a storm aggregate.
+    pub fn count(&self) -> u64 {
+        self.aggregate.map_or(1, |aggregate| aggregate.count)
+    }
+
+    /// Whether this host opened the connection, judged from where the RST was seen and which
+    /// endpoint it claims to come from: an egress RST was sent by this host, an ingress one by
+    /// the peer. Meaningful only when the watched interface belongs to the host (on a mirror
+    /// port every packet is ingress). `None` when the sender is unknown.
+    pub fn originator_is_local(&self) -> Option<bool> {
+        let sender_is_local = self.direction == Direction::Egress;
+        match self.sender {
+            Sender::Originator => Some(sender_is_local),
+            Sender::Responder => Some(!sender_is_local),
+            Sender::Unknown => None,
+        }
+    }
+
+    /// One sentence for SIEM `reason`/`message` fields: the class in words, who the RST claims
+    /// to come from, and, when a middlebox is suspected, the signals that say so.
+    pub fn explanation(&self) -> String {
+        let mut text = format!(
+            "{}; RST from the {}",
+            self.class.describe(),
+            self.sender.as_str()
+        );
+        if self.middlebox {
+            let signals: Vec<&str> = self.evidence.iter().map(|e| e.as_str()).collect();
+            text.push_str("; probably sent by a middlebox (");
+            text.push_str(&signals.join(", "));
+            text.push(')');
+        }
+        text
+    }
+}
+
+/// Milliseconds since the Unix epoch, the time unit of OCSF and CEF (0 for earlier times).
+pub fn unix_millis(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+#[cfg(test)]
+impl ResetReport {
+    /// A client's SYN to a closed port answered by the server's RST, seen arriving on eth0.
+    pub(crate) fn sample() -> ResetReport {
+        let ts = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        ResetReport {
+            ts,
+            iface: "eth0".to_owned(),
+            direction: Direction::Ingress,
+            class: ResetClass::Refused,
+            sender: Sender::Responder,
+            middlebox: false,
+            evidence: Vec::new(),
+            src: "192.0.2.80:4333".parse().unwrap(),
+            dst: "198.51.100.7:51000".parse().unwrap(),
+            orig: "198.51.100.7:51000".parse().unwrap(),
+            resp: "192.0.2.80:4333".parse().unwrap(),
+            originator_inferred: false,
+            vlan: 0,
+            ttl: 58,
+            expected_ttl: None,
+            ip_id: Some(0),
+            df: true,
+            seq: 0,
+            ack: 2_000_001,
+            flags: 0x14,
+            window: 0,
+            payload_len: 0,
+            idle_ms: None,
+            rtt_us: None,
+            conn_state: ConnState::Rej,
+            history: "Sr".to_owned(),
+            community_id: "1:hO+sN4H+MG5MY/8hIrXPqc4ZQz0=".to_owned(),
+            wireshark_filter:
+                "ip.addr==192.0.2.80 && tcp.port==4333 && ip.addr==198.51.100.7 && tcp.port==51000"
+                    .to_owned(),
+            orig_pkts: 1,
+            orig_bytes: 60,
+            resp_pkts: 1,
+            resp_bytes: 40,
+            followups: 0,
+            aggregate: None,
+        }
+    }
+}

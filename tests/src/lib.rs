@@ -1,7 +1,8 @@
 //! The lab the kernel integration tests, benchmarks and `cargo xtask demo` share: three network
 //! namespaces with real TCP stacks ([`lab`]), the resets provoked in them ([`scenarios`]),
 //! tcpdump as independent ground truth ([`capture`]), rstwatch run against them ([`watch`]),
-//! and the empty-program floor benchmarks compare with ([`baseline`]).
+//! the empty-program floor benchmarks compare with ([`baseline`]), and
+//! a real rsyslog receiver for the SIEM export ([`siem`]).
 
 pub mod baseline;
 pub mod capture;
@@ -10,4 +11,5 @@ pub mod lab;
 pub mod packet_socket;
 mod process;
 pub mod scenarios;
+pub mod siem;
 pub mod watch;

@@ -1,8 +1,11 @@
 //! Output formats: each renders one `ResetReport` as one record. Where records go (a terminal,
 //! a file, a syslog receiver) is the sink's business, not the format's.
 
+pub mod cef;
+pub mod ecs;
 pub mod fields;
 pub mod json;
+pub mod ocsf;
 #[cfg(test)]
 mod sample;
 pub mod text;
