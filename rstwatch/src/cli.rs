@@ -11,6 +11,8 @@ use std::{
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::sink::syslog::{Facility, SyslogUrl};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rstwatch",
@@ -24,6 +26,7 @@ TTL, IP ID and sequence evidence).",
     after_help = "Examples:\n  \
 rstwatch watch -i eth0\n  \
 rstwatch watch -i eth0 --port 443 --net 10.1.2.0/24 --format json --output resets.jsonl\n  \
+rstwatch watch -i eth0 --format ecs --syslog tls://siem.example:6514 --syslog-ca ca.pem\n  \
 rstwatch watch -i mirror0 --no-egress --xdp-mode generic"
 )]
 pub struct Cli {
@@ -76,13 +79,17 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
     pub grace: Duration,
 
-    /// Output format; `text` when standard output is a terminal, `json` otherwise.
+    /// Output format; `text` when standard output is a terminal, `json` otherwise. JSON and
+    /// the SIEM formats (Elastic Common Schema, OCSF, ArcSight CEF) write one record per line.
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
 
     /// Write records to this file (appended) instead of standard output.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub syslog: SyslogArgs,
 
     /// Flows tracked at once; the least recently used are evicted beyond this.
     #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1024..))]
@@ -104,6 +111,59 @@ pub enum XdpModeArg {
 pub enum FormatArg {
     Text,
     Json,
+    Ecs,
+    Ocsf,
+    Cef,
+}
+
+/// Export to a SIEM over syslog, alongside the records on standard output or `--output`.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "SIEM export (syslog)")]
+pub struct SyslogArgs {
+    /// Also send every record to this syslog receiver: udp://HOST:PORT, tcp://HOST:PORT
+    /// (RFC 6587 octet counting) or tls://HOST:PORT (RFC 5425).
+    #[arg(long, value_name = "URL")]
+    pub syslog: Option<SyslogUrl>,
+
+    /// Record format sent to the receiver; defaults to `--format`, or `json` where that is
+    /// `text`.
+    #[arg(long, value_enum, value_name = "FORMAT", requires = "syslog")]
+    pub syslog_format: Option<FormatArg>,
+
+    /// Verify the tls:// receiver's certificate against the CAs in this PEM file instead of
+    /// the system's.
+    #[arg(long, value_name = "FILE", requires = "syslog")]
+    pub syslog_ca: Option<PathBuf>,
+
+    /// Do not verify the tls:// receiver's certificate (anyone in the path can impersonate
+    /// it).
+    #[arg(long, conflicts_with = "syslog_ca", requires = "syslog")]
+    pub syslog_insecure: bool,
+
+    /// Syslog facility of the messages.
+    #[arg(long, value_name = "NAME", default_value = "local0")]
+    pub syslog_facility: Facility,
+
+    /// Records that cannot be delivered wait here, on disk, and are re-sent in order when the
+    /// receiver is back.
+    #[arg(long, value_name = "DIR", default_value = "/var/spool/rstwatch")]
+    pub spool_dir: PathBuf,
+
+    /// Disk space the spool may use, in MiB; beyond it records are dropped and counted.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub spool_max_mib: u64,
+
+    /// Identical resets per second (same class, sender, peers) sent one by one during a storm;
+    /// the rest are folded into one record with a count. `off` sends every one.
+    #[arg(long, value_name = "N|off", default_value = "10", value_parser = parse_rate)]
+    pub aggregate_rate: AggregateRate,
+}
+
+/// `--aggregate-rate`: how many identical resets per second go out one by one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggregateRate {
+    Off,
+    PerSecond(u32),
 }
 
 /// An IPv4 or IPv6 network in CIDR notation, host bits cleared.
@@ -161,6 +221,16 @@ impl FromStr for Cidr {
         };
         Ok(Cidr { addr, prefix_len })
     }
+}
+
+/// `off` or a number of records per second.
+fn parse_rate(s: &str) -> Result<AggregateRate, String> {
+    if s == "off" {
+        return Ok(AggregateRate::Off);
+    }
+    s.parse()
+        .map(AggregateRate::PerSecond)
+        .map_err(|_| format!("invalid rate '{s}': write a number of records per second, or off"))
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {
@@ -254,6 +324,17 @@ mod tests {
         assert!(parse_port("0").is_err());
         assert!(parse_port("65536").is_err());
         assert!(parse_port("http").is_err());
+    }
+
+    #[test]
+    fn watch_parses_with_every_default() {
+        let cli = Cli::try_parse_from(["rstwatch", "watch", "-i", "eth0"]).unwrap();
+        let Command::Watch(args) = cli.command;
+        assert_eq!(args.idle_timeout, Duration::from_secs(30));
+        assert_eq!(args.syslog.aggregate_rate, AggregateRate::PerSecond(10));
+        let cli = Cli::try_parse_from(["rstwatch", "watch", "-i", "x", "--aggregate-rate", "off"]);
+        let Command::Watch(args) = cli.unwrap().command;
+        assert_eq!(args.syslog.aggregate_rate, AggregateRate::Off);
     }
 
     #[test]

@@ -3,13 +3,16 @@
 
 use std::{
     collections::HashMap,
-    io::Write,
-    net::{IpAddr, Ipv6Addr},
+    fs::OpenOptions,
+    io::{IsTerminal as _, Write},
     time::Duration,
 };
 
 use anyhow::Context as _;
-use aya::programs::XdpMode;
+use aya::{
+    maps::{MapData, RingBuf},
+    programs::XdpMode,
+};
 use rstwatch_common::{RstEvent, Settings};
 use tokio::{
     io::{unix::AsyncFd, Interest},
@@ -17,15 +20,27 @@ use tokio::{
 };
 
 use crate::{
-    cli::{WatchArgs, XdpModeArg},
+    cli::{AggregateRate, FormatArg, SyslogArgs, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
+    explain::{explain, ExplainSettings},
     hold::{Held, HoldQueue, Offer},
-    kernel::{Kernel, KernelConfig},
+    kernel::{Kernel, KernelConfig, UserError},
+    output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
     preflight,
+    sink::{
+        aggregate::AggregateConfig,
+        syslog::{self, SyslogConfig, SyslogHandle},
+        transport::TlsTrust,
+    },
+    summary::Summary,
 };
 
 /// How often held RSTs are checked for release.
 const RELEASE_TICK: Duration = Duration::from_millis(20);
+/// How long the syslog sink may keep delivering after SIGINT/SIGTERM; the rest is spooled.
+const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Peers listed in the summary.
+const SUMMARY_PEERS: usize = 5;
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut ifnames = HashMap::new();
@@ -33,18 +48,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         ifnames.insert(preflight::interface_index(iface)?, iface.clone());
     }
     preflight::require_capabilities()?;
+    let mut records = Records::open(&args)?;
+    let syslog = start_syslog(&args.syslog, args.format)?;
 
-    let config = KernelConfig {
-        flows: args.flows,
-        ring_bytes: args.ring_mib << 20,
-        settings: Settings {
-            grace_ns: args.grace.as_nanos() as u64,
-            ..Settings::default()
-        },
-        ports: args.ports.clone(),
-        nets: args.nets.clone(),
-    };
-    let mut kernel = Kernel::load(&config)?;
+    let mut kernel = Kernel::load(&kernel_config(&args))?;
     let mode = match args.xdp_mode {
         XdpModeArg::Auto => XdpMode::default(),
         XdpModeArg::Native => XdpMode::Driver,
@@ -57,12 +64,21 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut events =
         unsafe { AsyncFd::register_with_interest(kernel.take_events()?, Interest::READABLE) }
             .map_err(std::io::Error::from)?;
-    let clock = WallClock::new();
-    let mut hold = HoldQueue::new(args.hold.as_nanos() as u64);
-    let mut out = std::io::stdout().lock();
-    let mut stats = DaemonStats::default();
+    let mut pipeline = Pipeline {
+        clock: WallClock::new(),
+        explain: ExplainSettings {
+            idle_timeout: args.idle_timeout,
+            ..ExplainSettings::default()
+        },
+        ifnames,
+        hold: HoldQueue::new(args.hold.as_nanos() as u64),
+        records: &mut records,
+        syslog: syslog.as_ref().map(|(handle, _)| handle.clone()),
+        summary: Summary::new(),
+        stats: DaemonStats::default(),
+    };
     eprintln!(
-        "rstwatch: watching {} (XDP ingress{}); Ctrl-C to stop",
+        "rstwatch: watching {} (XDP ingress{}); Ctrl-C to stop, SIGUSR1 for counters",
         args.ifaces.join(", "),
         if args.no_egress { "" } else { ", TC egress" }
     );
@@ -75,35 +91,155 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                drain(guard.get_inner_mut(), &mut hold, &mut stats);
+                pipeline.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
-            _ = tick.tick() => {
-                for held in hold.release(monotonic_ns()) {
-                    write_event(&mut out, &held, &clock, &ifnames)?;
-                }
-            }
-            _ = user1.recv() => {
-                eprintln!("rstwatch: {}", kernel.counters()?.describe());
-            }
+            _ = tick.tick() => pipeline.release(monotonic_ns())?,
+            _ = user1.recv() => eprint!("{}", pipeline.totals(&kernel)?),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
-    drain(events.get_mut(), &mut hold, &mut stats);
-    for held in hold.release_all() {
-        write_event(&mut out, &held, &clock, &ifnames)?;
+    pipeline.drain(events.get_mut());
+    pipeline.release(u64::MAX)?;
+    pipeline.records.flush()?;
+    eprint!("{}", pipeline.totals(&kernel)?);
+    if let Some((handle, task)) = syslog {
+        let stats = handle.shutdown(SYSLOG_SHUTDOWN_GRACE).await;
+        task.await.context("the syslog sender task failed")?;
+        eprintln!(
+            "rstwatch: syslog sent={} resent={} folded={} spooled_pending={} dropped={}",
+            stats.sent,
+            stats.resent,
+            stats.folded,
+            stats.pending,
+            stats.dropped()
+        );
     }
-    out.flush()?;
-    eprintln!("rstwatch: kernel {}", kernel.counters()?.describe());
-    eprintln!(
-        "rstwatch: daemon late_followups={} unknown_events={} short_events={}",
-        stats.late_followups, stats.unknown_events, stats.short_events
-    );
     Ok(())
 }
 
-/// What the daemon itself could not use, reported on exit.
+fn kernel_config(args: &WatchArgs) -> KernelConfig {
+    KernelConfig {
+        flows: args.flows,
+        ring_bytes: args.ring_mib << 20,
+        settings: Settings {
+            grace_ns: args.grace.as_nanos() as u64,
+            ..Settings::default()
+        },
+        ports: args.ports.clone(),
+        nets: args.nets.clone(),
+    }
+}
+
+fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
+    match arg {
+        FormatArg::Text => Box::new(Text::new(colour)),
+        FormatArg::Json => Box::new(Json),
+        FormatArg::Ecs => Box::new(Ecs),
+        FormatArg::Ocsf => Box::new(Ocsf),
+        FormatArg::Cef => Box::new(Cef),
+    }
+}
+
+fn start_syslog(
+    args: &SyslogArgs,
+    format_arg: Option<FormatArg>,
+) -> anyhow::Result<Option<(SyslogHandle, tokio::task::JoinHandle<()>)>> {
+    let Some(url) = args.syslog.clone() else {
+        return Ok(None);
+    };
+    let body = match args.syslog_format.or(format_arg) {
+        None | Some(FormatArg::Text) => FormatArg::Json,
+        Some(other) => other,
+    };
+    let mut config = SyslogConfig::new(url, &args.spool_dir);
+    config.tls_trust = match (&args.syslog_ca, args.syslog_insecure) {
+        (Some(ca), _) => TlsTrust::CaFile(ca.clone()),
+        (None, true) => TlsTrust::Insecure,
+        (None, false) => TlsTrust::SystemRoots,
+    };
+    config.facility = args.syslog_facility;
+    config.spool_max_bytes = args.spool_max_mib << 20;
+    config.aggregate = match args.aggregate_rate {
+        AggregateRate::Off => None,
+        AggregateRate::PerSecond(rate) => Some(AggregateConfig::per_second(rate)),
+    };
+    let started = syslog::spawn(config, format(body, false))
+        .map_err(|err| UserError(format!("cannot start the syslog export: {err}")))?;
+    Ok(Some(started))
+}
+
+/// Where records go: standard output or `--output FILE`, in `--format`.
+struct Records {
+    out: Box<dyn Write>,
+    format: Box<dyn Format>,
+    line: Vec<u8>,
+}
+
+impl Records {
+    fn open(args: &WatchArgs) -> anyhow::Result<Self> {
+        let stdout_is_terminal = std::io::stdout().is_terminal();
+        let (out, to_terminal): (Box<dyn Write>, bool) = match &args.output {
+            Some(path) => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|err| {
+                        UserError(format!(
+                            "cannot open --output {}: {err}: check the directory exists and is \
+                             writable",
+                            path.display()
+                        ))
+                    })?;
+                (Box::new(file), false)
+            }
+            None => (Box::new(std::io::stdout()), stdout_is_terminal),
+        };
+        let format_arg = args.format.unwrap_or(if to_terminal {
+            FormatArg::Text
+        } else {
+            FormatArg::Json
+        });
+        let colour = to_terminal && std::env::var_os("NO_COLOR").is_none();
+        Ok(Self {
+            out,
+            format: format(format_arg, colour),
+            line: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Writes one record and flushes it: a consumer tailing the output sees every reset as
+    /// soon as its hold ends.
+    fn write(&mut self, report: &crate::report::ResetReport) -> anyhow::Result<()> {
+        self.line.clear();
+        self.format.render(report, &mut self.line);
+        self.line.push(b'\n');
+        self.out
+            .write_all(&self.line)
+            .and_then(|()| self.out.flush())
+            .context("writing a record")
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out.flush().context("flushing records")
+    }
+}
+
+/// From ring-buffer records to written reports.
+struct Pipeline<'a> {
+    clock: WallClock,
+    explain: ExplainSettings,
+    ifnames: HashMap<u32, String>,
+    hold: HoldQueue,
+    records: &'a mut Records,
+    syslog: Option<SyslogHandle>,
+    summary: Summary,
+    stats: DaemonStats,
+}
+
+/// Ring-buffer records the daemon itself could not use, reported with the totals.
 #[derive(Debug, Default)]
 struct DaemonStats {
     late_followups: u64,
@@ -111,21 +247,61 @@ struct DaemonStats {
     short_events: u64,
 }
 
-fn drain(
-    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
-    hold: &mut HoldQueue,
-    stats: &mut DaemonStats,
-) {
-    while let Some(item) = ring.next() {
-        let Some(event) = decode(&item) else {
-            stats.short_events += 1;
-            continue;
-        };
-        match hold.offer(event) {
-            Offer::Held | Offer::AttachedToHeld => {}
-            Offer::LateFollowUp => stats.late_followups += 1,
-            Offer::UnknownKind => stats.unknown_events += 1,
+impl Pipeline<'_> {
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            let Some(event) = decode(&item) else {
+                self.stats.short_events += 1;
+                continue;
+            };
+            match self.hold.offer(event) {
+                Offer::Held | Offer::AttachedToHeld => {}
+                Offer::LateFollowUp => self.stats.late_followups += 1,
+                Offer::UnknownKind => self.stats.unknown_events += 1,
+            }
         }
+    }
+
+    /// Explains and writes every RST whose hold ended by `now_ns`.
+    fn release(&mut self, now_ns: u64) -> anyhow::Result<()> {
+        for Held { event, followups } in self.hold.release(now_ns) {
+            let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
+            let ts = self.clock.to_system_time(event.ts_ns);
+            let report = explain(&event, &followups, &self.explain, iface, ts);
+            self.records.write(&report)?;
+            self.summary.add(&report);
+            if let Some(syslog) = &self.syslog {
+                syslog.send(report);
+            }
+        }
+        Ok(())
+    }
+
+    /// The summary by class and peer, the kernel's counters and the daemon's own.
+    fn totals(&self, kernel: &Kernel) -> anyhow::Result<String> {
+        let mut totals = self.summary.render(SUMMARY_PEERS);
+        totals.push_str(&format!(
+            "rstwatch: kernel {}\nrstwatch: daemon held={} late_followups={} unknown_events={} \
+             short_events={}\n",
+            kernel.counters()?.describe(),
+            self.hold.len(),
+            self.stats.late_followups,
+            self.stats.unknown_events,
+            self.stats.short_events
+        ));
+        if let Some(syslog) = &self.syslog {
+            let stats = syslog.stats();
+            totals.push_str(&format!(
+                "rstwatch: syslog connected={} sent={} resent={} folded={} pending={} dropped={}\n",
+                stats.connected,
+                stats.sent,
+                stats.resent,
+                stats.folded,
+                stats.pending,
+                stats.dropped()
+            ));
+        }
+        Ok(totals)
     }
 }
 
@@ -136,42 +312,4 @@ pub fn decode(bytes: &[u8]) -> Option<RstEvent> {
     }
     // SAFETY: length checked; RstEvent is plain old data, valid for any bit pattern.
     Some(unsafe { bytes.as_ptr().cast::<RstEvent>().read_unaligned() })
-}
-
-fn write_event(
-    out: &mut impl Write,
-    held: &Held,
-    clock: &WallClock,
-    ifnames: &HashMap<u32, String>,
-) -> anyhow::Result<()> {
-    let e = &held.event;
-    let ts = clock.to_system_time(e.ts_ns);
-    let addr = |bytes: [u8; 16]| {
-        let v6 = Ipv6Addr::from(bytes);
-        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
-    };
-    writeln!(
-        out,
-        "{:?} {} {} {}:{} -> {}:{} flags={:#04x} ttl={} ip_id={} seq={} ack={} followups={}",
-        ts,
-        ifnames.get(&e.ifindex).map_or("?", String::as_str),
-        if e.direction == 0 {
-            "ingress"
-        } else {
-            "egress"
-        },
-        addr(e.pkt.src_addr),
-        e.pkt.src_port,
-        addr(e.pkt.dst_addr),
-        e.pkt.dst_port,
-        e.pkt.tcp_flags,
-        e.pkt.ttl,
-        e.pkt.ip_id,
-        e.pkt.seq,
-        e.pkt.ack,
-        held.followups.len()
-    )
-    .context("writing a record")?;
-    out.flush()?;
-    Ok(())
 }
