@@ -20,14 +20,15 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the output pipes may stay open after the process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The `rstwatch` binary of this build: beside the test executable's `deps/` directory, where
-/// `cargo build -p rstwatch` (run by `cargo xtask test` first) puts it.
+/// The `rstwatch` binary of this build, in `target/<profile>/` where `cargo build -p rstwatch`
+/// (run by `cargo xtask test` first) puts it: beside this executable, or beside the `deps/`
+/// directory a test executable runs from.
 pub fn rstwatch_binary() -> Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the test executable")?;
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("the test executable is not inside target/<profile>/deps")?;
+    let exe = std::env::current_exe().context("locating the running executable")?;
+    let mut profile_dir = exe.parent().context("the executable has no directory")?;
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().context("deps/ has no parent")?;
+    }
     let binary = profile_dir.join("rstwatch");
     ensure!(
         binary.exists(),

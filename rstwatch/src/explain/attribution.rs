@@ -12,8 +12,10 @@ use crate::report::{Evidence, Sender};
 
 /// TTLs stacks start their packets with; a RST arriving with one of them has not been routed.
 const INITIAL_TTLS: [u8; 3] = [64, 128, 255];
-/// Hops below its initial value from which an endpoint's genuine TTL is plainly routed.
-const ROUTED_HOPS: u8 = 2;
+/// Hops below its initial value from which an endpoint's genuine TTL is plainly routed: one
+/// router is enough, since a RST at an untouched initial TTL then came from nearer than the
+/// endpoint (a firewall or load balancer on the path).
+const ROUTED_HOPS: u8 = 1;
 
 /// The claimed sender's role, by the RST's direction within the flow. `Unknown` when the
 /// table never saw the flow or saw no handshake packet: then nobody is known to have sent the
@@ -44,8 +46,9 @@ const CORROBORATING: [Evidence; 4] = [
 /// - at least two of `ttl_mismatch`, `ip_id_anomaly`, `seq_out_of_window`, `fast_rst` fired:
 ///   independent signals agree (this also catches a middlebox that copies the TTL);
 /// - `ttl_mismatch` where the RST's TTL is an initial value (64, 128, 255), higher than the
-///   endpoint's genuine TTL, which is at least two hops below the initial value it started
-///   from: the RST was not routed along the endpoint's path.
+///   endpoint's genuine TTL, which is at least one hop below the initial value it started
+///   from: the RST was not routed along the endpoint's path but sent by a device nearer than
+///   the endpoint (TTL 64 where the server's packets arrive with 63, say).
 ///
 /// `ttl_mismatch` alone is never enough: routes change and some stacks send RSTs with their
 /// own TTL. `tls_alert_before` is context and never counts. An egress RST was sent by this

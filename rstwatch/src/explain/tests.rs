@@ -256,6 +256,16 @@ mod evidence {
     }
 
     #[test]
+    fn initial_ttl_from_one_router_before_the_endpoint_is_a_middlebox() {
+        let mut c = Conversation::v4();
+        c.ttl(Server, 63).handshake().wait_ms(RTT_MS);
+        c.send_with(Server, RST | ACK, 0, |p| p.ttl = 64);
+        let r = c.explain();
+        assert_eq!(r.evidence, [Evidence::TtlMismatch]);
+        assert!(r.middlebox, "the router itself answered in the server's name");
+    }
+
+    #[test]
     fn unrouted_ttl_right_after_the_handshake_is_a_middlebox() {
         let mut c = Conversation::v4();
         c.handshake().wait_ms(RTT_MS);
