@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -20,10 +21,18 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the output pipes may stay open after the process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// The `rstwatch` binary of this build, in `target/<profile>/` where `cargo build -p rstwatch`
-/// (run by `cargo xtask test` first) puts it: beside this executable, or beside the `deps/`
-/// directory a test executable runs from.
+/// The `rstwatch` binary of this build, in `target/<profile>/`: beside this executable, or
+/// beside the `deps/` directory a test executable runs from. Under `cargo test` it is built
+/// first, once per test process: `cargo test -p rstwatch-tests` rebuilds the library the tests
+/// link, not the binary they run, and a stale binary would test yesterday's code.
 pub fn rstwatch_binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        BUILT
+            .get_or_init(|| build_rstwatch(&cargo).map_err(|err| format!("{err:#}")))
+            .clone()
+            .map_err(anyhow::Error::msg)?;
+    }
     let exe = std::env::current_exe().context("locating the running executable")?;
     let mut profile_dir = exe.parent().context("the executable has no directory")?;
     if profile_dir.ends_with("deps") {
@@ -36,6 +45,20 @@ pub fn rstwatch_binary() -> Result<PathBuf> {
         binary.display()
     );
     Ok(binary)
+}
+
+fn build_rstwatch(cargo: &std::ffi::OsStr) -> Result<()> {
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", "rstwatch"]);
+    if !cfg!(debug_assertions) {
+        build.arg("--release");
+    }
+    let status = build.status().context("running cargo build -p rstwatch")?;
+    ensure!(
+        status.success(),
+        "cargo build -p rstwatch failed ({status})"
+    );
+    Ok(())
 }
 
 /// A running watcher; dropping it kills the process.

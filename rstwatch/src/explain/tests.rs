@@ -262,7 +262,10 @@ mod evidence {
         c.send_with(Server, RST | ACK, 0, |p| p.ttl = 64);
         let r = c.explain();
         assert_eq!(r.evidence, [Evidence::TtlMismatch]);
-        assert!(r.middlebox, "the router itself answered in the server's name");
+        assert!(
+            r.middlebox,
+            "the router itself answered in the server's name"
+        );
     }
 
     #[test]
