@@ -169,13 +169,7 @@ fn idle_past_the_routers_timeout_is_idle_timeout_from_a_middlebox() {
 #[test]
 fn rst_forged_by_the_router_while_the_server_streams_is_a_middlebox() {
     for family in Family::BOTH {
-        let (flow, records) = explain(
-            "forged",
-            family,
-            &[],
-            scenarios::forged_rst,
-            |flow, record| on_flow(flow, record),
-        );
+        let (flow, records) = explain("forged", family, &[], scenarios::forged_rst, on_flow);
         let rst = the_reset(&flow, &records);
         assert_eq!(rst["sender"], "responder", "{rst:#}");
         assert_eq!(rst["middlebox"], true, "{family:?}: {rst:#}");
