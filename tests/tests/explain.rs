@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use rstwatch::output::json::SPEC_KEYS;
 use rstwatch_tests::{
     lab::{Family, Lab, ROUTER_IDLE_TIMEOUT},
     scenarios::{self, Flow},
@@ -12,37 +13,6 @@ use rstwatch_tests::{
 use serde_json::Value;
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The keys SPEC section 5 promises in every JSON record.
-const SPEC_KEYS: [&str; 27] = [
-    "ts",
-    "iface",
-    "direction",
-    "class",
-    "sender",
-    "middlebox",
-    "evidence",
-    "src_ip",
-    "src_port",
-    "dst_ip",
-    "dst_port",
-    "orig_ip",
-    "orig_port",
-    "resp_ip",
-    "resp_port",
-    "ttl",
-    "expected_ttl",
-    "ip_id",
-    "seq",
-    "ack",
-    "flags",
-    "idle_ms",
-    "rtt_us",
-    "conn_state",
-    "history",
-    "community_id",
-    "wireshark_filter",
-];
 
 /// Runs `scenario` in a fresh lab under `rstwatch watch EXTRA` and returns the scenario's flow
 /// and every record rstwatch printed by the time it stopped.

@@ -257,7 +257,7 @@ mod tests {
 
     #[test]
     fn refused_connection_record() {
-        let record = render(&ResetReport::sample());
+        let record = render(&crate::output::sample::refused_report());
         assert!(!record.contains('\n'));
         let (header, ext) = parse(&record);
         assert_eq!(
@@ -310,7 +310,7 @@ mod tests {
             "ends with a pipe|",
         ];
         for text in hostile {
-            let mut report = ResetReport::sample();
+            let mut report = crate::output::sample::refused_report();
             report.iface = text.to_owned();
             report.wireshark_filter = format!("tcp.port == 1 && frame contains \"{text}\"");
             report.history = text.to_owned();
@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_use_the_labelled_ipv6_fields() {
-        let mut report = ResetReport::sample();
+        let mut report = crate::output::sample::refused_report();
         report.src = "[2001:db8::80]:443".parse().unwrap();
         report.dst = "[2001:db8::7]:51000".parse().unwrap();
         let (_, ext) = parse(&render(&report));
@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn middlebox_alert_with_storm_count() {
-        let mut report = ResetReport::sample();
+        let mut report = crate::output::sample::refused_report();
         report.class = ResetClass::IdleTimeout;
         report.direction = Direction::Egress;
         report.middlebox = true;

@@ -13,6 +13,38 @@ use serde::Serialize;
 use super::{fields, Format};
 use crate::report::{Aggregate, ResetReport};
 
+/// The keys SPEC section 5 promises in every record, in the order they are written; more may
+/// follow. SIEM pipelines parse on these names, so they never change.
+pub const SPEC_KEYS: [&str; 27] = [
+    "ts",
+    "iface",
+    "direction",
+    "class",
+    "sender",
+    "middlebox",
+    "evidence",
+    "src_ip",
+    "src_port",
+    "dst_ip",
+    "dst_port",
+    "orig_ip",
+    "orig_port",
+    "resp_ip",
+    "resp_port",
+    "ttl",
+    "expected_ttl",
+    "ip_id",
+    "seq",
+    "ack",
+    "flags",
+    "idle_ms",
+    "rtt_us",
+    "conn_state",
+    "history",
+    "community_id",
+    "wireshark_filter",
+];
+
 /// Renders each report as one JSON object.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Json;
@@ -150,41 +182,10 @@ mod tests {
         serde_json::from_str(&text).unwrap()
     }
 
-    /// SPEC section 5's stable keys.
-    const STABLE_KEYS: [&str; 27] = [
-        "ts",
-        "iface",
-        "direction",
-        "class",
-        "sender",
-        "middlebox",
-        "evidence",
-        "src_ip",
-        "src_port",
-        "dst_ip",
-        "dst_port",
-        "orig_ip",
-        "orig_port",
-        "resp_ip",
-        "resp_port",
-        "ttl",
-        "expected_ttl",
-        "ip_id",
-        "seq",
-        "ack",
-        "flags",
-        "idle_ms",
-        "rtt_us",
-        "conn_state",
-        "history",
-        "community_id",
-        "wireshark_filter",
-    ];
-
     #[test]
     fn every_stable_key_is_present() {
         let v = render(&middlebox_report());
-        for key in STABLE_KEYS {
+        for key in SPEC_KEYS {
             assert!(v.get(key).is_some(), "missing {key} in {v}");
         }
     }

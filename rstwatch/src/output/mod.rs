@@ -7,7 +7,7 @@ pub mod fields;
 pub mod json;
 pub mod ocsf;
 #[cfg(test)]
-mod sample;
+pub(crate) mod sample;
 pub mod text;
 
 use crate::report::ResetReport;

@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn refused_connection_is_a_refuse_activity() {
-        let doc = render(&ResetReport::sample());
+        let doc = render(&crate::output::sample::refused_report());
         assert_eq!(doc["class_uid"], 4001);
         assert_eq!(doc["category_uid"], 4);
         assert_eq!(doc["activity_id"], 5);
@@ -257,7 +257,7 @@ mod tests {
     #[test]
     fn every_class_maps_to_its_activity() {
         for class in ResetClass::ALL {
-            let mut report = ResetReport::sample();
+            let mut report = crate::output::sample::refused_report();
             report.class = class;
             let doc = render(&report);
             let expected = match class {
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn teardown_is_an_informational_success() {
-        let mut report = ResetReport::sample();
+        let mut report = crate::output::sample::refused_report();
         report.class = ResetClass::Teardown;
         let doc = render(&report);
         assert_eq!(doc["activity_name"], "Close");
@@ -282,7 +282,7 @@ mod tests {
 
     #[test]
     fn suspected_middlebox_on_an_inbound_ipv6_connection_is_high() {
-        let mut report = ResetReport::sample();
+        let mut report = crate::output::sample::refused_report();
         report.class = ResetClass::Abort;
         report.middlebox = true;
         report.evidence = vec![Evidence::TtlMismatch];
@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn folded_storm_shows_its_count_and_span() {
-        let mut report = ResetReport::sample();
+        let mut report = crate::output::sample::refused_report();
         report.aggregate = Some(Aggregate {
             count: 40,
             first: report.ts,

@@ -1,4 +1,4 @@
-//! Reports for the format tests, written out by hand so a format test does not depend on the
+//! Reports for the format and sink tests, written out by hand so they do not depend on the
 //! classifier.
 
 use std::time::{Duration, UNIX_EPOCH};
@@ -109,5 +109,48 @@ pub fn teardown_report() -> ResetReport {
         history: "ShADdFfR".to_owned(),
         idle_ms: Some(2_500),
         ..middlebox_report()
+    }
+}
+
+/// A client's SYN to a closed port answered by the server's RST, seen arriving on eth0.
+pub fn refused_report() -> ResetReport {
+    let ts = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+    ResetReport {
+        ts,
+        iface: "eth0".to_owned(),
+        direction: Direction::Ingress,
+        class: ResetClass::Refused,
+        sender: Sender::Responder,
+        middlebox: false,
+        evidence: Vec::new(),
+        src: "192.0.2.80:4333".parse().unwrap(),
+        dst: "198.51.100.7:51000".parse().unwrap(),
+        orig: "198.51.100.7:51000".parse().unwrap(),
+        resp: "192.0.2.80:4333".parse().unwrap(),
+        originator_inferred: false,
+        vlan: 0,
+        ttl: 58,
+        expected_ttl: None,
+        ip_id: Some(0),
+        df: true,
+        seq: 0,
+        ack: 2_000_001,
+        flags: 0x14,
+        window: 0,
+        payload_len: 0,
+        idle_ms: None,
+        rtt_us: None,
+        conn_state: ConnState::Rej,
+        history: "Sr".to_owned(),
+        community_id: "1:hO+sN4H+MG5MY/8hIrXPqc4ZQz0=".to_owned(),
+        wireshark_filter:
+            "ip.addr==192.0.2.80 && tcp.port==4333 && ip.addr==198.51.100.7 && tcp.port==51000"
+                .to_owned(),
+        orig_pkts: 1,
+        orig_bytes: 60,
+        resp_pkts: 1,
+        resp_bytes: 40,
+        followups: 0,
+        aggregate: None,
     }
 }

@@ -615,7 +615,7 @@ mod tests {
             procid: 4242,
         };
         let mut out = Vec::new();
-        header.message(&ResetReport::sample(), &Cef, &mut out);
+        header.message(&crate::output::sample::refused_report(), &Cef, &mut out);
         let text = String::from_utf8(out).unwrap();
         // local0 (16) * 8 + notice (5) = 133.
         let expected = format!(
@@ -643,7 +643,7 @@ mod tests {
         let (handle, task) = spawn(config, Box::new(Cef)).unwrap();
         // A current-thread runtime: the sender cannot run before the next await.
         for _ in 0..10 {
-            handle.send(ResetReport::sample());
+            handle.send(crate::output::sample::refused_report());
         }
         assert_eq!(handle.stats().dropped_queue_full, 8);
         let stats = handle.shutdown(Duration::from_millis(300)).await;
@@ -662,7 +662,7 @@ mod tests {
     fn severity_follows_the_report() {
         let header = Header::new(Facility::Daemon, Some(""));
         assert_eq!(header.hostname, "-");
-        let mut report = ResetReport::sample();
+        let mut report = crate::output::sample::refused_report();
         report.middlebox = true;
         let mut out = Vec::new();
         header.message(&report, &Cef, &mut out);
