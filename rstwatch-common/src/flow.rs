@@ -292,7 +292,8 @@ impl FlowState {
         }
         let d = &self.dir[dir as usize];
         let retransmitted_syn = d.has(seen::SYN) && pkt.seq.wrapping_add(1) == d.next_seq;
-        let closed = self.dir[0].has(seen::FIN | seen::RST) || self.dir[1].has(seen::FIN | seen::RST);
+        let closed =
+            self.dir[0].has(seen::FIN | seen::RST) || self.dir[1].has(seen::FIN | seen::RST);
         !retransmitted_syn && (closed || self.origin == origin::INFERRED || self.rst_ns != 0)
     }
 
@@ -400,8 +401,7 @@ impl FlowState {
         }
         // RFC 7323 2.2: the window in a SYN is never scaled, and scaling applies only when
         // both sides offered the option.
-        let scale = if syn || d.window_scale == NO_WINDOW_SCALE || peer_scale == NO_WINDOW_SCALE
-        {
+        let scale = if syn || d.window_scale == NO_WINDOW_SCALE || peer_scale == NO_WINDOW_SCALE {
             0
         } else {
             d.window_scale.min(14)

@@ -77,8 +77,9 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, direction: u8, ifin
     let now = unsafe { bpf_ktime_get_ns() };
     let dir = key.fill_from(pkt);
     let (key, pkt) = (&*key, &*pkt);
-    let emit =
-        |kind: EventKind, flow: &FlowState| send(kind, now, ifindex, direction, dir, key, pkt, flow);
+    let emit = |kind: EventKind, flow: &FlowState| {
+        send(kind, now, ifindex, direction, dir, key, pkt, flow)
+    };
     if let Some(flow) = FLOWS.get_ptr_mut(key) {
         // Known flow: one lookup, then writes in place.
         match unsafe { &mut *flow }.step(pkt, dir, now, settings, emit) {

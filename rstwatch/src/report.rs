@@ -60,7 +60,9 @@ impl ResetClass {
             ResetClass::Teardown => "normal teardown after FIN",
             ResetClass::IdleTimeout => "reset after a long idle period (idle timeout)",
             ResetClass::Abort => "connection aborted mid-stream",
-            ResetClass::NoState => "reset for a connection never seen (late start, scan, backscatter)",
+            ResetClass::NoState => {
+                "reset for a connection never seen (late start, scan, backscatter)"
+            }
         }
     }
 
