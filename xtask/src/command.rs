@@ -2,6 +2,7 @@
 //! command line that failed.
 
 use std::{
+    io::{BufRead as _, BufReader, Write as _},
     path::Path,
     process::{Command, ExitStatus, Stdio},
 };
@@ -27,6 +28,28 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     let status = cmd
         .status()
         .with_context(|| format!("could not start `{}`", show(cmd)))?;
+    check(cmd, status)
+}
+
+/// Runs `cmd` like [`run`], and also hands each line of its stdout to `on_line` as it is
+/// echoed.
+pub fn run_reading_stdout(cmd: &mut Command, mut on_line: impl FnMut(&str)) -> Result<()> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{}`", show(cmd)))?;
+    let child_stdout = child.stdout.take().expect("stdout is piped");
+    let mut stdout = std::io::stdout().lock();
+    for line in BufReader::new(child_stdout).split(b'\n') {
+        let line = line.with_context(|| format!("reading the output of `{}`", show(cmd)))?;
+        stdout.write_all(&line)?;
+        stdout.write_all(b"\n")?;
+        stdout.flush()?;
+        on_line(&String::from_utf8_lossy(&line));
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{}`", show(cmd)))?;
     check(cmd, status)
 }
 
