@@ -1,1 +1,67 @@
-fn main() {}
+//! Project automation, run as `cargo xtask <command>`: set-up of a fresh Debian 12 machine,
+//! build, the checks CI applies, the demo lab and the benchmarks.
+
+mod bench;
+mod build;
+mod command;
+mod demo;
+mod root;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    bin_name = "cargo xtask",
+    about = "Set-up, build, test, demo and benchmarks for rstwatch"
+)]
+enum Task {
+    /// Install what building and testing needs; steps already done are skipped.
+    Setup {
+        /// Print what would be installed and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Set up, then build rstwatch with its eBPF object embedded.
+    Build {
+        /// Build optimised, as the benchmarks and a deployment would.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, then everything CI checks: fmt, clippy, unit and kernel integration tests.
+    /// Runs as root.
+    Test {
+        /// Passed to `cargo test`, e.g. `-- refused -- --nocapture`.
+        #[arg(last = true)]
+        cargo_test_args: Vec<String>,
+    },
+    /// Set up, build, then show live resets in a lab of network namespaces. Runs as root.
+    Demo,
+    /// Set up, build in release mode, then measure the kernel and userspace costs.
+    Bench,
+}
+
+fn main() -> ExitCode {
+    let result = match Task::parse() {
+        Task::Setup { dry_run } => setup::run(dry_run),
+        Task::Build { release } => setup_and_build(release),
+        Task::Test { cargo_test_args } => test::run(&cargo_test_args),
+        Task::Demo => setup_and_build(false).and_then(|()| demo::run()),
+        Task::Bench => setup_and_build(true).and_then(|()| bench::run()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn setup_and_build(release: bool) -> anyhow::Result<()> {
+    setup::run(false)?;
+    build::run(release)
+}
