@@ -360,7 +360,7 @@ fn watcher_runs_its_binary_in_the_namespace_with_json_output() -> Result<()> {
     let lab = Lab::new("watcher")?;
     let fake_rstwatch = TempScript::new(
         "fake-rstwatch",
-        "#!/bin/sh\nprintf '{\"args\":\"%s\",\"netns\":\"%s\"}\\n' \"$*\" \"$(ip netns identify)\"\n",
+        "#!/bin/sh\necho 'rstwatch: watching (fake)' >&2\nprintf '{\"args\":\"%s\",\"netns\":\"%s\"}\\n' \"$*\" \"$(ip netns identify)\"\n",
     )?;
     let extra_args = ["--port", "4001"];
     let mut watcher = Watcher::start(
