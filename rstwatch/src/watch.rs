@@ -13,7 +13,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::XdpMode,
 };
-use rstwatch_common::{RstEvent, Settings};
+use rstwatch_common::{Counter, RstEvent, Settings};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -280,10 +280,15 @@ impl Pipeline<'_> {
     /// The summary by class and peer, the kernel's counters and the daemon's own.
     fn totals(&self, kernel: &Kernel) -> anyhow::Result<String> {
         let mut totals = self.summary.render(SUMMARY_PEERS);
+        let counters = kernel.counters()?;
+        // The LRU map evicts without telling anyone: what was inserted and is no longer there
+        // was evicted (or started over after a RST's grace period, counted separately).
+        let live = kernel.flow_count()? as u64;
         totals.push_str(&format!(
-            "rstwatch: kernel {}\nrstwatch: daemon held={} late_followups={} unknown_events={} \
-             short_events={}\n",
-            kernel.counters()?.describe(),
+            "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
+             held={} late_followups={} unknown_events={} short_events={}\n",
+            counters.describe(),
+            counters.get(Counter::FlowsInserted).saturating_sub(live),
             self.hold.len(),
             self.stats.late_followups,
             self.stats.unknown_events,

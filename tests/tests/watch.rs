@@ -92,6 +92,24 @@ fn client_connects_to_a_closed_port_and_the_servers_rst_arrives_on_ingress() {
 }
 
 #[test]
+fn the_verifier_accepts_the_programs_in_generic_and_native_xdp_mode() {
+    for mode in ["generic", "native"] {
+        let lab = Lab::new("xdpmode").unwrap();
+        let binary = rstwatch_binary().unwrap();
+        let args = ["--hold", "100ms", "--xdp-mode", mode];
+        let mut watcher =
+            Watcher::start(&binary, lab.client_ns(), lab.client_iface(), &args).unwrap();
+        let flow = scenarios::closed_port(&lab, Family::V4).unwrap();
+        watcher
+            .events_until(is_rst_from(flow.server), EVENT_TIMEOUT)
+            .unwrap_or_else(|err| panic!("--xdp-mode {mode}: {err:#}"));
+        let exit = watcher.stop().unwrap();
+        assert!(exit.status.success(), "--xdp-mode {mode}: {exit:?}");
+        assert!(exit.stderr.contains("flows live="), "{}", exit.stderr);
+    }
+}
+
+#[test]
 fn client_aborts_with_linger_zero_and_its_own_rst_leaves_on_egress() {
     for family in Family::BOTH {
         let lab = Lab::new("linger").unwrap();
