@@ -30,7 +30,6 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "rsyslog-gnutls",
     "gnutls-bin",
     "openssl",
-    "prometheus",
     "zlib1g-dev",
     "libzstd-dev",
 ];

@@ -104,7 +104,7 @@ import sys
 try:
     import communityid
 except ImportError:
-    sys.exit("the Python module 'communityid' is missing: pip install -r requirements-test.txt")
+    sys.exit("the Python module 'communityid' is missing: cargo xtask setup installs it")
 cid = communityid.CommunityID(seed=0)
 args = sys.argv[1:]
 for i in range(0, len(args), 4):
@@ -113,7 +113,7 @@ for i in range(0, len(args), 4):
 "#;
 
     /// Cross-checks against the reference implementation, live. Needs `python3` with the
-    /// `communityid` module (`pip install -r requirements-test.txt` at the workspace root);
+    /// `communityid` module (installed by `cargo xtask setup`);
     /// without them this test fails and says so, it never passes vacuously.
     #[test]
     fn ids_match_the_python_reference_implementation() {
