@@ -78,9 +78,15 @@ fn debian_packages(dry_run: bool) -> Result<()> {
         return Ok(());
     }
     require_root(&what)?;
-    command::run(Command::new("apt-get").arg("update"))?;
+    // A fresh machine may still be running its own apt jobs at boot: wait for their lock.
+    let apt_get = || {
+        let mut apt_get = Command::new("apt-get");
+        apt_get.args(["-o", "DPkg::Lock::Timeout=300"]);
+        apt_get
+    };
+    command::run(apt_get().arg("update"))?;
     command::run(
-        Command::new("apt-get")
+        apt_get()
             .args(["install", "-y"])
             .args(&missing)
             // tshark asks whether non-root users may capture; keep the default, ask nothing.
