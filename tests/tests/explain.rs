@@ -163,49 +163,55 @@ fn bare_rst_for_a_flow_never_seen_is_no_state() {
     assert_eq!(rst["conn_state"], "OTH");
 }
 
-#[test]
-fn port_filter_keeps_only_the_selected_port() {
-    // The closed port is not selected: its reset must not appear, the service's must.
-    let port = scenarios::SERVICE_PORT.to_string();
-    let lab = Lab::new("portfilter").unwrap();
+/// Runs `excluded` then `included` under rstwatch with `filter`: the included reset must be
+/// reported and the excluded one must not.
+fn assert_filter(
+    label: &str,
+    filter: &[&str],
+    excluded: (fn(&Lab, Family) -> anyhow::Result<Flow>, Family),
+    included: (fn(&Lab, Family) -> anyhow::Result<Flow>, Family),
+) {
+    let lab = Lab::new(label).unwrap();
+    let mut args = vec!["--hold", "100ms"];
+    args.extend_from_slice(filter);
     let mut watcher = Watcher::start(
         &rstwatch_binary().unwrap(),
         lab.client_ns(),
         lab.client_iface(),
-        &["--hold", "100ms", "--port", &port],
+        &args,
     )
     .unwrap();
-    let excluded = scenarios::closed_port(&lab, Family::V4).unwrap();
-    let included = scenarios::local_linger_abort(&lab, Family::V4).unwrap();
+    let excluded = (excluded.0)(&lab, excluded.1).unwrap();
+    let included = (included.0)(&lab, included.1).unwrap();
     let mut records = watcher
         .events_until(|r| on_flow(&included, r), EVENT_TIMEOUT)
         .unwrap();
     records.extend(watcher.stop().unwrap().events);
     assert!(
         !records.iter().any(|r| on_flow(&excluded, r)),
-        "{records:#?}"
+        "{filter:?} let {excluded:?} through: {records:#?}"
+    );
+}
+
+#[test]
+fn port_filter_keeps_only_the_selected_port() {
+    // The closed port is not selected: its reset must not appear, the service's must.
+    let port = scenarios::SERVICE_PORT.to_string();
+    assert_filter(
+        "portfilter",
+        &["--port", &port],
+        (scenarios::closed_port, Family::V4),
+        (scenarios::local_linger_abort, Family::V4),
     );
 }
 
 #[test]
 fn net_filter_keeps_only_the_selected_network() {
     // Only IPv6 is selected: the IPv4 reset must not appear, the IPv6 one must.
-    let lab = Lab::new("netfilter").unwrap();
-    let mut watcher = Watcher::start(
-        &rstwatch_binary().unwrap(),
-        lab.client_ns(),
-        lab.client_iface(),
-        &["--hold", "100ms", "--net", "2001:db8::/32"],
-    )
-    .unwrap();
-    let excluded = scenarios::closed_port(&lab, Family::V4).unwrap();
-    let included = scenarios::closed_port(&lab, Family::V6).unwrap();
-    let mut records = watcher
-        .events_until(|r| on_flow(&included, r), EVENT_TIMEOUT)
-        .unwrap();
-    records.extend(watcher.stop().unwrap().events);
-    assert!(
-        !records.iter().any(|r| on_flow(&excluded, r)),
-        "{records:#?}"
+    assert_filter(
+        "netfilter",
+        &["--net", "2001:db8::/32"],
+        (scenarios::closed_port, Family::V4),
+        (scenarios::closed_port, Family::V6),
     );
 }
