@@ -20,7 +20,7 @@ fn explain(
     label: &str,
     family: Family,
     extra: &[&str],
-    scenario: fn(&Lab, Family) -> anyhow::Result<Flow>,
+    scenario: ScenarioFn,
     wait_for: impl Fn(&Flow, &Value) -> bool,
 ) -> (Flow, Vec<Value>) {
     let lab = Lab::new(label).unwrap();
@@ -163,13 +163,16 @@ fn bare_rst_for_a_flow_never_seen_is_no_state() {
     assert_eq!(rst["conn_state"], "OTH");
 }
 
+/// A scenario of `rstwatch_tests::scenarios`.
+type ScenarioFn = fn(&Lab, Family) -> anyhow::Result<Flow>;
+
 /// Runs `excluded` then `included` under rstwatch with `filter`: the included reset must be
 /// reported and the excluded one must not.
 fn assert_filter(
     label: &str,
     filter: &[&str],
-    excluded: (fn(&Lab, Family) -> anyhow::Result<Flow>, Family),
-    included: (fn(&Lab, Family) -> anyhow::Result<Flow>, Family),
+    excluded: (ScenarioFn, Family),
+    included: (ScenarioFn, Family),
 ) {
     let lab = Lab::new(label).unwrap();
     let mut args = vec!["--hold", "100ms"];
