@@ -1,1 +1,3 @@
+//! Helpers for rstwatch's integration tests.
 
+pub mod frames;
