@@ -270,8 +270,8 @@ impl FlowState {
             }
         } else if pkt.is_rst() || (dir == self.rst_dir && pkt.payload_len > 0) {
             if (self.followups as u32) < settings.followup_limit {
-                self.followups += 1;
                 emit(EventKind::FollowUp, self);
+                self.followups += 1;
             } else {
                 outcome = Step::FollowUpSuppressed;
             }

@@ -206,6 +206,8 @@ fn parse_tcp(
     if doff < TCP_HLEN {
         return Err(Counter::BadHeader);
     }
+    // Options are only searched in SYNs, but the whole header must be present.
+    ptr_at::<u8>(data, data_end, l4 + doff - 1)?;
     pkt.src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
     pkt.dst_port = u16::from_be_bytes([tcp[2], tcp[3]]);
     pkt.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
@@ -226,7 +228,7 @@ fn parse_tcp(
 }
 
 /// The window-scale shift from a SYN's options (RFC 7323 2.2), `NO_WINDOW_SCALE` if absent.
-/// A malformed or truncated option list just ends the search: the segment is still tracked.
+/// A malformed option list just ends the search: the segment is still tracked.
 #[inline(always)]
 fn window_scale(data: usize, data_end: usize, start: usize, len: usize) -> u8 {
     let mut options = [TCPOPT_EOL; MAX_TCP_OPTION_BYTES];

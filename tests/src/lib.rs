@@ -1,12 +1,14 @@
 //! The lab the kernel integration tests, benchmarks and `cargo xtask demo` share: three network
 //! namespaces with real TCP stacks ([`lab`]), the resets provoked in them ([`scenarios`]),
-//! tcpdump as independent ground truth ([`capture`]), rstwatch run against them ([`watch`]),
+//! tcpdump as independent ground truth ([`capture`]), frames for BPF_PROG_TEST_RUN
+//! ([`frames`]), rstwatch run against them ([`watch`]),
 //! the empty-program floor benchmarks compare with ([`baseline`]), and
 //! a real rsyslog receiver for the SIEM export ([`siem`]).
 
 pub mod baseline;
 pub mod capture;
 pub mod frame;
+pub mod frames;
 pub mod lab;
 pub mod packet_socket;
 mod process;
