@@ -269,7 +269,8 @@ impl FlowState {
                 emit(EventKind::Rst, self);
             }
         } else if pkt.is_rst() || (dir == self.rst_dir && pkt.payload_len > 0) {
-            if (self.followups as u32) < settings.followup_limit {
+            // `followups` is a u8: a limit above 255 means 255, not a counter that wraps.
+            if (self.followups as u32) < settings.followup_limit.min(u8::MAX as u32) {
                 emit(EventKind::FollowUp, self);
                 self.followups += 1;
             } else {
