@@ -4,6 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
 pub const RST: u8 = 0x04;
 pub const ACK: u8 = 0x10;
 

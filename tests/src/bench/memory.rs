@@ -1,0 +1,54 @@
+//! What the flow table occupies: the kernel's own account (`memlock` in the map's fdinfo).
+
+use std::fs;
+
+use anyhow::{Context, Result};
+use rstwatch_common::{FlowKey, FlowState};
+
+use super::fdinfo_fields;
+
+const BPF_MAP_TYPE_LRU_HASH: &str = "9";
+
+#[derive(Clone, Debug)]
+pub struct FlowTableMemory {
+    pub max_entries: u64,
+    pub memlock_bytes: u64,
+    pub key_bytes: usize,
+    pub value_bytes: usize,
+}
+
+impl FlowTableMemory {
+    pub fn mib(&self) -> f64 {
+        self.memlock_bytes as f64 / f64::from(1 << 20)
+    }
+
+    pub fn bytes_per_flow(&self) -> f64 {
+        self.memlock_bytes as f64 / self.max_entries as f64
+    }
+}
+
+/// The LRU hash map of `max_entries` flows this process holds (rstwatch's FLOWS).
+pub fn flow_table(max_entries: u32) -> Result<FlowTableMemory> {
+    for entry in fs::read_dir("/proc/self/fdinfo")? {
+        let Ok(info) = fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        let fields = fdinfo_fields(&info);
+        let field = |key: &str| fields.get(key).map(String::as_str);
+        if field("map_type") == Some(BPF_MAP_TYPE_LRU_HASH)
+            && field("max_entries") == Some(max_entries.to_string().as_str())
+            && field("value_size") == Some(size_of::<FlowState>().to_string().as_str())
+        {
+            let memlock = field("memlock")
+                .and_then(|v| v.parse().ok())
+                .context("the flow table's fdinfo has no memlock line")?;
+            return Ok(FlowTableMemory {
+                max_entries: u64::from(max_entries),
+                memlock_bytes: memlock,
+                key_bytes: size_of::<FlowKey>(),
+                value_bytes: size_of::<FlowState>(),
+            });
+        }
+    }
+    anyhow::bail!("no flow table of {max_entries} entries among this process's file descriptors")
+}

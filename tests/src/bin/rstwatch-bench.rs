@@ -1,0 +1,507 @@
+//! `cargo xtask bench`: measures SPEC section 7 in one run and prints a table, a Markdown
+//! results section for docs/performance.md, and (with `--json FILE`) a machine-readable report.
+//! Needs root. Kernel figures are always compared with the empty XDP program measured in the
+//! same run: the machine is shared and noisy, the ratios are what to read.
+
+use std::{fmt::Write as _, path::PathBuf};
+
+use anyhow::{ensure, Context, Result};
+use aya::maps::{MapData, RingBuf};
+use rstwatch::kernel::{Kernel, KernelConfig};
+use rstwatch_common::{Counter, Settings};
+use rstwatch_tests::{
+    baseline::EmptyXdp,
+    bench::{
+        flood::{self, Flood},
+        kernel_cost::{repeated, rst_events, run, single_shots, Cost},
+        memory::{self, FlowTableMemory},
+        packets::{
+            as_udp, flow_endpoint, segment, set_source, vlan_tagged, CLIENT_V4, CLIENT_V6,
+            SERVER_V4, SERVER_V6,
+        },
+        userspace::{self, Throughput},
+    },
+    frame::{ACK, RST, SYN},
+    watch::rstwatch_binary,
+};
+use serde_json::{json, Value};
+
+const FULL_TABLE: u32 = 1 << 20;
+const RING_BYTES: u32 = 64 << 20;
+/// Runs per round of a repeated figure.
+const REPEAT: u32 = 1_000_000;
+/// Single-shot runs per SYN figure.
+const SAMPLE: u32 = 16_384;
+const PREFILL_CHUNK: u32 = 1 << 18;
+const FILTER_PORT: u16 = 4333;
+const VLAN: u16 = 100;
+const FLOOD_SECONDS: u64 = 5;
+
+const TARGET_PASS_RATIO: f64 = 2.0;
+const TARGET_DATA_RATIO: f64 = 5.0;
+const TARGET_RST_NS: f64 = 150.0;
+const TARGET_EVENTS_PER_SECOND: f64 = 1e6;
+const TARGET_TABLE_MIB: f64 = 128.0;
+
+#[derive(Clone, Copy)]
+enum Target {
+    Ratio(f64),
+    Ns(f64),
+    None,
+}
+
+struct Row {
+    table: &'static str,
+    cost: Cost,
+    target: Target,
+}
+
+impl Row {
+    fn met(&self) -> Option<bool> {
+        match self.target {
+            Target::Ratio(max) => Some(self.cost.ratio() <= max),
+            Target::Ns(max) => Some(self.cost.ns <= max),
+            Target::None => None,
+        }
+    }
+
+    fn target_text(&self) -> String {
+        match self.target {
+            Target::Ratio(max) => format!("<= {max}x"),
+            Target::Ns(max) => format!("<= {max} ns"),
+            Target::None => "-".into(),
+        }
+    }
+}
+
+/// The frames of the kernel-cost cases.
+struct Frames {
+    syn: Vec<u8>,
+    data: Vec<u8>,
+    rst: Vec<u8>,
+    udp: Vec<u8>,
+    syn_v6: Vec<u8>,
+    data_v6: Vec<u8>,
+    rst_v6: Vec<u8>,
+    syn_vlan: Vec<u8>,
+    data_vlan: Vec<u8>,
+}
+
+impl Frames {
+    fn new() -> Self {
+        let syn = segment(CLIENT_V4, SERVER_V4, SYN, 0);
+        let data = segment(CLIENT_V4, SERVER_V4, ACK, 100);
+        Frames {
+            udp: as_udp(&data),
+            rst: segment(SERVER_V4, CLIENT_V4, RST | ACK, 0),
+            syn_v6: segment(CLIENT_V6, SERVER_V6, SYN, 0),
+            data_v6: segment(CLIENT_V6, SERVER_V6, ACK, 100),
+            rst_v6: segment(SERVER_V6, CLIENT_V6, RST | ACK, 0),
+            syn_vlan: vlan_tagged(&syn, VLAN),
+            data_vlan: vlan_tagged(&data, VLAN),
+            syn,
+            data,
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let json_path = json_path()?;
+    // SAFETY: geteuid has no preconditions.
+    ensure!(
+        unsafe { libc::geteuid() } == 0,
+        "the benchmark loads eBPF and builds network namespaces: run it as root"
+    );
+    let rstwatch = rstwatch_binary()?;
+    let empty = EmptyXdp::load().context("loading the empty XDP program")?;
+    let frames = Frames::new();
+    let mut rows = Vec::new();
+
+    eprintln!("bench: kernel cost, flow table nearly empty");
+    let config = KernelConfig {
+        flows: FULL_TABLE,
+        ring_bytes: RING_BYTES,
+        // Every RST is a first RST again (see kernel_cost::rst_events).
+        settings: Settings {
+            grace_ns: 0,
+            ..Settings::default()
+        },
+        ..KernelConfig::default()
+    };
+    let mut kernel = Kernel::load(&config)?;
+    let mut ring = kernel.take_events()?;
+    steady_cases(&kernel, &mut ring, &empty, &frames, "empty", &mut rows)?;
+    let new_flow = |frame: &mut [u8], i: u32| set_source(frame, flow_endpoint(i));
+    rows.push(Row {
+        table: "empty",
+        cost: single_shots(
+            &kernel,
+            &empty,
+            "SYN, new flow",
+            &frames.syn,
+            0..SAMPLE,
+            new_flow,
+        )?,
+        target: Target::None,
+    });
+
+    let mut filled = SAMPLE;
+    while filled < FULL_TABLE - SAMPLE {
+        let end = (filled + PREFILL_CHUNK).min(FULL_TABLE - SAMPLE);
+        let chunk = single_shots(&kernel, &empty, "SYN", &frames.syn, filled..end, new_flow)?;
+        eprintln!(
+            "bench: filled {end} flows (SYN {:.0} ns, empty {:.0} ns single-shot)",
+            chunk.ns, chunk.empty_ns
+        );
+        filled = end;
+    }
+    let last = filled..FULL_TABLE;
+    let fill_end = single_shots(
+        &kernel,
+        &empty,
+        "SYN, new flow",
+        &frames.syn,
+        last,
+        new_flow,
+    )?;
+    rows.push(Row {
+        table: "last 16 Ki of 1 Mi",
+        cost: fill_end,
+        target: Target::None,
+    });
+    let beyond = FULL_TABLE..FULL_TABLE + SAMPLE;
+    let evicting = single_shots(
+        &kernel,
+        &empty,
+        "SYN, new flow, evicts",
+        &frames.syn,
+        beyond,
+        new_flow,
+    )?;
+    rows.push(Row {
+        table: "full (1 Mi)",
+        cost: evicting,
+        target: Target::None,
+    });
+    let flows = kernel.flow_count()?;
+    eprintln!("bench: kernel cost, flow table full ({flows} flows)");
+    // Data packets of flows scattered over the table: each run misses the CPU caches, unlike
+    // a repeated frame.
+    let mut data_spread = frames.data.clone();
+    set_source(&mut data_spread, flow_endpoint(0));
+    let scattered = |frame: &mut [u8], i: u32| {
+        let flow = FULL_TABLE / 4 + (i.wrapping_mul(40_503) % (FULL_TABLE / 2));
+        set_source(frame, flow_endpoint(flow));
+    };
+    rows.push(Row {
+        table: "full (1 Mi)",
+        cost: single_shots(
+            &kernel,
+            &empty,
+            "TCP data, known flows scattered over the table",
+            &data_spread,
+            0..SAMPLE,
+            scattered,
+        )?,
+        target: Target::Ratio(TARGET_DATA_RATIO),
+    });
+    steady_cases(
+        &kernel,
+        &mut ring,
+        &empty,
+        &frames,
+        "full (1 Mi)",
+        &mut rows,
+    )?;
+    let memory = memory::flow_table(FULL_TABLE)?;
+    drop(ring);
+    drop(kernel);
+
+    eprintln!("bench: kernel cost, --port filter");
+    let filtering = Kernel::load(&KernelConfig {
+        ports: vec![FILTER_PORT],
+        ..KernelConfig::default()
+    })?;
+    let excluded = repeated(
+        &filtering,
+        &empty,
+        "TCP excluded by --port",
+        &frames.data,
+        REPEAT,
+    )?;
+    ensure!(
+        filtering.counters()?.get(Counter::Filtered) >= u64::from(REPEAT),
+        "the --port filter did not exclude the frame: {}",
+        filtering.counters()?.describe()
+    );
+    rows.push(Row {
+        table: "-",
+        cost: excluded,
+        target: Target::Ratio(TARGET_PASS_RATIO),
+    });
+    drop(filtering);
+
+    eprintln!("bench: userspace throughput");
+    let throughput = userspace::measure()?;
+    eprintln!("bench: RST flood for {FLOOD_SECONDS} s, rstwatch and tcpdump side by side");
+    let flood = flood::measure(&rstwatch, FLOOD_SECONDS)?;
+
+    let results = results_markdown(&rows, &throughput, &flood, &memory, flows);
+    println!("{results}");
+    if let Some(path) = json_path {
+        let report = json_report(&rows, &throughput, &flood, &memory, flows);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path.with_extension("md"), &results)?;
+        eprintln!(
+            "bench: wrote {} and {}",
+            path.display(),
+            path.with_extension("md").display()
+        );
+    }
+    Ok(())
+}
+
+fn json_path() -> Result<Option<PathBuf>> {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => Ok(None),
+        (Some("--json"), Some(path)) => Ok(Some(path.into())),
+        _ => anyhow::bail!("usage: rstwatch-bench [--json FILE]"),
+    }
+}
+
+/// The repeated-frame cases, on whatever the table holds now.
+fn steady_cases(
+    kernel: &Kernel,
+    ring: &mut RingBuf<MapData>,
+    empty: &EmptyXdp,
+    frames: &Frames,
+    table: &'static str,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let mut push = |cost: Cost, target: Target| {
+        rows.push(Row {
+            table,
+            cost,
+            target,
+        })
+    };
+    push(
+        repeated(kernel, empty, "UDP (not TCP)", &frames.udp, REPEAT)?,
+        Target::Ratio(TARGET_PASS_RATIO),
+    );
+    for (case, syn, data) in [
+        ("TCP data, known flow", &frames.syn, &frames.data),
+        (
+            "TCP data, known flow, IPv6",
+            &frames.syn_v6,
+            &frames.data_v6,
+        ),
+        (
+            "TCP data, known flow, VLAN",
+            &frames.syn_vlan,
+            &frames.data_vlan,
+        ),
+    ] {
+        run(kernel, syn, 1)?;
+        push(
+            repeated(kernel, empty, case, data, REPEAT)?,
+            Target::Ratio(TARGET_DATA_RATIO),
+        );
+    }
+    for (case, frame) in [
+        ("RST with event", &frames.rst),
+        ("RST with event, IPv6", &frames.rst_v6),
+    ] {
+        push(
+            rst_events(kernel, ring, RING_BYTES, empty, case, frame)?,
+            Target::Ns(TARGET_RST_NS),
+        );
+    }
+    Ok(())
+}
+
+fn verdict(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "MISSED",
+        None => "-",
+    }
+}
+
+fn results_markdown(
+    rows: &[Row],
+    throughput: &Throughput,
+    flood: &Flood,
+    memory: &FlowTableMemory,
+    flows: usize,
+) -> String {
+    let mut md = String::new();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let _ = writeln!(
+        md,
+        "Kernel {}, {} CPUs, BPF_PROG_TEST_RUN; empty XDP program measured alternately in the \
+         same run.\n",
+        kernel.trim(),
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    let _ = writeln!(
+        md,
+        "| case | flow table | method | ns/packet | empty ns | ratio | target | |"
+    );
+    let _ = writeln!(md, "|---|---|---|---:|---:|---:|---|---|");
+    for row in rows {
+        let cost = &row.cost;
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.1}x | {} | {} |",
+            cost.case,
+            row.table,
+            cost.method,
+            cost.ns,
+            cost.empty_ns,
+            cost.ratio(),
+            row.target_text(),
+            verdict(row.met())
+        );
+    }
+    let eps = throughput.events_per_second();
+    let _ = writeln!(
+        md,
+        "\nUserspace, one core: {} events drained, decoded, held, explained and rendered as JSON \
+         at **{:.2} M events/s** (target >= 1 M: {}); {:.2} M/s including one write(2) per \
+         record to /dev/null as `--output` does. Classes: {}.",
+        throughput.events,
+        eps / 1e6,
+        verdict(Some(eps >= TARGET_EVENTS_PER_SECOND)),
+        throughput.events_per_second_written() / 1e6,
+        throughput.classes
+    );
+    let r = &flood.rstwatch;
+    let t = &flood.tcpdump;
+    let rate = flood.sent as f64 / flood.seconds;
+    let _ = writeln!(
+        md,
+        "\nRST flood, {:.1} s, {} RSTs sent by trafgen ({:.2} M/s, {} dropped by the veth pair):\n",
+        flood.seconds,
+        flood.sent,
+        rate / 1e6,
+        flood.veth_dropped
+    );
+    let _ = writeln!(md, "| watcher | RSTs seen | reported | counted as dropped | unaccounted | CPU (process) | CPU (XDP program) |");
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| rstwatch | {} | {} | {} lost + {} follow-ups suppressed | {} | {:.2} s ({:.0}% of a core) | {:.2} s over {} runs ({:.0} ns/run) |",
+        r.counter("rsts"),
+        r.reported,
+        r.counter("events_lost"),
+        r.counter("followups_suppressed"),
+        r.unaccounted(),
+        r.cpu_s,
+        100.0 * r.cpu_s / flood.seconds,
+        r.xdp_cpu_s,
+        r.xdp_runs,
+        r.xdp_cpu_s * 1e9 / r.xdp_runs.max(1) as f64
+    );
+    let _ = writeln!(
+        md,
+        "| tcpdump | {} | {} | {} | {} | {:.2} s ({:.0}% of a core) | - |",
+        t.received_by_filter,
+        t.captured,
+        t.dropped_by_kernel,
+        t.received_by_filter as i64 - (t.captured + t.dropped_by_kernel) as i64,
+        t.cpu_s,
+        100.0 * t.cpu_s / flood.seconds
+    );
+    let _ = writeln!(
+        md,
+        "\nFlow table: {} flows held after {} SYNs; memlock {:.1} MiB for {} entries = {:.0} \
+         bytes/flow (key {} B, value {} B; target <= {} MiB: {}).",
+        flows,
+        FULL_TABLE + 2 * SAMPLE,
+        memory.mib(),
+        memory.max_entries,
+        memory.bytes_per_flow(),
+        memory.key_bytes,
+        memory.value_bytes,
+        TARGET_TABLE_MIB,
+        verdict(Some(memory.mib() <= TARGET_TABLE_MIB))
+    );
+    md
+}
+
+fn json_report(
+    rows: &[Row],
+    throughput: &Throughput,
+    flood: &Flood,
+    memory: &FlowTableMemory,
+    flows: usize,
+) -> Value {
+    let kernel_cost: Vec<Value> = rows
+        .iter()
+        .map(|row| {
+            json!({
+                "case": row.cost.case,
+                "flow_table": row.table,
+                "method": row.cost.method,
+                "runs": row.cost.runs,
+                "ns": row.cost.ns,
+                "empty_ns": row.cost.empty_ns,
+                "ratio": row.cost.ratio(),
+                "target": row.target_text(),
+                "met": row.met(),
+            })
+        })
+        .collect();
+    let r = &flood.rstwatch;
+    let t = &flood.tcpdump;
+    json!({
+        "kernel_release": std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default().trim(),
+        "cpus": std::thread::available_parallelism().map_or(0, usize::from),
+        "kernel_cost": kernel_cost,
+        "userspace": {
+            "events": throughput.events,
+            "pipeline_s": throughput.pipeline.as_secs_f64(),
+            "events_per_second": throughput.events_per_second(),
+            "events_per_second_with_writes": throughput.events_per_second_written(),
+            "classes": throughput.classes,
+            "met": throughput.events_per_second() >= TARGET_EVENTS_PER_SECOND,
+        },
+        "flood": {
+            "seconds": flood.seconds,
+            "sent": flood.sent,
+            "veth_dropped": flood.veth_dropped,
+            "trafgen_cpu_s": flood.trafgen_cpu_s,
+            "rstwatch": {
+                "counters": r.counters,
+                "reported": r.reported,
+                "unaccounted": r.unaccounted(),
+                "cpu_s": r.cpu_s,
+                "xdp_cpu_s": r.xdp_cpu_s,
+                "xdp_runs": r.xdp_runs,
+            },
+            "tcpdump": {
+                "received_by_filter": t.received_by_filter,
+                "captured": t.captured,
+                "dropped_by_kernel": t.dropped_by_kernel,
+                "cpu_s": t.cpu_s,
+            },
+        },
+        "flow_table": {
+            "flows_held": flows,
+            "max_entries": memory.max_entries,
+            "memlock_bytes": memory.memlock_bytes,
+            "mib": memory.mib(),
+            "bytes_per_flow": memory.bytes_per_flow(),
+            "key_bytes": memory.key_bytes,
+            "value_bytes": memory.value_bytes,
+            "met": memory.mib() <= TARGET_TABLE_MIB,
+        },
+    })
+}
