@@ -218,7 +218,7 @@ impl FlowState {
     #[inline(always)]
     pub fn reset(&mut self, pkt: &PacketMeta, dir: u8) {
         // SAFETY: FlowState is plain old data, all zeroes is a valid value.
-        unsafe { core::ptr::write_bytes(self as *mut FlowState, 0, 1) };
+        unsafe { crate::zero::zero_in_place(self as *mut FlowState) };
         let syn = pkt.has(tcp_flags::SYN);
         let ack = pkt.has(tcp_flags::ACK);
         (self.originator, self.origin) = if syn && !ack {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod event;
 pub mod flow;
 pub mod packet;
+pub mod zero;
 
 pub use config::{Counter, FilterConfig, Settings, COUNTER_COUNT};
 pub use event::{EventKind, RstEvent};

@@ -6,7 +6,7 @@
 use core::mem::size_of;
 
 use rstwatch_common::{
-    packet::{ipv4_mapped, tcp_flags, FAMILY_IPV4, FAMILY_IPV6, NO_WINDOW_SCALE},
+    packet::{tcp_flags, FAMILY_IPV4, FAMILY_IPV6, NO_WINDOW_SCALE},
     Counter, PacketMeta,
 };
 
@@ -98,7 +98,7 @@ pub fn parse(
         return Err(Counter::VlanTooDeep);
     }
     // SAFETY: PacketMeta is plain old data, all zeroes is a valid value.
-    unsafe { core::ptr::write_bytes(pkt as *mut PacketMeta, 0, 1) };
+    unsafe { rstwatch_common::zero::zero_in_place(pkt as *mut PacketMeta) };
     pkt.vlan = vlan;
     pkt.window_scale = NO_WINDOW_SCALE;
     let (l4, l4_len) = match ether_type {
@@ -139,8 +139,10 @@ fn parse_ipv4(
     pkt.ip_id = u16::from_be_bytes([ip[4], ip[5]]);
     pkt.df = ((frag & 0x4000) != 0) as u8;
     pkt.ttl = ip[8];
-    pkt.src_addr = ipv4_mapped([ip[12], ip[13], ip[14], ip[15]]);
-    pkt.dst_addr = ipv4_mapped([ip[16], ip[17], ip[18], ip[19]]);
+    // IPv4-mapped (`::ffff:a.b.c.d`, as `ipv4_mapped` builds): `parse` zeroed the prefix
+    // already, and writing it again would cost a byte-at-a-time `memset` call per address.
+    pkt.src_addr[10..].copy_from_slice(&[0xff, 0xff, ip[12], ip[13], ip[14], ip[15]]);
+    pkt.dst_addr[10..].copy_from_slice(&[0xff, 0xff, ip[16], ip[17], ip[18], ip[19]]);
     let total_len = u16::from_be_bytes([ip[2], ip[3]]);
     Ok((l3 + ihl, total_len.saturating_sub(ihl as u16)))
 }

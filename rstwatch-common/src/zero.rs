@@ -1,0 +1,37 @@
+//! Zeroing plain-old-data values in place, cheaply on BPF.
+
+/// Sets every byte of `*value` to zero with 32-bit volatile stores.
+///
+/// A plain zeroing (`write_bytes`, `Default` assignment) becomes a call to `memset`, which on
+/// the BPF target is a byte-at-a-time loop in a subprogram: 216 iterations for a flow's state.
+/// Volatile stores cannot be merged into that call, so they stay a short run of inline stores.
+///
+/// # Safety
+/// `value` must be valid for writes and all zeroes must be a valid `T`.
+#[inline(always)]
+pub unsafe fn zero_in_place<T>(value: *mut T) {
+    const { assert!(core::mem::size_of::<T>() % 4 == 0 && core::mem::align_of::<T>() >= 4) };
+    let words = value.cast::<u32>();
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 4 {
+        // SAFETY: i < size_of::<T>() / 4 keeps the store inside *value, which is 4-aligned.
+        unsafe { core::ptr::write_volatile(words.add(i), 0) };
+        i += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FlowState;
+
+    #[test]
+    fn zeroes_every_byte() {
+        let mut flow = FlowState::default();
+        flow.rtt_ns = u64::MAX;
+        flow.dir[1].window = 7;
+        flow.history[17] = 3;
+        unsafe { zero_in_place(&mut flow) };
+        assert_eq!(flow, FlowState::default());
+    }
+}
