@@ -10,7 +10,7 @@
 /// `value` must be valid for writes and all zeroes must be a valid `T`.
 #[inline(always)]
 pub unsafe fn zero_in_place<T>(value: *mut T) {
-    const { assert!(core::mem::size_of::<T>() % 4 == 0 && core::mem::align_of::<T>() >= 4) };
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(4) && core::mem::align_of::<T>() >= 4) };
     let words = value.cast::<u32>();
     let mut i = 0;
     while i < core::mem::size_of::<T>() / 4 {
@@ -27,10 +27,12 @@ mod tests {
 
     #[test]
     fn zeroes_every_byte() {
-        let mut flow = FlowState::default();
-        flow.rtt_ns = u64::MAX;
+        let mut flow = FlowState {
+            rtt_ns: u64::MAX,
+            history_len: 3,
+            ..FlowState::default()
+        };
         flow.dir[1].window = 7;
-        flow.history[17] = 3;
         unsafe { zero_in_place(&mut flow) };
         assert_eq!(flow, FlowState::default());
     }
