@@ -24,16 +24,7 @@ fn explain(
     wait_for: impl Fn(&Flow, &Value) -> bool,
 ) -> (Flow, Vec<Value>) {
     let lab = Lab::new(label).unwrap();
-    let idle = format!("{}ms", ROUTER_IDLE_TIMEOUT.as_millis() * 2 / 3);
-    let mut args = vec!["--hold", "300ms", "--idle-timeout", &idle];
-    args.extend_from_slice(extra);
-    let mut watcher = Watcher::start(
-        &rstwatch_binary().unwrap(),
-        lab.client_ns(),
-        lab.client_iface(),
-        &args,
-    )
-    .unwrap();
+    let mut watcher = watch(&lab, extra);
     let flow = scenario(&lab, family).unwrap();
     let mut records = watcher
         .events_until(|record| wait_for(&flow, record), EVENT_TIMEOUT)
@@ -42,6 +33,21 @@ fn explain(
     assert!(exit.status.success(), "{exit:?}");
     records.extend(exit.events);
     (flow, records)
+}
+
+/// rstwatch on the lab's client interface with EXTRA arguments, its idle threshold just below
+/// the router's conntrack timeout so that the router's reset reads as the timeout it is.
+fn watch(lab: &Lab, extra: &[&str]) -> Watcher {
+    let idle = format!("{}ms", ROUTER_IDLE_TIMEOUT.as_millis() * 2 / 3);
+    let mut args = vec!["--hold", "300ms", "--idle-timeout", &idle];
+    args.extend_from_slice(extra);
+    Watcher::start(
+        &rstwatch_binary().unwrap(),
+        lab.client_ns(),
+        lab.client_iface(),
+        &args,
+    )
+    .unwrap()
 }
 
 fn on_flow(flow: &Flow, record: &Value) -> bool {
@@ -175,15 +181,7 @@ fn assert_filter(
     included: (ScenarioFn, Family),
 ) {
     let lab = Lab::new(label).unwrap();
-    let mut args = vec!["--hold", "100ms"];
-    args.extend_from_slice(filter);
-    let mut watcher = Watcher::start(
-        &rstwatch_binary().unwrap(),
-        lab.client_ns(),
-        lab.client_iface(),
-        &args,
-    )
-    .unwrap();
+    let mut watcher = watch(&lab, filter);
     let excluded = (excluded.0)(&lab, excluded.1).unwrap();
     let included = (included.0)(&lab, included.1).unwrap();
     let mut records = watcher

@@ -130,15 +130,21 @@ pub fn rst_seq_change(event: &RstEvent, followups: &[RstEvent]) -> bool {
         .any(|f| f.dir == event.dir && f.pkt.is_rst() && f.pkt.seq != event.pkt.seq)
 }
 
-/// `fast_rst` (ingress only): the RST arrived less than half a handshake round trip after the
+/// Scheduling jitter on the hosts themselves: a RST must beat half the round trip by more than
+/// this to count as fast. On a sub-millisecond path timing says nothing, and a busy host can
+/// stretch one handshake far beyond the path's real round trip.
+const FAST_RST_MARGIN_NS: u64 = 1_000_000;
+
+/// `fast_rst` (ingress only): the RST arrived well under half a handshake round trip after the
 /// receiver's last packet, which was the latest on the flow. Its answer from the real endpoint
-/// needs a full round trip; half of it leaves room for jitter.
+/// needs a full round trip; half of it, less `FAST_RST_MARGIN_NS`, leaves room for jitter.
 pub fn fast_rst(event: &RstEvent) -> bool {
     let sides = Sides::of(event);
+    let answered_after = event.ts_ns.saturating_sub(sides.receiver.last_ns);
     event.direction == DIRECTION_INGRESS
         && event.flow.rtt_ns != 0
         && sides.receiver_spoke_last()
-        && event.ts_ns.saturating_sub(sides.receiver.last_ns) < event.flow.rtt_ns / 2
+        && answered_after + FAST_RST_MARGIN_NS < event.flow.rtt_ns / 2
 }
 
 /// `tls_alert_before` (context only): either side sent a TLS alert record at most `window_ns`

@@ -439,6 +439,14 @@ mod evidence {
     }
 
     #[test]
+    fn rst_on_a_sub_millisecond_path_is_never_fast() {
+        let mut c = Conversation::v4();
+        c.syn(Client).wait_ms(1).syn_ack(Server).ack(Client);
+        c.data(Client, 200).rst_ack(Server);
+        assert_eq!(c.explain().evidence, [], "jitter, not evidence");
+    }
+
+    #[test]
     fn rst_after_half_a_round_trip_is_not_fast() {
         let mut c = established();
         c.wait_ms(5)
