@@ -189,30 +189,10 @@ impl VethPair {
         for ns in [&pair.tx_ns, &pair.rx_ns] {
             run("ip", &["netns", "add", ns])?;
             // No IPv6 autoconfiguration chatter among the counted frames.
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-q",
-                    "-w",
-                    "net.ipv6.conf.all.disable_ipv6=1",
-                ],
-            )?;
-            run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    ns,
-                    "sysctl",
-                    "-q",
-                    "-w",
-                    "net.ipv6.conf.default.disable_ipv6=1",
-                ],
-            )?;
+            for key in ["all", "default"] {
+                let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
+                run("ip", &["netns", "exec", ns, "sysctl", "-q", "-w", &setting])?;
+            }
         }
         #[rustfmt::skip]
         run("ip", &[
