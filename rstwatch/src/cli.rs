@@ -27,7 +27,8 @@ TTL, IP ID and sequence evidence).",
 rstwatch watch -i eth0\n  \
 rstwatch watch -i eth0 --port 443 --net 10.1.2.0/24 --format json --output resets.jsonl\n  \
 rstwatch watch -i eth0 --format ecs --syslog tls://siem.example:6514 --syslog-ca ca.pem\n  \
-rstwatch watch -i mirror0 --no-egress --xdp-mode generic"
+rstwatch watch -i mirror0 --no-egress --xdp-mode generic\n  \
+rstwatch detach -i eth0"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -38,6 +39,17 @@ pub struct Cli {
 pub enum Command {
     /// Watch interfaces and explain every TCP reset as it happens.
     Watch(WatchArgs),
+    /// Remove the TC egress filter a killed rstwatch left on an interface (kernels before
+    /// 6.6 only: newer kernels remove everything when the process dies). Filters and qdiscs
+    /// that rstwatch did not create are never touched.
+    Detach(DetachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Interface to clean; repeat for several.
+    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true)]
+    pub ifaces: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +67,18 @@ pub struct WatchArgs {
     /// where XDP alone sees both directions.
     #[arg(long)]
     pub no_egress: bool,
+
+    /// How TC egress is attached: `tcx` through a BPF link (Linux 6.6+, nothing survives
+    /// the process), `netlink` through a clsact qdisc and a filter (any kernel; removed on
+    /// exit, or by `rstwatch detach` after a SIGKILL), `auto` picks `tcx` where the kernel
+    /// has it.
+    #[arg(long, value_enum, default_value_t = TcAttachArg::Auto)]
+    pub tc_attach: TcAttachArg,
+
+    /// Print the verifier's whole log when the kernel rejects a program (otherwise one line
+    /// with its complaint, and the log in a file).
+    #[arg(short, long)]
+    pub verbose: bool,
 
     /// Only TCP packets with this source or destination port (like Wireshark's
     /// `tcp.port == P`); repeat for several.
@@ -105,6 +129,13 @@ pub enum XdpModeArg {
     Auto,
     Native,
     Generic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TcAttachArg {
+    Auto,
+    Tcx,
+    Netlink,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
