@@ -38,7 +38,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch interfaces and explain every TCP reset as it happens.
-    Watch(WatchArgs),
+    Watch(Box<WatchArgs>),
     /// Remove the TC egress filter a killed rstwatch left on an interface (kernels before
     /// 6.6 only: newer kernels remove everything when the process dies). Filters and qdiscs
     /// that rstwatch did not create are never touched.
@@ -360,12 +360,27 @@ mod tests {
     #[test]
     fn watch_parses_with_every_default() {
         let cli = Cli::try_parse_from(["rstwatch", "watch", "-i", "eth0"]).unwrap();
-        let Command::Watch(args) = cli.command;
+        let Command::Watch(args) = cli.command else {
+            panic!("watch parses as Watch");
+        };
         assert_eq!(args.idle_timeout, Duration::from_secs(30));
+        assert_eq!(args.tc_attach, TcAttachArg::Auto);
         assert_eq!(args.syslog.aggregate_rate, AggregateRate::PerSecond(10));
         let cli = Cli::try_parse_from(["rstwatch", "watch", "-i", "x", "--aggregate-rate", "off"]);
-        let Command::Watch(args) = cli.unwrap().command;
+        let Command::Watch(args) = cli.unwrap().command else {
+            panic!("watch parses as Watch");
+        };
         assert_eq!(args.syslog.aggregate_rate, AggregateRate::Off);
+    }
+
+    #[test]
+    fn detach_names_its_interfaces() {
+        let cli = Cli::try_parse_from(["rstwatch", "detach", "-i", "eth0", "-i", "eth1"]);
+        let Command::Detach(args) = cli.unwrap().command else {
+            panic!("detach parses as Detach");
+        };
+        assert_eq!(args.ifaces, ["eth0", "eth1"]);
+        assert!(Cli::try_parse_from(["rstwatch", "detach"]).is_err());
     }
 
     #[test]

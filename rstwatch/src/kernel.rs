@@ -157,6 +157,12 @@ impl Kernel {
         program::<Xdp>(&mut self.ebpf, XDP_PROGRAM)?
             .attach(iface, mode)
             .map_err(|err| {
+                if os_error(&err) == Some(libc::EBUSY) {
+                    return UserError(format!(
+                        "another XDP program (another rstwatch?) is already attached to \
+                         {iface}: `ip link show {iface}` names it; stop it first"
+                    ));
+                }
                 UserError(format!(
                     "XDP attach refused on {iface} ({}): try --xdp-mode generic",
                     root_cause(&err)
@@ -342,14 +348,19 @@ fn root_cause(err: &dyn std::error::Error) -> String {
 /// EPERM somewhere in the error chain: the process lacks a capability. (The verifier
 /// rejects programs with EACCES, which is a different story.)
 fn lacks_privilege(err: &(dyn std::error::Error + 'static)) -> bool {
+    os_error(err) == Some(libc::EPERM)
+}
+
+/// The errno of the first I/O error in the chain.
+fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(err) = cause {
         if let Some(io) = err.downcast_ref::<io::Error>() {
-            return io.raw_os_error() == Some(libc::EPERM);
+            return io.raw_os_error();
         }
         cause = err.source();
     }
-    false
+    None
 }
 
 fn load_error(err: &aya::EbpfError) -> anyhow::Error {
@@ -408,9 +419,7 @@ fn verifier_complaint(log: &str) -> Option<String> {
     ];
     log.lines()
         .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .filter(|line| !STATISTICS.iter().any(|prefix| line.starts_with(prefix)))
-        .last()
+        .rfind(|line| !line.is_empty() && !STATISTICS.iter().any(|prefix| line.starts_with(prefix)))
         .map(str::to_owned)
 }
 
