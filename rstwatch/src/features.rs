@@ -45,7 +45,8 @@ impl KernelFeatures {
         }
         if !self.btf {
             missing.push(format!(
-                "no kernel BTF ({VMLINUX_BTF}): maps are created without type information"
+                "no kernel BTF ({VMLINUX_BTF}): the programs load without type information \
+                 (untested; a kernel built with CONFIG_DEBUG_INFO_BTF is the supported setup)"
             ));
         }
         if !self.reset_reason {

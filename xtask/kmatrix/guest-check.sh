@@ -38,18 +38,20 @@ foreign_intact() {
 xdp_attached() { ip -n "$A" link show dev kmva | grep -q 'xdp'; }
 tcx=0; [ "$(printf '%s\n' 6.6 "$(uname -r)" | sort -V | head -1)" = 6.6 ] && tcx=1
 
-# start_watch NAME: rstwatch in namespace A; waits for its "watching" line (dies -> fails).
+# start_watch NAME [ARGS...]: rstwatch in namespace A; waits for its "watching" line (dies ->
+# fails).
 start_watch() {
+    local name=$1; shift
     : > "$OUT/stdout"; : > "$OUT/stderr"
     # Not through a shell function: $! must be rstwatch itself (ip netns exec execs it).
-    ip netns exec "$A" "$RW" watch -i kmva --format json --hold 100ms >"$OUT/stdout" 2>"$OUT/stderr" &
+    ip netns exec "$A" "$RW" watch -i kmva --format json --hold 100ms "$@" >"$OUT/stdout" 2>"$OUT/stderr" &
     RWPID=$!
     for _ in $(seq 1 600); do
         grep -q '^rstwatch: watching' "$OUT/stderr" && return 0
         kill -0 "$RWPID" 2>/dev/null || break
         sleep 0.1
     done
-    fail "$1" "rstwatch did not attach: $(tr '\n' ' ' < "$OUT/stderr")"
+    fail "$name" "rstwatch did not attach: $(tr '\n' ' ' < "$OUT/stderr")"
     kill -9 "$RWPID" 2>/dev/null; wait "$RWPID" 2>/dev/null; RWPID=""
     return 1
 }
@@ -126,7 +128,8 @@ s.close()'
         else fail sigint-clean "after SIGINT: $(filters | tr '\n' ' ')"; fi
     fi
 
-    if start_watch detach; then
+    # XDP in generic (skb) mode this time; the first starts let the kernel choose (native).
+    if start_watch detach --xdp-mode generic; then
         sigkill
         said=$(in_a "$RW" detach -i kmva 2>&1); rc=$?
         echo "   rstwatch detach: $said"
