@@ -81,7 +81,14 @@ pub fn run(only: Option<&str>, full: bool) -> Result<()> {
     setup::run(false)?;
     let rstwatch = built_executable(&["build", "-p", "rstwatch"], "rstwatch")?;
     let kernel_tests = built_executable(
-        &["test", "-p", "rstwatch-tests", "--test", "kernel", "--no-run"],
+        &[
+            "test",
+            "-p",
+            "rstwatch-tests",
+            "--test",
+            "kernel",
+            "--no-run",
+        ],
         "kernel",
     )?;
     let cache = Path::new(CACHE_DIR);
@@ -118,7 +125,10 @@ fn built_executable(args: &[&str], name: &str) -> Result<PathBuf> {
             }
         }
     }
-    bail!("`cargo {}` built no executable named {name}", args.join(" "))
+    bail!(
+        "`cargo {}` built no executable named {name}",
+        args.join(" ")
+    )
 }
 
 /// The newest package of `series` Debian offers now; the package lists are refreshed once if
@@ -179,9 +189,10 @@ fn cached_kernel(cache: &Path, series: &Series, package: &str) -> Result<Kernel>
         let _ = fs::remove_dir_all(&download);
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&download)?;
+        // As root into a root-owned cache: apt's `_apt` sandbox user could not write there.
         command::run(
             Command::new("apt-get")
-                .args(["download", "-qq", package])
+                .args(["download", "-qq", "-o", "APT::Sandbox::User=root", package])
                 .current_dir(&download),
         )?;
         let deb = fs::read_dir(&download)?
@@ -237,10 +248,7 @@ impl Outcome {
 
     fn describe(&self) -> String {
         if self.passed() {
-            return format!(
-                "PASS, {} checks in {} s",
-                self.passed_checks, self.seconds
-            );
+            return format!("PASS, {} checks in {} s", self.passed_checks, self.seconds);
         }
         let why = match self.exit {
             Some(124) => "the guest timed out".to_owned(),
