@@ -25,6 +25,9 @@ use crate::{
 /// The eBPF object, built by `build.rs` and embedded so the binary is self-contained.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rstwatch"));
 
+/// Where a rejected program's whole verifier log is written: root-owned, unlike /tmp.
+const VERIFIER_LOG_DIR: &str = "/run/rstwatch";
+
 pub const XDP_PROGRAM: &str = "rstwatch_xdp";
 pub const TC_PROGRAM: &str = "rstwatch_tc_egress";
 
@@ -397,8 +400,11 @@ fn verifier_error(name: &str, err: ProgramError) -> anyhow::Error {
     };
     let log = verifier_log.to_string();
     let complaint = verifier_complaint(&log).unwrap_or_else(|| io_error.to_string());
-    let log_file = std::env::temp_dir().join(format!("rstwatch-verifier-{name}.log"));
-    let log_file = std::fs::write(&log_file, &log).ok().map(|()| log_file);
+    let log_file = PathBuf::from(VERIFIER_LOG_DIR).join(format!("verifier-{name}.log"));
+    let log_file = std::fs::create_dir_all(VERIFIER_LOG_DIR)
+        .and_then(|()| std::fs::write(&log_file, &log))
+        .ok()
+        .map(|()| log_file);
     VerifierRejection {
         program: name.to_owned(),
         complaint,

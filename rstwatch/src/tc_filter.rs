@@ -4,19 +4,16 @@
 //! recognises its own stale filter by all three, and removes it at the next start or on
 //! `rstwatch detach`. It never removes a qdisc, nor a filter that differs in any of the three.
 //!
-//! A live rstwatch holds an exclusive `flock` on a per-interface lock file while its filter is
+//! A live rstwatch holds a per-interface lock (an abstract Unix socket) while its filter is
 //! attached; the lock dies with the process, even on SIGKILL. A filter of ours whose lock is
 //! free is stale; one whose lock is held belongs to a live rstwatch and is left alone (a
 //! second rstwatch on the same interface through netlink is refused: the kernel allows one
 //! filter per priority and handle).
 
 use std::{
-    fs::{self, File, OpenOptions},
-    io::{self, Read as _, Write as _},
+    io,
     mem::size_of,
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    os::unix::fs::MetadataExt as _,
-    path::PathBuf,
 };
 
 use aya::programs::{
@@ -29,9 +26,6 @@ use aya::programs::{
 pub const FILTER_PRIORITY: u16 = 0x7273;
 /// Handle of rstwatch's egress filter at that priority.
 pub const FILTER_HANDLE: u32 = 1;
-
-/// Where the per-interface locks live.
-const LOCK_DIR: &str = "/run/rstwatch";
 
 // Netlink and TC constants from the kernel's uapi headers (rtnetlink.h, pkt_sched.h).
 const TC_H_CLSACT_EGRESS: u32 = 0xffff_fff3;
@@ -69,50 +63,99 @@ impl std::fmt::Display for EgressFilter {
     }
 }
 
-/// The exclusive claim of a live rstwatch on one interface's egress filter.
+/// The exclusive claim of a live rstwatch on one interface's egress filter: a listening Unix
+/// socket bound to an abstract name derived from the interface index. Abstract names need no
+/// file system permission (rstwatch may run with capabilities only), belong to the network
+/// namespace (where interface indexes are unique), and vanish when the process dies, however.
 #[derive(Debug)]
 pub struct EgressLock {
-    _file: File,
+    _socket: OwnedFd,
 }
 
 /// Whether a live rstwatch owns the interface's filter.
 pub enum LockState {
     /// Nobody did: the lock is now ours.
     Acquired(EgressLock),
-    /// Another live rstwatch (this pid, when it wrote one) holds it.
+    /// Another live rstwatch (this pid, when the kernel tells) holds it.
     HeldBy(Option<u32>),
 }
 
 /// Tries to take the interface's lock without waiting.
 pub fn lock(ifindex: u32) -> io::Result<LockState> {
-    fs::create_dir_all(LOCK_DIR)?;
-    let path = lock_path(ifindex)?;
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)?;
-    // SAFETY: flock on a descriptor this function owns.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(err);
+    let (address, len) = lock_address(ifindex);
+    let socket = unix_socket()?;
+    // SAFETY: address is a valid sockaddr_un of `len` bytes; the socket is ours.
+    let bound = unsafe {
+        libc::bind(
+            socket.as_raw_fd(),
+            (&address as *const libc::sockaddr_un).cast(),
+            len,
+        )
+    };
+    if bound == 0 {
+        // SAFETY: listen(2) on our bound socket, so the holder's pid can be asked for.
+        if unsafe { libc::listen(socket.as_raw_fd(), 1) } != 0 {
+            return Err(io::Error::last_os_error());
         }
-        let mut pid = String::new();
-        file.read_to_string(&mut pid)?;
-        return Ok(LockState::HeldBy(pid.trim().parse().ok()));
+        return Ok(LockState::Acquired(EgressLock { _socket: socket }));
     }
-    file.set_len(0)?;
-    write!(file, "{}", std::process::id())?;
-    Ok(LockState::Acquired(EgressLock { _file: file }))
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::EADDRINUSE) {
+        return Err(err);
+    }
+    Ok(LockState::HeldBy(holder_pid(&address, len)))
 }
 
-/// One lock per interface per network namespace: the same name and index can exist in
-/// several namespaces, which share /run.
-fn lock_path(ifindex: u32) -> io::Result<PathBuf> {
-    let netns = fs::metadata("/proc/self/ns/net")?.ino();
-    Ok(PathBuf::from(LOCK_DIR).join(format!("egress-{netns}-{ifindex}.lock")))
+/// The pid of the process listening on the lock's address (SO_PEERCRED of a connection).
+fn holder_pid(address: &libc::sockaddr_un, len: libc::socklen_t) -> Option<u32> {
+    let probe = unix_socket().ok()?;
+    // SAFETY: valid address and descriptor; ucred is plain data of the size passed.
+    unsafe {
+        if libc::connect(
+            probe.as_raw_fd(),
+            (address as *const libc::sockaddr_un).cast(),
+            len,
+        ) != 0
+        {
+            return None;
+        }
+        let mut credentials: libc::ucred = std::mem::zeroed();
+        let mut size = size_of::<libc::ucred>() as libc::socklen_t;
+        if libc::getsockopt(
+            probe.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut credentials as *mut libc::ucred).cast(),
+            &mut size,
+        ) != 0
+        {
+            return None;
+        }
+        u32::try_from(credentials.pid).ok()
+    }
+}
+
+fn unix_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket(2); the descriptor is owned from here on.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `@rstwatch-egress-IFINDEX` (a leading NUL byte makes the name abstract).
+fn lock_address(ifindex: u32) -> (libc::sockaddr_un, libc::socklen_t) {
+    // SAFETY: sockaddr_un is plain data; all zeroes is valid.
+    let mut address: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    address.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let name = format!("rstwatch-egress-{ifindex}");
+    for (slot, byte) in address.sun_path[1..].iter_mut().zip(name.bytes()) {
+        *slot = byte as libc::c_char;
+    }
+    let len = std::mem::offset_of!(libc::sockaddr_un, sun_path) + 1 + name.len();
+    (address, len as libc::socklen_t)
 }
 
 /// Removes rstwatch's stale egress filter from `iface`, if there is one and no live rstwatch
@@ -368,6 +411,24 @@ mod tests {
             }
         );
         assert!(filter.is_rstwatch("rstwatch_tc_egress"));
+    }
+
+    #[test]
+    fn a_held_lock_names_its_holder_and_is_free_again_once_dropped() {
+        // An index no interface has, so no real rstwatch's lock is in the way.
+        let ifindex = 0xfff0_0000 + std::process::id() % 0xffff;
+        let LockState::Acquired(lock) = lock(ifindex).unwrap() else {
+            panic!("a fresh lock is free");
+        };
+        let LockState::HeldBy(holder) = super::lock(ifindex).unwrap() else {
+            panic!("a held lock is not free");
+        };
+        assert_eq!(holder, Some(std::process::id()));
+        drop(lock);
+        assert!(matches!(
+            super::lock(ifindex).unwrap(),
+            LockState::Acquired(_)
+        ));
     }
 
     #[test]
