@@ -115,8 +115,9 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub syslog: SyslogArgs,
 
-    /// Flows tracked at once; the least recently used are evicted beyond this.
-    #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1024..))]
+    /// Flows tracked at once (1024 to 16777216); the least recently used are evicted beyond
+    /// this.
+    #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = parse_flows)]
     pub flows: u32,
 
     /// Ring buffer between kernel and daemon, in MiB (a power of two).
@@ -180,8 +181,9 @@ pub struct SyslogArgs {
     #[arg(long, value_name = "DIR", default_value = "/var/spool/rstwatch")]
     pub spool_dir: PathBuf,
 
-    /// Disk space the spool may use, in MiB; beyond it records are dropped and counted.
-    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    /// Disk space the spool may use, in MiB (1 to 1048576); beyond it records are dropped and
+    /// counted.
+    #[arg(long, value_name = "MIB", default_value_t = 256, value_parser = parse_spool_mib)]
     pub spool_max_mib: u64,
 
     /// Identical resets per second (same class, sender, peers) sent one by one during a storm;
@@ -273,6 +275,31 @@ fn parse_port(s: &str) -> Result<u16, String> {
     }
 }
 
+/// The most flows the kernel's table may hold: each costs about 200 bytes of locked kernel
+/// memory, so 2^24 is already over 3 GiB.
+pub const MAX_FLOWS: u32 = 1 << 24;
+
+fn parse_flows(s: &str) -> Result<u32, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1024..=u64::from(MAX_FLOWS)).contains(&n) => Ok(n as u32),
+        _ => Err(format!(
+            "invalid flow count '{s}': write a number from 1024 to {MAX_FLOWS}"
+        )),
+    }
+}
+
+/// The largest spool, in MiB (1 TiB): the size in bytes must fit a u64 with room to spare.
+const MAX_SPOOL_MIB: u64 = 1 << 20;
+
+fn parse_spool_mib(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(n) if (1..=MAX_SPOOL_MIB).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "invalid spool size '{s}': write a number of MiB from 1 to {MAX_SPOOL_MIB}"
+        )),
+    }
+}
+
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
         Ok(n) if n.is_power_of_two() && n <= 1024 => Ok(n),
@@ -282,7 +309,13 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
     }
 }
 
-/// Parses durations written like `30s`, `500ms`, `2m`, `1h`, `250us`, `1.5s`.
+/// The longest duration any option takes: the kernel and the hold queue count time in
+/// nanoseconds in a u64 (584 years); a week is far beyond any sensible setting and leaves
+/// room for adding it to a timestamp.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Parses durations written like `30s`, `500ms`, `2m`, `1h`, `250us`, `1.5s`, up to
+/// [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let bad =
         || format!("invalid duration '{s}': write a number with a unit, like 30s, 500ms or 2m");
@@ -299,7 +332,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "h" => 3600.0,
         _ => return Err(bad()),
     };
-    Duration::try_from_secs_f64(value * seconds_per_unit).map_err(|_| bad())
+    let seconds = value * seconds_per_unit;
+    if !seconds.is_finite() {
+        return Err(bad());
+    }
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) if duration <= MAX_DURATION => Ok(duration),
+        _ => Err(format!(
+            "duration '{s}' is too long: at most 168h (a week)"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -321,6 +363,29 @@ mod tests {
         for bad in ["30", "s", "", "3x", "-1s", "1..2s"] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.contains("like 30s"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_beyond_a_week_are_a_range_error_not_a_wrap() {
+        for long in ["18446744073.71s", "169h", "99999999999999999999h"] {
+            let err = parse_duration(long).unwrap_err();
+            assert!(err.contains("too long"), "{long}: {err}");
+        }
+        assert_eq!(parse_duration("168h"), Ok(MAX_DURATION));
+    }
+
+    #[test]
+    fn flow_counts_and_spool_sizes_have_a_range() {
+        assert_eq!(parse_flows("1024"), Ok(1024));
+        assert_eq!(parse_flows("16777216"), Ok(MAX_FLOWS));
+        for bad in ["4294967295", "16777217", "1023", "99999999999999999999", "x"] {
+            let err = parse_flows(bad).unwrap_err();
+            assert!(err.contains("1024 to 16777216"), "{bad}: {err}");
+        }
+        assert_eq!(parse_spool_mib("256"), Ok(256));
+        for bad in ["0", "18446744073709551615", "1048577"] {
+            assert!(parse_spool_mib(bad).unwrap_err().contains("1 to 1048576"), "{bad}");
         }
     }
 

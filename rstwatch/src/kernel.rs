@@ -160,11 +160,22 @@ impl Kernel {
         program::<Xdp>(&mut self.ebpf, XDP_PROGRAM)?
             .attach(iface, mode)
             .map_err(|err| {
-                if os_error(&err) == Some(libc::EBUSY) {
-                    return UserError(format!(
-                        "another XDP program (another rstwatch?) is already attached to \
-                         {iface}: `ip link show {iface}` names it; stop it first"
-                    ));
+                match os_error(&err) {
+                    Some(libc::EBUSY) => {
+                        return UserError(format!(
+                            "another XDP program (another rstwatch?) is already attached to \
+                             {iface}: `ip link show {iface}` names it; stop it first"
+                        ))
+                    }
+                    // The kernel refuses native and generic XDP side by side on one device.
+                    Some(libc::EEXIST) => {
+                        return UserError(format!(
+                            "another XDP program is already attached to {iface} in the other \
+                             XDP mode (native or generic): `ip link show {iface}` names it; \
+                             stop it first"
+                        ))
+                    }
+                    _ => {}
                 }
                 UserError(format!(
                     "XDP attach refused on {iface} ({}): try --xdp-mode generic",

@@ -3,8 +3,7 @@
 
 use std::{
     collections::HashMap,
-    fs::OpenOptions,
-    io::{IsTerminal as _, Write},
+    io::IsTerminal as _,
     time::Duration,
 };
 
@@ -30,6 +29,7 @@ use crate::{
     preflight,
     sink::{
         aggregate::AggregateConfig,
+        file::{Destination, LineSink, LineStats},
         syslog::{self, SyslogConfig, SyslogHandle},
         transport::TlsTrust,
     },
@@ -40,13 +40,18 @@ use crate::{
 const RELEASE_TICK: Duration = Duration::from_millis(20);
 /// How long the syslog sink may keep delivering after SIGINT/SIGTERM; the rest is spooled.
 const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long the output writer may keep writing what is queued after SIGINT/SIGTERM; the rest
+/// is lost, and counted.
+const OUTPUT_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Peers listed in the summary.
 const SUMMARY_PEERS: usize = 5;
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
+    preflight::distinct_interfaces(&args.ifaces)?;
     let mut ifnames = HashMap::new();
     for iface in &args.ifaces {
         ifnames.insert(preflight::interface_index(iface)?, iface.clone());
+        preflight::require_ethernet(iface)?;
     }
     preflight::require_capabilities()?;
     let mut records = Records::open(&args)?;
@@ -103,6 +108,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut user1 = signal(SignalKind::user_defined1())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(RELEASE_TICK);
     loop {
         tokio::select! {
@@ -113,14 +119,22 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
             _ = tick.tick() => pipeline.release(monotonic_ns())?,
             _ = user1.recv() => eprint!("{}", pipeline.totals(&kernel)?),
+            _ = hangup.recv() => pipeline.records.reopen(),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
     pipeline.drain(events.get_mut());
     pipeline.release(u64::MAX)?;
-    pipeline.records.flush()?;
+    let output = pipeline.records.close(OUTPUT_SHUTDOWN_GRACE);
     eprint!("{}", pipeline.totals(&kernel)?);
+    if output.queued > 0 {
+        eprintln!(
+            "rstwatch: {}: {} records still queued were lost at exit (the writer was stalled)",
+            pipeline.records.sink.destination().describe(),
+            output.queued
+        );
+    }
     if let Some((handle, task)) = syslog {
         let stats = handle.shutdown(SYSLOG_SHUTDOWN_GRACE).await;
         task.await.context("the syslog sender task failed")?;
@@ -187,32 +201,18 @@ fn start_syslog(
     Ok(Some(started))
 }
 
-/// Where records go: standard output or `--output FILE`, in `--format`.
+/// Where records go: standard output or `--output FILE`, in `--format`, through a writer
+/// thread so that a slow destination never holds up capture.
 struct Records {
-    out: Box<dyn Write>,
+    sink: LineSink,
     format: Box<dyn Format>,
-    line: Vec<u8>,
 }
 
 impl Records {
     fn open(args: &WatchArgs) -> anyhow::Result<Self> {
-        let stdout_is_terminal = std::io::stdout().is_terminal();
-        let (out, to_terminal): (Box<dyn Write>, bool) = match &args.output {
-            Some(path) => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|err| {
-                        UserError(format!(
-                            "cannot open --output {}: {err}: check the directory exists and is \
-                             writable",
-                            path.display()
-                        ))
-                    })?;
-                (Box::new(file), false)
-            }
-            None => (Box::new(std::io::stdout()), stdout_is_terminal),
+        let (destination, to_terminal) = match &args.output {
+            Some(path) => (Destination::File(path.clone()), false),
+            None => (Destination::Stdout, std::io::stdout().is_terminal()),
         };
         let format_arg = args.format.unwrap_or(if to_terminal {
             FormatArg::Text
@@ -221,26 +221,46 @@ impl Records {
         });
         let colour = to_terminal && std::env::var_os("NO_COLOR").is_none();
         Ok(Self {
-            out,
+            sink: LineSink::start(destination)?,
             format: format(format_arg, colour),
-            line: Vec::with_capacity(1024),
         })
     }
 
-    /// Writes one record and flushes it: a consumer tailing the output sees every reset as
-    /// soon as its hold ends.
-    fn write(&mut self, report: &crate::report::ResetReport) -> anyhow::Result<()> {
-        self.line.clear();
-        self.format.render(report, &mut self.line);
-        self.line.push(b'\n');
-        self.out
-            .write_all(&self.line)
-            .and_then(|()| self.out.flush())
-            .context("writing a record")
+    /// Renders one record and queues it for the writer, which writes and flushes each line:
+    /// a consumer tailing the output sees every reset as soon as its hold ends.
+    fn write(&mut self, report: &crate::report::ResetReport) {
+        let mut line = Vec::with_capacity(512);
+        self.format.render(report, &mut line);
+        line.push(b'\n');
+        self.sink.write_line(line);
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
-        self.out.flush().context("flushing records")
+    /// Log rotation: the next records go to a freshly opened `--output`.
+    fn reopen(&self) {
+        match self.sink.destination() {
+            Destination::File(_) => self.sink.reopen(),
+            Destination::Stdout => {
+                eprintln!("rstwatch: SIGHUP: records go to standard output, nothing to reopen")
+            }
+        }
+    }
+
+    fn close(&mut self, grace: Duration) -> LineStats {
+        self.sink.close(grace)
+    }
+
+    fn describe_stats(&self) -> String {
+        let stats = self.sink.stats();
+        format!(
+            "rstwatch: output {} written={} queued={} dropped={} (queue_full={} \
+             write_failed={})\n",
+            self.sink.destination().describe(),
+            stats.written,
+            stats.queued,
+            stats.dropped(),
+            stats.dropped_queue_full,
+            stats.dropped_write_failed
+        )
     }
 }
 
@@ -285,7 +305,7 @@ impl Pipeline<'_> {
             let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
             let ts = self.clock.to_system_time(event.ts_ns);
             let report = explain(&event, &followups, &self.explain, iface, ts);
-            self.records.write(&report)?;
+            self.records.write(&report);
             self.summary.add(&report);
             if let Some(syslog) = &self.syslog {
                 syslog.send(report);
@@ -311,6 +331,7 @@ impl Pipeline<'_> {
             self.stats.unknown_events,
             self.stats.short_events
         ));
+        totals.push_str(&self.records.describe_stats());
         if let Some(syslog) = &self.syslog {
             let stats = syslog.stats();
             totals.push_str(&format!(

@@ -1,0 +1,475 @@
+//! Records to standard output or `--output FILE`, written by a thread of their own so that a
+//! slow or failed destination never makes capture wait.
+//!
+//! Capture hands each rendered line to a bounded queue and moves on; when the queue is full
+//! the line is dropped and counted. The writer writes each line whole or not at all: a write
+//! into a regular file that fails half-way is cut back to where the line started. A full disk
+//! (ENOSPC, EDQUOT) keeps the line and retries until space returns, while the queue absorbs
+//! what comes meanwhile; a reader that went away (EPIPE) is final, and every later line is
+//! dropped and counted. A FIFO is opened by the writer, so attaching never waits for its
+//! reader.
+
+use std::{
+    fs::{File, OpenOptions},
+    io::{self, Write as _},
+    os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        mpsc, Arc,
+    },
+    thread,
+    time::Duration,
+};
+
+use crate::kernel::UserError;
+
+/// Lines waiting for the writer; beyond this they are dropped and counted.
+pub const QUEUE_LINES: usize = 4096;
+/// How often a write that failed on a full disk is tried again.
+const FULL_DISK_RETRY: Duration = Duration::from_millis(500);
+
+/// Where the lines go.
+#[derive(Clone, Debug)]
+pub enum Destination {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Destination {
+    /// How messages name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Destination::Stdout => "standard output".into(),
+            Destination::File(path) => format!("--output {}", path.display()),
+        }
+    }
+}
+
+/// What happened to the lines handed to the sink so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LineStats {
+    pub written: u64,
+    /// In the queue or being written.
+    pub queued: u64,
+    /// Dropped because the queue was full: the destination could not keep up.
+    pub dropped_queue_full: u64,
+    /// Dropped because writing failed for good (reader gone, I/O error, full disk at exit).
+    pub dropped_write_failed: u64,
+}
+
+impl LineStats {
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full + self.dropped_write_failed
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    written: AtomicU64,
+    queued: AtomicU64,
+    dropped_queue_full: AtomicU64,
+    dropped_write_failed: AtomicU64,
+}
+
+/// Tells the writer what to do between lines; set by the capture side.
+#[derive(Default)]
+struct Requests {
+    reopen: AtomicBool,
+    closing: AtomicBool,
+}
+
+enum Message {
+    Line(Vec<u8>),
+    /// Wakes an idle writer to look at its requests.
+    Wake,
+}
+
+/// A line-oriented output with its writer thread.
+pub struct LineSink {
+    destination: Destination,
+    queue: Option<mpsc::SyncSender<Message>>,
+    counters: Arc<Counters>,
+    requests: Arc<Requests>,
+    finished: mpsc::Receiver<()>,
+}
+
+impl LineSink {
+    /// Opens the destination and starts its writer. A regular file is opened here, so that a
+    /// wrong path fails before anything is attached; a FIFO is opened by the writer.
+    pub fn start(destination: Destination) -> Result<Self, UserError> {
+        let out = match &destination {
+            Destination::Stdout => Some(Out::stdout().map_err(|err| {
+                UserError(format!("cannot write to standard output: {err}"))
+            })?),
+            Destination::File(path) if is_fifo(path) => None,
+            Destination::File(path) => Some(Out::file(path).map_err(|err| {
+                UserError(format!(
+                    "cannot open --output {}: {err}: check the directory exists and is \
+                     writable",
+                    path.display()
+                ))
+            })?),
+        };
+        let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
+        let (finish, finished) = mpsc::channel();
+        let counters = Arc::new(Counters::default());
+        let requests = Arc::new(Requests::default());
+        let mut writer = Writer {
+            destination: destination.clone(),
+            out,
+            counters: counters.clone(),
+            requests: requests.clone(),
+            disk_full: false,
+            reader_gone: false,
+            failures_reported: 0,
+        };
+        thread::Builder::new()
+            .name("rstwatch-output".into())
+            .spawn(move || {
+                writer.run(&lines);
+                // The capture side may have stopped waiting; nothing to do then.
+                let _ = finish.send(());
+            })
+            .map_err(|err| UserError(format!("cannot start the output writer: {err}")))?;
+        Ok(Self {
+            destination,
+            queue: Some(queue),
+            counters,
+            requests,
+            finished,
+        })
+    }
+
+    pub fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    /// Queues one line (with its newline); never blocks. A full queue drops it, counted.
+    pub fn write_line(&self, line: Vec<u8>) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        if queue.try_send(Message::Line(line)).is_err() {
+            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            self.counters
+                .dropped_queue_full
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks the writer to reopen the file (after log rotation); the lines queued before go
+    /// to whichever file the writer holds when it reaches them.
+    pub fn reopen(&self) {
+        self.requests.reopen.store(true, Ordering::Relaxed);
+        if let Some(queue) = &self.queue {
+            // A full queue means the writer is busy and will see the request anyway.
+            let _ = queue.try_send(Message::Wake);
+        }
+    }
+
+    pub fn stats(&self) -> LineStats {
+        LineStats {
+            written: self.counters.written.load(Ordering::Relaxed),
+            queued: self.counters.queued.load(Ordering::Relaxed),
+            dropped_queue_full: self.counters.dropped_queue_full.load(Ordering::Relaxed),
+            dropped_write_failed: self.counters.dropped_write_failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Lets the writer finish what is queued for at most `grace`, and returns the final
+    /// counts: what is still `queued` then is lost (a reader that stopped reading).
+    pub fn close(&mut self, grace: Duration) -> LineStats {
+        self.requests.closing.store(true, Ordering::Relaxed);
+        if self.queue.take().is_some() {
+            // Dropping the sender ends the writer's loop once the queue is empty.
+            let _ = self.finished.recv_timeout(grace);
+        }
+        self.stats()
+    }
+}
+
+/// An open destination.
+struct Out {
+    file: File,
+    /// A regular file, where a cut-off line can be cut back.
+    regular: bool,
+}
+
+impl Out {
+    fn stdout() -> io::Result<Self> {
+        use std::os::fd::AsFd as _;
+        let file = File::from(io::stdout().as_fd().try_clone_to_owned()?);
+        Ok(Self::from_file(file))
+    }
+
+    fn file(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self::from_file(file))
+    }
+
+    fn from_file(file: File) -> Self {
+        let regular = file.metadata().is_ok_and(|meta| meta.is_file());
+        Self { file, regular }
+    }
+
+    /// Writes all of `line` or, in a regular file, nothing of it.
+    fn write_whole(&mut self, line: &[u8]) -> io::Result<()> {
+        let mut written = 0;
+        while written < line.len() {
+            match self.file.write(&line[written..]) {
+                Ok(0) => return Err(self.cut_back(written, io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => return Err(self.cut_back(written, err)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the `written` bytes of a line that could not be finished.
+    fn cut_back(&mut self, written: usize, err: io::Error) -> io::Error {
+        if written > 0 && self.regular {
+            if let Ok(meta) = self.file.metadata() {
+                // Shrinking frees blocks: it works on a full disk.
+                let _ = self
+                    .file
+                    .set_len(meta.len().saturating_sub(written as u64));
+            }
+        }
+        err
+    }
+}
+
+fn is_fifo(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|meta| meta.file_type().is_fifo())
+}
+
+/// The writer thread's state.
+struct Writer {
+    destination: Destination,
+    out: Option<Out>,
+    counters: Arc<Counters>,
+    requests: Arc<Requests>,
+    disk_full: bool,
+    reader_gone: bool,
+    failures_reported: u64,
+}
+
+/// Other write failures reported on stderr before the rest are only counted.
+const FAILURES_REPORTED: u64 = 3;
+
+impl Writer {
+    fn run(&mut self, lines: &mpsc::Receiver<Message>) {
+        if self.out.is_none() {
+            self.out = self.open();
+        }
+        for message in lines {
+            if self.requests.reopen.swap(false, Ordering::Relaxed) {
+                self.reopen();
+            }
+            if let Message::Line(line) = message {
+                self.write(&line);
+                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Opens the `--output` file, waiting for a FIFO's reader if it has none yet.
+    fn open(&self) -> Option<Out> {
+        let Destination::File(path) = &self.destination else {
+            return Out::stdout().ok();
+        };
+        if is_fifo(path) {
+            let no_reader = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path);
+            match no_reader {
+                Ok(file) => {
+                    set_blocking(&file);
+                    return Some(Out::from_file(file));
+                }
+                Err(err) if err.raw_os_error() == Some(libc::ENXIO) => eprintln!(
+                    "rstwatch: --output {} is a FIFO with no reader: records wait until one \
+                     opens it (beyond {QUEUE_LINES} they are dropped and counted)",
+                    path.display()
+                ),
+                Err(_) => {}
+            }
+        }
+        match Out::file(path) {
+            Ok(out) => Some(out),
+            Err(err) => {
+                eprintln!(
+                    "rstwatch: cannot open --output {}: {err}; records are dropped and counted",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Destination::File(path) = &self.destination {
+            eprintln!("rstwatch: reopening --output {}", path.display());
+            if let Some(out) = self.open() {
+                self.out = Some(out);
+                self.reader_gone = false;
+            }
+        }
+    }
+
+    fn write(&mut self, line: &[u8]) {
+        loop {
+            let Some(out) = self.out.as_mut().filter(|_| !self.reader_gone) else {
+                self.counters
+                    .dropped_write_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            let err = match out.write_whole(line) {
+                Ok(()) => {
+                    self.counters.written.fetch_add(1, Ordering::Relaxed);
+                    if std::mem::take(&mut self.disk_full) {
+                        eprintln!(
+                            "rstwatch: {}: space is back, writing again",
+                            self.destination.describe()
+                        );
+                    }
+                    return;
+                }
+                Err(err) => err,
+            };
+            match err.raw_os_error() {
+                Some(libc::ENOSPC | libc::EDQUOT)
+                    if !self.requests.closing.load(Ordering::Relaxed) =>
+                {
+                    if !std::mem::replace(&mut self.disk_full, true) {
+                        eprintln!(
+                            "rstwatch: {}: {err}; retrying until space returns (records wait \
+                             in a queue of {QUEUE_LINES}, beyond it they are dropped and counted)",
+                            self.destination.describe()
+                        );
+                    }
+                    thread::sleep(FULL_DISK_RETRY);
+                    if self.requests.reopen.swap(false, Ordering::Relaxed) {
+                        self.reopen();
+                    }
+                    continue;
+                }
+                Some(libc::EPIPE) => {
+                    eprintln!(
+                        "rstwatch: {}: the reader went away; records are dropped and counted \
+                         from now on",
+                        self.destination.describe()
+                    );
+                    self.reader_gone = true;
+                }
+                _ => {
+                    self.failures_reported += 1;
+                    if self.failures_reported <= FAILURES_REPORTED {
+                        eprintln!(
+                            "rstwatch: {}: a record was dropped: {err}",
+                            self.destination.describe()
+                        );
+                    }
+                }
+            }
+            self.counters
+                .dropped_write_failed
+                .fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+}
+
+/// Clears O_NONBLOCK: the FIFO was opened non-blocking only to learn whether it had a reader;
+/// from now on a slow reader makes the writer wait, never capture.
+fn set_blocking(file: &File) {
+    use std::os::fd::AsRawFd as _;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function's caller owns; no pointers involved.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("rstwatch-file-{}-{name}", std::process::id()))
+    }
+
+    #[test]
+    fn lines_reach_the_file_in_order_and_are_counted() {
+        let path = temp_path("order");
+        let _ = std::fs::remove_file(&path);
+        let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
+        for n in 0..100 {
+            sink.write_line(format!("{n}\n").into_bytes());
+        }
+        let stats = sink.close(Duration::from_secs(5));
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let expected: String = (0..100).map(|n| format!("{n}\n")).collect();
+        assert_eq!(text, expected);
+        assert_eq!(
+            stats,
+            LineStats {
+                written: 100,
+                ..LineStats::default()
+            }
+        );
+    }
+
+    #[test]
+    fn reopen_follows_a_renamed_file() {
+        let path = temp_path("rotate");
+        let rotated = temp_path("rotate.1");
+        let _ = std::fs::remove_file(&path);
+        let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
+        sink.write_line(b"before\n".to_vec());
+        // The writer holds the file: wait until the line is in it, then rotate.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while sink.stats().written < 1 {
+            assert!(std::time::Instant::now() < deadline, "the line was not written");
+            thread::yield_now();
+        }
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.reopen();
+        sink.write_line(b"after\n".to_vec());
+        sink.close(Duration::from_secs(5));
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::remove_file(&rotated).unwrap();
+        assert_eq!((old.as_str(), new.as_str()), ("before\n", "after\n"));
+    }
+
+    #[test]
+    fn a_fifo_without_reader_waits_in_the_writer_not_in_start() {
+        let path = temp_path("fifo");
+        let _ = std::fs::remove_file(&path);
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
+        sink.write_line(b"queued\n".to_vec());
+        let mut reader = File::open(&path).unwrap();
+        let mut text = String::new();
+        let stats = sink.close(Duration::from_secs(5));
+        reader.read_to_string(&mut text).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(text, "queued\n");
+        assert_eq!(stats.written, 1);
+    }
+}
