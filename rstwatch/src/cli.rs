@@ -338,9 +338,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
     match Duration::try_from_secs_f64(seconds) {
         Ok(duration) if duration <= MAX_DURATION => Ok(duration),
-        _ => Err(format!(
-            "duration '{s}' is too long: at most 168h (a week)"
-        )),
+        _ => Err(format!("duration '{s}' is too long: at most 168h (a week)")),
     }
 }
 
@@ -379,13 +377,22 @@ mod tests {
     fn flow_counts_and_spool_sizes_have_a_range() {
         assert_eq!(parse_flows("1024"), Ok(1024));
         assert_eq!(parse_flows("16777216"), Ok(MAX_FLOWS));
-        for bad in ["4294967295", "16777217", "1023", "99999999999999999999", "x"] {
+        for bad in [
+            "4294967295",
+            "16777217",
+            "1023",
+            "99999999999999999999",
+            "x",
+        ] {
             let err = parse_flows(bad).unwrap_err();
             assert!(err.contains("1024 to 16777216"), "{bad}: {err}");
         }
         assert_eq!(parse_spool_mib("256"), Ok(256));
         for bad in ["0", "18446744073709551615", "1048577"] {
-            assert!(parse_spool_mib(bad).unwrap_err().contains("1 to 1048576"), "{bad}");
+            assert!(
+                parse_spool_mib(bad).unwrap_err().contains("1 to 1048576"),
+                "{bad}"
+            );
         }
     }
 

@@ -8,6 +8,7 @@
 //! - `tc_filter`: TC egress without TCX: rstwatch's netlink filter, and its stale-filter cleanup.
 //! - `detach`: removes the egress filter a killed rstwatch left (kernels without TCX).
 //! - `watch`: the daemon loop: ring buffer, hold queue, output, signals.
+//! - `ifaces`: watched interfaces that disappear and come back.
 //! - `hold`: keeps each RST briefly so its follow-up evidence joins the verdict.
 //! - `explain`: the pure classifier: one kernel event (plus follow-ups) to one `ResetReport`.
 //! - `report`: the explained reset, the data every output renders.
@@ -21,6 +22,7 @@ pub mod detach;
 pub mod explain;
 pub mod features;
 pub mod hold;
+pub mod ifaces;
 pub mod kernel;
 pub mod output;
 pub mod preflight;

@@ -48,7 +48,9 @@ pub fn require_ethernet(iface: &str) -> Result<(), UserError> {
     match link_type(iface) {
         Ok(ARPHRD_ETHER | ARPHRD_LOOPBACK) => Ok(()),
         Ok(other) => Err(UserError(format!(
-            "interface '{iface}' carries IP packets without an Ethernet header (link type {}):              rstwatch only parses Ethernet frames; watch the Ethernet interface the traffic              crosses instead",
+            "interface '{iface}' carries IP packets without an Ethernet header (link type {}): \
+             rstwatch only parses Ethernet frames; watch the Ethernet interface the traffic \
+             crosses instead",
             link_type_name(other)
         ))),
         Err(err) => Err(UserError(format!(

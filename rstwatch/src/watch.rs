@@ -1,11 +1,7 @@
 //! `rstwatch watch`: attach, drain the ring buffer, hold each RST for its follow-ups, explain
 //! it, write it; on SIGINT/SIGTERM flush what is pending and print the totals.
 
-use std::{
-    collections::HashMap,
-    io::IsTerminal as _,
-    time::Duration,
-};
+use std::{collections::HashMap, io::IsTerminal as _, time::Duration};
 
 use anyhow::Context as _;
 use aya::{
@@ -24,6 +20,7 @@ use crate::{
     explain::{explain, ExplainSettings},
     features::KernelFeatures,
     hold::{Held, HoldQueue, Offer},
+    ifaces::{Change, Interfaces},
     kernel::{Kernel, KernelConfig, TcAttach, UserError, VerifierRejection},
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
     preflight,
@@ -38,6 +35,8 @@ use crate::{
 
 /// How often held RSTs are checked for release.
 const RELEASE_TICK: Duration = Duration::from_millis(20);
+/// How often the watched interfaces are checked for having gone or come back.
+const INTERFACE_TICK: Duration = Duration::from_millis(250);
 /// How long the syslog sink may keep delivering after SIGINT/SIGTERM; the rest is spooled.
 const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long the output writer may keep writing what is queued after SIGINT/SIGTERM; the rest
@@ -92,6 +91,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             idle_timeout: args.idle_timeout,
             ..ExplainSettings::default()
         },
+        interfaces: Interfaces::new(ifnames.iter().map(|(&index, name)| (name.clone(), index))),
         ifnames,
         hold: HoldQueue::new(args.hold.as_nanos() as u64),
         records: &mut records,
@@ -110,6 +110,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut user1 = signal(SignalKind::user_defined1())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(RELEASE_TICK);
+    let mut interface_tick = tokio::time::interval(INTERFACE_TICK);
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
@@ -120,6 +121,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             _ = tick.tick() => pipeline.release(monotonic_ns())?,
             _ = user1.recv() => eprint!("{}", pipeline.totals(&kernel)?),
             _ = hangup.recv() => pipeline.records.reopen(),
+            _ = interface_tick.tick() => pipeline.follow_interfaces(&mut kernel, mode, egress),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
@@ -268,6 +270,7 @@ impl Records {
 struct Pipeline<'a> {
     clock: WallClock,
     explain: ExplainSettings,
+    interfaces: Interfaces,
     ifnames: HashMap<u32, String>,
     hold: HoldQueue,
     records: &'a mut Records,
@@ -314,6 +317,30 @@ impl Pipeline<'_> {
         Ok(())
     }
 
+    /// Reports watched interfaces that disappeared, and attaches again to those that are back.
+    fn follow_interfaces(&mut self, kernel: &mut Kernel, mode: XdpMode, egress: Option<TcAttach>) {
+        for change in self.interfaces.poll() {
+            match change {
+                Change::Gone { name } => eprintln!(
+                    "rstwatch: interface {name} disappeared: its resets are not seen until an \
+                     interface of that name returns"
+                ),
+                Change::Back { name, index } => {
+                    match kernel.attach(&name, mode, egress) {
+                        Ok(_) => {
+                            self.ifnames.insert(index, name.clone());
+                            eprintln!("rstwatch: interface {name} is back (index {index}): attached again");
+                        }
+                        Err(err) => eprintln!(
+                        "rstwatch: interface {name} is back (index {index}) but attaching failed, \
+                         it is not watched: {err:#}"
+                    ),
+                    }
+                }
+            }
+        }
+    }
+
     /// The summary by class and peer, the kernel's counters and the daemon's own.
     fn totals(&self, kernel: &Kernel) -> anyhow::Result<String> {
         let mut totals = self.summary.render(SUMMARY_PEERS);
@@ -323,13 +350,14 @@ impl Pipeline<'_> {
         let live = kernel.flow_count()? as u64;
         totals.push_str(&format!(
             "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
-             held={} late_followups={} unknown_events={} short_events={}\n",
+             held={} late_followups={} unknown_events={} short_events={} interfaces_lost={}\n",
             counters.describe(),
             counters.get(Counter::FlowsInserted).saturating_sub(live),
             self.hold.len(),
             self.stats.late_followups,
             self.stats.unknown_events,
-            self.stats.short_events
+            self.stats.short_events,
+            self.interfaces.lost
         ));
         totals.push_str(&self.records.describe_stats());
         if let Some(syslog) = &self.syslog {

@@ -99,9 +99,10 @@ impl LineSink {
     /// wrong path fails before anything is attached; a FIFO is opened by the writer.
     pub fn start(destination: Destination) -> Result<Self, UserError> {
         let out = match &destination {
-            Destination::Stdout => Some(Out::stdout().map_err(|err| {
-                UserError(format!("cannot write to standard output: {err}"))
-            })?),
+            Destination::Stdout => Some(
+                Out::stdout()
+                    .map_err(|err| UserError(format!("cannot write to standard output: {err}")))?,
+            ),
             Destination::File(path) if is_fifo(path) => None,
             Destination::File(path) => Some(Out::file(path).map_err(|err| {
                 UserError(format!(
@@ -233,9 +234,7 @@ impl Out {
         if written > 0 && self.regular {
             if let Ok(meta) = self.file.metadata() {
                 // Shrinking frees blocks: it works on a full disk.
-                let _ = self
-                    .file
-                    .set_len(meta.len().saturating_sub(written as u64));
+                let _ = self.file.set_len(meta.len().saturating_sub(written as u64));
             }
         }
         err
@@ -441,7 +440,10 @@ mod tests {
         // The writer holds the file: wait until the line is in it, then rotate.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while sink.stats().written < 1 {
-            assert!(std::time::Instant::now() < deadline, "the line was not written");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the line was not written"
+            );
             thread::yield_now();
         }
         std::fs::rename(&path, &rotated).unwrap();
