@@ -8,6 +8,7 @@
 pub mod baseline;
 pub mod bench;
 pub mod capture;
+pub mod daemon;
 pub mod frame;
 pub mod frames;
 pub mod lab;
