@@ -141,9 +141,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         let stats = handle.shutdown(SYSLOG_SHUTDOWN_GRACE).await;
         task.await.context("the syslog sender task failed")?;
         eprintln!(
-            "rstwatch: syslog sent={} resent={} folded={} spooled_pending={} dropped={}",
+            "rstwatch: syslog sent={} resent={} maybe_duplicated={} folded={} spooled_pending={} \
+             dropped={}",
             stats.sent,
             stats.resent,
+            stats.maybe_duplicated,
             stats.folded,
             stats.pending,
             stats.dropped()
@@ -363,10 +365,13 @@ impl Pipeline<'_> {
         if let Some(syslog) = &self.syslog {
             let stats = syslog.stats();
             totals.push_str(&format!(
-                "rstwatch: syslog connected={} sent={} resent={} folded={} pending={} dropped={}\n",
+                "rstwatch: syslog connected={} link_failures={} sent={} resent={} \
+                 maybe_duplicated={} folded={} pending={} dropped={}\n",
                 stats.connected,
+                stats.link_failures,
                 stats.sent,
                 stats.resent,
+                stats.maybe_duplicated,
                 stats.folded,
                 stats.pending,
                 stats.dropped()

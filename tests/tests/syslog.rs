@@ -240,6 +240,77 @@ async fn wait_for_stats(handle: &SyslogHandle, what: &str, done: impl Fn(&SinkSt
     }
 }
 
+/// The `sequenceId` in a message's `[meta sequenceId="N"]` element.
+fn sequence_id(structured_data: &str) -> u32 {
+    let (_, rest) = structured_data
+        .split_once("[meta sequenceId=\"")
+        .unwrap_or_else(|| panic!("no sequenceId in {structured_data}"));
+    rest[..rest.find('"').expect("closing quote")]
+        .parse()
+        .expect("a number")
+}
+
+/// A receiver that stalls past the I/O timeout, then resumes, may get part of the batch that
+/// was in flight twice: syslog has no acknowledgement. Nothing is missing, every repeat has
+/// the `sequenceId` and the content of its first copy, and the sink counts the records it
+/// re-sent that may be repeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_receiver_gets_every_record_and_repeats_it_can_recognise() {
+    within_limit(async {
+        /// Reports sent per round while the receiver is stalled, until a write times out.
+        const ROUND: u32 = 500;
+        const MAX_REPORTS: u32 = 60_000;
+        let dir = TempDir::new("syslog-stall");
+        let rsyslog = Rsyslog::start(dir.path(), Input::Tcp, None).await;
+        let mut config = config(&rsyslog, Transport::Tcp, &dir.path().join("spool"));
+        config.io_timeout = Duration::from_millis(300);
+        let (handle, task) = start(config, Kind::Ecs);
+
+        rsyslog.pause();
+        // Socket buffers on both ends absorb megabytes before a write blocks.
+        let mut sent = 0;
+        while handle.stats().link_failures == 0 {
+            assert!(
+                sent < MAX_REPORTS,
+                "no write timed out: {:?}",
+                handle.stats()
+            );
+            for n in sent..sent + ROUND {
+                handle.send(report(n));
+            }
+            sent += ROUND;
+            wait_for_stats(&handle, "the queue drained", |stats| {
+                stats.sent + stats.pending + stats.dropped() >= u64::from(sent)
+                    || stats.link_failures > 0
+            })
+            .await;
+        }
+        rsyslog.resume();
+
+        let lines = rsyslog.wait_for(sent as usize, ARRIVAL_LIMIT).await;
+        let stats = stop(handle, task).await;
+        let mut first_copies = std::collections::HashMap::new();
+        let mut repeated = std::collections::HashSet::new();
+        for line in &lines {
+            let message = rfc5424::parse(line).unwrap_or_else(|error| panic!("{error}: {line}"));
+            let id = sequence_id(&message.structured_data);
+            if let Some(first) = first_copies.insert(id, message.msg.clone()) {
+                assert_eq!(first, message.msg, "sequenceId {id} names one record");
+                repeated.insert(id);
+            }
+        }
+        assert_eq!(stats.dropped(), 0, "{stats:?}");
+        assert_eq!(first_copies.len(), sent as usize, "every record arrived");
+        assert!((1..=sent).all(|id| first_copies.contains_key(&id)));
+        assert!(
+            repeated.len() as u64 <= stats.maybe_duplicated,
+            "{} records repeated, {stats:?}",
+            repeated.len()
+        );
+    })
+    .await;
+}
+
 /// The receiver crashes mid-run and comes back on the same port: what was sent while it was
 /// down is spooled, then delivered after it returns, in order, nothing lost or repeated.
 async fn receiver_crash_loses_nothing(input: Input, transport: Transport) {

@@ -97,6 +97,9 @@ pub(crate) struct Sender {
     retry_max: Duration,
     retry_delay: Duration,
     io_timeout: Duration,
+    /// Records at the head of the spool that were in a write that failed midway: the receiver
+    /// may have them already.
+    maybe_delivered: usize,
     /// The receiver has failed since the last delivery (for logging once per outage, and for
     /// the UDP probe).
     outage: bool,
@@ -143,6 +146,7 @@ impl Sender {
             retry_max: config.retry_max.max(config.retry_min),
             retry_delay: config.retry_min,
             io_timeout: config.io_timeout,
+            maybe_delivered: 0,
             outage: false,
             closing: None,
             counters,
@@ -316,7 +320,16 @@ impl Sender {
         };
         let delivered = match result {
             Ok(delivered) => delivered,
-            Err(error) => return self.fail_link(error),
+            Err(error) => {
+                // Memory holds the oldest records and goes to the head of the spool when the
+                // link fails, so either way the batch is now the spool's head.
+                let in_flight = match &batch {
+                    Batch::Memory(count) => *count,
+                    Batch::Spool(spooled) => spooled.records.len(),
+                };
+                self.maybe_delivered = self.maybe_delivered.max(in_flight);
+                return self.fail_link(error);
+            }
         };
         match batch {
             Batch::Memory(_) => {
@@ -328,6 +341,9 @@ impl Sender {
                     log::warn!("syslog: cannot update the spool after delivery: {error}");
                 }
                 Counters::add(&self.counters.resent, delivered as u64);
+                let repeated = delivered.min(self.maybe_delivered);
+                self.maybe_delivered -= repeated;
+                Counters::add(&self.counters.maybe_duplicated, repeated as u64);
             }
         }
         if self.outage {
@@ -346,6 +362,7 @@ impl Sender {
     /// and try again later.
     fn fail_link(&mut self, error: io::Error) {
         self.counters.connected.store(false, Ordering::Relaxed);
+        Counters::add(&self.counters.link_failures, 1);
         if !self.outage {
             log::warn!(
                 "syslog: receiver {} unavailable ({error}); spooling records until it is back",

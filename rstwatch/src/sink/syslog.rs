@@ -6,21 +6,27 @@
 //! are re-sent in order when it comes back; storms of identical resets are folded (see
 //! `aggregate`). Every record is sent, spooled, or counted as dropped in `SinkStats`.
 //!
-//! Message layout: `<PRI>1 TIMESTAMP HOSTNAME rstwatch PROCID MSGID [origin ...] MSG` where
+//! Message layout: `<PRI>1 TIMESTAMP HOSTNAME rstwatch PROCID MSGID [origin ...][meta
+//! sequenceId="N"] MSG` where
 //! - PRI = facility * 8 + severity; the facility defaults to `local0` (reserved for local use,
 //!   so a receiver can route rstwatch's stream on its own) and the severity follows the
 //!   report's: benign -> 6 informational, notice -> 5 notice, alert -> 4 warning (syslog's own
 //!   "alert" level means "act immediately", too strong for a reset);
 //! - TIMESTAMP is the reset's time in UTC with microseconds;
 //! - MSGID is the class (`refused`, `abort`, ...), so receivers can filter on it;
-//! - the structured data is the IANA-registered `origin` element naming the software;
+//! - the structured data is the IANA-registered `origin` element naming the software, and the
+//!   registered `meta` element whose `sequenceId` numbers the records of one run (1 to
+//!   2147483647, then 1 again): a re-sent record keeps its number;
 //! - MSG is the record in the chosen format, without the optional UTF-8 BOM: many SIEM JSON
 //!   parsers reject a leading BOM, and every format here is UTF-8 anyway.
 //!
 //! Delivery guarantees: over TCP and TLS a receiver that closes or crashes between two writes
 //! loses nothing (the connection is checked before every write). Syslog has no acknowledgement,
-//! so records written in the instant a receiver dies can be lost, and a write that fails midway
-//! is re-sent whole (a possible duplicate, never a gap). UDP is best effort: the datagram that
+//! so the sender cannot know how much of a write that failed midway (a receiver that stalled
+//! past the I/O timeout, a connection that broke) reached the receiver: the contract is
+//! at-least-once. Such a batch is re-sent whole, never skipped; its records keep their
+//! `sequenceId`, so a receiver drops a repeat by (HOSTNAME, PROCID, sequenceId), and they are
+//! counted as `maybe_duplicated`. Records written in the instant a receiver dies can be lost. UDP is best effort: the datagram that
 //! reveals a dead receiver (through the ICMP error that follows it) is lost; after an outage a
 //! single record probes the receiver before the backlog is released.
 
@@ -351,6 +357,11 @@ pub struct SinkStats {
     pub spooled: u64,
     /// Records delivered from the spool.
     pub resent: u64,
+    /// Re-sent records that were in a write that failed midway: the receiver may have them
+    /// twice, with the same `sequenceId`.
+    pub maybe_duplicated: u64,
+    /// Times the connection failed or a write timed out (the receiver went away or stalled).
+    pub link_failures: u64,
     /// Resets folded into storm aggregates (they are in an aggregate's count, not lost).
     pub folded: u64,
     /// Reports refused because the sink's queue was full.
@@ -379,6 +390,8 @@ pub(crate) struct Counters {
     pub sent: AtomicU64,
     pub spooled: AtomicU64,
     pub resent: AtomicU64,
+    pub maybe_duplicated: AtomicU64,
+    pub link_failures: AtomicU64,
     pub folded: AtomicU64,
     pub dropped_queue_full: AtomicU64,
     pub dropped_spool: AtomicU64,
@@ -399,6 +412,8 @@ impl Counters {
             sent: get(&self.sent),
             spooled: get(&self.spooled),
             resent: get(&self.resent),
+            maybe_duplicated: get(&self.maybe_duplicated),
+            link_failures: get(&self.link_failures),
             folded: get(&self.folded),
             dropped_queue_full: get(&self.dropped_queue_full),
             dropped_spool: get(&self.dropped_spool),
@@ -484,7 +499,12 @@ pub(crate) struct Header {
     facility: Facility,
     hostname: String,
     procid: u32,
+    /// The `sequenceId` of the next message.
+    next_sequence: u32,
 }
+
+/// RFC 5424 section 7.3.1: `sequenceId` runs from 1 to 2147483647 and then starts over.
+const MAX_SEQUENCE_ID: u32 = i32::MAX as u32;
 
 /// RFC 5424 section 7.2: the `origin` SD-ID is registered with IANA; no enterprise number
 /// is needed.
@@ -505,15 +525,23 @@ impl Header {
             facility,
             hostname: header_field(hostname.trim(), 255),
             procid: std::process::id(),
+            next_sequence: 1,
         }
     }
 
-    /// Appends the complete RFC 5424 message for `report`.
-    pub fn message(&self, report: &ResetReport, format: &dyn Format, out: &mut Vec<u8>) {
+    /// Appends the complete RFC 5424 message for `report`, numbered with the next
+    /// `sequenceId`.
+    pub fn message(&mut self, report: &ResetReport, format: &dyn Format, out: &mut Vec<u8>) {
         let pri = self.facility as u8 * 8 + severity(report.severity());
         let timestamp = humantime::format_rfc3339_micros(report.ts);
+        let sequence = self.next_sequence;
+        self.next_sequence = if sequence >= MAX_SEQUENCE_ID {
+            1
+        } else {
+            sequence + 1
+        };
         let header = format!(
-            "<{pri}>1 {timestamp} {} rstwatch {} {} {STRUCTURED_DATA} ",
+            "<{pri}>1 {timestamp} {} rstwatch {} {} {STRUCTURED_DATA}[meta sequenceId=\"{sequence}\"] ",
             self.hostname,
             self.procid,
             report.class.as_str(),
@@ -609,10 +637,11 @@ mod tests {
 
     #[test]
     fn message_is_rfc5424_with_class_as_msgid() {
-        let header = Header {
+        let mut header = Header {
             facility: Facility::Local0,
             hostname: header_field("sensor 1", 255),
             procid: 4242,
+            next_sequence: 1,
         };
         let mut out = Vec::new();
         header.message(&crate::output::sample::refused_report(), &Cef, &mut out);
@@ -620,10 +649,26 @@ mod tests {
         // local0 (16) * 8 + notice (5) = 133.
         let expected = format!(
             "<133>1 2023-11-14T22:13:20.123000Z sensor_1 rstwatch 4242 refused \
-             [origin software=\"rstwatch\" swVersion=\"{}\"] CEF:0|rstwatch|",
+             [origin software=\"rstwatch\" swVersion=\"{}\"][meta sequenceId=\"1\"] \
+             CEF:0|rstwatch|",
             env!("CARGO_PKG_VERSION")
         );
         assert!(text.starts_with(&expected), "{text}");
+    }
+
+    #[test]
+    fn sequence_ids_count_up_and_start_over_after_the_largest() {
+        let mut header = Header::new(Facility::Local0, Some("h"));
+        header.next_sequence = MAX_SEQUENCE_ID;
+        let mut ids = Vec::new();
+        for _ in 0..2 {
+            let mut out = Vec::new();
+            header.message(&crate::output::sample::refused_report(), &Cef, &mut out);
+            let text = String::from_utf8(out).unwrap();
+            let id = text.split("sequenceId=\"").nth(1).unwrap();
+            ids.push(id[..id.find('"').unwrap()].to_owned());
+        }
+        assert_eq!(ids, ["2147483647", "1"]);
     }
 
     /// Capture never waits: with the sender busy elsewhere, reports beyond the queue are
@@ -660,7 +705,7 @@ mod tests {
 
     #[test]
     fn severity_follows_the_report() {
-        let header = Header::new(Facility::Daemon, Some(""));
+        let mut header = Header::new(Facility::Daemon, Some(""));
         assert_eq!(header.hostname, "-");
         let mut report = crate::output::sample::refused_report();
         report.middlebox = true;

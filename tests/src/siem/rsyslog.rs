@@ -61,6 +61,23 @@ impl Rsyslog {
         }
     }
 
+    /// Stops rsyslogd (SIGSTOP) without closing anything: a receiver that stalls, its
+    /// connections open and its socket buffers filling.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused rsyslogd run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("rsyslogd is running");
+        // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    }
+
     /// Starts rsyslogd again with the same configuration, on the same port.
     pub async fn restart(&mut self) {
         self.kill();
