@@ -286,18 +286,32 @@ fn an_interface_deleted_and_recreated_is_reported_and_watched_again() {
     assert!(stderr.contains("interfaces_lost=1"), "{stderr}");
 }
 
-/// Runs rstwatch to completion in `ns`; returns its exit code and stderr.
+/// Runs rstwatch in `ns` and returns its exit code and stderr; fails if it is still running
+/// (watching instead of refusing) after `SAY_TIMEOUT`.
 fn run_in(ns: &str, args: &[&str]) -> (i32, String) {
-    let output = Command::new("ip")
+    let mut child = Command::new("ip")
         .args(["netns", "exec", ns])
         .arg(binary())
         .args(args)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let deadline = Instant::now() + SAY_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("rstwatch {args:?} was still running after {SAY_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status.code().unwrap_or(-1), stderr)
 }
 
 #[test]
