@@ -118,6 +118,7 @@ pub fn explain(
         resp_pkts: resp_dir.pkts.into(),
         resp_bytes: resp_dir.bytes,
         followups: followups.len() as u32,
+        related_to: None,
         aggregate: None,
     }
 }

@@ -127,6 +127,9 @@ fn details(r: &ResetReport) -> Value {
     if let Some(ttl) = r.expected_ttl {
         details["expected_ttl"] = ttl.into();
     }
+    if let Some(earlier) = r.related_to {
+        details["related_to"] = rfc3339(earlier).into();
+    }
     if let Some(ip_id) = r.ip_id {
         details["ip_id"] = ip_id.into();
     }

@@ -18,7 +18,7 @@
 
 use serde_json::{json, Value};
 
-use super::Format;
+use super::{fields, Format};
 use crate::report::{unix_millis, Aggregate, ResetClass, ResetReport, Severity};
 
 /// The OCSF schema release this mapping follows.
@@ -183,6 +183,9 @@ fn unmapped(r: &ResetReport) -> Value {
     });
     if let Some(ttl) = r.expected_ttl {
         unmapped["expected_ttl"] = ttl.into();
+    }
+    if let Some(earlier) = r.related_to {
+        unmapped["related_to"] = fields::rfc3339(earlier).into();
     }
     if let Some(ip_id) = r.ip_id {
         unmapped["ip_id"] = ip_id.into();

@@ -47,6 +47,7 @@ pub fn middlebox_report() -> ResetReport {
         resp_pkts: 3,
         resp_bytes: 1_400,
         followups: 0,
+        related_to: None,
         aggregate: None,
     }
 }
@@ -89,6 +90,7 @@ pub fn ipv6_report() -> ResetReport {
         resp_pkts: 0,
         resp_bytes: 0,
         followups: 0,
+        related_to: None,
         aggregate: None,
     }
 }
@@ -151,6 +153,7 @@ pub fn refused_report() -> ResetReport {
         resp_pkts: 1,
         resp_bytes: 40,
         followups: 0,
+        related_to: None,
         aggregate: None,
     }
 }

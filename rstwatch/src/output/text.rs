@@ -54,6 +54,9 @@ fn line(r: &ResetReport) -> String {
     if r.followups > 0 {
         parts.push(format!("{} follow-up packets", r.followups));
     }
+    if let Some(earlier) = r.related_to {
+        parts.push(format!("follows the reset of {}", fields::rfc3339(earlier)));
+    }
     if let Some(a) = &r.aggregate {
         parts.push(format!("{}x since {}", a.count, fields::rfc3339(a.first)));
     }
