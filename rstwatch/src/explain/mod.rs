@@ -59,12 +59,8 @@ impl Default for ExplainSettings {
     }
 }
 
-/// Explains the RST in `event` (kind `Rst`), seen on `iface` at wall-clock time `ts`.
-///
-/// `followups` are the later events for the same flow (kind `FollowUp`) collected during the
-/// grace period: they only add evidence. Class and evidence are judged on the flow as it was
-/// before the RST; `conn_state`, `history` and the packet counts include the RST itself, as
-/// Zeek would log them.
+/// Explains the RST in `event`, seen on `iface` at wall-clock time `ts`, from its own
+/// snapshot: `conn_state`, `history` and the packet counts are those right after the RST.
 pub fn explain(
     event: &RstEvent,
     followups: &[RstEvent],
@@ -72,8 +68,27 @@ pub fn explain(
     iface: &str,
     ts: SystemTime,
 ) -> ResetReport {
+    explain_at_hold_end(event, followups, None, settings, iface, ts)
+}
+
+/// Explains the RST in `event`, seen on `iface` at wall-clock time `ts`.
+///
+/// `followups` are the later events of the same claimed sender collected during the hold:
+/// they only add evidence. Class and evidence are judged on the flow as it was before the
+/// RST. `conn_state`, `history` and the packet counts are Zeek's for the connection as of the
+/// end of the hold: `state_at_hold_end` is the flow's entry then (what came after the RST, a
+/// FIN right behind it, changes Zeek's verdict); without it (the entry is gone or belongs to
+/// a newer connection) they are those right after the RST.
+pub fn explain_at_hold_end(
+    event: &RstEvent,
+    followups: &[RstEvent],
+    state_at_hold_end: Option<&FlowState>,
+    settings: &ExplainSettings,
+    iface: &str,
+    ts: SystemTime,
+) -> ResetReport {
     let pkt = &event.pkt;
-    let after = flow_after_rst(event);
+    let after = state_at_hold_end.copied().unwrap_or_else(|| flow_after_rst(event));
     let evidence = evidence::collect(event, followups, settings);
     let endpoint = |dir: u8| {
         let d = dir as usize & 1;
