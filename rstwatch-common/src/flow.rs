@@ -734,7 +734,11 @@ mod tests {
         ];
         let (flow, events) = replay(&packets);
         let kinds: Vec<_> = events.iter().map(|(k, _)| *k).collect();
-        assert_eq!(kinds, [EventKind::Rst, EventKind::Rst], "two refused attempts");
+        assert_eq!(
+            kinds,
+            [EventKind::Rst, EventKind::Rst],
+            "two refused attempts"
+        );
         assert_eq!(history(&events[1].1, flow.originator), "S");
         assert_eq!(history(&flow, flow.originator), "Sr");
     }

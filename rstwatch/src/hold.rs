@@ -182,11 +182,6 @@ impl HoldQueue {
         all
     }
 
-    /// When the hold of a RST seen at `ts_ns` ends.
-    pub fn hold_end(&self, ts_ns: u64) -> u64 {
-        ts_ns.saturating_add(self.hold_ns)
-    }
-
     pub fn len(&self) -> usize {
         self.queue.len()
     }
@@ -253,8 +248,14 @@ mod tests {
     fn a_rst_waits_for_its_hold_then_is_released_with_its_followups() {
         let mut queue = HoldQueue::new(100, 1000);
         assert_eq!(queue.offer(rst(1000, 1, 10)), Offer::Held);
-        assert_eq!(queue.offer(followup_data(1000, 1, 50)), Offer::AttachedToHeld);
-        assert_eq!(queue.offer(followup_rst(1000, 1, 60)), Offer::AttachedToHeld);
+        assert_eq!(
+            queue.offer(followup_data(1000, 1, 50)),
+            Offer::AttachedToHeld
+        );
+        assert_eq!(
+            queue.offer(followup_rst(1000, 1, 60)),
+            Offer::AttachedToHeld
+        );
         assert!(queue.release(109).is_empty());
         let released = queue.release(110);
         assert_eq!(released.len(), 1);
@@ -297,7 +298,10 @@ mod tests {
         let mut queue = HoldQueue::new(100, 1000);
         queue.offer(rst(1000, 1, 10));
         assert_eq!(queue.release(200).len(), 1);
-        assert_eq!(queue.offer(followup_data(1000, 1, 210)), Offer::LateDataFollowUp);
+        assert_eq!(
+            queue.offer(followup_data(1000, 1, 210)),
+            Offer::LateDataFollowUp
+        );
         assert_eq!(queue.offer(followup_rst(1000, 1, 220)), Offer::Held);
         let released = queue.release(400);
         assert_eq!(released.len(), 1);

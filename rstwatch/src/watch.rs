@@ -22,8 +22,8 @@ use tokio::{
 use crate::{
     cli::{AggregateRate, FormatArg, SyslogArgs, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
-    explain::{explain_at_hold_end, ExplainSettings},
-    hold::{Held, HoldQueue, Offer},
+    explain::{explain_held, ExplainSettings},
+    hold::{HoldQueue, Offer},
     kernel::{Kernel, KernelConfig, UserError},
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
     preflight,
@@ -276,17 +276,14 @@ impl Pipeline<'_> {
         // A failed lookup is a missing entry: the report then stands on the RST's snapshot.
         let flows = |key: &FlowKey| kernel.flow(key).ok().flatten();
         for held in self.hold.release(now_ns) {
-            let Held {
-                event,
-                followups,
-                related_to,
-            } = &held;
-            let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
-            let ts = self.clock.to_system_time(event.ts_ns);
-            let state = held.state_at_hold_end(&flows);
-            let mut report =
-                explain_at_hold_end(event, followups, state.as_ref(), &self.explain, iface, ts);
-            report.related_to = related_to.map(|ns| self.clock.to_system_time(ns));
+            let iface = self
+                .ifnames
+                .get(&held.event.ifindex)
+                .map_or("?", String::as_str);
+            let clock = self.clock;
+            let report = explain_held(&held, &flows, &self.explain, iface, |ns| {
+                clock.to_system_time(ns)
+            });
             self.records.write(&report)?;
             self.summary.add(&report);
             if let Some(syslog) = &self.syslog {

@@ -33,7 +33,10 @@ use rstwatch_common::{
     RstEvent, Settings,
 };
 
-use crate::report::{Direction, ResetReport};
+use crate::{
+    hold::{FlowStateSource, Held},
+    report::{Direction, ResetReport},
+};
 
 /// What the classifier needs to know beyond the event itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +60,30 @@ impl Default for ExplainSettings {
             tls_alert_window: Self::DEFAULT_TLS_ALERT_WINDOW,
         }
     }
+}
+
+/// The release step: explains a RST whose hold ended, with its connection's state as `flows`
+/// holds it now, and links it to the earlier report it follows. `wall_clock` turns kernel
+/// timestamps into wall-clock time.
+pub fn explain_held(
+    held: &Held,
+    flows: &impl FlowStateSource,
+    settings: &ExplainSettings,
+    iface: &str,
+    wall_clock: impl Fn(u64) -> SystemTime,
+) -> ResetReport {
+    let state = held.state_at_hold_end(flows);
+    let ts = wall_clock(held.event.ts_ns);
+    let mut report = explain_at_hold_end(
+        &held.event,
+        &held.followups,
+        state.as_ref(),
+        settings,
+        iface,
+        ts,
+    );
+    report.related_to = held.related_to.map(wall_clock);
+    report
 }
 
 /// Explains the RST in `event`, seen on `iface` at wall-clock time `ts`, from its own
@@ -88,7 +115,9 @@ pub fn explain_at_hold_end(
     ts: SystemTime,
 ) -> ResetReport {
     let pkt = &event.pkt;
-    let after = state_at_hold_end.copied().unwrap_or_else(|| flow_after_rst(event));
+    let after = state_at_hold_end
+        .copied()
+        .unwrap_or_else(|| flow_after_rst(event));
     let evidence = evidence::collect(event, followups, settings);
     let endpoint = |dir: u8| {
         let d = dir as usize & 1;
