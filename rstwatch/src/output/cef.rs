@@ -380,4 +380,13 @@ mod tests {
         assert_eq!(ext["flexNumber1"], "1200");
         assert_eq!(ext["flexString1"], "true");
     }
+
+    #[test]
+    fn related_to_is_the_earlier_records_rt() {
+        let (_, earlier) = parse(&render(&crate::output::sample::middlebox_report()));
+        let (_, later) = parse(&render(&crate::output::sample::related_report()));
+        assert_eq!(later["deviceCustomDate1"], earlier["rt"]);
+        assert_eq!(later["deviceCustomDate1Label"], "relatedTo");
+        assert!(!earlier.contains_key("deviceCustomDate1"));
+    }
 }

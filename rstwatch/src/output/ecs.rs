@@ -285,4 +285,12 @@ mod tests {
             "tcp.port == 1 || ip.addr == \"x\""
         );
     }
+
+    #[test]
+    fn related_to_is_the_earlier_reports_timestamp() {
+        let earlier = render(&crate::output::sample::middlebox_report());
+        let later = render(&crate::output::sample::related_report());
+        assert_eq!(later["rstwatch"]["related_to"], earlier["@timestamp"]);
+        assert!(earlier["rstwatch"].get("related_to").is_none());
+    }
 }

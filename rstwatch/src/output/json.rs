@@ -264,4 +264,12 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn related_to_is_the_earlier_reports_ts_or_null() {
+        let earlier = render(&middlebox_report());
+        let later = render(&crate::output::sample::related_report());
+        assert_eq!(later["related_to"], earlier["ts"]);
+        assert_eq!(earlier["related_to"], Value::Null);
+    }
 }

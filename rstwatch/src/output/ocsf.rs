@@ -320,4 +320,15 @@ mod tests {
         assert_eq!(doc["start_time"], 1_700_000_000_123u64);
         assert_eq!(doc["end_time"], 1_700_000_002_123u64);
     }
+
+    #[test]
+    fn related_to_is_the_earlier_reports_time() {
+        let earlier = crate::output::sample::middlebox_report();
+        let later = render(&crate::output::sample::related_report());
+        assert_eq!(
+            later["unmapped"]["related_to"],
+            crate::output::fields::rfc3339(earlier.ts)
+        );
+        assert!(render(&earlier)["unmapped"].get("related_to").is_none());
+    }
 }

@@ -114,6 +114,17 @@ pub fn teardown_report() -> ResetReport {
     }
 }
 
+/// The client's own RST answering the server after `middlebox_report`'s forged one: it
+/// follows that report.
+pub fn related_report() -> ResetReport {
+    let earlier = middlebox_report();
+    ResetReport {
+        ts: earlier.ts + Duration::from_millis(20),
+        related_to: Some(earlier.ts),
+        ..teardown_report()
+    }
+}
+
 /// A client's SYN to a closed port answered by the server's RST, seen arriving on eth0.
 pub fn refused_report() -> ResetReport {
     let ts = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);

@@ -199,4 +199,13 @@ mod tests {
         assert_eq!(rtt_words(180), "180 us");
         assert_eq!(rtt_words(40_000), "40 ms");
     }
+
+    #[test]
+    fn a_related_reset_names_the_one_it_follows() {
+        let line = render(&crate::output::sample::related_report(), false);
+        assert!(
+            line.contains("; follows the reset of 2024-05-01T12:00:00.250000Z; "),
+            "{line}"
+        );
+    }
 }
