@@ -178,6 +178,9 @@ pub struct DirState {
     /// again at the 10th, 100th, ... occurrence.
     pub retransmits: u32,
     pub zero_windows: u32,
+    /// The occurrence at which `t` / `w` is written next (0 before the first).
+    pub retransmit_next: u32,
+    pub zero_window_next: u32,
 }
 
 impl DirState {
@@ -487,14 +490,10 @@ impl FlowState {
         } else {
             None
         };
-        let zero_window = events & seen::ZERO_WINDOW != 0 && {
-            d.zero_windows = d.zero_windows.saturating_add(1);
-            power_of_ten(d.zero_windows)
-        };
-        let retransmit = events & seen::RETRANSMIT != 0 && {
-            d.retransmits = d.retransmits.saturating_add(1);
-            power_of_ten(d.retransmits)
-        };
+        let zero_window = events & seen::ZERO_WINDOW != 0
+            && counted_repeat(&mut d.zero_windows, &mut d.zero_window_next);
+        let retransmit = events & seen::RETRANSMIT != 0
+            && counted_repeat(&mut d.retransmits, &mut d.retransmit_next);
         if let Some(letter) = letter {
             self.push_history(dir, letter);
         }
@@ -508,7 +507,11 @@ impl FlowState {
 
     #[inline(always)]
     fn push_history(&mut self, dir: u8, letter: u8) {
-        let len = self.history_len as usize;
+        // Read afresh (volatile) so that the check below and the index use one register: when
+        // the compiler reuses a length from an earlier push, it compares one copy and indexes
+        // with another, and the verifier cannot see the bound.
+        // SAFETY: a plain read of a field of `self`.
+        let len = unsafe { core::ptr::read_volatile(&self.history_len) } as usize;
         if len >= HISTORY_CAPACITY {
             return;
         }
@@ -540,20 +543,18 @@ const fn letter_of(bit: u16) -> u8 {
     bit.trailing_zeros() as u8
 }
 
-/// 1, 10, 100, ...: the occurrences at which Zeek writes a counted history letter again.
+/// Counts one more occurrence of a counted history letter; true at the 1st, 10th, 100th...
+/// `next` is the occurrence at which the letter is written again (0: not yet counted, the
+/// 1st). A stored threshold rather than a power-of-ten test: one comparison for the verifier.
 #[inline(always)]
-const fn power_of_ten(n: u32) -> bool {
-    let mut power = 1u32;
-    let mut i = 0;
-    // 10^9 is the largest power of ten in a u32.
-    while i < 10 {
-        if n == power {
-            return true;
-        }
-        power = power.wrapping_mul(10);
-        i += 1;
+fn counted_repeat(count: &mut u32, next: &mut u32) -> bool {
+    *count = count.saturating_add(1);
+    let due = if *next == 0 { 1 } else { *next };
+    if *count != due {
+        return false;
     }
-    false
+    *next = due.saturating_mul(10);
+    true
 }
 
 /// What `FlowState::step` did besides recording the packet, for the counters.

@@ -57,6 +57,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         XdpModeArg::Native => XdpMode::Driver,
         XdpModeArg::Generic => XdpMode::Skb,
     };
+    let mut egress_attached = false;
     for iface in &args.ifaces {
         let loopback = preflight::is_loopback(iface);
         if loopback && !args.no_egress {
@@ -65,7 +66,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                  once, TC egress is not attached"
             );
         }
-        kernel.attach(iface, mode, !args.no_egress && !loopback)?;
+        let egress = !args.no_egress && !loopback;
+        kernel.attach(iface, mode, egress)?;
+        egress_attached |= egress;
     }
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until both drop.
     let mut events =
@@ -87,7 +90,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     eprintln!(
         "rstwatch: watching {} (XDP ingress{}); Ctrl-C to stop, SIGUSR1 for counters",
         args.ifaces.join(", "),
-        if args.no_egress { "" } else { ", TC egress" }
+        if egress_attached { ", TC egress" } else { "" }
     );
 
     let mut interrupt = signal(SignalKind::interrupt())?;
