@@ -1,7 +1,7 @@
 //! Every RST on the wire is reported: for each scenario of the lab, played between real
 //! stacks, rstwatch on the client interface reports exactly as many RSTs as tshark sees there.
 
-use std::{cell::Cell, time::Duration};
+use std::time::Duration;
 
 use rstwatch_tests::{
     capture::{Capture, RSTS_ONLY},
@@ -20,7 +20,7 @@ fn reports_and_rsts(scenario: &Scenario, family: Family) -> (Vec<Value>, usize) 
     let lab = Lab::new("everyrst").unwrap();
     let capture = Capture::start(lab.client_ns(), lab.client_iface(), RSTS_ONLY).unwrap();
     let binary = rstwatch_binary().unwrap();
-    let mut watcher = Watcher::start(
+    let watcher = Watcher::start(
         &binary,
         lab.client_ns(),
         lab.client_iface(),
@@ -29,19 +29,9 @@ fn reports_and_rsts(scenario: &Scenario, family: Family) -> (Vec<Value>, usize) 
     .unwrap();
     (scenario.run)(&lab, family).unwrap_or_else(|err| panic!("{}: {err:#}", scenario.name));
     let rsts = capture.stop().unwrap().len();
-    let seen = Cell::new(0);
-    let mut reports = watcher
-        .events_until(
-            |_| {
-                seen.set(seen.get() + 1);
-                seen.get() >= rsts
-            },
-            REPORT_TIMEOUT,
-        )
+    let reports = watcher
+        .stop_after(rsts, REPORT_TIMEOUT)
         .unwrap_or_else(|err| panic!("{}: {rsts} RSTs on the wire: {err:#}", scenario.name));
-    let exit = watcher.stop().unwrap();
-    assert!(exit.status.success(), "{}: {exit:?}", scenario.name);
-    reports.extend(exit.events);
     (reports, rsts)
 }
 
