@@ -410,4 +410,25 @@ mod tests {
         assert!(!originator_syn_then_rst("R"));
         assert!(!originator_syn_then_rst("S"));
     }
+
+    #[test]
+    fn fin_with_rst_is_i_and_resets_the_sender() {
+        let mut c = Conversation::v4();
+        c.handshake().data(Client, 100);
+        c.send(
+            Client,
+            rstwatch_common::packet::tcp_flags::FIN | rstwatch_common::packet::tcp_flags::RST,
+            0,
+        );
+        expect(&c, "ShADI", ConnState::Rsto);
+    }
+
+    #[test]
+    fn repeated_fins_and_rsts_replay_through_the_state_machine() {
+        let mut c = Conversation::v4();
+        c.handshake().data(Client, 100).fin(Client).rst(Client);
+        expect(&c, "ShADFR", ConnState::Rsto);
+        c.fin(Server);
+        expect(&c, "ShADFRf", ConnState::Sf);
+    }
 }
