@@ -5,7 +5,7 @@
 //! Every RST gets a report of its own unless it folds into one still held: a RST from the same
 //! claimed sender while that sender's report on the flow is held is a follow-up of it. A RST
 //! from the other side, or one arriving after the hold, is reported on its own and linked to
-//! the flow's earlier report (`Held::related_to`).
+//! the connection's first report (`Held::related_to`), so that one key groups them all.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -16,8 +16,8 @@ use rstwatch_common::{EventKind, FlowKey, FlowState, RstEvent};
 pub struct Held {
     pub event: RstEvent,
     pub followups: Vec<RstEvent>,
-    /// Kernel time (`RstEvent::ts_ns`) of the RST of the earlier report on the same
-    /// connection that this one follows, if any.
+    /// Kernel time (`RstEvent::ts_ns`) of the RST of the connection's first report, when this
+    /// one follows it.
     pub related_to: Option<u64>,
 }
 
@@ -69,10 +69,13 @@ pub enum Offer {
     UnknownKind,
 }
 
-/// The latest report on a flow, for linking the RSTs that follow it.
+/// The reports on a flow's connection, for linking the RSTs that follow them.
 #[derive(Clone, Copy, Debug)]
 struct Reported {
-    rst_ns: u64,
+    /// The RST of the connection's first report: what later reports are linked to.
+    first_rst_ns: u64,
+    /// The RST of its latest report: links last `link_ns` from here.
+    last_rst_ns: u64,
     /// `FlowState::syn_ns` of the report's snapshot: which connection it was.
     syn_ns: u64,
 }
@@ -88,7 +91,7 @@ pub struct HoldQueue {
     front_seq: u64,
     /// (flow, claimed sender's direction) -> sequence number of its latest held RST.
     held_by_sender: HashMap<(FlowKey, u8), u64>,
-    /// Flow -> its latest report, held or released, within `link_ns`.
+    /// Flow -> its connection's reports, held or released, the latest within `link_ns`.
     reported: HashMap<FlowKey, Reported>,
     /// `reported` entries by age, to forget them in order.
     reported_order: VecDeque<(u64, FlowKey)>,
@@ -135,7 +138,8 @@ impl HoldQueue {
         self.reported.insert(
             event.key,
             Reported {
-                rst_ns: event.ts_ns,
+                first_rst_ns: related_to.unwrap_or(event.ts_ns),
+                last_rst_ns: event.ts_ns,
                 syn_ns: event.flow.syn_ns,
             },
         );
@@ -148,16 +152,16 @@ impl HoldQueue {
         Offer::Held
     }
 
-    /// The flow's earlier report that a RST reported on its own follows: for a follow-up, the
-    /// kernel kept the connection; a `Rst` belongs to the same connection unless a new SYN
-    /// opened another (a retried refused connection is a new attempt, not a follow-up).
+    /// The first report of the connection a RST reported on its own belongs to: for a
+    /// follow-up, the kernel kept the connection; a `Rst` belongs to the same connection unless
+    /// a new SYN opened another (a retried refused connection is a new attempt).
     fn earlier_report(&self, kind: EventKind, event: &RstEvent) -> Option<u64> {
         let earlier = self.reported.get(&event.key)?;
         let same_connection = kind == EventKind::FollowUp
             || event.flow.syn_ns == 0
             || event.flow.syn_ns == earlier.syn_ns;
-        let recent = event.ts_ns.saturating_sub(earlier.rst_ns) <= self.link_ns;
-        (same_connection && recent).then_some(earlier.rst_ns)
+        let recent = event.ts_ns.saturating_sub(earlier.last_rst_ns) <= self.link_ns;
+        (same_connection && recent).then_some(earlier.first_rst_ns)
     }
 
     /// Takes the RSTs whose hold ended by `now_ns` (kernel monotonic time).
@@ -206,7 +210,11 @@ impl HoldQueue {
                 break;
             }
             self.reported_order.pop_front();
-            if self.reported.get(&key).is_some_and(|r| r.rst_ns == ts_ns) {
+            if self
+                .reported
+                .get(&key)
+                .is_some_and(|r| r.last_rst_ns == ts_ns)
+            {
                 self.reported.remove(&key);
             }
         }
@@ -311,7 +319,11 @@ mod tests {
             Offer::Held,
             "a report is linkable for link_ns after the RST"
         );
-        assert_eq!(queue.release(1500)[0].related_to, Some(220));
+        assert_eq!(
+            queue.release(1500)[0].related_to,
+            Some(10),
+            "linked to the connection's first report, for one key to group them"
+        );
         assert_eq!(queue.offer(followup_rst(1000, 1, 3000)), Offer::Held);
         assert_eq!(queue.release(3200)[0].related_to, None);
     }

@@ -237,8 +237,8 @@ pub struct ResetReport {
     pub resp_bytes: u64,
     /// Follow-up packets seen after the RST (data from its claimed sender, further RSTs).
     pub followups: u32,
-    /// The `ts` of the earlier report on the same connection that this RST follows: the other
-    /// side's answer to it, or a RST that came after that report's hold.
+    /// The `ts` of the connection's first report, when this RST follows it: the other side's
+    /// answer to it, or a RST that came after that report's hold.
     pub related_to: Option<SystemTime>,
     pub aggregate: Option<Aggregate>,
 }

@@ -19,8 +19,8 @@
 //!   evidence (comma-separated), `cs3` connState, `cs4` history, `cs5` wiresharkFilter, `cs6`
 //!   communityId, `cn1` ttl, `cn2` expectedTtl, `cn3` idleMs, `flexNumber1` rttUs,
 //!   `flexString1` middlebox (`true`/`false`), `flexString2` originator (`ip:port` of the
-//!   connection's initiator), `deviceCustomDate1` relatedTo (the `rt` of the earlier report on
-//!   the same connection this RST follows).
+//!   connection's initiator), `deviceCustomDate1` relatedTo (the `rt` of the connection's first
+//!   report, when this RST follows it).
 //!
 //! Severity (0-10): benign 1, notice 3 (both "Low"), alert 7 ("High").
 

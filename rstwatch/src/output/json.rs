@@ -5,7 +5,7 @@
 //! `fields::tcp_flag_letters`); `evidence` is an array of signal names; a value that is not
 //! known is `null` (`expected_ttl` without genuine packets, `ip_id` for IPv6, `idle_ms`
 //! without state, `rtt_us` without a handshake, `aggregate` for a single reset, `related_to`
-//! for a RST that follows no earlier report; else the `ts` of the report it follows).
+//! for a RST that follows no earlier report; else the `ts` of the connection's first report).
 
 use std::net::IpAddr;
 
