@@ -156,7 +156,7 @@ fn rst_forged_by_the_router_while_the_server_streams_is_a_middlebox() {
         }
         assert_eq!(rst["sender"], "responder", "{rst:#}");
         assert_eq!(rst["middlebox"], true, "{family:?}: {rst:#}");
-        let evidence = evidence(&rst);
+        let evidence = evidence(rst);
         assert!(evidence.contains(&"ttl_mismatch"), "{family:?}: {rst:#}");
         assert!(evidence.contains(&"data_after_rst"), "{family:?}: {rst:#}");
     }
