@@ -60,15 +60,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut egress_attached = false;
     for iface in &args.ifaces {
         let loopback = preflight::is_loopback(iface);
+        let egress = !args.no_egress && !loopback;
+        kernel.attach(iface, mode, egress)?;
+        egress_attached |= egress;
         if loopback && !args.no_egress {
             eprintln!(
                 "rstwatch: {iface} is a loopback interface: XDP alone sees each of its packets \
                  once, TC egress is not attached"
             );
         }
-        let egress = !args.no_egress && !loopback;
-        kernel.attach(iface, mode, egress)?;
-        egress_attached |= egress;
     }
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until both drop.
     let mut events =
