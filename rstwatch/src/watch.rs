@@ -13,7 +13,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::XdpMode,
 };
-use rstwatch_common::{Counter, RstEvent, Settings};
+use rstwatch_common::{Counter, FlowKey, RstEvent, Settings};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -22,9 +22,9 @@ use tokio::{
 use crate::{
     cli::{AggregateRate, FormatArg, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
-    explain::{explain, ExplainSettings},
+    explain::{explain_held, ExplainSettings},
     features::KernelFeatures,
-    hold::{Held, HoldQueue, Offer},
+    hold::{HoldQueue, Offer},
     kernel::{Kernel, KernelConfig, TcAttach, UserError, VerifierRejection},
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
     preflight,
@@ -67,14 +67,24 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         XdpModeArg::Native => XdpMode::Driver,
         XdpModeArg::Generic => XdpMode::Skb,
     };
-    let egress = (!args.no_egress).then_some(match args.tc_attach {
+    let tc_attach = match args.tc_attach {
         TcAttachArg::Auto => TcAttach::Auto,
         TcAttachArg::Tcx => TcAttach::Tcx,
         TcAttachArg::Netlink => TcAttach::Netlink,
-    });
+    };
+    let mut egress_attached = false;
     for iface in &args.ifaces {
-        if let Some(stale) = kernel.attach(iface, mode, egress)? {
+        let loopback = preflight::is_loopback(iface);
+        let egress = !args.no_egress && !loopback;
+        if let Some(stale) = kernel.attach(iface, mode, egress.then_some(tc_attach))? {
             eprintln!("rstwatch: removed the stale {stale} a killed rstwatch left on {iface}");
+        }
+        egress_attached |= egress;
+        if loopback && !args.no_egress {
+            eprintln!(
+                "rstwatch: {iface} is a loopback interface: XDP alone sees each of its packets \
+                 once, TC egress is not attached"
+            );
         }
     }
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until both drop.
@@ -88,7 +98,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             ..ExplainSettings::default()
         },
         ifnames,
-        hold: HoldQueue::new(args.hold.as_nanos() as u64),
+        hold: HoldQueue::new(args.hold.as_nanos() as u64, args.grace.as_nanos() as u64),
         records: &mut records,
         syslog: syslog.as_ref().map(|(handle, _)| handle.clone()),
         summary: Summary::new(),
@@ -97,7 +107,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     eprintln!(
         "rstwatch: watching {} (XDP ingress{}); Ctrl-C to stop, SIGUSR1 for counters",
         args.ifaces.join(", "),
-        if args.no_egress { "" } else { ", TC egress" }
+        if egress_attached { ", TC egress" } else { "" }
     );
 
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -111,14 +121,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 pipeline.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
-            _ = tick.tick() => pipeline.release(monotonic_ns())?,
+            _ = tick.tick() => pipeline.release(monotonic_ns(), &kernel)?,
             _ = user1.recv() => eprint!("{}", pipeline.totals(&kernel)?),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
     pipeline.drain(events.get_mut());
-    pipeline.release(u64::MAX)?;
+    pipeline.release(u64::MAX, &kernel)?;
     pipeline.records.flush()?;
     eprint!("{}", pipeline.totals(&kernel)?);
     if let Some((handle, task)) = syslog {
@@ -259,7 +269,8 @@ struct Pipeline<'a> {
 /// Ring-buffer records the daemon itself could not use, reported with the totals.
 #[derive(Debug, Default)]
 struct DaemonStats {
-    late_followups: u64,
+    /// Payload from a RST's sender after its report was released (RSTs are always reported).
+    late_data_followups: u64,
     unknown_events: u64,
     short_events: u64,
 }
@@ -273,18 +284,26 @@ impl Pipeline<'_> {
             };
             match self.hold.offer(event) {
                 Offer::Held | Offer::AttachedToHeld => {}
-                Offer::LateFollowUp => self.stats.late_followups += 1,
+                Offer::LateDataFollowUp => self.stats.late_data_followups += 1,
                 Offer::UnknownKind => self.stats.unknown_events += 1,
             }
         }
     }
 
-    /// Explains and writes every RST whose hold ended by `now_ns`.
-    fn release(&mut self, now_ns: u64) -> anyhow::Result<()> {
-        for Held { event, followups } in self.hold.release(now_ns) {
-            let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
-            let ts = self.clock.to_system_time(event.ts_ns);
-            let report = explain(&event, &followups, &self.explain, iface, ts);
+    /// Explains and writes every RST whose hold ended by `now_ns`, with its connection's state
+    /// as the kernel's flow table holds it now.
+    fn release(&mut self, now_ns: u64, kernel: &Kernel) -> anyhow::Result<()> {
+        // A failed lookup is a missing entry: the report then stands on the RST's snapshot.
+        let flows = |key: &FlowKey| kernel.flow(key).ok().flatten();
+        for held in self.hold.release(now_ns) {
+            let iface = self
+                .ifnames
+                .get(&held.event.ifindex)
+                .map_or("?", String::as_str);
+            let clock = self.clock;
+            let report = explain_held(&held, &flows, &self.explain, iface, |ns| {
+                clock.to_system_time(ns)
+            });
             self.records.write(&report)?;
             self.summary.add(&report);
             if let Some(syslog) = &self.syslog {
@@ -303,11 +322,11 @@ impl Pipeline<'_> {
         let live = kernel.flow_count()? as u64;
         totals.push_str(&format!(
             "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
-             held={} late_followups={} unknown_events={} short_events={}\n",
+             held={} late_data_followups={} unknown_events={} short_events={}\n",
             counters.describe(),
             counters.get(Counter::FlowsInserted).saturating_sub(live),
             self.hold.len(),
-            self.stats.late_followups,
+            self.stats.late_data_followups,
             self.stats.unknown_events,
             self.stats.short_events
         ));

@@ -1162,8 +1162,9 @@ fn handshake_data_fin_rst_and_followups_are_tracked_and_reported() {
             H_DATA,
             H_FIN | from_high,
             H_RST,
+            H_RST,
         ],
-        "Zeek history ShADdFr"
+        "Zeek history ShADdFrr: the second RST has another sequence number"
     );
     let client = &flow.dir[C as usize];
     assert_eq!(
@@ -1202,7 +1203,11 @@ fn handshake_data_fin_rst_and_followups_are_tracked_and_reported() {
     assert!(flow.rtt_ns > 0, "handshake RTT");
     assert!(flow.rtt_ns < server.last_ns - flow.syn_ns);
     assert_eq!(flow.rst_ns, events[0].ts_ns);
-    assert_eq!((flow.rst_dir, flow.followups), (S, 2));
+    assert_eq!(
+        (flow.rst_dir, flow.followups),
+        (S, 1),
+        "data follow-ups are counted, RSTs are always sent"
+    );
     assert!(client.last_ns < server.last_ns && client.gap_before_last_ns > 0);
     assert_counts(
         &probe.counters(),
@@ -1281,8 +1286,10 @@ fn handshake_then_server_rst(probe: &Probe, port: u16) {
     probe.ingress(&v4(SERVER, CLIENT, 60, 2, tcp(HTTP, port, RST, 5001, 0)));
 }
 
+/// Data from the RST's sender is a follow-up up to the limit, then only counted; every RST is
+/// sent, from either side and however many.
 #[test]
-fn followups_beyond_the_limit_are_counted_not_sent() {
+fn data_followups_beyond_the_limit_are_counted_every_rst_is_sent() {
     let mut probe = Probe::load(KernelConfig {
         settings: Settings {
             followup_limit: 2,
@@ -1299,30 +1306,42 @@ fn followups_beyond_the_limit_are_counted_not_sent() {
         };
         probe.ingress(&v4(SERVER, CLIENT, 60, 3, late));
     }
-    probe.ingress(&v4(SERVER, CLIENT, 60, 0, tcp(HTTP, port, RST, 7777, 0)));
+    for i in 0..6u32 {
+        probe.ingress(&v4(
+            SERVER,
+            CLIENT,
+            60,
+            0,
+            tcp(HTTP, port, RST, 7777 + i, 0),
+        ));
+    }
+    probe.ingress(&v4(CLIENT, SERVER, 64, 2, tcp(port, HTTP, RST, 1001, 0)));
     let client_data = Tcp {
         payload: vec![1; 10],
         ..tcp(port, HTTP, PSH | ACK, 1001, 5001)
     };
     probe.ingress(&v4(CLIENT, SERVER, 64, 2, client_data));
 
-    let kinds: Vec<_> = probe
-        .events()
-        .iter()
-        .map(|e| EventKind::from_u8(e.kind))
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            Some(EventKind::Rst),
-            Some(EventKind::FollowUp),
-            Some(EventKind::FollowUp)
-        ]
-    );
+    let events = probe.events();
+    let kinds: Vec<_> = events.iter().map(|e| EventKind::from_u8(e.kind)).collect();
+    let mut expected = vec![Some(EventKind::Rst)];
+    expected.extend([Some(EventKind::FollowUp); 2 + 6 + 1]);
+    assert_eq!(kinds, expected);
+    let rst_events = events.iter().filter(|e| e.pkt.is_rst()).count();
     let c = probe.counters();
-    assert_eq!(c.get(Counter::FollowUpsSuppressed), 3, "{}", c.describe());
-    assert_eq!(c.get(Counter::EventsSent), 3);
-    assert_eq!(c.get(Counter::Rsts), 2);
+    assert_eq!(
+        rst_events as u64,
+        c.get(Counter::Rsts),
+        "every RST the programs saw was sent"
+    );
+    assert_eq!(c.get(Counter::Rsts), 8, "{}", c.describe());
+    assert_eq!(c.get(Counter::FollowUpsSuppressed), 2, "{}", c.describe());
+    assert_eq!(c.get(Counter::EventsSent), 10);
+    assert_eq!(
+        events.last().unwrap().dir,
+        C,
+        "the other side's RST is sent too"
+    );
     assert_eq!(
         probe
             .expect_flow(&key4(CLIENT, port, SERVER, HTTP))
@@ -1384,8 +1403,8 @@ fn after_the_grace_period_the_flow_starts_over() {
     assert_eq!(probe.counters().get(Counter::FlowsInserted), 1);
 }
 
-/// A new SYN (another initial sequence number) on a 4-tuple that was reset opens a new flow at
-/// once; a retransmitted SYN does not.
+/// A new SYN on a 4-tuple that was reset opens a new flow at once; a retransmitted SYN before
+/// any RST does not.
 #[test]
 fn a_new_syn_on_a_reset_four_tuple_starts_over_a_retransmitted_one_does_not() {
     let probe = Probe::new();
@@ -1411,6 +1430,37 @@ fn a_new_syn_on_a_reset_four_tuple_starts_over_a_retransmitted_one_does_not() {
     assert_eq!(flow.packets(), 1);
     assert_eq!(flow.dir[C as usize].next_seq, 90001);
     assert_eq!(flow.dir[C as usize].window_scale, 5);
+}
+
+/// A client retrying a refused connection with the very same SYN (same initial sequence
+/// number, as a raw-socket client or a crossed retransmission does) opens a new connection:
+/// its RST is a new flow's first RST, not a follow-up of the last one.
+#[test]
+fn a_syn_after_a_rst_starts_over_even_with_the_same_isn() {
+    let mut probe = Probe::new();
+    let port = 40000;
+    let key = key4(CLIENT, port, SERVER, HTTP);
+    let refused = tcp(HTTP, port, RST | ACK, 0, 1001);
+    probe.ingress(&v4(CLIENT, SERVER, 64, 1, syn(port, HTTP, 1000, 7)));
+    probe.ingress(&v4(SERVER, CLIENT, 64, 0, refused.clone()));
+    let c = probe.ingress(&v4(CLIENT, SERVER, 64, 2, syn(port, HTTP, 1000, 7)));
+    let mut recycled = tracked(false);
+    recycled.push((Counter::FlowsRecycled, 1));
+    assert_counts(&c, &recycled, "the same SYN after the RST");
+    probe.ingress(&v4(SERVER, CLIENT, 64, 0, refused));
+
+    let events = probe.events();
+    let kinds: Vec<_> = events.iter().map(|e| EventKind::from_u8(e.kind)).collect();
+    assert_eq!(kinds, [Some(EventKind::Rst), Some(EventKind::Rst)]);
+    let second = &events[1].flow;
+    assert_eq!(
+        second.packets(),
+        1,
+        "the retry's snapshot holds its SYN only"
+    );
+    assert_eq!(history(second), [H_SYN | HISTORY_FROM_HIGH]);
+    let flow = probe.expect_flow(&key);
+    assert_eq!(history(&flow), [H_SYN | HISTORY_FROM_HIGH, H_RST]);
 }
 
 /// The rarer Zeek history letters: retransmitted data (t), a zero window (w), a SYN together
@@ -1490,11 +1540,8 @@ fn retransmission_zero_window_syn_rst_and_tls_alert_are_noted() {
     let flow = probe.expect_flow(&key4(CLIENT, port, SERVER, HTTP));
     assert_eq!(
         history(&flow),
-        [
-            H_SYN | from_high,
-            H_RST | from_high,
-            H_MULTI_FLAG | from_high
-        ]
+        [H_MULTI_FLAG | from_high],
+        "Zeek writes a SYN with a RST as q alone"
     );
     assert_eq!(probe.events().len(), 1, "a SYN with RST is a RST");
 }

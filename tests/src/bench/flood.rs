@@ -419,7 +419,7 @@ mod tests {
     const STDERR: &str = "rstwatch summary: 1200 resets, 0 with a middlebox suspected\n\
         by class:\n  no_state 1200\n\
         rstwatch: kernel packets=1500 tcp_packets=1500 rsts=1500 events_sent=1200 events_lost=300\n\
-        rstwatch: daemon held=0 late_followups=0 unknown_events=0 short_events=0";
+        rstwatch: daemon held=0 late_data_followups=0 unknown_events=0 short_events=0";
 
     #[test]
     fn rstwatch_exit_lines_are_read() {

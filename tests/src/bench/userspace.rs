@@ -106,7 +106,7 @@ pub fn measure() -> Result<Throughput> {
 
         let mut lines = Vec::with_capacity(per_round as usize);
         let started = Instant::now();
-        let mut hold = HoldQueue::new(0);
+        let mut hold = HoldQueue::new(0, 0);
         while let Some(item) = ring.next() {
             if let Some(event) = decode(&item) {
                 hold.offer(event);
