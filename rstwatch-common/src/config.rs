@@ -9,12 +9,16 @@ pub struct Settings {
     pub grace_ns: u64,
     /// Follow-up events sent per RST at most, so a storm after a reset cannot flood the ring.
     pub followup_limit: u32,
+    /// RSTs on unknown flows reported one by one per CPU and second; beyond it they are
+    /// counted in the kernel by sender prefix and port and reported as aggregates.
+    pub unknown_rsts_per_sec: u32,
     pub filter: FilterConfig,
 }
 
 impl Settings {
     pub const DEFAULT_GRACE_NS: u64 = 2_000_000_000;
     pub const DEFAULT_FOLLOWUP_LIMIT: u32 = 4;
+    pub const DEFAULT_UNKNOWN_RSTS_PER_SEC: u32 = 200;
 }
 
 impl Default for Settings {
@@ -22,6 +26,7 @@ impl Default for Settings {
         Self {
             grace_ns: Self::DEFAULT_GRACE_NS,
             followup_limit: Self::DEFAULT_FOLLOWUP_LIMIT,
+            unknown_rsts_per_sec: Self::DEFAULT_UNKNOWN_RSTS_PER_SEC,
             filter: FilterConfig::default(),
         }
     }
@@ -61,7 +66,10 @@ pub enum Counter {
     VlanTooDeep,
     /// IPv6 extension-header chain longer than the parser follows.
     Ipv6ChainTooLong,
+    /// New flows: a SYN's into the half-open table, any other packet's into the main table.
     FlowsInserted,
+    /// Half-open flows that completed their handshake and moved into the main table.
+    FlowsPromoted,
     /// The flow table rejected an insert (it should not for an LRU map; counted if it does).
     FlowInsertFailed,
     /// A flow whose grace period after a RST had ended and that started over.
@@ -71,9 +79,14 @@ pub enum Counter {
     EventsLost,
     /// Follow-up packets after a RST beyond `followup_limit`.
     FollowUpsSuppressed,
+    /// RSTs on unknown flows beyond `unknown_rsts_per_sec`, counted in the storm map instead
+    /// of sent one by one.
+    RstsAggregated,
+    /// Of those, RSTs the storm map had no room for: counted here only.
+    StormMapFull,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::FollowUpsSuppressed as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::StormMapFull as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -89,11 +102,14 @@ impl Counter {
         Counter::VlanTooDeep,
         Counter::Ipv6ChainTooLong,
         Counter::FlowsInserted,
+        Counter::FlowsPromoted,
         Counter::FlowInsertFailed,
         Counter::FlowsRecycled,
         Counter::EventsSent,
         Counter::EventsLost,
         Counter::FollowUpsSuppressed,
+        Counter::RstsAggregated,
+        Counter::StormMapFull,
     ];
 
     /// Stable snake_case name, used in summaries and metrics.
@@ -111,11 +127,14 @@ impl Counter {
             Counter::VlanTooDeep => "vlan_too_deep",
             Counter::Ipv6ChainTooLong => "ipv6_chain_too_long",
             Counter::FlowsInserted => "flows_inserted",
+            Counter::FlowsPromoted => "flows_promoted",
             Counter::FlowInsertFailed => "flow_insert_failed",
             Counter::FlowsRecycled => "flows_recycled",
             Counter::EventsSent => "events_sent",
             Counter::EventsLost => "events_lost",
             Counter::FollowUpsSuppressed => "followups_suppressed",
+            Counter::RstsAggregated => "rsts_aggregated",
+            Counter::StormMapFull => "storm_map_full",
         }
     }
 }
