@@ -165,12 +165,14 @@ fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
 }
 
 /// Where unknown-flow RSTs beyond the per-CPU rate are counted: one entry per sender prefix
-/// (IPv4 /24, IPv6 /64), sender port, family and hook.
+/// (IPv4 /24, IPv6 /64), sender service port, family and hook.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StormKey {
     /// The RST sender's address, IPv4-mapped for IPv4, with the host bits cleared.
     pub sender_prefix: [u8; 16],
+    /// The sender's port when it is a well-known service port (below 1024), else 0: a RST
+    /// storm from ephemeral ports (a scan's backscatter, a client's retries) is one storm.
     pub sender_port: u16,
     pub family: u8,
     /// `DIRECTION_INGRESS` or `DIRECTION_EGRESS`.
@@ -208,7 +210,7 @@ impl StormKey {
         };
         Self {
             sender_prefix,
-            sender_port: pkt.src_port,
+            sender_port: if pkt.src_port < 1024 { pkt.src_port } else { 0 },
             family: pkt.family,
             direction,
         }
