@@ -12,6 +12,11 @@ pub struct Settings {
     /// RSTs on unknown flows reported one by one per CPU and second; beyond it they are
     /// counted in the kernel by sender prefix and port and reported as aggregates.
     pub unknown_rsts_per_sec: u32,
+    /// SYNs of new flows put in the half-open table per CPU and second; beyond it a SYN flood
+    /// costs no table insert, and the few real connections among it are tracked from their
+    /// second packet on.
+    pub half_open_per_sec: u32,
+    pub _pad: u32,
     pub filter: FilterConfig,
 }
 
@@ -19,6 +24,7 @@ impl Settings {
     pub const DEFAULT_GRACE_NS: u64 = 2_000_000_000;
     pub const DEFAULT_FOLLOWUP_LIMIT: u32 = 4;
     pub const DEFAULT_UNKNOWN_RSTS_PER_SEC: u32 = 200;
+    pub const DEFAULT_HALF_OPEN_PER_SEC: u32 = 20_000;
 }
 
 impl Default for Settings {
@@ -27,6 +33,8 @@ impl Default for Settings {
             grace_ns: Self::DEFAULT_GRACE_NS,
             followup_limit: Self::DEFAULT_FOLLOWUP_LIMIT,
             unknown_rsts_per_sec: Self::DEFAULT_UNKNOWN_RSTS_PER_SEC,
+            half_open_per_sec: Self::DEFAULT_HALF_OPEN_PER_SEC,
+            _pad: 0,
             filter: FilterConfig::default(),
         }
     }
@@ -84,9 +92,11 @@ pub enum Counter {
     RstsAggregated,
     /// Of those, RSTs the storm map had no room for: counted here only.
     StormMapFull,
+    /// SYNs of new flows beyond `half_open_per_sec`: not tracked.
+    SynsUntracked,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::StormMapFull as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::SynsUntracked as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -110,6 +120,7 @@ impl Counter {
         Counter::FollowUpsSuppressed,
         Counter::RstsAggregated,
         Counter::StormMapFull,
+        Counter::SynsUntracked,
     ];
 
     /// Stable snake_case name, used in summaries and metrics.
@@ -135,6 +146,7 @@ impl Counter {
             Counter::FollowUpsSuppressed => "followups_suppressed",
             Counter::RstsAggregated => "rsts_aggregated",
             Counter::StormMapFull => "storm_map_full",
+            Counter::SynsUntracked => "syns_untracked",
         }
     }
 }

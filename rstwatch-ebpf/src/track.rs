@@ -30,9 +30,11 @@ const MAX_STORMS: u32 = 4096;
 /// Unknown-flow RSTs remembered per CPU for their follow-ups (a power of two: the slot is
 /// picked with a mask).
 const RECENT_RSTS: usize = 16;
-/// Userspace is woken once the ring holds more than 1/2^N of its size; below that it drains
-/// on its own timer, which spares a wakeup (an IPI) per event.
+/// Userspace is woken when the ring's fill crosses 1/2^N of its size; otherwise it drains on
+/// its own timer, which spares a wakeup (an IPI, a VM exit on a guest) per event.
 const WAKEUP_FILL_SHIFT: u64 = 4;
+/// What the ring adds to each record.
+const RING_RECORD_HEADER: u64 = 8;
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[map]
@@ -69,11 +71,35 @@ pub struct Scratch {
     key: FlowKey,
     new_flow: FlowState,
     storm: StormCount,
-    /// Start of the current one-second window of unknown-flow RST events, and their number.
-    window_ns: u64,
-    window_rsts: u32,
-    _pad: u32,
+    /// Unknown-flow RSTs sent one by one in this CPU's current second.
+    unknown_rsts: RateWindow,
+    /// Half-open flows inserted in this CPU's current second.
+    half_open: RateWindow,
     recent: [RecentRst; RECENT_RSTS],
+}
+
+/// A per-CPU budget per second.
+#[repr(C)]
+pub struct RateWindow {
+    start_ns: u64,
+    used: u32,
+    _pad: u32,
+}
+
+impl RateWindow {
+    /// Takes one from the budget of `per_sec` if this second has any left.
+    #[inline(always)]
+    fn take(&mut self, now: u64, per_sec: u32) -> bool {
+        if now.saturating_sub(self.start_ns) >= NS_PER_SEC {
+            self.start_ns = now;
+            self.used = 0;
+        }
+        if self.used >= per_sec {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
 }
 
 #[map]
@@ -165,12 +191,10 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
         if recent {
             return followup_of_recent(slot, now, hook, pkt, settings);
         }
-        if !within_rate(
-            &mut scratch.window_ns,
-            &mut scratch.window_rsts,
-            now,
-            settings,
-        ) {
+        if !scratch
+            .unknown_rsts
+            .take(now, settings.unknown_rsts_per_sec)
+        {
             return aggregate(&mut scratch.storm, now, hook, pkt);
         }
         send_packet_event(record::RST_NO_STATE, now, hook, pkt);
@@ -183,12 +207,16 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
     if recent && dir == slot.rst_dir && pkt.payload_len > 0 {
         followup_of_recent(slot, now, hook, pkt, settings);
     }
+    // A SYN alone proves nothing about its sender (a flood spoofs millions): it waits in
+    // the half-open table, where evicting it costs no established flow its state, and beyond
+    // a per-CPU budget it is not tracked at all (its flow starts at its next packet).
+    let opening = pkt.has(tcp_flags::SYN) && !pkt.has(tcp_flags::ACK);
+    if opening && !scratch.half_open.take(now, settings.half_open_per_sec) {
+        return count(Counter::SynsUntracked);
+    }
     let new_flow = &mut scratch.new_flow;
     new_flow.reset(pkt, dir);
     new_flow.step(pkt, dir, now, settings, emit);
-    // A SYN alone proves nothing about its sender (a flood spoofs millions): it waits in
-    // the half-open table, where evicting it costs no established flow its state.
-    let opening = pkt.has(tcp_flags::SYN) && !pkt.has(tcp_flags::ACK);
     let table = if opening { &HALF_OPEN } else { &FLOWS };
     match table.insert(key, &*new_flow, 0) {
         Ok(()) => count(Counter::FlowsInserted),
@@ -242,20 +270,6 @@ fn followup_of_recent(
     } else {
         count(Counter::FollowUpsSuppressed);
     }
-}
-
-/// Whether one more unknown-flow RST may be sent on its own in this CPU's current second.
-#[inline(always)]
-fn within_rate(window_ns: &mut u64, sent: &mut u32, now: u64, settings: &Settings) -> bool {
-    if now.saturating_sub(*window_ns) >= NS_PER_SEC {
-        *window_ns = now;
-        *sent = 0;
-    }
-    if *sent >= settings.unknown_rsts_per_sec {
-        return false;
-    }
-    *sent += 1;
-    true
 }
 
 /// Counts an unknown-flow RST under its sender prefix and port; userspace reports the counts.
@@ -325,7 +339,7 @@ fn send_flow_event(kind: EventKind, now: u64, hook: Hook, pkt: &PacketMeta, flow
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
         core::ptr::copy_nonoverlapping(flow, &mut (*event).flow, 1);
     }
-    entry.submit(wakeup_flag());
+    entry.submit(wakeup_flag(size_of::<FlowRecord>()));
     count(Counter::EventsSent);
 }
 
@@ -339,17 +353,20 @@ fn send_packet_event(kind: u8, now: u64, hook: Hook, pkt: &PacketMeta) {
         (*event).header = header(kind, size_of::<PacketRecord>(), now, hook);
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
     }
-    entry.submit(wakeup_flag());
+    entry.submit(wakeup_flag(size_of::<PacketRecord>()));
     count(Counter::EventsSent);
 }
 
 /// No wakeup while the ring holds little: the reader drains it on a short timer anyway, and
-/// a wakeup per event costs an interrupt per event under a storm.
+/// a wakeup per event costs an interrupt per event under a storm. One forced wakeup when this
+/// record (`len` bytes, already reserved) takes the fill past the threshold, not one per record
+/// above it: a reader that is busy draining needs no more.
 #[inline(always)]
-fn wakeup_flag() -> u64 {
+fn wakeup_flag(len: usize) -> u64 {
     let filled = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-    let size = EVENTS.query(BPF_RB_RING_SIZE as u64);
-    if filled > size >> WAKEUP_FILL_SHIFT {
+    let threshold = EVENTS.query(BPF_RB_RING_SIZE as u64) >> WAKEUP_FILL_SHIFT;
+    let record = (len as u64 + RING_RECORD_HEADER + 7) & !7;
+    if filled > threshold && filled.saturating_sub(record) <= threshold {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

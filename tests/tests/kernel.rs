@@ -1859,7 +1859,14 @@ fn an_unknown_rst_creates_no_flow_and_what_follows_it_is_still_reported() {
 fn a_syn_flood_never_evicts_established_flows() {
     const ESTABLISHED: u16 = 16;
     const FLOOD: u32 = 12_000;
-    let mut probe = Probe::new();
+    // Every SYN inserted: the half-open table itself must bear the flood.
+    let mut probe = Probe::load(KernelConfig {
+        settings: Settings {
+            half_open_per_sec: u32::MAX,
+            ..Settings::default()
+        },
+        ..config()
+    });
     for port in 0..ESTABLISHED {
         establish(&probe, 41000 + port);
     }
@@ -1883,6 +1890,12 @@ fn a_syn_flood_never_evicts_established_flows() {
     );
     let c = probe.counters();
     assert_eq!(c.get(Counter::FlowInsertFailed), 0, "{}", c.describe());
+    assert_eq!(
+        c.get(Counter::FlowsInserted),
+        (FLOOD + u32::from(ESTABLISHED)).into(),
+        "{}",
+        c.describe()
+    );
     assert!(probe.flow_count() <= (config().flows + half_open) as usize);
 
     for port in 0..ESTABLISHED {
@@ -1968,4 +1981,34 @@ fn unknown_rsts_beyond_the_rate_are_counted_by_sender_prefix_and_port() {
     assert_eq!(reported[0].count, aggregated);
     assert!(reported[0].first_ns <= reported[0].last_ns);
     assert_eq!(reported[0].sample.pkt.src_port, 443);
+}
+
+#[test]
+fn syns_beyond_the_per_cpu_budget_are_counted_untracked() {
+    const SYNS: u16 = 40;
+    const BUDGET: u32 = 4;
+    let probe = Probe::load(KernelConfig {
+        settings: Settings {
+            half_open_per_sec: BUDGET,
+            ..Settings::default()
+        },
+        ..config()
+    });
+    for port in 0..SYNS {
+        probe.ingress(&v4(CLIENT, SERVER, 64, 1, syn(20000 + port, HTTP, 1, 7)));
+    }
+    let c = probe.counters();
+    let (inserted, untracked) = (c.get(Counter::FlowsInserted), c.get(Counter::SynsUntracked));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert!(inserted <= BUDGET as u64 * cpus, "{}", c.describe());
+    assert_eq!(inserted + untracked, SYNS as u64, "{}", c.describe());
+    assert_eq!(probe.flow_count() as u64, inserted);
+
+    // An untracked SYN's connection is tracked from its next packet on.
+    let port = 20000 + SYNS - 1;
+    let key = key4(CLIENT, port, SERVER, HTTP);
+    if probe.flow(&key).is_none() {
+        probe.ingress(&v4(CLIENT, SERVER, 64, 2, tcp(port, HTTP, ACK, 2, 1)));
+        assert!(probe.flow(&key).is_some(), "the ACK starts the flow");
+    }
 }

@@ -291,7 +291,7 @@ pub fn measure(
 /// Connections from the sending namespace to the receiving one, with a little data each way.
 struct Established {
     clients: Vec<TcpStream>,
-    _servers: Vec<TcpStream>,
+    servers: Vec<TcpStream>,
 }
 
 impl Established {
@@ -314,18 +314,21 @@ impl Established {
             client.read_exact(&mut got[..5])?;
             servers.push(server);
         }
-        Ok(Self {
-            clients,
-            _servers: servers,
-        })
+        Ok(Self { clients, servers })
     }
 
-    /// Each client aborts its connection: `SO_LINGER` 0 makes `close` send a RST.
-    fn abort(self) -> Result<()> {
+    /// Each client sends a last request, then aborts its connection: `SO_LINGER` 0 makes
+    /// `close` send a RST. The request makes the reset a mid-stream abort, not an idle one.
+    fn abort(mut self) -> Result<()> {
         let linger = libc::linger {
             l_onoff: 1,
             l_linger: 0,
         };
+        for (client, server) in self.clients.iter_mut().zip(&mut self.servers) {
+            client.write_all(b"last")?;
+            let mut got = [0u8; 4];
+            server.read_exact(&mut got)?;
+        }
         for client in self.clients {
             // SAFETY: a valid socket fd and a `linger` of the size passed.
             let set = unsafe {
@@ -501,6 +504,14 @@ impl VethPair {
         }
         reports.extend(exit.events);
         side.established_explained = reports.iter().filter(|r| explained_established(r)).count();
+        for report in reports.iter().filter(|r| is_established_reset(r)) {
+            if !explained_established(report) {
+                eprintln!(
+                    "bench: established flow not explained: class {} history {}",
+                    report["class"], report["history"]
+                );
+            }
+        }
         side.counters = kernel_counters(&exit.stderr)
             .with_context(|| format!("no kernel counters in rstwatch's stderr: {}", exit.stderr))?;
         side.reported = reported(&exit.stderr);
