@@ -1892,7 +1892,7 @@ fn a_syn_flood_never_evicts_established_flows() {
     assert_eq!(c.get(Counter::FlowInsertFailed), 0, "{}", c.describe());
     assert_eq!(
         c.get(Counter::FlowsInserted),
-        (FLOOD + u32::from(ESTABLISHED)).into(),
+        u64::from(FLOOD + u32::from(ESTABLISHED)),
         "{}",
         c.describe()
     );
