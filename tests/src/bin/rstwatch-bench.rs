@@ -427,8 +427,9 @@ fn flood_markdown(md: &mut String, flood: &Flood) {
         let (explained, total) = flood.established_explained();
         let _ = writeln!(
             md,
-            "Established flows explained correctly after the SYN flood (abort, with the \
-             handshake in their history): **{explained}/{total}** (target all: {}).",
+            "Established flows explained correctly after the SYN flood (abort, their history \
+             starting with the SYN sent before the flood): **{explained}/{total}** (target all: \
+             {}).",
             verdict(Some(explained == total && total > 0))
         );
     }
