@@ -40,16 +40,16 @@ const FLOOD_REPETITIONS: usize = 3;
 const TARGET_FLOOD_RATIO: f64 = 0.90;
 const TARGET_DAEMON_CPU: f64 = 0.10;
 
-const TARGET_PASS_RATIO: f64 = 2.0;
-const TARGET_DATA_RATIO: f64 = 5.0;
-const TARGET_RST_NS: f64 = 150.0;
+const TARGET_NOT_TCP_RATIO: f64 = 1.5;
+const TARGET_FILTERED_RATIO: f64 = 2.0;
+const TARGET_DATA_RATIO: f64 = 4.0;
+const TARGET_RST_RATIO: f64 = 6.0;
 const TARGET_EVENTS_PER_SECOND: f64 = 1e6;
 const TARGET_TABLE_MIB: f64 = 192.0;
 
 #[derive(Clone, Copy)]
 enum Target {
     Ratio(f64),
-    Ns(f64),
     None,
 }
 
@@ -63,7 +63,6 @@ impl Row {
     fn met(&self) -> Option<bool> {
         match self.target {
             Target::Ratio(max) => Some(self.cost.ratio() <= max),
-            Target::Ns(max) => Some(self.cost.ns <= max),
             Target::None => None,
         }
     }
@@ -71,7 +70,6 @@ impl Row {
     fn target_text(&self) -> String {
         match self.target {
             Target::Ratio(max) => format!("<= {max}x"),
-            Target::Ns(max) => format!("<= {max} ns"),
             Target::None => "-".into(),
         }
     }
@@ -242,7 +240,7 @@ fn main() -> Result<()> {
     rows.push(Row {
         table: "-",
         cost: excluded,
-        target: Target::Ratio(TARGET_PASS_RATIO),
+        target: Target::Ratio(TARGET_FILTERED_RATIO),
     });
     drop(filtering);
 
@@ -308,7 +306,7 @@ fn steady_cases(
     };
     push(
         repeated(kernel, empty, "UDP (not TCP)", &frames.udp, REPEAT)?,
-        Target::Ratio(TARGET_PASS_RATIO),
+        Target::Ratio(TARGET_NOT_TCP_RATIO),
     );
     for (case, syn, data) in [
         ("TCP data, known flow", &frames.syn, &frames.data),
@@ -335,7 +333,7 @@ fn steady_cases(
     ] {
         push(
             rst_events(kernel, ring, RING_BYTES, empty, case, frame)?,
-            Target::Ns(TARGET_RST_NS),
+            Target::Ratio(TARGET_RST_RATIO),
         );
     }
     Ok(())
