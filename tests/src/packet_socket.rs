@@ -42,7 +42,16 @@ impl PacketSocket {
         while Instant::now() < deadline {
             let len = match (&self.socket).read(&mut frame) {
                 Ok(len) => len,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                // A read timeout, or a signal to the test process: keep reading until the
+                // deadline.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
                 Err(error) => {
                     return Err(error).with_context(|| format!("reading {}", self.description))
                 }
