@@ -4,7 +4,7 @@
 //! A record starts with a `RecordHeader` (kind and length first), so the reader can dispatch
 //! on it and skip what it does not know. Records carry nothing userspace can work out itself:
 //! the flow key and the packet's direction within its flow follow from the packet's
-//! addresses, and only the first RST of a known flow carries the flow's state.
+//! addresses, and only a RST on a known flow carries the flow's state.
 
 use crate::{
     flow::{FlowKey, FlowState},
@@ -34,12 +34,15 @@ impl EventKind {
 
 /// `RecordHeader::kind`: what follows the header.
 pub mod record {
-    /// A RST on a flow the table knows: `FlowRecord`, with the flow's state before the RST.
+    /// A flow's first RST: `FlowRecord`, with the flow's state before the RST.
     pub const RST: u8 = 1;
-    /// A follow-up packet after a RST (known flow or not): `PacketRecord`.
+    /// Payload after a RST from its claimed sender, or a follow-up of a flow the table does
+    /// not know: `PacketRecord`; only the packet is evidence.
     pub const FOLLOW_UP: u8 = 2;
     /// A RST on a flow the table does not know: `PacketRecord`, there is no state to send.
     pub const RST_NO_STATE: u8 = 3;
+    /// A later RST on a known flow: `FlowRecord`, its state matters as the first one's does.
+    pub const FOLLOW_UP_RST: u8 = 4;
 }
 
 /// Where the packet was seen.
@@ -67,14 +70,18 @@ pub struct RecordHeader {
 pub struct PacketRecord {
     pub header: RecordHeader,
     pub pkt: PacketMeta,
+    /// Explicit, so no byte of a record is left unwritten.
+    pub _pad: u32,
 }
 
-/// `record::RST`: the RST and the flow's state just before it.
+/// `record::RST` and `record::FOLLOW_UP_RST`: the RST and the flow's state just before it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowRecord {
     pub header: RecordHeader,
     pub pkt: PacketMeta,
+    /// Explicit, so no byte of a record is left unwritten.
+    pub _pad: u32,
     pub flow: FlowState,
 }
 
@@ -135,9 +142,14 @@ pub fn decode(bytes: &[u8]) -> Result<RstEvent, DecodeError> {
         return Err(DecodeError::Short);
     }
     match header.kind {
-        record::RST => {
+        record::RST | record::FOLLOW_UP_RST => {
             let FlowRecord { pkt, flow, .. } = read(bytes).ok_or(DecodeError::Short)?;
-            let mut event = RstEvent::of_packet(&header, EventKind::Rst, pkt);
+            let kind = if header.kind == record::RST {
+                EventKind::Rst
+            } else {
+                EventKind::FollowUp
+            };
+            let mut event = RstEvent::of_packet(&header, kind, pkt);
             event.flow = flow;
             Ok(event)
         }
@@ -214,6 +226,99 @@ impl StormKey {
             family: pkt.family,
             direction,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::packet::{ipv4_mapped, tcp_flags, FAMILY_IPV4};
+
+    fn rst() -> PacketMeta {
+        PacketMeta {
+            src_addr: ipv4_mapped([198, 18, 1, 2]),
+            dst_addr: ipv4_mapped([198, 18, 0, 1]),
+            src_port: 80,
+            dst_port: 40_000,
+            tcp_flags: tcp_flags::RST,
+            family: FAMILY_IPV4,
+            ..PacketMeta::default()
+        }
+    }
+
+    fn bytes<T>(record: &T) -> Vec<u8> {
+        // SAFETY: the record types are plain old data with every padding byte an explicit
+        // field.
+        unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    fn header(kind: u8, len: usize) -> RecordHeader {
+        RecordHeader {
+            kind,
+            direction: DIRECTION_INGRESS,
+            len: len as u16,
+            ifindex: 7,
+            ts_ns: 1234,
+        }
+    }
+
+    #[test]
+    fn records_decode_by_their_header_with_key_and_direction_worked_out() {
+        let mut flow = FlowState::default();
+        flow.dir[0].pkts = 3;
+        for (kind, event_kind) in [
+            (record::RST, EventKind::Rst),
+            (record::FOLLOW_UP_RST, EventKind::FollowUp),
+        ] {
+            let record = FlowRecord {
+                header: header(kind, size_of::<FlowRecord>()),
+                pkt: rst(),
+                _pad: 0,
+                flow,
+            };
+            let event = decode(&bytes(&record)).unwrap();
+            assert_eq!(EventKind::from_u8(event.kind), Some(event_kind));
+            assert_eq!(event.flow, flow);
+            assert_eq!((event.key, event.dir), FlowKey::of(&rst()));
+            assert_eq!((event.ts_ns, event.ifindex), (1234, 7));
+        }
+        let record = PacketRecord {
+            header: header(record::RST_NO_STATE, size_of::<PacketRecord>()),
+            pkt: rst(),
+            _pad: 0,
+        };
+        let event = decode(&bytes(&record)).unwrap();
+        assert_eq!(EventKind::from_u8(event.kind), Some(EventKind::Rst));
+        assert_eq!(event.flow.packets(), 0, "no state: never seen");
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_refused() {
+        let record = PacketRecord {
+            header: header(record::RST, size_of::<PacketRecord>()),
+            pkt: rst(),
+            _pad: 0,
+        };
+        assert_eq!(
+            decode(&bytes(&record)).unwrap_err(),
+            DecodeError::Short,
+            "a RST record needs the flow's state"
+        );
+        assert_eq!(decode(&[1, 0]).unwrap_err(), DecodeError::Short);
+        let unknown = PacketRecord {
+            header: header(99, size_of::<PacketRecord>()),
+            pkt: rst(),
+            _pad: 0,
+        };
+        assert_eq!(
+            decode(&bytes(&unknown)).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
     }
 }
 

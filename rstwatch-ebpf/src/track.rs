@@ -322,12 +322,15 @@ fn header(kind: u8, len: usize, now: u64, hook: Hook) -> RecordHeader {
     }
 }
 
-/// A RST carries the flow's state; a follow-up only adds its own packet to the evidence.
+/// A RST carries the flow's state; payload after a RST only adds its own packet to the
+/// evidence.
 #[inline(always)]
 fn send_flow_event(kind: EventKind, now: u64, hook: Hook, pkt: &PacketMeta, flow: &FlowState) {
-    if kind == EventKind::FollowUp {
-        return send_packet_event(record::FOLLOW_UP, now, hook, pkt);
-    }
+    let kind = match kind {
+        EventKind::Rst => record::RST,
+        EventKind::FollowUp if pkt.is_rst() => record::FOLLOW_UP_RST,
+        EventKind::FollowUp => return send_packet_event(record::FOLLOW_UP, now, hook, pkt),
+    };
     let Some(mut entry) = EVENTS.reserve::<FlowRecord>(0) else {
         return count(Counter::EventsLost);
     };
@@ -335,8 +338,9 @@ fn send_flow_event(kind: EventKind, now: u64, hook: Hook, pkt: &PacketMeta, flow
     // BPF stack.
     let event = entry.as_mut_ptr();
     unsafe {
-        (*event).header = header(record::RST, size_of::<FlowRecord>(), now, hook);
+        (*event).header = header(kind, size_of::<FlowRecord>(), now, hook);
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
+        (*event)._pad = 0;
         core::ptr::copy_nonoverlapping(flow, &mut (*event).flow, 1);
     }
     entry.submit(wakeup_flag(size_of::<FlowRecord>()));
@@ -352,6 +356,7 @@ fn send_packet_event(kind: u8, now: u64, hook: Hook, pkt: &PacketMeta) {
     unsafe {
         (*event).header = header(kind, size_of::<PacketRecord>(), now, hook);
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
+        (*event)._pad = 0;
     }
     entry.submit(wakeup_flag(size_of::<PacketRecord>()));
     count(Counter::EventsSent);

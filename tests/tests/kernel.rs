@@ -1125,6 +1125,7 @@ fn handshake_data_fin_rst_and_followups_are_tracked_and_reported() {
         "the other side's ACK is no follow-up",
     );
 
+    let before_second_rst = probe.expect_flow(&key);
     let second_rst = from_server(250, 0, window(tcp(HTTP, port, RST, 9999, 0), 0));
     assert_counts(&probe.ingress(&second_rst), &sent, "second RST");
 
@@ -1146,10 +1147,16 @@ fn handshake_data_fin_rst_and_followups_are_tracked_and_reported() {
         assert_eq!(e.ifindex, LOOPBACK_IFINDEX);
     }
     assert_eq!(events[0].flow, before_rst, "RST snapshot");
-    // A follow-up only adds its own packet to the evidence: the kernel sends no state.
-    for followup in &events[1..] {
-        assert_eq!(followup.flow.packets(), 0, "follow-ups carry no snapshot");
-    }
+    // Payload after the RST only adds its own packet to the evidence: no state is sent.
+    assert_eq!(
+        events[1].flow.packets(),
+        0,
+        "a data follow-up carries no snapshot"
+    );
+    assert_eq!(
+        events[2].flow, before_second_rst,
+        "a later RST carries the state before it"
+    );
     let p = &events[0].pkt;
     assert_eq!(
         (p.ttl, p.ip_id, p.df, p.seq, p.ack, p.tcp_flags, p.window),
