@@ -42,8 +42,7 @@ impl PacketSocket {
         while Instant::now() < deadline {
             let len = match (&self.socket).read(&mut frame) {
                 Ok(len) => len,
-                // A read timeout, or a signal to the test process: keep reading until the
-                // deadline.
+                // A signal to the test process (a child exiting) interrupts the read: retry.
                 Err(error)
                     if matches!(
                         error.kind(),
