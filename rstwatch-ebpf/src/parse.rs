@@ -35,9 +35,11 @@ const TCPOPT_NOP: u8 = 1;
 const TCPOPT_WINDOW: u8 = 3;
 /// TCP options occupy at most 40 bytes; each loop turn consumes at least one.
 const MAX_TCP_OPTION_BYTES: usize = 40;
-/// Stack copy of the options, with room for an option's kind, length and value read at the
-/// last possible offset.
-const OPTION_BUF: usize = MAX_TCP_OPTION_BYTES + 3;
+/// Stack copy of the options for the walk: a power of two, so that `off & OPTION_INDEX_MASK`
+/// keeps every read inside it in a form any verifier can prove; bytes past the 40 option bytes
+/// are EOL.
+const OPTION_BUF: usize = 64;
+const OPTION_INDEX_MASK: usize = OPTION_BUF - 1;
 const TLS_CONTENT_ALERT: u8 = 21;
 const TLS_RECORD_HLEN: u16 = 5;
 
@@ -264,26 +266,31 @@ pub extern "C" fn rstwatch_window_scale(o0: u64, o1: u64, o2: u64, o3: u64, o4: 
     for (i, word) in [o0, o1, o2, o3, o4].iter().enumerate() {
         options[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
     }
-    // Bytes past the 40 option bytes are EOL, so the walk needs no length of its own; `off`
-    // is clamped to the first of them, a bound the verifier can follow.
+    // Every read masks its index right before it: the 6.1 verifier loses the bound of a
+    // `min()`-clamped offset across loop turns (it then sees `umin > umax` and rejects the read),
+    // while a mask bounds the index on every kernel. The masked reads never wrap for real:
+    // `off` stays below 40 and the buffer holds 64 bytes.
     let mut off = 0usize;
     for _ in 0..MAX_TCP_OPTION_BYTES {
-        let kind = options[off];
+        if off >= MAX_TCP_OPTION_BYTES {
+            break;
+        }
+        let kind = options[off & OPTION_INDEX_MASK];
         if kind == TCPOPT_EOL {
             break;
         }
         if kind == TCPOPT_NOP {
-            off = (off + 1).min(MAX_TCP_OPTION_BYTES);
+            off += 1;
             continue;
         }
-        let opt_len = options[off + 1] as usize;
+        let opt_len = options[(off + 1) & OPTION_INDEX_MASK] as usize;
         if kind == TCPOPT_WINDOW && opt_len == 3 {
-            return options[off + 2] as u32;
+            return options[(off + 2) & OPTION_INDEX_MASK] as u32;
         }
         if opt_len < 2 {
             break;
         }
-        off = (off + opt_len).min(MAX_TCP_OPTION_BYTES);
+        off += opt_len;
     }
     NO_WINDOW_SCALE as u32
 }

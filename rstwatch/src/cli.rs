@@ -27,7 +27,8 @@ TTL, IP ID and sequence evidence).",
 rstwatch watch -i eth0\n  \
 rstwatch watch -i eth0 --port 443 --net 10.1.2.0/24 --format json --output resets.jsonl\n  \
 rstwatch watch -i eth0 --format ecs --syslog tls://siem.example:6514 --syslog-ca ca.pem\n  \
-rstwatch watch -i mirror0 --no-egress --xdp-mode generic"
+rstwatch watch -i mirror0 --no-egress --xdp-mode generic\n  \
+rstwatch detach -i eth0"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -37,7 +38,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch interfaces and explain every TCP reset as it happens.
-    Watch(WatchArgs),
+    Watch(Box<WatchArgs>),
+    /// Remove the TC egress filter a killed rstwatch left on an interface (kernels before
+    /// 6.6 only: newer kernels remove everything when the process dies). Filters and qdiscs
+    /// that rstwatch did not create are never touched.
+    Detach(DetachArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DetachArgs {
+    /// Interface to clean; repeat for several.
+    #[arg(short = 'i', long = "iface", value_name = "IFACE", required = true)]
+    pub ifaces: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -55,6 +67,18 @@ pub struct WatchArgs {
     /// where XDP alone sees both directions.
     #[arg(long)]
     pub no_egress: bool,
+
+    /// How TC egress is attached: `tcx` through a BPF link (Linux 6.6+, nothing survives
+    /// the process), `netlink` through a clsact qdisc and a filter (any kernel; removed on
+    /// exit, or by `rstwatch detach` after a SIGKILL), `auto` picks `tcx` where the kernel
+    /// has it.
+    #[arg(long, value_enum, default_value_t = TcAttachArg::Auto)]
+    pub tc_attach: TcAttachArg,
+
+    /// Print the verifier's whole log when the kernel rejects a program (otherwise one line
+    /// with its complaint, and the log in a file).
+    #[arg(short, long)]
+    pub verbose: bool,
 
     /// Only TCP packets with this source or destination port (like Wireshark's
     /// `tcp.port == P`); repeat for several.
@@ -105,6 +129,13 @@ pub enum XdpModeArg {
     Auto,
     Native,
     Generic,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TcAttachArg {
+    Auto,
+    Tcx,
+    Netlink,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -329,12 +360,27 @@ mod tests {
     #[test]
     fn watch_parses_with_every_default() {
         let cli = Cli::try_parse_from(["rstwatch", "watch", "-i", "eth0"]).unwrap();
-        let Command::Watch(args) = cli.command;
+        let Command::Watch(args) = cli.command else {
+            panic!("watch parses as Watch");
+        };
         assert_eq!(args.idle_timeout, Duration::from_secs(30));
+        assert_eq!(args.tc_attach, TcAttachArg::Auto);
         assert_eq!(args.syslog.aggregate_rate, AggregateRate::PerSecond(10));
         let cli = Cli::try_parse_from(["rstwatch", "watch", "-i", "x", "--aggregate-rate", "off"]);
-        let Command::Watch(args) = cli.unwrap().command;
+        let Command::Watch(args) = cli.unwrap().command else {
+            panic!("watch parses as Watch");
+        };
         assert_eq!(args.syslog.aggregate_rate, AggregateRate::Off);
+    }
+
+    #[test]
+    fn detach_names_its_interfaces() {
+        let cli = Cli::try_parse_from(["rstwatch", "detach", "-i", "eth0", "-i", "eth1"]);
+        let Command::Detach(args) = cli.unwrap().command else {
+            panic!("detach parses as Detach");
+        };
+        assert_eq!(args.ifaces, ["eth0", "eth1"]);
+        assert!(Cli::try_parse_from(["rstwatch", "detach"]).is_err());
     }
 
     #[test]

@@ -1,20 +1,32 @@
 //! The kernel side, from userspace: loads the embedded eBPF object, configures its maps,
-//! attaches the programs through BPF links (so nothing outlives the process, even on SIGKILL)
-//! and reads the counters and the flow table.
+//! attaches the programs and reads the counters and the flow table.
+//!
+//! XDP always attaches through a BPF link, and so does TC egress where the kernel has TCX
+//! (6.6+): nothing outlives the process, even on SIGKILL. Older kernels get a netlink filter
+//! (see `tc_filter`), removed when `Kernel` drops.
 
-use std::{fmt, io};
+use std::{fmt, io, path::PathBuf};
 
 use aya::{
     maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{tc::TcAttachType, ProgramError, SchedClassifier, Xdp, XdpMode},
+    programs::{
+        tc::{self, NlOptions, TcAttachOptions, TcAttachType, TcHandle},
+        LinkOrder, ProgramError, SchedClassifier, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use rstwatch_common::{Counter, FlowKey, FlowState, Settings, StormCount, StormKey, COUNTER_COUNT};
 
-use crate::cli::Cidr;
+use crate::{
+    cli::Cidr,
+    tc_filter::{self, EgressFilter, EgressLock, LockState},
+};
 
 /// The eBPF object, built by `build.rs` and embedded so the binary is self-contained.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rstwatch"));
+
+/// Where a rejected program's whole verifier log is written: root-owned, unlike /tmp.
+const VERIFIER_LOG_DIR: &str = "/run/rstwatch";
 
 pub const XDP_PROGRAM: &str = "rstwatch_xdp";
 pub const TC_PROGRAM: &str = "rstwatch_tc_egress";
@@ -65,9 +77,54 @@ impl fmt::Display for UserError {
 
 impl std::error::Error for UserError {}
 
+/// How TC egress is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcAttach {
+    /// TCX where the kernel has it, else netlink.
+    Auto,
+    /// A TCX BPF link (Linux 6.6+).
+    Tcx,
+    /// A `clsact` qdisc plus a netlink filter at rstwatch's fixed priority and handle.
+    Netlink,
+}
+
+/// The kernel's verifier refused a program: which one, its complaint (the log's last line
+/// that says something), and the whole log.
+#[derive(Debug)]
+pub struct VerifierRejection {
+    pub program: String,
+    pub complaint: String,
+    pub log: String,
+    /// Where the whole log was written, if it could be.
+    pub log_file: Option<PathBuf>,
+}
+
+impl fmt::Display for VerifierRejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the kernel's verifier rejected {}: {}",
+            self.program, self.complaint
+        )?;
+        match &self.log_file {
+            Some(path) => write!(
+                f,
+                " (whole log in {}, or run with --verbose)",
+                path.display()
+            ),
+            None => f.write_str(" (run with --verbose for the whole log)"),
+        }
+    }
+}
+
+impl std::error::Error for VerifierRejection {}
+
 /// The loaded programs and their maps. Dropping it detaches everything.
 pub struct Kernel {
     ebpf: Ebpf,
+    /// Claims on the netlink egress filters attached; declared after `ebpf` so they are
+    /// released only once the filters are gone.
+    egress_locks: Vec<EgressLock>,
 }
 
 impl Kernel {
@@ -99,30 +156,102 @@ impl Kernel {
         program::<SchedClassifier>(&mut ebpf, TC_PROGRAM)?
             .load()
             .map_err(|err| verifier_error(TC_PROGRAM, err))?;
-        Ok(Self { ebpf })
+        Ok(Self {
+            ebpf,
+            egress_locks: Vec::new(),
+        })
     }
 
-    /// Attaches XDP (ingress) and, unless `egress` is false, TC egress to `iface`.
-    pub fn attach(&mut self, iface: &str, mode: XdpMode, egress: bool) -> anyhow::Result<()> {
+    /// Attaches XDP (ingress) and, unless `egress` is `None`, TC egress to `iface`. Returns
+    /// the stale egress filter of a killed rstwatch it removed first, if there was one.
+    pub fn attach(
+        &mut self,
+        iface: &str,
+        mode: XdpMode,
+        egress: Option<TcAttach>,
+    ) -> anyhow::Result<Option<EgressFilter>> {
         program::<Xdp>(&mut self.ebpf, XDP_PROGRAM)?
             .attach(iface, mode)
             .map_err(|err| {
+                if os_error(&err) == Some(libc::EBUSY) {
+                    return UserError(format!(
+                        "another XDP program (another rstwatch?) is already attached to \
+                         {iface}: `ip link show {iface}` names it; stop it first"
+                    ));
+                }
                 UserError(format!(
                     "XDP attach refused on {iface} ({}): try --xdp-mode generic",
                     root_cause(&err)
                 ))
             })?;
-        if egress {
-            program::<SchedClassifier>(&mut self.ebpf, TC_PROGRAM)?
-                .attach(iface, TcAttachType::Egress)
-                .map_err(|err| {
-                    UserError(format!(
-                        "TC egress attach refused on {iface} ({}): try --no-egress",
-                        root_cause(&err)
-                    ))
-                })?;
+        let Some(how) = egress else {
+            return Ok(None);
+        };
+        let netlink = match how {
+            TcAttach::Auto => !crate::features::KernelFeatures::detect().tcx,
+            TcAttach::Tcx => false,
+            TcAttach::Netlink => true,
+        };
+        let ifindex = crate::preflight::interface_index(iface)?;
+        let lock = tc_filter::lock(ifindex)
+            .map_err(|err| anyhow::anyhow!("cannot lock {iface}'s egress filter: {err}"))?;
+        let (lock, removed) = match lock {
+            LockState::Acquired(lock) => {
+                let removed =
+                    tc_filter::remove_stale(iface, ifindex, TC_PROGRAM).map_err(|err| {
+                        anyhow::anyhow!("cannot remove the stale egress filter on {iface}: {err}")
+                    })?;
+                (Some(lock), removed)
+            }
+            // A live rstwatch's filter: not stale. With TCX both can run side by side.
+            LockState::HeldBy(pid) if netlink => {
+                return Err(UserError(format!(
+                    "another rstwatch{} already watches egress on {iface} through a netlink \
+                     filter: stop it first, or start this one with --no-egress",
+                    pid.map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+                ))
+                .into())
+            }
+            LockState::HeldBy(_) => (None, None),
+        };
+        let refused = |err: &dyn std::error::Error| {
+            UserError(format!(
+                "TC egress attach refused on {iface} ({}): try --no-egress",
+                root_cause(err)
+            ))
+        };
+        let classifier = program::<SchedClassifier>(&mut self.ebpf, TC_PROGRAM)?;
+        if netlink {
+            // Another tool's clsact qdisc is shared, never replaced; rstwatch never deletes it.
+            if let Err(err) = tc::qdisc_add_clsact(iface) {
+                let exists = matches!(&err, tc::TcError::NetlinkError(nl)
+                    if nl.raw_os_error() == Some(libc::EEXIST));
+                if !exists {
+                    return Err(refused(&err).into());
+                }
+            }
+            classifier
+                .attach_with_options(
+                    iface,
+                    TcAttachType::Egress,
+                    TcAttachOptions::Netlink(NlOptions {
+                        priority: tc_filter::FILTER_PRIORITY,
+                        handle: TcHandle::from(tc_filter::FILTER_HANDLE),
+                        classid: None,
+                    }),
+                )
+                .map_err(|err| refused(&err))?;
+            self.egress_locks.extend(lock);
+        } else {
+            classifier
+                .attach_with_options(
+                    iface,
+                    TcAttachType::Egress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(|err| refused(&err))?;
         }
-        Ok(())
+        Ok(removed)
     }
 
     /// The ring buffer the programs write events to; can be taken once.
@@ -270,14 +399,19 @@ fn root_cause(err: &dyn std::error::Error) -> String {
 /// EPERM somewhere in the error chain: the process lacks a capability. (The verifier
 /// rejects programs with EACCES, which is a different story.)
 fn lacks_privilege(err: &(dyn std::error::Error + 'static)) -> bool {
+    os_error(err) == Some(libc::EPERM)
+}
+
+/// The errno of the first I/O error in the chain.
+fn os_error(err: &(dyn std::error::Error + 'static)) -> Option<i32> {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(err) = cause {
         if let Some(io) = err.downcast_ref::<io::Error>() {
-            return io.raw_os_error() == Some(libc::EPERM);
+            return io.raw_os_error();
         }
         cause = err.source();
     }
-    false
+    None
 }
 
 fn load_error(err: &aya::EbpfError) -> anyhow::Error {
@@ -305,5 +439,57 @@ fn verifier_error(name: &str, err: ProgramError) -> anyhow::Error {
         ))
         .into();
     }
-    anyhow::Error::new(err).context(format!("the kernel's verifier rejected {name}"))
+    let ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    } = &err
+    else {
+        return anyhow::Error::new(err).context(format!("cannot load {name}"));
+    };
+    let log = verifier_log.to_string();
+    let complaint = verifier_complaint(&log).unwrap_or_else(|| io_error.to_string());
+    let log_file = PathBuf::from(VERIFIER_LOG_DIR).join(format!("verifier-{name}.log"));
+    let log_file = std::fs::create_dir_all(VERIFIER_LOG_DIR)
+        .and_then(|()| std::fs::write(&log_file, &log))
+        .ok()
+        .map(|()| log_file);
+    VerifierRejection {
+        program: name.to_owned(),
+        complaint,
+        log,
+        log_file,
+    }
+    .into()
+}
+
+/// The verifier's actual complaint: the last line of its log before the statistics it always
+/// appends.
+fn verifier_complaint(log: &str) -> Option<String> {
+    const STATISTICS: [&str; 4] = [
+        "verification time",
+        "stack depth",
+        "processed ",
+        "max_states_per_insn",
+    ];
+    log.lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty() && !STATISTICS.iter().any(|prefix| line.starts_with(prefix)))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_complaint_is_the_last_line_before_the_statistics() {
+        let log = "func#0 @0\n40: (71) r3 = *(u8 *)(r3 +0)\nR3 invalid mem access 'scalar'\n\
+                   verification time 1733 usec\nstack depth 64+0\n\
+                   processed 1161 insns (limit 1000000) max_states_per_insn 4 total_states 59\n";
+        assert_eq!(
+            verifier_complaint(log).as_deref(),
+            Some("R3 invalid mem access 'scalar'")
+        );
+        assert_eq!(verifier_complaint("\n\n"), None);
+    }
 }

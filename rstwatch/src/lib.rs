@@ -3,7 +3,10 @@
 //! Where things live:
 //! - `cli`: the command line and the parsers for its values.
 //! - `preflight`: checks before touching the kernel (interfaces, capabilities).
+//! - `features`: what the running kernel offers (TCX, BTF, reset reasons), and the fallbacks.
 //! - `kernel`: loads and attaches the eBPF programs, configures their maps, reads counters.
+//! - `tc_filter`: TC egress without TCX: rstwatch's netlink filter, and its stale-filter cleanup.
+//! - `detach`: removes the egress filter a killed rstwatch left (kernels without TCX).
 //! - `watch`: the daemon loop: ring buffer, hold queue, output, signals.
 //! - `hold`: keeps each RST briefly so its follow-up evidence joins the verdict.
 //! - `explain`: the pure classifier: one kernel event (plus follow-ups) to one `ResetReport`.
@@ -15,7 +18,9 @@
 
 pub mod cli;
 pub mod clock;
+pub mod detach;
 pub mod explain;
+pub mod features;
 pub mod hold;
 pub mod kernel;
 pub mod output;
@@ -24,4 +29,5 @@ pub mod report;
 pub mod sink;
 pub mod storm;
 pub mod summary;
+pub mod tc_filter;
 pub mod watch;

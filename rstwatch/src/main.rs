@@ -69,7 +69,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Watch(args) => rstwatch::watch::run(args).await,
+            Command::Watch(args) => rstwatch::watch::run(*args).await,
+            Command::Detach(args) => rstwatch::detach::run(&args),
         }
     });
     match result {

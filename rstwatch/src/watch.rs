@@ -23,11 +23,12 @@ use tokio::{
 };
 
 use crate::{
-    cli::{AggregateRate, FormatArg, SyslogArgs, WatchArgs, XdpModeArg},
+    cli::{AggregateRate, FormatArg, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
     explain::{explain, ExplainSettings},
+    features::KernelFeatures,
     hold::{Held, HoldQueue, Offer},
-    kernel::{Kernel, KernelConfig, UserError},
+    kernel::{Kernel, KernelConfig, TcAttach, UserError, VerifierRejection},
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
     preflight,
     report::Aggregate,
@@ -59,14 +60,30 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut records = Records::open(&args)?;
     let syslog = start_syslog(&args.syslog, args.format)?;
 
-    let mut kernel = Kernel::load(&kernel_config(&args))?;
+    if let Some(missing) = KernelFeatures::detect().missing() {
+        eprintln!("rstwatch: {missing}");
+    }
+    let mut kernel = Kernel::load(&kernel_config(&args)).inspect_err(|err| {
+        if let Some(rejection) = err.downcast_ref::<VerifierRejection>() {
+            if args.verbose {
+                eprintln!("{}", rejection.log.trim_end());
+            }
+        }
+    })?;
     let mode = match args.xdp_mode {
         XdpModeArg::Auto => XdpMode::default(),
         XdpModeArg::Native => XdpMode::Driver,
         XdpModeArg::Generic => XdpMode::Skb,
     };
+    let egress = (!args.no_egress).then_some(match args.tc_attach {
+        TcAttachArg::Auto => TcAttach::Auto,
+        TcAttachArg::Tcx => TcAttach::Tcx,
+        TcAttachArg::Netlink => TcAttach::Netlink,
+    });
     for iface in &args.ifaces {
-        kernel.attach(iface, mode, !args.no_egress)?;
+        if let Some(stale) = kernel.attach(iface, mode, egress)? {
+            eprintln!("rstwatch: removed the stale {stale} a killed rstwatch left on {iface}");
+        }
     }
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until both drop.
     let mut events =

@@ -66,6 +66,8 @@ pub struct Watcher {
     child: Child,
     stdout: Receiver<String>,
     stderr: Receiver<String>,
+    /// What rstwatch said on stderr before it was attached.
+    startup: Vec<String>,
 }
 
 /// What a watcher left when it was stopped.
@@ -97,18 +99,22 @@ impl Watcher {
         self.child.id()
     }
 
+    /// The lines rstwatch printed on stderr before saying it was attached.
+    pub fn startup_lines(&self) -> &[String] {
+        &self.startup
+    }
+
     /// Waits for rstwatch's line saying its programs are attached.
     fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
-        let mut said = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr.recv_timeout(left) {
                 Ok(line) if line.starts_with(READY_LINE) => return Ok(()),
-                Ok(line) => said.push(line),
+                Ok(line) => self.startup.push(line),
                 Err(_) => bail!(
                     "rstwatch did not attach within {READY_TIMEOUT:?}; stderr: {}",
-                    said.join(" / ")
+                    self.startup.join(" / ")
                 ),
             }
         }
@@ -128,6 +134,7 @@ impl Watcher {
             child,
             stdout,
             stderr,
+            startup: Vec::new(),
         })
     }
 

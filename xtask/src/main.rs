@@ -1,10 +1,11 @@
 //! Project automation, run as `cargo xtask <command>`: set-up of a fresh Debian 12 machine,
-//! build, the checks CI applies, the demo lab and the benchmarks.
+//! build, the checks CI applies (with the kernel matrix), the demo lab and the benchmarks.
 
 mod bench;
 mod build;
 mod command;
 mod demo;
+mod kmatrix;
 mod root;
 mod setup;
 mod test;
@@ -33,10 +34,25 @@ enum Task {
     },
     /// Set up, then everything CI checks: fmt, clippy, unit and kernel integration tests.
     /// Runs as root.
+    /// Then the kernel matrix (`cargo xtask kmatrix`).
     Test {
+        /// Skip the kernel matrix (about 5 minutes), e.g. while iterating on one test.
+        #[arg(long)]
+        no_kmatrix: bool,
         /// Passed to `cargo test`, e.g. `-- refused -- --nocapture`.
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
+    },
+    /// Set up, then boot Debian 12's kernels (6.1 without TCX, 6.12) under QEMU and run
+    /// rstwatch and BPF_PROG_TEST_RUN tests inside each. Runs as root.
+    Kmatrix {
+        /// Only this kernel: 6.1 or 6.12.
+        #[arg(long, value_name = "VERSION")]
+        kernel: Option<String>,
+        /// Run every test of tests/tests/kernel.rs in each guest (about 10 minutes per
+        /// kernel), not only the parser and flow-state ones.
+        #[arg(long)]
+        full: bool,
     },
     /// Set up, build, then show live resets in a lab of network namespaces. Runs as root.
     Demo,
@@ -48,7 +64,11 @@ fn main() -> ExitCode {
     let result = match Task::parse() {
         Task::Setup { dry_run } => setup::run(dry_run),
         Task::Build { release } => setup_and_build(release),
-        Task::Test { cargo_test_args } => test::run(&cargo_test_args),
+        Task::Test {
+            no_kmatrix,
+            cargo_test_args,
+        } => test::run(&cargo_test_args, !no_kmatrix),
+        Task::Kmatrix { kernel, full } => kmatrix::run(kernel.as_deref(), full),
         Task::Demo => setup_and_build(false).and_then(|()| demo::run()),
         Task::Bench => setup_and_build(true).and_then(|()| bench::run()),
     };

@@ -11,9 +11,11 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{command, root};
 
-/// Debian packages, in three groups: the compiler for the eBPF crate (with Debian's cargo,
+/// Debian packages, in four groups: the compiler for the eBPF crate (with Debian's cargo,
 /// which `rustup run` needs, and the library source) and the LLVM that bpf-linker is built
-/// against; the tools the tests and benchmarks drive; the libraries bpf-linker links.
+/// against; the tools the tests and benchmarks drive; the libraries bpf-linker links; what
+/// the kernel matrix boots Debian's kernels with (QEMU, a static busybox for the initramfs,
+/// modprobe/depmod for the extracted modules).
 const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -32,6 +34,9 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "openssl",
     "zlib1g-dev",
     "libzstd-dev",
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
 ];
 
 const BPF_LINKER: &str = "/usr/local/bin/bpf-linker";

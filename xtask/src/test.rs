@@ -1,4 +1,5 @@
-//! `cargo xtask test`: what CI checks, cheapest first, stopping at the first failure.
+//! `cargo xtask test`: what CI checks, cheapest first, stopping at the first failure; the
+//! kernel matrix (Debian's 6.1 and 6.12 under QEMU) last.
 
 use std::time::Instant;
 
@@ -6,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{
     command::{self, cargo},
-    root, setup,
+    kmatrix, root, setup,
 };
 
 /// The kernel crate is `#![no_std]`, `#![no_main]` with its own panic handler, so it cannot
@@ -14,7 +15,7 @@ use crate::{
 /// or the tests build rstwatch.
 const EBPF_CRATE: &str = "rstwatch-ebpf";
 
-pub fn run(cargo_test_args: &[String]) -> Result<()> {
+pub fn run(cargo_test_args: &[String], kernel_matrix: bool) -> Result<()> {
     if !root::is_root() {
         bail!(
             "cargo xtask test must run as root (CAP_NET_ADMIN, CAP_BPF, CAP_SYS_ADMIN): \
@@ -50,6 +51,9 @@ pub fn run(cargo_test_args: &[String]) -> Result<()> {
         println!("\n{}", counts.line());
         result
     })?;
+    if kernel_matrix {
+        timings.step("kernel matrix", || kmatrix::run(None, false))?;
+    }
     println!("summary: {}", timings.steps.join(", "));
     Ok(())
 }
