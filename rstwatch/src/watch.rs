@@ -13,7 +13,10 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::XdpMode,
 };
-use rstwatch_common::{Counter, FlowKey, RstEvent, Settings};
+use rstwatch_common::{
+    event::{decode, DecodeError},
+    Counter, FlowKey, Settings,
+};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -22,22 +25,27 @@ use tokio::{
 use crate::{
     cli::{AggregateRate, FormatArg, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
-    explain::{explain_held, ExplainSettings},
+    explain::{explain, explain_held, ExplainSettings},
     features::KernelFeatures,
     hold::{HoldQueue, Offer},
     kernel::{Kernel, KernelConfig, TcAttach, UserError, VerifierRejection},
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
     preflight,
+    report::Aggregate,
     sink::{
         aggregate::AggregateConfig,
         syslog::{self, SyslogConfig, SyslogHandle},
         transport::TlsTrust,
     },
+    storm::StormTally,
     summary::Summary,
 };
 
-/// How often held RSTs are checked for release.
+/// How often the ring buffer is drained and held RSTs are checked for release. The kernel
+/// wakes the daemon only once the ring fills past a threshold, so this bounds the latency.
 const RELEASE_TICK: Duration = Duration::from_millis(20);
+/// How often the kernel's storm counts are read and reported as aggregates.
+const STORM_TICK: Duration = Duration::from_secs(1);
 /// How long the syslog sink may keep delivering after SIGINT/SIGTERM; the rest is spooled.
 const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Peers listed in the summary.
@@ -102,6 +110,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         records: &mut records,
         syslog: syslog.as_ref().map(|(handle, _)| handle.clone()),
         summary: Summary::new(),
+        storms: StormTally::new(),
         stats: DaemonStats::default(),
     };
     eprintln!(
@@ -114,6 +123,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut user1 = signal(SignalKind::user_defined1())?;
     let mut tick = tokio::time::interval(RELEASE_TICK);
+    let mut storm_tick = tokio::time::interval(STORM_TICK);
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
@@ -121,7 +131,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 pipeline.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
-            _ = tick.tick() => pipeline.release(monotonic_ns(), &kernel)?,
+            _ = tick.tick() => {
+                pipeline.drain(events.get_mut());
+                pipeline.release(monotonic_ns(), &kernel)?;
+            }
+            _ = storm_tick.tick() => pipeline.report_storms(&kernel)?,
             _ = user1.recv() => eprint!("{}", pipeline.totals(&kernel)?),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
@@ -129,6 +143,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
     pipeline.drain(events.get_mut());
     pipeline.release(u64::MAX, &kernel)?;
+    pipeline.report_storms(&kernel)?;
     pipeline.records.flush()?;
     eprint!("{}", pipeline.totals(&kernel)?);
     if let Some((handle, task)) = syslog {
@@ -263,6 +278,7 @@ struct Pipeline<'a> {
     records: &'a mut Records,
     syslog: Option<SyslogHandle>,
     summary: Summary,
+    storms: StormTally,
     stats: DaemonStats,
 }
 
@@ -278,9 +294,16 @@ struct DaemonStats {
 impl Pipeline<'_> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
-            let Some(event) = decode(&item) else {
-                self.stats.short_events += 1;
-                continue;
+            let event = match decode(&item) {
+                Ok(event) => event,
+                Err(DecodeError::Short) => {
+                    self.stats.short_events += 1;
+                    continue;
+                }
+                Err(DecodeError::UnknownKind(_)) => {
+                    self.stats.unknown_events += 1;
+                    continue;
+                }
             };
             match self.hold.offer(event) {
                 Offer::Held | Offer::AttachedToHeld => {}
@@ -304,11 +327,34 @@ impl Pipeline<'_> {
             let report = explain_held(&held, &flows, &self.explain, iface, |ns| {
                 clock.to_system_time(ns)
             });
-            self.records.write(&report)?;
-            self.summary.add(&report);
-            if let Some(syslog) = &self.syslog {
-                syslog.send(report);
-            }
+            self.write(report)?;
+        }
+        Ok(())
+    }
+
+    /// Reports what the kernel counted in storms since the last reading, one aggregate per
+    /// sender prefix and port.
+    fn report_storms(&mut self, kernel: &Kernel) -> anyhow::Result<()> {
+        for storm in self.storms.read(&kernel.storms()?) {
+            let event = &storm.sample;
+            let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
+            let ts = self.clock.to_system_time(event.ts_ns);
+            let mut report = explain(event, &[], &self.explain, iface, ts);
+            report.aggregate = Some(Aggregate {
+                count: storm.count,
+                first: self.clock.to_system_time(storm.first_ns),
+                last: self.clock.to_system_time(storm.last_ns),
+            });
+            self.write(report)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, report: crate::report::ResetReport) -> anyhow::Result<()> {
+        self.records.write(&report)?;
+        self.summary.add(&report);
+        if let Some(syslog) = &self.syslog {
+            syslog.send(report);
         }
         Ok(())
     }
@@ -344,13 +390,4 @@ impl Pipeline<'_> {
         }
         Ok(totals)
     }
-}
-
-/// Copies one ring-buffer record out as an `RstEvent`; `None` if it is too short to be one.
-pub fn decode(bytes: &[u8]) -> Option<RstEvent> {
-    if bytes.len() < std::mem::size_of::<RstEvent>() {
-        return None;
-    }
-    // SAFETY: length checked; RstEvent is plain old data, valid for any bit pattern.
-    Some(unsafe { bytes.as_ptr().cast::<RstEvent>().read_unaligned() })
 }
