@@ -13,8 +13,9 @@ pub const DIR_FROM_LOW: u8 = 0;
 pub const DIR_FROM_HIGH: u8 = 1;
 
 /// Canonical flow key: the two endpoints in ascending (address, port) order plus VLAN, so both
-/// directions of a conversation find the same entry with one lookup.
-#[repr(C)]
+/// directions of a conversation find the same entry with one lookup. 8-aligned so that keys
+/// compare as five 64-bit words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub addr: [[u8; 16]; 2],
@@ -74,8 +75,9 @@ fn halves(a: &[u8; 16]) -> (u64, u64) {
     (hi, lo)
 }
 
-/// Bits of `DirState::seen`. Bits 0..=8 are Zeek conn.log history events, recorded in
-/// `FlowState::history` the first time each is seen per direction.
+/// Bits of `DirState::seen`: what a direction has ever sent. Bit `n` below 9 is also Zeek's
+/// history letter `seen::HISTORY_LETTERS[n]`; the letters themselves are recorded in
+/// `FlowState::history` by Zeek's own rules (`FlowState::note_history`).
 pub mod seen {
     /// `s`: SYN without ACK.
     pub const SYN: u16 = 1 << 0;
@@ -95,8 +97,10 @@ pub mod seen {
     pub const ZERO_WINDOW: u16 = 1 << 7;
     /// `q`: SYN together with FIN or RST.
     pub const MULTI_FLAG: u16 = 1 << 8;
-    /// Zeek history letters of the bits above, by bit index.
-    pub const HISTORY_LETTERS: &[u8; 9] = b"shadfrtwq";
+    /// `i`: FIN together with RST (a history letter only, never a `seen` bit).
+    pub const FIN_RST: u16 = 1 << 9;
+    /// Zeek history letters, by bit index of the constants above.
+    pub const HISTORY_LETTERS: &[u8; 10] = b"shadfrtwqi";
     /// Bits that are history events.
     pub const HISTORY_MASK: u16 = (1 << 9) - 1;
 
@@ -110,8 +114,10 @@ pub mod seen {
 
 /// Recent genuine IP IDs kept per direction.
 pub const RECENT_IP_IDS: usize = 4;
-/// Zeek history events kept per flow, in order (9 letters per direction at most).
-pub const HISTORY_CAPACITY: usize = 18;
+/// Zeek history letters kept per flow, in order. Zeek repeats some letters (a FIN or RST with a
+/// new sequence number, retransmissions at 1, 10, 100, ...), so a history has no fixed length;
+/// letters beyond this are not recorded. A power of two: the kernel masks its index with it.
+pub const HISTORY_CAPACITY: usize = 32;
 /// A history byte: bit index of `seen` in the low bits, this flag when sent by `DIR_FROM_HIGH`.
 pub const HISTORY_FROM_HIGH: u8 = 0x80;
 
@@ -160,6 +166,22 @@ pub struct DirState {
     pub window_scale: u8,
     pub rst_count: u8,
     pub _pad: u8,
+    /// History letters this direction has written once (bit per `seen::HISTORY_LETTERS`
+    /// index); Zeek writes `a d i q` once and repeats the others by their own rules.
+    pub history_once: u16,
+    pub _pad2: u16,
+    /// Sequence number of this direction's last SYN or SYN-ACK, last FIN (its end: sequence
+    /// plus payload) and last RST, as Zeek compares them to decide whether `s h f r` repeat.
+    pub history_syn_seq: u32,
+    pub history_fin_seq: u32,
+    pub history_rst_seq: u32,
+    /// Retransmitted payload segments and zero-window advertisements: Zeek writes `t` and `w`
+    /// again at the 10th, 100th, ... occurrence.
+    pub retransmits: u32,
+    pub zero_windows: u32,
+    /// The occurrence at which `t` / `w` is written next (0 before the first).
+    pub retransmit_next: u32,
+    pub zero_window_next: u32,
 }
 
 impl DirState {
@@ -200,7 +222,8 @@ pub struct FlowState {
     pub origin: u8,
     /// Direction index of the first RST's sender.
     pub rst_dir: u8,
-    /// Follow-up events sent since the first RST.
+    /// Data follow-up events sent since the first RST (RSTs are always sent, never counted
+    /// against `Settings::followup_limit`).
     pub followups: u8,
     pub _pad: [u8; 3],
 }
@@ -264,11 +287,17 @@ impl FlowState {
             self.reset(pkt, dir);
             outcome = Step::Recycled;
         }
-        if self.rst_ns == 0 {
-            if pkt.is_rst() {
-                emit(EventKind::Rst, self);
-            }
-        } else if pkt.is_rst() || (dir == self.rst_dir && pkt.payload_len > 0) {
+        if pkt.is_rst() {
+            // Every RST on the wire reaches userspace: the first of the flow as `Rst`, the
+            // later ones as `FollowUp`, which userspace folds into the first report or reports
+            // on their own.
+            let kind = if self.rst_ns == 0 {
+                EventKind::Rst
+            } else {
+                EventKind::FollowUp
+            };
+            emit(kind, self);
+        } else if self.rst_ns != 0 && dir == self.rst_dir && pkt.payload_len > 0 {
             // `followups` is a u8: a limit above 255 means 255, not a counter that wraps.
             if (self.followups as u32) < settings.followup_limit.min(u8::MAX as u32) {
                 emit(EventKind::FollowUp, self);
@@ -282,7 +311,7 @@ impl FlowState {
     }
 
     /// A flow starts over once its post-RST grace period is over, or when a SYN opens a new
-    /// connection on a 4-tuple that was closed or never seen opening.
+    /// connection on a 4-tuple that was reset, closed or never seen opening.
     #[inline(always)]
     fn starts_over(&self, pkt: &PacketMeta, dir: u8, now: u64, settings: &Settings) -> bool {
         if self.rst_ns != 0 && now.saturating_sub(self.rst_ns) > settings.grace_ns {
@@ -291,11 +320,17 @@ impl FlowState {
         if !pkt.has(tcp_flags::SYN) || pkt.has(tcp_flags::ACK) || pkt.is_rst() {
             return false;
         }
+        // A RST ends the connection on both ends (RFC 9293 3.10.7): a SYN after it can only
+        // open a new one, even with the same initial sequence number (a client retrying a
+        // refused connection from the same socket, or a raw-socket scanner).
+        if self.rst_ns != 0 {
+            return true;
+        }
         let d = &self.dir[dir as usize];
         let retransmitted_syn = d.has(seen::SYN) && pkt.seq.wrapping_add(1) == d.next_seq;
         let closed =
             self.dir[0].has(seen::FIN | seen::RST) || self.dir[1].has(seen::FIN | seen::RST);
-        !retransmitted_syn && (closed || self.origin == origin::INFERRED || self.rst_ns != 0)
+        !retransmitted_syn && (closed || self.origin == origin::INFERRED)
     }
 
     #[inline(always)]
@@ -336,7 +371,7 @@ impl FlowState {
                 events |= seen::RETRANSMIT;
             }
         }
-        self.note_history(dir, events);
+        self.note_history(pkt, dir, events);
 
         if syn && !ack && self.syn_ns == 0 && dir == self.originator {
             self.syn_ns = now;
@@ -410,23 +445,117 @@ impl FlowState {
         d.window = (pkt.window as u32) << scale;
     }
 
+    /// Writes the packet's Zeek history letters. Per packet: a SYN, FIN or RST together with
+    /// another of them is `q` (`i` for FIN with RST), written once; a lone SYN (`s`, `h` with
+    /// ACK), FIN (`f`) or RST (`r`) is written the first time and again whenever its sequence
+    /// number differs from that of the same flag's previous packet (a FIN's is where it ends);
+    /// otherwise payload is `d` and a bare ACK `a`, once. Then `w` and `t` at the 1st, 10th,
+    /// 100th... zero window and retransmission.
     #[inline(always)]
-    fn note_history(&mut self, dir: u8, events: u16) {
-        let new = events & !self.dir[dir as usize].seen & seen::HISTORY_MASK;
-        let mut bit = 0u8;
-        while bit < 9 {
-            if new & (1 << bit) != 0 && (self.history_len as usize) < HISTORY_CAPACITY {
-                let from_high = if dir == DIR_FROM_HIGH {
-                    HISTORY_FROM_HIGH
-                } else {
-                    0
-                };
-                self.history[self.history_len as usize] = bit | from_high;
-                self.history_len += 1;
-            }
-            bit += 1;
+    fn note_history(&mut self, pkt: &PacketMeta, dir: u8, events: u16) {
+        let syn = pkt.has(tcp_flags::SYN);
+        let fin = pkt.has(tcp_flags::FIN);
+        let rst = pkt.is_rst();
+        let controls = syn as u8 + fin as u8 + rst as u8;
+        let d = &mut self.dir[dir as usize];
+        let letter = if controls > 1 {
+            let (bit, letter) = if fin && rst {
+                (seen::FIN_RST, letter_of(seen::FIN_RST))
+            } else {
+                (seen::MULTI_FLAG, letter_of(seen::MULTI_FLAG))
+            };
+            d.write_once(bit).then_some(letter)
+        } else if syn {
+            // SYN and SYN-ACK share one "seen" mark and one last sequence number, as in Zeek.
+            let repeat = d.write_once(seen::SYN) || pkt.seq != d.history_syn_seq;
+            d.history_syn_seq = pkt.seq;
+            let letter = if pkt.has(tcp_flags::ACK) {
+                letter_of(seen::SYN_ACK)
+            } else {
+                letter_of(seen::SYN)
+            };
+            repeat.then_some(letter)
+        } else if fin {
+            let fin_end = pkt.seq.wrapping_add(pkt.payload_len as u32);
+            let repeat = d.write_once(seen::FIN) || fin_end != d.history_fin_seq;
+            d.history_fin_seq = fin_end;
+            repeat.then_some(letter_of(seen::FIN))
+        } else if rst {
+            let repeat = d.write_once(seen::RST) || pkt.seq != d.history_rst_seq;
+            d.history_rst_seq = pkt.seq;
+            repeat.then_some(letter_of(seen::RST))
+        } else if pkt.payload_len > 0 {
+            d.write_once(seen::DATA).then_some(letter_of(seen::DATA))
+        } else if pkt.has(tcp_flags::ACK) {
+            d.write_once(seen::ACK).then_some(letter_of(seen::ACK))
+        } else {
+            None
+        };
+        let zero_window = events & seen::ZERO_WINDOW != 0
+            && counted_repeat(&mut d.zero_windows, &mut d.zero_window_next);
+        let retransmit = events & seen::RETRANSMIT != 0
+            && counted_repeat(&mut d.retransmits, &mut d.retransmit_next);
+        if let Some(letter) = letter {
+            self.push_history(dir, letter);
+        }
+        if zero_window {
+            self.push_history(dir, letter_of(seen::ZERO_WINDOW));
+        }
+        if retransmit {
+            self.push_history(dir, letter_of(seen::RETRANSMIT));
         }
     }
+
+    #[inline(always)]
+    fn push_history(&mut self, dir: u8, letter: u8) {
+        // Read afresh (volatile) so that the check below and the index use one register: when
+        // the compiler reuses a length from an earlier push, it compares one copy and indexes
+        // with another, and the verifier cannot see the bound.
+        // SAFETY: a plain read of a field of `self`.
+        let len = unsafe { core::ptr::read_volatile(&self.history_len) } as usize;
+        if len >= HISTORY_CAPACITY {
+            return;
+        }
+        let from_high = if dir == DIR_FROM_HIGH {
+            HISTORY_FROM_HIGH
+        } else {
+            0
+        };
+        // The mask repeats the bound for verifiers that lose it across the check above.
+        self.history[len & (HISTORY_CAPACITY - 1)] = letter | from_high;
+        self.history_len += 1;
+    }
+}
+
+impl DirState {
+    /// Marks a once-per-direction history letter; true the first time.
+    #[inline(always)]
+    fn write_once(&mut self, bit: u16) -> bool {
+        let first = self.history_once & bit == 0;
+        self.history_once |= bit;
+        first
+    }
+}
+
+/// The history byte (index into `seen::HISTORY_LETTERS`) of a single `seen` bit. Only ever
+/// called with constants, so it folds away: BPF has no count-trailing-zeros instruction.
+#[inline(always)]
+const fn letter_of(bit: u16) -> u8 {
+    bit.trailing_zeros() as u8
+}
+
+/// Counts one more occurrence of a counted history letter; true at the 1st, 10th, 100th...
+/// `next` is the occurrence at which the letter is written again (0: not yet counted, the
+/// 1st). A stored threshold rather than a power-of-ten test: one comparison for the verifier.
+#[inline(always)]
+fn counted_repeat(count: &mut u32, next: &mut u32) -> bool {
+    *count = count.saturating_add(1);
+    let due = if *next == 0 { 1 } else { *next };
+    if *count != due {
+        return false;
+    }
+    *next = due.saturating_mul(10);
+    true
 }
 
 /// What `FlowState::step` did besides recording the packet, for the counters.
@@ -435,7 +564,8 @@ pub enum Step {
     Tracked,
     /// The flow started over (grace period ended, or a new connection on the same 4-tuple).
     Recycled,
-    /// A follow-up after a RST was not reported: `followup_limit` was reached.
+    /// Payload after a RST was not reported as a follow-up: `followup_limit` was reached.
+    /// (RSTs are never suppressed.)
     FollowUpSuppressed,
 }
 
@@ -581,9 +711,76 @@ mod tests {
             "data from the RST's sender and a second RST follow; the peer's ACK does not"
         );
 
+        packets.extend((0..10).map(|i| segment(false, ACK, 5051 + 10 * i, 1001, 10)));
         packets.extend((0..10).map(|i| segment(false, RST, 20_000 + i, 0, 0)));
+        packets.push(segment(true, RST, 1001, 0, 0));
         let (_, events) = replay(&packets);
-        assert_eq!(events.len(), 1 + Settings::DEFAULT_FOLLOWUP_LIMIT as usize);
+        let rsts = events.len() - Settings::DEFAULT_FOLLOWUP_LIMIT as usize;
+        assert_eq!(
+            rsts,
+            1 + 1 + 10 + 1,
+            "every RST is sent, from either side; data only up to the limit"
+        );
+        let (kind, before) = events.last().unwrap();
+        assert_eq!(*kind, EventKind::FollowUp);
+        assert_eq!(before.dir[0].rst_count + before.dir[1].rst_count, 12);
+    }
+
+    #[test]
+    fn a_syn_after_a_rst_starts_over_even_with_the_same_isn() {
+        let packets = [
+            segment(true, SYN, 1000, 0, 0),
+            segment(false, RST | ACK, 0, 1001, 0),
+            segment(true, SYN, 1000, 0, 0),
+            segment(false, RST | ACK, 0, 1001, 0),
+        ];
+        let (flow, events) = replay(&packets);
+        let kinds: Vec<_> = events.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            kinds,
+            [EventKind::Rst, EventKind::Rst],
+            "two refused attempts"
+        );
+        assert_eq!(history(&events[1].1, flow.originator), "S");
+        assert_eq!(history(&flow, flow.originator), "Sr");
+    }
+
+    #[test]
+    fn history_repeats_letters_as_zeek_does() {
+        let mut zero = segment(false, ACK, 5001, 1101, 0);
+        zero.window = 0;
+        let mut packets = vec![
+            segment(true, SYN, 1000, 0, 0),
+            segment(true, SYN, 1000, 0, 0),
+            segment(false, SYN | ACK, 5000, 1001, 0),
+            segment(true, ACK, 1001, 5001, 0),
+            segment(true, ACK, 1001, 5001, 0),
+            segment(true, ACK | PSH, 1001, 5001, 100),
+            segment(true, ACK | FIN, 1101, 5001, 0),
+            segment(true, ACK | FIN, 1101, 5001, 0),
+        ];
+        packets.extend((0..10).map(|_| segment(true, ACK | PSH, 1001, 5001, 100)));
+        packets.extend((0..2).map(|_| zero));
+        packets.push(segment(false, RST, 5001, 0, 0));
+        packets.push(segment(false, RST, 5001, 0, 0));
+        packets.push(segment(false, RST, 6001, 0, 0));
+        packets.push(segment(true, FIN | RST, 1102, 0, 0));
+        packets.push(segment(true, SYN | FIN | ACK, 1102, 0, 0));
+        let (flow, _) = replay(&packets);
+        assert_eq!(
+            history(&flow, flow.originator),
+            "ShADFTTawrrIQ",
+            "S once for the same ISN, F once for the same end, T at the 1st and 10th, \
+             r again for a new sequence number, I and Q for flag combinations"
+        );
+    }
+
+    #[test]
+    fn history_stops_at_its_capacity() {
+        let mut packets = vec![segment(true, SYN, 1000, 0, 0)];
+        packets.extend((0..40).map(|i| segment(false, RST, 100 + i, 0, 0)));
+        let (flow, _) = replay(&packets);
+        assert_eq!(flow.history_len as usize, HISTORY_CAPACITY);
     }
 
     #[test]

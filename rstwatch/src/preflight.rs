@@ -101,6 +101,32 @@ fn link_type(iface: &str) -> std::io::Result<u16> {
     Ok(unsafe { request.ifr_ifru.ifru_hwaddr.sa_family })
 }
 
+/// Whether `iface` is a loopback interface (IFF_LOOPBACK). Every packet a loopback interface
+/// transmits comes back through its own receive path, so XDP there already sees each packet
+/// once, and TC egress would see it a second time.
+pub fn is_loopback(iface: &str) -> bool {
+    // SAFETY: a plain datagram socket, closed below; used only for the SIOCGIFFLAGS query.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (slot, byte) in request
+        .ifr_name
+        .iter_mut()
+        .zip(iface.bytes().take(libc::IFNAMSIZ - 1))
+    {
+        *slot = byte as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes ifru_flags in `request`.
+    let found = unsafe { libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut request) } == 0;
+    // SAFETY: fd is the socket opened above.
+    unsafe { libc::close(fd) };
+    // SAFETY: SIOCGIFFLAGS succeeded, so the union holds the flags.
+    found && unsafe { request.ifr_ifru.ifru_flags } as libc::c_int & libc::IFF_LOOPBACK != 0
+}
+
 /// Fails, naming the first missing capability, unless this process may load and attach BPF.
 pub fn require_capabilities() -> Result<(), UserError> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();

@@ -121,6 +121,9 @@ pub enum Evidence {
     SeqOutOfWindow,
     DataAfterRst,
     RstSeqChange,
+    /// Several RSTs from one claimed sender with the same sequence number within
+    /// milliseconds, unlike the endpoint's genuine packets: how injectors send them.
+    RstBurst,
     FastRst,
     /// Context only: a TLS alert shortly before the teardown is normal.
     TlsAlertBefore,
@@ -134,6 +137,7 @@ impl Evidence {
             Evidence::SeqOutOfWindow => "seq_out_of_window",
             Evidence::DataAfterRst => "data_after_rst",
             Evidence::RstSeqChange => "rst_seq_change",
+            Evidence::RstBurst => "rst_burst",
             Evidence::FastRst => "fast_rst",
             Evidence::TlsAlertBefore => "tls_alert_before",
         }
@@ -233,6 +237,9 @@ pub struct ResetReport {
     pub resp_bytes: u64,
     /// Follow-up packets seen after the RST (data from its claimed sender, further RSTs).
     pub followups: u32,
+    /// The `ts` of the connection's first report, when this RST follows it: the other side's
+    /// answer to it, or a RST that came after that report's hold.
+    pub related_to: Option<SystemTime>,
     pub aggregate: Option<Aggregate>,
 }
 

@@ -169,6 +169,7 @@ mod tests {
             resp_pkts: 0,
             resp_bytes: 0,
             followups: 0,
+            related_to: None,
             aggregate: None,
         }
     }

@@ -8,7 +8,10 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::XdpMode,
 };
-use rstwatch_common::{Counter, RstEvent, Settings};
+use rstwatch_common::{
+    event::{decode, DecodeError},
+    Counter, FlowKey, Settings,
+};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -17,24 +20,29 @@ use tokio::{
 use crate::{
     cli::{AggregateRate, FormatArg, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
-    explain::{explain, ExplainSettings},
+    explain::{explain, explain_held, ExplainSettings},
     features::KernelFeatures,
-    hold::{Held, HoldQueue, Offer},
+    hold::{HoldQueue, Offer},
     ifaces::{Change, Interfaces},
     kernel::{Kernel, KernelConfig, TcAttach, UserError, VerifierRejection},
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
     preflight,
+    report::Aggregate,
     sink::{
         aggregate::AggregateConfig,
         file::{Destination, LineSink, LineStats},
         syslog::{self, SyslogConfig, SyslogHandle},
         transport::TlsTrust,
     },
+    storm::StormTally,
     summary::Summary,
 };
 
-/// How often held RSTs are checked for release.
+/// How often the ring buffer is drained and held RSTs are checked for release. The kernel
+/// wakes the daemon only once the ring fills past a threshold, so this bounds the latency.
 const RELEASE_TICK: Duration = Duration::from_millis(20);
+/// How often the kernel's storm counts are read and reported as aggregates.
+const STORM_TICK: Duration = Duration::from_secs(1);
 /// How often the watched interfaces are checked for having gone or come back.
 const INTERFACE_TICK: Duration = Duration::from_millis(250);
 /// How long the syslog sink may keep delivering after SIGINT/SIGTERM; the rest is spooled.
@@ -71,14 +79,24 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         XdpModeArg::Native => XdpMode::Driver,
         XdpModeArg::Generic => XdpMode::Skb,
     };
-    let egress = (!args.no_egress).then_some(match args.tc_attach {
+    let tc_attach = match args.tc_attach {
         TcAttachArg::Auto => TcAttach::Auto,
         TcAttachArg::Tcx => TcAttach::Tcx,
         TcAttachArg::Netlink => TcAttach::Netlink,
-    });
+    };
+    let mut egress_attached = false;
     for iface in &args.ifaces {
-        if let Some(stale) = kernel.attach(iface, mode, egress)? {
+        let loopback = preflight::is_loopback(iface);
+        let egress = !args.no_egress && !loopback;
+        if let Some(stale) = kernel.attach(iface, mode, egress.then_some(tc_attach))? {
             eprintln!("rstwatch: removed the stale {stale} a killed rstwatch left on {iface}");
+        }
+        egress_attached |= egress;
+        if loopback && !args.no_egress {
+            eprintln!(
+                "rstwatch: {iface} is a loopback interface: XDP alone sees each of its packets \
+                 once, TC egress is not attached"
+            );
         }
     }
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until both drop.
@@ -93,16 +111,17 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         },
         interfaces: Interfaces::new(ifnames.iter().map(|(&index, name)| (name.clone(), index))),
         ifnames,
-        hold: HoldQueue::new(args.hold.as_nanos() as u64),
+        hold: HoldQueue::new(args.hold.as_nanos() as u64, args.grace.as_nanos() as u64),
         records: &mut records,
         syslog: syslog.as_ref().map(|(handle, _)| handle.clone()),
         summary: Summary::new(),
+        storms: StormTally::new(),
         stats: DaemonStats::default(),
     };
     eprintln!(
         "rstwatch: watching {} (XDP ingress{}); Ctrl-C to stop, SIGUSR1 for counters",
         args.ifaces.join(", "),
-        if args.no_egress { "" } else { ", TC egress" }
+        if egress_attached { ", TC egress" } else { "" }
     );
 
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -110,6 +129,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut user1 = signal(SignalKind::user_defined1())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(RELEASE_TICK);
+    let mut storm_tick = tokio::time::interval(STORM_TICK);
     let mut interface_tick = tokio::time::interval(INTERFACE_TICK);
     loop {
         tokio::select! {
@@ -118,16 +138,24 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 pipeline.drain(guard.get_inner_mut());
                 guard.clear_ready();
             }
-            _ = tick.tick() => pipeline.release(monotonic_ns())?,
+            _ = tick.tick() => {
+                pipeline.drain(events.get_mut());
+                pipeline.release(monotonic_ns(), &kernel)?;
+            }
+            _ = storm_tick.tick() => pipeline.report_storms(&kernel)?,
             _ = user1.recv() => eprint!("{}", pipeline.totals(&kernel)?),
             _ = hangup.recv() => pipeline.records.reopen(),
-            _ = interface_tick.tick() => pipeline.follow_interfaces(&mut kernel, mode, egress),
+            _ = interface_tick.tick() => {
+                let egress = (!args.no_egress).then_some(tc_attach);
+                pipeline.follow_interfaces(&mut kernel, mode, egress);
+            }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
     pipeline.drain(events.get_mut());
-    pipeline.release(u64::MAX)?;
+    pipeline.release(u64::MAX, &kernel)?;
+    pipeline.report_storms(&kernel)?;
     let output = pipeline.records.close(OUTPUT_SHUTDOWN_GRACE);
     eprint!("{}", pipeline.totals(&kernel)?);
     if output.queued > 0 {
@@ -278,13 +306,15 @@ struct Pipeline<'a> {
     records: &'a mut Records,
     syslog: Option<SyslogHandle>,
     summary: Summary,
+    storms: StormTally,
     stats: DaemonStats,
 }
 
 /// Ring-buffer records the daemon itself could not use, reported with the totals.
 #[derive(Debug, Default)]
 struct DaemonStats {
-    late_followups: u64,
+    /// Payload from a RST's sender after its report was released (RSTs are always reported).
+    late_data_followups: u64,
     unknown_events: u64,
     short_events: u64,
 }
@@ -292,29 +322,67 @@ struct DaemonStats {
 impl Pipeline<'_> {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
-            let Some(event) = decode(&item) else {
-                self.stats.short_events += 1;
-                continue;
+            let event = match decode(&item) {
+                Ok(event) => event,
+                Err(DecodeError::Short) => {
+                    self.stats.short_events += 1;
+                    continue;
+                }
+                Err(DecodeError::UnknownKind(_)) => {
+                    self.stats.unknown_events += 1;
+                    continue;
+                }
             };
             match self.hold.offer(event) {
                 Offer::Held | Offer::AttachedToHeld => {}
-                Offer::LateFollowUp => self.stats.late_followups += 1,
+                Offer::LateDataFollowUp => self.stats.late_data_followups += 1,
                 Offer::UnknownKind => self.stats.unknown_events += 1,
             }
         }
     }
 
-    /// Explains and writes every RST whose hold ended by `now_ns`.
-    fn release(&mut self, now_ns: u64) -> anyhow::Result<()> {
-        for Held { event, followups } in self.hold.release(now_ns) {
+    /// Explains and writes every RST whose hold ended by `now_ns`, with its connection's state
+    /// as the kernel's flow table holds it now.
+    fn release(&mut self, now_ns: u64, kernel: &Kernel) -> anyhow::Result<()> {
+        // A failed lookup is a missing entry: the report then stands on the RST's snapshot.
+        let flows = |key: &FlowKey| kernel.flow(key).ok().flatten();
+        for held in self.hold.release(now_ns) {
+            let iface = self
+                .ifnames
+                .get(&held.event.ifindex)
+                .map_or("?", String::as_str);
+            let clock = self.clock;
+            let report = explain_held(&held, &flows, &self.explain, iface, |ns| {
+                clock.to_system_time(ns)
+            });
+            self.write(report)?;
+        }
+        Ok(())
+    }
+
+    /// Reports what the kernel counted in storms since the last reading, one aggregate per
+    /// sender prefix and port.
+    fn report_storms(&mut self, kernel: &Kernel) -> anyhow::Result<()> {
+        for storm in self.storms.read(&kernel.storms()?) {
+            let event = &storm.sample;
             let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
             let ts = self.clock.to_system_time(event.ts_ns);
-            let report = explain(&event, &followups, &self.explain, iface, ts);
-            self.records.write(&report);
-            self.summary.add(&report);
-            if let Some(syslog) = &self.syslog {
-                syslog.send(report);
-            }
+            let mut report = explain(event, &[], &self.explain, iface, ts);
+            report.aggregate = Some(Aggregate {
+                count: storm.count,
+                first: self.clock.to_system_time(storm.first_ns),
+                last: self.clock.to_system_time(storm.last_ns),
+            });
+            self.write(report)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, report: crate::report::ResetReport) -> anyhow::Result<()> {
+        self.records.write(&report);
+        self.summary.add(&report);
+        if let Some(syslog) = &self.syslog {
+            syslog.send(report);
         }
         Ok(())
     }
@@ -328,15 +396,22 @@ impl Pipeline<'_> {
                      interface of that name returns"
                 ),
                 Change::Back { name, index } => {
-                    match kernel.attach(&name, mode, egress) {
+                    // The name may now belong to another kind of device: same checks as at start.
+                    let egress = egress.filter(|_| !preflight::is_loopback(&name));
+                    let attached = preflight::require_ethernet(&name)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|()| kernel.attach(&name, mode, egress));
+                    match attached {
                         Ok(_) => {
                             self.ifnames.insert(index, name.clone());
-                            eprintln!("rstwatch: interface {name} is back (index {index}): attached again");
+                            eprintln!(
+                                "rstwatch: interface {name} is back (index {index}): attached again"
+                            );
                         }
                         Err(err) => eprintln!(
-                        "rstwatch: interface {name} is back (index {index}) but attaching failed, \
-                         it is not watched: {err:#}"
-                    ),
+                            "rstwatch: interface {name} is back (index {index}) but is not \
+                             watched: {err:#}"
+                        ),
                     }
                 }
             }
@@ -352,11 +427,11 @@ impl Pipeline<'_> {
         let live = kernel.flow_count()? as u64;
         totals.push_str(&format!(
             "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
-             held={} late_followups={} unknown_events={} short_events={} interfaces_lost={}\n",
+             held={} late_data_followups={} unknown_events={} short_events={} interfaces_lost={}\n",
             counters.describe(),
             counters.get(Counter::FlowsInserted).saturating_sub(live),
             self.hold.len(),
-            self.stats.late_followups,
+            self.stats.late_data_followups,
             self.stats.unknown_events,
             self.stats.short_events,
             self.interfaces.lost
@@ -379,13 +454,4 @@ impl Pipeline<'_> {
         }
         Ok(totals)
     }
-}
-
-/// Copies one ring-buffer record out as an `RstEvent`; `None` if it is too short to be one.
-pub fn decode(bytes: &[u8]) -> Option<RstEvent> {
-    if bytes.len() < std::mem::size_of::<RstEvent>() {
-        return None;
-    }
-    // SAFETY: length checked; RstEvent is plain old data, valid for any bit pattern.
-    Some(unsafe { bytes.as_ptr().cast::<RstEvent>().read_unaligned() })
 }

@@ -42,7 +42,15 @@ impl PacketSocket {
         while Instant::now() < deadline {
             let len = match (&self.socket).read(&mut frame) {
                 Ok(len) => len,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
+                // A signal to the test process (a child exiting) interrupts the read: retry.
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue
+                }
                 Err(error) => {
                     return Err(error).with_context(|| format!("reading {}", self.description))
                 }

@@ -170,6 +170,23 @@ impl Watcher {
         }
     }
 
+    /// Waits for `count` events (or for `timeout`), then stops the watcher, which must exit
+    /// cleanly; returns every event it printed, including any beyond `count`.
+    pub fn stop_after(mut self, count: usize, timeout: Duration) -> Result<Vec<Value>> {
+        let seen = std::cell::Cell::new(0);
+        let mut events = self.events_until(
+            |_| {
+                seen.set(seen.get() + 1);
+                seen.get() >= count
+            },
+            timeout,
+        )?;
+        let exit = self.stop()?;
+        ensure!(exit.status.success(), "the watcher failed: {exit:?}");
+        events.extend(exit.events);
+        Ok(events)
+    }
+
     /// Sends SIGINT, waits for the exit, and returns what the watcher printed since the last
     /// `events_until`.
     pub fn stop(mut self) -> Result<WatchExit> {

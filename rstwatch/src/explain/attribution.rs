@@ -41,8 +41,9 @@ const CORROBORATING: [Evidence; 4] = [
 ];
 
 /// A middlebox is suspected for an ingress RST when any of these holds:
-/// - `data_after_rst` or `rst_seq_change` fired: the claimed endpoint behaved as if it had not
-///   sent the RST, or RSTs came with shifting sequence numbers;
+/// - `data_after_rst`, `rst_seq_change` or `rst_burst` fired: the claimed endpoint behaved as
+///   if it had not sent the RST, or RSTs came with shifting sequence numbers, or as a burst of
+///   copies unlike the endpoint's own packets;
 /// - at least two of `ttl_mismatch`, `ip_id_anomaly`, `seq_out_of_window`, `fast_rst` fired:
 ///   independent signals agree (this also catches a middlebox that copies the TTL);
 /// - `ttl_mismatch` where the RST's TTL is an initial value (64, 128, 255), higher than the
@@ -61,6 +62,7 @@ pub fn middlebox(event: &RstEvent, evidence: &[Evidence]) -> bool {
     let corroborating = CORROBORATING.iter().filter(|&&e| fired(e)).count();
     fired(Evidence::DataAfterRst)
         || fired(Evidence::RstSeqChange)
+        || fired(Evidence::RstBurst)
         || corroborating >= 2
         || (fired(Evidence::TtlMismatch) && unrouted_ttl(event))
 }

@@ -5,7 +5,7 @@
 
 use std::{
     net::{IpAddr, SocketAddr},
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
 use rstwatch_common::{
@@ -15,8 +15,8 @@ use rstwatch_common::{
     PacketMeta, RstEvent, Settings,
 };
 
-use super::{explain, ExplainSettings};
-use crate::report::ResetReport;
+use super::{explain, explain_held, ExplainSettings};
+use crate::{hold::HoldQueue, report::ResetReport};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -48,6 +48,8 @@ pub const SERVER_TTL: u8 = 57;
 pub const RTT_MS: u64 = 40;
 /// The monotonic clock at the conversation's start: 0 means "never" in the flow state.
 const START_NS: u64 = 1_000_000_000;
+/// The daemon's default hold (`--hold`) before a RST is explained.
+pub const HOLD_NS: u64 = 300_000_000;
 
 pub struct Conversation {
     /// Indexed by `Side::index`.
@@ -56,11 +58,14 @@ pub struct Conversation {
     ttl: [u8; 2],
     ip_id: [u16; 2],
     vlan: u16,
-    /// Packets from this side are egress (TC), the others ingress (XDP).
-    local: Side,
+    /// Packets from this side are egress (TC), the others ingress (XDP); `None` on a sensor,
+    /// where XDP sees both directions.
+    local: Option<Side>,
     now_ns: u64,
     settings: Settings,
     table: Option<FlowState>,
+    /// The table's entry after each packet, with the packet's time.
+    table_log: Vec<(u64, FlowState)>,
     events: Vec<RstEvent>,
 }
 
@@ -80,10 +85,11 @@ impl Conversation {
             ttl: [CLIENT_TTL, SERVER_TTL],
             ip_id: [1_000, 30_000],
             vlan: 0,
-            local: Side::Client,
+            local: Some(Side::Client),
             now_ns: START_NS,
             settings: Settings::default(),
             table: None,
+            table_log: Vec::new(),
             events: Vec::new(),
         }
     }
@@ -95,7 +101,13 @@ impl Conversation {
 
     /// Which side is this host; the default is the client.
     pub fn local(&mut self, side: Side) -> &mut Self {
-        self.local = side;
+        self.local = Some(side);
+        self
+    }
+
+    /// Seen from a sensor (a mirror port, a capture file): every packet is ingress.
+    pub fn sensor(&mut self) -> &mut Self {
+        self.local = None;
         self
     }
 
@@ -112,6 +124,11 @@ impl Conversation {
 
     pub fn wait_ms(&mut self, ms: u64) -> &mut Self {
         self.now_ns += ms * 1_000_000;
+        self
+    }
+
+    pub fn wait_us(&mut self, us: u64) -> &mut Self {
+        self.now_ns += us * 1_000;
         self
     }
 
@@ -180,7 +197,7 @@ impl Conversation {
             self.next_seq[i] = end;
         }
         self.ip_id[i] = self.ip_id[i].wrapping_add(1);
-        let direction = if from == self.local {
+        let direction = if Some(from) == self.local {
             DIRECTION_EGRESS
         } else {
             DIRECTION_INGRESS
@@ -238,6 +255,7 @@ impl Conversation {
             emitted = Some((kind, *snapshot));
         });
         self.table = Some(flow);
+        self.table_log.push((self.now_ns, flow));
         if let Some((kind, snapshot)) = emitted {
             self.events.push(RstEvent {
                 ts_ns: self.now_ns,
@@ -288,6 +306,41 @@ impl Conversation {
             "eth0",
             SystemTime::UNIX_EPOCH,
         )
+    }
+}
+
+impl Conversation {
+    /// Every report the daemon writes for this conversation, in order: its events through the
+    /// hold queue as they arrive, each released report explained with the flow's entry as it
+    /// was when its hold ended.
+    pub fn reports(&self) -> Vec<ResetReport> {
+        let mut hold = HoldQueue::new(HOLD_NS, self.settings.grace_ns);
+        let mut released = Vec::new();
+        for event in &self.events {
+            released.extend(hold.release(event.ts_ns));
+            hold.offer(*event);
+        }
+        released.extend(hold.release_all());
+        released
+            .iter()
+            .map(|held| {
+                let hold_end = held.event.ts_ns + HOLD_NS;
+                let table_then = |_: &FlowKey| {
+                    self.table_log
+                        .iter()
+                        .rev()
+                        .find(|(ns, _)| *ns <= hold_end)
+                        .map(|(_, flow)| *flow)
+                };
+                explain_held(
+                    held,
+                    &table_then,
+                    &ExplainSettings::default(),
+                    "eth0",
+                    |ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
+                )
+            })
+            .collect()
     }
 }
 

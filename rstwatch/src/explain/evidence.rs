@@ -35,6 +35,7 @@ pub fn collect(
         (Evidence::SeqOutOfWindow, seq_out_of_window(event)),
         (Evidence::DataAfterRst, data_after_rst(event, followups)),
         (Evidence::RstSeqChange, rst_seq_change(event, followups)),
+        (Evidence::RstBurst, rst_burst(event, followups)),
         (Evidence::FastRst, fast_rst(event)),
         (
             Evidence::TlsAlertBefore,
@@ -130,6 +131,25 @@ pub fn rst_seq_change(event: &RstEvent, followups: &[RstEvent]) -> bool {
         .any(|f| f.dir == event.dir && f.pkt.is_rst() && f.pkt.seq != event.pkt.seq)
 }
 
+/// How close together the RSTs of a burst come: an injector writes its copies back to back,
+/// while an endpoint's stack answers each packet it receives, a round trip apart.
+pub const RST_BURST_WINDOW_NS: u64 = 10_000_000;
+
+/// `rst_burst`: at least one more RST from the same claimed sender with the same sequence
+/// number within `RST_BURST_WINDOW_NS`, and the RST's TTL or IP ID unlike the endpoint's
+/// genuine packets. Injectors send several identical RSTs to win the race with the real
+/// endpoint; a stack answering two segments of a closed connection does the same, which is
+/// why the RST must also not look like the endpoint's own.
+pub fn rst_burst(event: &RstEvent, followups: &[RstEvent]) -> bool {
+    let repeated = followups.iter().any(|f| {
+        f.dir == event.dir
+            && f.pkt.is_rst()
+            && f.pkt.seq == event.pkt.seq
+            && f.ts_ns.saturating_sub(event.ts_ns) <= RST_BURST_WINDOW_NS
+    });
+    repeated && (ttl_mismatch(event) || ip_id_anomaly(event))
+}
+
 /// Scheduling jitter on the hosts themselves: a RST must beat half the round trip by more than
 /// this to count as fast. On a sub-millisecond path timing says nothing, and a busy host can
 /// stretch one handshake far beyond the path's real round trip.
@@ -138,11 +158,15 @@ const FAST_RST_MARGIN_NS: u64 = 1_000_000;
 /// `fast_rst` (ingress only): the RST arrived well under half a handshake round trip after the
 /// receiver's last packet, which was the latest on the flow. Its answer from the real endpoint
 /// needs a full round trip; half of it, less `FAST_RST_MARGIN_NS`, leaves room for jitter.
+/// Only a RST claiming to come from the far side of the capture point can be faster than the
+/// path allows: the near endpoint (the host itself, or the client a sensor sits next to)
+/// answers within microseconds, which is no sign of anything.
 pub fn fast_rst(event: &RstEvent) -> bool {
     let sides = Sides::of(event);
     let answered_after = event.ts_ns.saturating_sub(sides.receiver.last_ns);
     event.direction == DIRECTION_INGRESS
         && event.flow.rtt_ns != 0
+        && sides.sender_is_far() == Some(true)
         && sides.receiver_spoke_last()
         && answered_after + FAST_RST_MARGIN_NS < event.flow.rtt_ns / 2
 }

@@ -33,7 +33,10 @@ use rstwatch_common::{
     RstEvent, Settings,
 };
 
-use crate::report::{Direction, ResetReport};
+use crate::{
+    hold::{FlowStateSource, Held},
+    report::{Direction, ResetReport},
+};
 
 /// What the classifier needs to know beyond the event itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,12 +62,32 @@ impl Default for ExplainSettings {
     }
 }
 
-/// Explains the RST in `event` (kind `Rst`), seen on `iface` at wall-clock time `ts`.
-///
-/// `followups` are the later events for the same flow (kind `FollowUp`) collected during the
-/// grace period: they only add evidence. Class and evidence are judged on the flow as it was
-/// before the RST; `conn_state`, `history` and the packet counts include the RST itself, as
-/// Zeek would log them.
+/// The release step: explains a RST whose hold ended, with its connection's state as `flows`
+/// holds it now, and links it to the earlier report it follows. `wall_clock` turns kernel
+/// timestamps into wall-clock time.
+pub fn explain_held(
+    held: &Held,
+    flows: &impl FlowStateSource,
+    settings: &ExplainSettings,
+    iface: &str,
+    wall_clock: impl Fn(u64) -> SystemTime,
+) -> ResetReport {
+    let state = held.state_at_hold_end(flows);
+    let ts = wall_clock(held.event.ts_ns);
+    let mut report = explain_at_hold_end(
+        &held.event,
+        &held.followups,
+        state.as_ref(),
+        settings,
+        iface,
+        ts,
+    );
+    report.related_to = held.related_to.map(wall_clock);
+    report
+}
+
+/// Explains the RST in `event`, seen on `iface` at wall-clock time `ts`, from its own
+/// snapshot: `conn_state`, `history` and the packet counts are those right after the RST.
 pub fn explain(
     event: &RstEvent,
     followups: &[RstEvent],
@@ -72,8 +95,29 @@ pub fn explain(
     iface: &str,
     ts: SystemTime,
 ) -> ResetReport {
+    explain_at_hold_end(event, followups, None, settings, iface, ts)
+}
+
+/// Explains the RST in `event`, seen on `iface` at wall-clock time `ts`.
+///
+/// `followups` are the later events of the same claimed sender collected during the hold:
+/// they only add evidence. Class and evidence are judged on the flow as it was before the
+/// RST. `conn_state`, `history` and the packet counts are Zeek's for the connection as of the
+/// end of the hold: `state_at_hold_end` is the flow's entry then (what came after the RST, a
+/// FIN right behind it, changes Zeek's verdict); without it (the entry is gone or belongs to
+/// a newer connection) they are those right after the RST.
+pub fn explain_at_hold_end(
+    event: &RstEvent,
+    followups: &[RstEvent],
+    state_at_hold_end: Option<&FlowState>,
+    settings: &ExplainSettings,
+    iface: &str,
+    ts: SystemTime,
+) -> ResetReport {
     let pkt = &event.pkt;
-    let after = flow_after_rst(event);
+    let after = state_at_hold_end
+        .copied()
+        .unwrap_or_else(|| flow_after_rst(event));
     let evidence = evidence::collect(event, followups, settings);
     let endpoint = |dir: u8| {
         let d = dir as usize & 1;
@@ -118,6 +162,7 @@ pub fn explain(
         resp_pkts: resp_dir.pkts.into(),
         resp_bytes: resp_dir.bytes,
         followups: followups.len() as u32,
+        related_to: None,
         aggregate: None,
     }
 }

@@ -1,7 +1,7 @@
 //! The flow snapshot seen from the RST: its claimed sender's direction and its receiver's.
 
 use rstwatch_common::{
-    flow::{seen, seq_after, DirState, FlowState, HISTORY_FROM_HIGH},
+    flow::{origin, seen, seq_after, DirState, FlowState, HISTORY_FROM_HIGH},
     RstEvent,
 };
 
@@ -29,6 +29,30 @@ impl<'a> Sides<'a> {
     /// The receiver's packet is the latest on the flow, so the RST is (or may be) its answer.
     pub fn receiver_spoke_last(&self) -> bool {
         self.receiver.pkts > 0 && self.receiver.last_ns >= self.sender.last_ns
+    }
+
+    /// Whether the RST's claimed sender is the endpoint farther from the capture point, judged
+    /// from the handshake as seen here: each side's answer to the other's handshake packet
+    /// (responder: SYN to SYN-ACK; originator: SYN-ACK to its ACK) takes the path's round
+    /// trip when that side is far, and almost nothing when it is near. `None` when the
+    /// handshake was not seen whole.
+    pub fn sender_is_far(&self) -> Option<bool> {
+        let flow = self.flow;
+        let originator = flow.originator & 1;
+        let responder = &flow.dir[(originator ^ 1) as usize];
+        if flow.origin != origin::SYN || flow.rtt_ns == 0 || !responder.has(seen::SYN_ACK) {
+            return None;
+        }
+        let syn_ack_ns = responder.first_ns;
+        let ack_ns = flow.syn_ns.saturating_add(flow.rtt_ns);
+        let responder_answer = syn_ack_ns.saturating_sub(flow.syn_ns);
+        let originator_answer = ack_ns.saturating_sub(syn_ack_ns);
+        let originator_is_far = originator_answer > responder_answer;
+        Some(if self.sender_dir == originator {
+            originator_is_far
+        } else {
+            !originator_is_far
+        })
     }
 
     /// The receiver sent payload that the sender never acknowledged. The receiver's FIN is

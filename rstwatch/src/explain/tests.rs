@@ -560,3 +560,225 @@ mod report {
         assert!(r.wireshark_filter.ends_with(" && vlan.id==42"));
     }
 }
+
+/// Every RST gets a report of its own unless it folds into a held report of the same sender;
+/// conn_state and history are Zeek's as of the end of the hold.
+mod every_rst {
+    use super::*;
+    use crate::explain::conversation::HOLD_NS;
+
+    #[test]
+    fn a_refused_retry_with_the_same_isn_is_a_second_rej() {
+        let mut c = Conversation::v4();
+        c.syn(Client).wait_ms(1).rst_ack(Server).wait_ms(500);
+        let isn = c
+            .rst_event()
+            .flow
+            .dir
+            .iter()
+            .find(|d| d.pkts > 0)
+            .unwrap()
+            .next_seq
+            - 1;
+        c.send_with(Client, rstwatch_common::packet::tcp_flags::SYN, 0, |p| {
+            p.seq = isn
+        })
+        .wait_ms(1)
+        .rst_ack(Server);
+        let reports = c.reports();
+        let summary: Vec<_> = reports
+            .iter()
+            .map(|r| (r.class, r.conn_state, r.history.as_str(), r.related_to))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (ResetClass::Refused, ConnState::Rej, "Sr", None),
+                (ResetClass::Refused, ConnState::Rej, "Sr", None),
+            ],
+            "each attempt is its own connection, as Zeek logs it"
+        );
+    }
+
+    #[test]
+    fn the_clients_own_rst_after_a_forged_one_is_reported_and_linked() {
+        let mut c = server_resets_request();
+        c.send_with(Server, RST | ACK, 0, |p| p.ttl = 64)
+            .wait_ms(RTT_MS / 2)
+            .data(Server, 500)
+            .wait_us(30)
+            .rst(Client);
+        let reports = c.reports();
+        assert_eq!(reports.len(), 2, "{reports:#?}");
+        let (forged, answer) = (&reports[0], &reports[1]);
+        assert_eq!(forged.sender, Sender::Responder);
+        assert!(forged.middlebox);
+        assert!(forged.evidence.contains(&Evidence::DataAfterRst));
+        assert_eq!(
+            forged.followups, 1,
+            "the server's data, not the client's RST"
+        );
+        assert_eq!(answer.sender, Sender::Originator);
+        assert_eq!(answer.direction, Direction::Egress);
+        assert_eq!(answer.related_to, Some(forged.ts));
+        assert!(!answer.middlebox);
+    }
+
+    #[test]
+    fn a_rst_after_the_hold_gets_its_own_report() {
+        let mut c = server_resets_request();
+        c.rst_ack(Server)
+            .wait_ms(HOLD_NS / 1_000_000 + 100)
+            .send_with(Server, RST | ACK, 0, |p| p.seq = p.seq.wrapping_add(1));
+        let reports = c.reports();
+        assert_eq!(reports.len(), 2);
+        assert_eq!(reports[0].followups, 0);
+        assert_eq!(reports[1].related_to, Some(reports[0].ts));
+        assert_eq!(
+            reports[1].history, "ShADdrr",
+            "a RST with a new sequence number"
+        );
+    }
+
+    #[test]
+    fn a_second_rst_of_the_same_sender_within_the_hold_folds_into_its_report() {
+        let mut c = server_resets_request();
+        c.rst_ack(Server).wait_ms(1).rst_ack(Server);
+        let reports = c.reports();
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].followups, 1);
+    }
+
+    #[test]
+    fn a_fin_right_after_the_rst_changes_conn_state_as_in_zeek() {
+        let mut c = established();
+        c.wait_ms(5).fin(Client).rst(Client);
+        let without = c.reports();
+        assert_eq!(
+            (without[0].conn_state, without[0].history.as_str()),
+            (ConnState::Rsto, "ShADdFR")
+        );
+
+        c.wait_us(5).fin(Server);
+        let with = c.reports();
+        assert_eq!(
+            (with[0].conn_state, with[0].history.as_str()),
+            (ConnState::Sf, "ShADdFRf"),
+            "the server's FIN 5 us after the RST: Zeek calls the RST a normal termination"
+        );
+        assert_eq!(
+            with[0].class, without[0].class,
+            "the class is judged before the RST"
+        );
+        assert_eq!(with[0].resp_pkts, without[0].resp_pkts + 1);
+    }
+
+    #[test]
+    fn packets_after_the_hold_are_not_in_its_report() {
+        let mut c = established();
+        c.wait_ms(5).fin(Client).rst(Client);
+        c.wait_ms(HOLD_NS / 1_000_000 + 1).fin(Server);
+        assert_eq!(c.reports()[0].conn_state, ConnState::Rsto);
+    }
+}
+
+mod rst_burst {
+    use super::*;
+
+    #[test]
+    fn identical_rsts_unlike_the_endpoints_packets_are_a_burst_from_a_middlebox() {
+        let mut c = server_resets_request();
+        for _ in 0..3 {
+            c.send_with(Server, RST | ACK, 0, |p| {
+                p.ttl = SERVER_TTL + 3;
+                p.seq = 3_000_001_400 + 1;
+            })
+            .wait_us(200);
+        }
+        let reports = c.reports();
+        assert_eq!(reports.len(), 1);
+        let r = &reports[0];
+        assert_eq!(r.followups, 2);
+        assert_eq!(r.evidence, [Evidence::TtlMismatch, Evidence::RstBurst]);
+        assert!(r.middlebox);
+    }
+
+    #[test]
+    fn a_stack_answering_two_segments_with_the_same_rst_is_no_burst() {
+        let mut c = server_resets_request();
+        c.rst_ack(Server).wait_us(300).rst_ack(Server);
+        let r = &c.reports()[0];
+        assert_eq!(r.followups, 1);
+        assert_eq!(r.evidence, []);
+        assert!(!r.middlebox);
+    }
+
+    #[test]
+    fn identical_rsts_far_apart_are_no_burst() {
+        let mut c = server_resets_request();
+        let seq = 3_000_001_401;
+        c.send_with(Server, RST | ACK, 0, |p| {
+            p.ttl = SERVER_TTL + 3;
+            p.seq = seq;
+        })
+        .wait_ms(50)
+        .send_with(Server, RST | ACK, 0, |p| {
+            p.ttl = SERVER_TTL + 3;
+            p.seq = seq;
+        });
+        assert_eq!(c.reports()[0].evidence, [Evidence::TtlMismatch]);
+    }
+}
+
+mod capture_point {
+    use super::*;
+
+    #[test]
+    fn the_near_sides_own_quick_rst_is_not_fast_at_a_sensor() {
+        let mut c = established();
+        c.sensor()
+            .wait_ms(5)
+            .data(Server, 100)
+            .wait_us(20)
+            .rst(Client);
+        let r = c.explain();
+        assert_eq!(r.direction, Direction::Ingress);
+        assert_eq!(r.sender, Sender::Originator);
+        assert_eq!(
+            r.evidence,
+            [],
+            "the client next to the sensor answers in microseconds"
+        );
+    }
+
+    #[test]
+    fn the_far_sides_quick_rst_is_still_fast_at_a_sensor() {
+        let mut c = established();
+        c.sensor()
+            .wait_ms(5)
+            .data(Client, 100)
+            .wait_us(20)
+            .rst_ack(Server);
+        assert_eq!(c.explain().evidence, [Evidence::FastRst]);
+    }
+
+    #[test]
+    fn at_a_sensor_next_to_the_server_the_client_is_the_far_side() {
+        let mut c = Conversation::v4();
+        c.sensor()
+            .syn(Client)
+            .syn_ack(Server)
+            .wait_ms(RTT_MS)
+            .ack(Client);
+        c.wait_ms(5).data(Server, 100).wait_us(20).rst(Client);
+        assert_eq!(c.explain().evidence, [Evidence::FastRst]);
+        let mut c = Conversation::v4();
+        c.sensor()
+            .syn(Client)
+            .syn_ack(Server)
+            .wait_ms(RTT_MS)
+            .ack(Client);
+        c.wait_ms(5).data(Client, 100).wait_us(20).rst_ack(Server);
+        assert_eq!(c.explain().evidence, [], "the server is next to the sensor");
+    }
+}

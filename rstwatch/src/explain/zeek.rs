@@ -1,10 +1,12 @@
 //! Zeek conn.log `history` and `conn_state`, derived from the kernel's ordered history: the
-//! first occurrence of each event per direction, in the order seen.
+//! letters as Zeek writes them (`a d i q` once per direction, `s h f r` again for a new
+//! sequence number, `t w` at the 1st, 10th, 100th... occurrence).
 //!
-//! `conn_state` replays those events through Zeek's TCP endpoint state machine (inactive,
+//! `conn_state` replays those letters through Zeek's TCP endpoint state machine (inactive,
 //! SYN sent, SYN-ACK sent, partial, established, closed, reset) and applies Zeek's conn_state
-//! decision to the two final states. The kernel keeps first occurrences only, so a state that
-//! hinges on a repeated flag (a second FIN, a SYN retried after a RST) can differ from Zeek's.
+//! decision to the two final states. Every SYN, FIN and RST that could change an endpoint's
+//! state leaves a letter, except a repeat with the same sequence number (which changes
+//! nothing) and a SYN together with a FIN or RST (`q`, which cannot say which it carried).
 
 use rstwatch_common::flow::{seen, FlowState, HISTORY_FROM_HIGH};
 
@@ -153,8 +155,8 @@ struct Segment {
 }
 
 impl Segment {
-    /// `None` for events that change no endpoint state: retransmission, zero window, and the
-    /// multi-flag mark (its SYN, FIN and RST are recorded as events of their own).
+    /// `None` for events that change no endpoint state (retransmission, zero window) and for
+    /// `q`, which does not say whether the SYN came with a FIN or a RST.
     fn of(bit: u8) -> Option<Self> {
         let none = Segment::default();
         Some(match 1u16 << bit {
@@ -176,6 +178,11 @@ impl Segment {
                 ..none
             },
             seen::RST => Segment { rst: true, ..none },
+            seen::FIN_RST => Segment {
+                fin: true,
+                rst: true,
+                ..none
+            },
             _ => return None,
         })
     }
@@ -402,5 +409,26 @@ mod tests {
         assert!(!originator_syn_then_rst("SaFR"));
         assert!(!originator_syn_then_rst("R"));
         assert!(!originator_syn_then_rst("S"));
+    }
+
+    #[test]
+    fn fin_with_rst_is_i_and_resets_the_sender() {
+        let mut c = Conversation::v4();
+        c.handshake().data(Client, 100);
+        c.send(
+            Client,
+            rstwatch_common::packet::tcp_flags::FIN | rstwatch_common::packet::tcp_flags::RST,
+            0,
+        );
+        expect(&c, "ShADI", ConnState::Rsto);
+    }
+
+    #[test]
+    fn repeated_fins_and_rsts_replay_through_the_state_machine() {
+        let mut c = Conversation::v4();
+        c.handshake().data(Client, 100).fin(Client).rst(Client);
+        expect(&c, "ShADFR", ConnState::Rsto);
+        c.fin(Server);
+        expect(&c, "ShADFRf", ConnState::Sf);
     }
 }

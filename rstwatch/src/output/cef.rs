@@ -19,7 +19,8 @@
 //!   evidence (comma-separated), `cs3` connState, `cs4` history, `cs5` wiresharkFilter, `cs6`
 //!   communityId, `cn1` ttl, `cn2` expectedTtl, `cn3` idleMs, `flexNumber1` rttUs,
 //!   `flexString1` middlebox (`true`/`false`), `flexString2` originator (`ip:port` of the
-//!   connection's initiator).
+//!   connection's initiator), `deviceCustomDate1` relatedTo (the `rt` of the connection's first
+//!   report, when this RST follows it).
 //!
 //! Severity (0-10): benign 1, notice 3 (both "Low"), alert 7 ("High").
 
@@ -96,6 +97,9 @@ impl Format for Cef {
         }
         ext.labelled("flexString1", "middlebox", r.middlebox);
         ext.labelled("flexString2", "originator", r.orig);
+        if let Some(earlier) = r.related_to {
+            ext.labelled("deviceCustomDate1", "relatedTo", unix_millis(earlier));
+        }
         out.extend_from_slice(record.as_bytes());
     }
 }
@@ -375,5 +379,14 @@ mod tests {
         assert_eq!(ext["cn3"], "45000");
         assert_eq!(ext["flexNumber1"], "1200");
         assert_eq!(ext["flexString1"], "true");
+    }
+
+    #[test]
+    fn related_to_is_the_earlier_records_rt() {
+        let (_, earlier) = parse(&render(&crate::output::sample::middlebox_report()));
+        let (_, later) = parse(&render(&crate::output::sample::related_report()));
+        assert_eq!(later["deviceCustomDate1"], earlier["rt"]);
+        assert_eq!(later["deviceCustomDate1Label"], "relatedTo");
+        assert!(!earlier.contains_key("deviceCustomDate1"));
     }
 }

@@ -127,6 +127,9 @@ fn details(r: &ResetReport) -> Value {
     if let Some(ttl) = r.expected_ttl {
         details["expected_ttl"] = ttl.into();
     }
+    if let Some(earlier) = r.related_to {
+        details["related_to"] = rfc3339(earlier).into();
+    }
     if let Some(ip_id) = r.ip_id {
         details["ip_id"] = ip_id.into();
     }
@@ -281,5 +284,13 @@ mod tests {
             doc["rstwatch"]["wireshark_filter"],
             "tcp.port == 1 || ip.addr == \"x\""
         );
+    }
+
+    #[test]
+    fn related_to_is_the_earlier_reports_timestamp() {
+        let earlier = render(&crate::output::sample::middlebox_report());
+        let later = render(&crate::output::sample::related_report());
+        assert_eq!(later["rstwatch"]["related_to"], earlier["@timestamp"]);
+        assert!(earlier["rstwatch"].get("related_to").is_none());
     }
 }

@@ -4,7 +4,8 @@
 //! (IPv4 dotted quad, IPv6 RFC 5952); `flags` is the letters of the flags set (`"RA"`, see
 //! `fields::tcp_flag_letters`); `evidence` is an array of signal names; a value that is not
 //! known is `null` (`expected_ttl` without genuine packets, `ip_id` for IPv6, `idle_ms`
-//! without state, `rtt_us` without a handshake, `aggregate` for a single reset).
+//! without state, `rtt_us` without a handshake, `aggregate` for a single reset, `related_to`
+//! for a RST that follows no earlier report; else the `ts` of the connection's first report).
 
 use std::net::IpAddr;
 
@@ -98,6 +99,7 @@ struct Record<'a> {
     resp_pkts: u64,
     resp_bytes: u64,
     followups: u32,
+    related_to: Option<String>,
     aggregate: Option<AggregateRecord>,
 }
 
@@ -150,6 +152,7 @@ impl<'a> Record<'a> {
             resp_pkts: r.resp_pkts,
             resp_bytes: r.resp_bytes,
             followups: r.followups,
+            related_to: r.related_to.map(fields::rfc3339),
             aggregate: r.aggregate.as_ref().map(AggregateRecord::of),
         }
     }
@@ -260,5 +263,13 @@ mod tests {
                 "last": "2024-05-01T12:00:03.000000Z",
             })
         );
+    }
+
+    #[test]
+    fn related_to_is_the_earlier_reports_ts_or_null() {
+        let earlier = render(&middlebox_report());
+        let later = render(&crate::output::sample::related_report());
+        assert_eq!(later["related_to"], earlier["ts"]);
+        assert_eq!(earlier["related_to"], Value::Null);
     }
 }

@@ -18,7 +18,7 @@
 
 use serde_json::{json, Value};
 
-use super::Format;
+use super::{fields, Format};
 use crate::report::{unix_millis, Aggregate, ResetClass, ResetReport, Severity};
 
 /// The OCSF schema release this mapping follows.
@@ -184,6 +184,9 @@ fn unmapped(r: &ResetReport) -> Value {
     if let Some(ttl) = r.expected_ttl {
         unmapped["expected_ttl"] = ttl.into();
     }
+    if let Some(earlier) = r.related_to {
+        unmapped["related_to"] = fields::rfc3339(earlier).into();
+    }
     if let Some(ip_id) = r.ip_id {
         unmapped["ip_id"] = ip_id.into();
     }
@@ -316,5 +319,16 @@ mod tests {
         assert_eq!(doc["count"], 40);
         assert_eq!(doc["start_time"], 1_700_000_000_123u64);
         assert_eq!(doc["end_time"], 1_700_000_002_123u64);
+    }
+
+    #[test]
+    fn related_to_is_the_earlier_reports_time() {
+        let earlier = crate::output::sample::middlebox_report();
+        let later = render(&crate::output::sample::related_report());
+        assert_eq!(
+            later["unmapped"]["related_to"],
+            crate::output::fields::rfc3339(earlier.ts)
+        );
+        assert!(render(&earlier)["unmapped"].get("related_to").is_none());
     }
 }

@@ -47,6 +47,7 @@ pub fn middlebox_report() -> ResetReport {
         resp_pkts: 3,
         resp_bytes: 1_400,
         followups: 0,
+        related_to: None,
         aggregate: None,
     }
 }
@@ -89,6 +90,7 @@ pub fn ipv6_report() -> ResetReport {
         resp_pkts: 0,
         resp_bytes: 0,
         followups: 0,
+        related_to: None,
         aggregate: None,
     }
 }
@@ -109,6 +111,17 @@ pub fn teardown_report() -> ResetReport {
         history: "ShADdFfR".to_owned(),
         idle_ms: Some(2_500),
         ..middlebox_report()
+    }
+}
+
+/// The client's own RST answering the server after `middlebox_report`'s forged one: it
+/// follows that report.
+pub fn related_report() -> ResetReport {
+    let earlier = middlebox_report();
+    ResetReport {
+        ts: earlier.ts + Duration::from_millis(20),
+        related_to: Some(earlier.ts),
+        ..teardown_report()
     }
 }
 
@@ -151,6 +164,7 @@ pub fn refused_report() -> ResetReport {
         resp_pkts: 1,
         resp_bytes: 40,
         followups: 0,
+        related_to: None,
         aggregate: None,
     }
 }

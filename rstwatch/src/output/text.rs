@@ -54,6 +54,9 @@ fn line(r: &ResetReport) -> String {
     if r.followups > 0 {
         parts.push(format!("{} follow-up packets", r.followups));
     }
+    if let Some(earlier) = r.related_to {
+        parts.push(format!("follows the reset of {}", fields::rfc3339(earlier)));
+    }
     if let Some(a) = &r.aggregate {
         parts.push(format!("{}x since {}", a.count, fields::rfc3339(a.first)));
     }
@@ -195,5 +198,14 @@ mod tests {
         assert_eq!(duration_words(303_000), "5 min 3 s");
         assert_eq!(rtt_words(180), "180 us");
         assert_eq!(rtt_words(40_000), "40 ms");
+    }
+
+    #[test]
+    fn a_related_reset_names_the_one_it_follows() {
+        let line = render(&crate::output::sample::related_report(), false);
+        assert!(
+            line.contains("; follows the reset of 2024-05-01T12:00:00.250000Z; "),
+            "{line}"
+        );
     }
 }

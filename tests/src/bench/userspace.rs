@@ -16,9 +16,8 @@ use rstwatch::{
     output::{Format, Json},
     report::ResetClass,
     summary::Summary,
-    watch::decode,
 };
-use rstwatch_common::Counter;
+use rstwatch_common::{event::decode, Counter};
 
 use super::{
     kernel_cost::{ring_capacity, run},
@@ -106,9 +105,9 @@ pub fn measure() -> Result<Throughput> {
 
         let mut lines = Vec::with_capacity(per_round as usize);
         let started = Instant::now();
-        let mut hold = HoldQueue::new(0);
+        let mut hold = HoldQueue::new(0, 0);
         while let Some(item) = ring.next() {
-            if let Some(event) = decode(&item) {
+            if let Ok(event) = decode(&item) {
                 hold.offer(event);
             }
         }

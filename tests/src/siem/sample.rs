@@ -55,6 +55,7 @@ pub fn report(n: u32) -> ResetReport {
         resp_pkts: 1,
         resp_bytes: 40,
         followups: 0,
+        related_to: None,
         aggregate: None,
     }
 }
