@@ -63,6 +63,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     preflight::require_capabilities()?;
     let mut records = Records::open(&args)?;
     let syslog = start_syslog(&args.syslog, args.format)?;
+    // Before anything is attached, and long before the line saying so: a signal that came
+    // earlier would get its default action, which for SIGUSR1 and SIGHUP is to exit.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut user1 = signal(SignalKind::user_defined1())?;
+    let mut hangup = signal(SignalKind::hangup())?;
 
     if let Some(missing) = KernelFeatures::detect().missing() {
         eprintln!("rstwatch: {missing}");
@@ -124,10 +130,6 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         if egress_attached { ", TC egress" } else { "" }
     );
 
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut user1 = signal(SignalKind::user_defined1())?;
-    let mut hangup = signal(SignalKind::hangup())?;
     let mut tick = tokio::time::interval(RELEASE_TICK);
     let mut storm_tick = tokio::time::interval(STORM_TICK);
     let mut interface_tick = tokio::time::interval(INTERFACE_TICK);

@@ -20,6 +20,8 @@ use serde_json::Value;
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long rstwatch may take to answer a signal or report a change.
 const SAY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long rstwatch may take to refuse: some refusals come only after loading the programs.
+const REFUSAL_TIMEOUT: Duration = Duration::from_secs(20);
 /// SIGTERM to exit, whatever the output is doing: the writer's grace plus the final drain.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(6);
 
@@ -287,7 +289,7 @@ fn an_interface_deleted_and_recreated_is_reported_and_watched_again() {
 }
 
 /// Runs rstwatch in `ns` and returns its exit code and stderr; fails if it is still running
-/// (watching instead of refusing) after `SAY_TIMEOUT`.
+/// (watching instead of refusing) after `REFUSAL_TIMEOUT`.
 fn run_in(ns: &str, args: &[&str]) -> (i32, String) {
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns])
@@ -297,7 +299,7 @@ fn run_in(ns: &str, args: &[&str]) -> (i32, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + SAY_TIMEOUT;
+    let deadline = Instant::now() + REFUSAL_TIMEOUT;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
@@ -305,7 +307,7 @@ fn run_in(ns: &str, args: &[&str]) -> (i32, String) {
         if Instant::now() >= deadline {
             child.kill().unwrap();
             child.wait().unwrap();
-            panic!("rstwatch {args:?} was still running after {SAY_TIMEOUT:?}");
+            panic!("rstwatch {args:?} was still running after {REFUSAL_TIMEOUT:?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };

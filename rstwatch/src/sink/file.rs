@@ -24,6 +24,14 @@ use std::{
 
 use crate::kernel::UserError;
 
+/// A message on stderr from the writer thread. A stderr that fails (the terminal closed) must
+/// not take the writer down with it, as a panicking `eprintln!` would.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(io::stderr(), $($arg)*);
+    }};
+}
+
 /// Lines waiting for the writer; beyond this they are dropped and counted.
 pub const QUEUE_LINES: usize = 4096;
 /// How often a write that failed on a full disk is tried again.
@@ -290,7 +298,7 @@ impl Writer {
                     set_blocking(&file);
                     return Some(Out::from_file(file));
                 }
-                Err(err) if err.raw_os_error() == Some(libc::ENXIO) => eprintln!(
+                Err(err) if err.raw_os_error() == Some(libc::ENXIO) => note!(
                     "rstwatch: --output {} is a FIFO with no reader: records wait until one \
                      opens it (beyond {QUEUE_LINES} they are dropped and counted)",
                     path.display()
@@ -301,7 +309,7 @@ impl Writer {
         match Out::file(path) {
             Ok(out) => Some(out),
             Err(err) => {
-                eprintln!(
+                note!(
                     "rstwatch: cannot open --output {}: {err}; records are dropped and counted",
                     path.display()
                 );
@@ -312,7 +320,7 @@ impl Writer {
 
     fn reopen(&mut self) {
         if let Destination::File(path) = &self.destination {
-            eprintln!("rstwatch: reopening --output {}", path.display());
+            note!("rstwatch: reopening --output {}", path.display());
             if let Some(out) = self.open() {
                 self.out = Some(out);
                 self.reader_gone = false;
@@ -332,7 +340,7 @@ impl Writer {
                 Ok(()) => {
                     self.counters.written.fetch_add(1, Ordering::Relaxed);
                     if std::mem::take(&mut self.disk_full) {
-                        eprintln!(
+                        note!(
                             "rstwatch: {}: space is back, writing again",
                             self.destination.describe()
                         );
@@ -346,7 +354,7 @@ impl Writer {
                     if !self.requests.closing.load(Ordering::Relaxed) =>
                 {
                     if !std::mem::replace(&mut self.disk_full, true) {
-                        eprintln!(
+                        note!(
                             "rstwatch: {}: {err}; retrying until space returns (records wait \
                              in a queue of {QUEUE_LINES}, beyond it they are dropped and counted)",
                             self.destination.describe()
@@ -359,7 +367,7 @@ impl Writer {
                     continue;
                 }
                 Some(libc::EPIPE) => {
-                    eprintln!(
+                    note!(
                         "rstwatch: {}: the reader went away; records are dropped and counted \
                          from now on",
                         self.destination.describe()
@@ -369,7 +377,7 @@ impl Writer {
                 _ => {
                     self.failures_reported += 1;
                     if self.failures_reported <= FAILURES_REPORTED {
-                        eprintln!(
+                        note!(
                             "rstwatch: {}: a record was dropped: {err}",
                             self.destination.describe()
                         );
