@@ -23,6 +23,7 @@ pub mod features;
 pub mod hold;
 pub mod kernel;
 pub mod output;
+pub mod pipeline;
 pub mod preflight;
 pub mod report;
 pub mod sink;

@@ -21,7 +21,7 @@ pub mod wireshark;
 pub mod zeek;
 
 #[cfg(test)]
-mod conversation;
+pub(crate) mod conversation;
 #[cfg(test)]
 mod tests;
 

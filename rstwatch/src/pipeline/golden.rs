@@ -1,0 +1,185 @@
+//! The records of a fixed set of conversations, in every format, byte for byte: the pipeline
+//! may be restructured or sped up, its output may not change unnoticed.
+//!
+//! `RSTWATCH_BLESS=1 cargo test -p rstwatch golden` rewrites `golden/records.txt` after an
+//! intended change of the output.
+
+use std::{collections::HashMap, fmt::Write as _};
+
+use rstwatch_common::{packet::tcp_flags::*, FlowKey, RstEvent};
+
+use crate::{
+    clock::WallClock,
+    explain::{
+        conversation::{Conversation, Side::*, HOLD_NS, RTT_MS, SERVER_TTL},
+        explain_held, ExplainSettings,
+    },
+    hold::HoldQueue,
+    output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
+    watch::decode,
+};
+
+const GOLDEN: &str = "src/pipeline/golden/records.txt";
+/// 2024-05-01T12:00:00Z at kernel time 0.
+const WALL_CLOCK_OFFSET_NS: i128 = 1_714_564_800_000_000_000;
+
+fn established() -> Conversation {
+    let mut c = Conversation::v4();
+    c.handshake()
+        .data(Client, 300)
+        .wait_ms(RTT_MS)
+        .data(Server, 1_400);
+    c
+}
+
+/// Conversations covering every class, both senders, middlebox evidence, follow-ups, a
+/// linked answer, IPv6 and a VLAN.
+fn conversations() -> Vec<(&'static str, Conversation)> {
+    let mut refused = Conversation::v4();
+    refused.syn(Client).wait_ms(1).rst_ack(Server);
+
+    let mut teardown = established();
+    teardown.fin(Client).fin(Server).ack(Client).rst(Client);
+
+    let mut data_after_close = established();
+    data_after_close
+        .fin(Server)
+        .ack(Client)
+        .wait_s(20)
+        .data(Client, 40)
+        .wait_ms(RTT_MS)
+        .rst(Server);
+
+    let mut idle = established();
+    idle.wait_s(400)
+        .data(Client, 40)
+        .wait_ms(RTT_MS)
+        .rst(Server);
+
+    let mut injected = established();
+    injected
+        .wait_ms(5)
+        .data(Client, 200)
+        .wait_ms(1)
+        .send_with(Server, RST | ACK, 0, |p| {
+            p.ttl = 60;
+            p.ip_id = 7;
+        })
+        .wait_ms(RTT_MS)
+        .data(Server, 500)
+        .wait_ms(1)
+        .rst(Client);
+
+    let mut burst = established();
+    burst.wait_ms(5).data(Client, 200).wait_ms(RTT_MS);
+    for _ in 0..3 {
+        burst
+            .send_with(Server, RST | ACK, 0, |p| {
+                p.ttl = SERVER_TTL + 3;
+                p.seq = 3_000_001_400 + 1;
+            })
+            .wait_us(200);
+    }
+
+    let mut v6 = Conversation::v6();
+    v6.handshake().data(Client, 100).wait_ms(RTT_MS).rst(Client);
+
+    let mut vlan = established();
+    vlan.vlan(7)
+        .wait_ms(3)
+        .rst_ack(Client)
+        .wait_s(1)
+        .rst(Server);
+
+    let mut local = established();
+    local.local(Client).wait_ms(2).rst(Client);
+
+    let mut no_state = Conversation::v6();
+    no_state.rst_ack(Server);
+
+    vec![
+        ("no_state", no_state),
+        ("refused", refused),
+        ("teardown", teardown),
+        ("data_after_close", data_after_close),
+        ("idle_timeout", idle),
+        ("injected", injected),
+        ("burst", burst),
+        ("ipv6", v6),
+        ("vlan", vlan),
+        ("local", local),
+    ]
+}
+
+fn formats() -> Vec<(&'static str, Box<dyn Format>)> {
+    vec![
+        ("text", Box::new(Text::new(false))),
+        ("text-colour", Box::new(Text::new(true))),
+        ("json", Box::new(Json)),
+        ("ecs", Box::new(Ecs)),
+        ("ocsf", Box::new(Ocsf)),
+        ("cef", Box::new(Cef)),
+    ]
+}
+
+/// The records the daemon writes for `c`, in `format`: its events as ring-buffer bytes,
+/// decoded, held, explained with the flow's entry at the hold's end, rendered.
+fn records(c: &Conversation, format: &dyn Format) -> Vec<u8> {
+    let clock = WallClock::with_offset(WALL_CLOCK_OFFSET_NS);
+    let settings = ExplainSettings::default();
+    let ifnames = HashMap::from([(c.events()[0].ifindex, "eth0".to_owned())]);
+    let mut hold = HoldQueue::new(HOLD_NS, 1_000_000_000);
+    let mut released = Vec::new();
+    for event in c.events() {
+        released.extend(hold.release(event.ts_ns));
+        let bytes = event_bytes(event);
+        hold.offer(decode(&bytes).expect("a whole event"));
+    }
+    released.extend(hold.release_all());
+    let mut out = Vec::new();
+    for held in &released {
+        let hold_end = held.event.ts_ns + HOLD_NS;
+        let flows = |_: &FlowKey| c.table_at(hold_end);
+        let iface = ifnames.get(&held.event.ifindex).map_or("?", String::as_str);
+        let report = explain_held(held, &flows, &settings, iface, |ns| {
+            clock.to_system_time(ns)
+        });
+        format.render(&report, &mut out);
+        out.push(b'\n');
+    }
+    out
+}
+
+fn event_bytes(event: &RstEvent) -> Vec<u8> {
+    // SAFETY: RstEvent is plain old data; its bytes are what the ring buffer carries.
+    unsafe {
+        std::slice::from_raw_parts(
+            (event as *const RstEvent).cast::<u8>(),
+            std::mem::size_of::<RstEvent>(),
+        )
+    }
+    .to_vec()
+}
+
+#[test]
+fn every_format_renders_the_fixed_conversations_byte_for_byte() {
+    let mut rendered = String::new();
+    for (name, c) in conversations() {
+        for (format_name, format) in formats() {
+            let records = records(&c, format.as_ref());
+            assert!(!records.is_empty(), "{name} gave no record");
+            writeln!(rendered, "## {name} {format_name}").unwrap();
+            rendered.push_str(&String::from_utf8(records).expect("records are UTF-8"));
+        }
+    }
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(GOLDEN);
+    if std::env::var_os("RSTWATCH_BLESS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &rendered).unwrap();
+    }
+    let golden = std::fs::read_to_string(&path).expect("the golden records exist");
+    for (line, (got, want)) in rendered.lines().zip(golden.lines()).enumerate() {
+        assert_eq!(got, want, "line {} of {GOLDEN}", line + 1);
+    }
+    assert_eq!(rendered.lines().count(), golden.lines().count());
+}

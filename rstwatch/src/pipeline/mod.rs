@@ -1,0 +1,4 @@
+//! From the kernel's ring-buffer records to written records.
+
+#[cfg(test)]
+mod golden;
