@@ -13,7 +13,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub const DEFAULT_GRACE_NS: u64 = 2_000_000_000;
+    pub const DEFAULT_GRACE_NS: u64 = crate::defaults::GRACE_NS;
     pub const DEFAULT_FOLLOWUP_LIMIT: u32 = 4;
 }
 

@@ -6,20 +6,17 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use rstwatch_common::{
-    event::EventKind, flow::Step, Counter, FlowKey, FlowState, PacketMeta, RstEvent, Settings,
-    COUNTER_COUNT,
+    defaults, event::EventKind, flow::Step, Counter, FlowKey, FlowState, PacketMeta, RstEvent,
+    Settings, COUNTER_COUNT,
 };
 
-/// Defaults; userspace resizes FLOWS and EVENTS before loading.
-const DEFAULT_FLOWS: u32 = 131_072;
-const DEFAULT_EVENT_BYTES: u32 = 4 << 20;
 const MAX_FILTER_NETS: u32 = 1024;
 
 #[map]
-static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_FLOWS, 0);
+static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(defaults::FLOWS, 0);
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_EVENT_BYTES, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(defaults::RING_BYTES, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);

@@ -18,8 +18,10 @@
 pub mod cli;
 pub mod clock;
 pub mod detach;
+pub mod error;
 pub mod explain;
 pub mod features;
+pub mod filter;
 pub mod hold;
 pub mod kernel;
 pub mod output;

@@ -22,10 +22,11 @@ use tokio::{
 use crate::{
     cli::{AggregateRate, FormatArg, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
+    error::UserError,
     explain::{explain_held, ExplainSettings},
     features::KernelFeatures,
     hold::{HoldQueue, Offer},
-    kernel::{Kernel, KernelConfig, TcAttach, UserError, VerifierRejection},
+    kernel::{Kernel, KernelConfig, TcAttach, VerifierRejection},
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
     preflight,
     sink::{

@@ -1,4 +1,4 @@
-//! The one class every RST gets (SPEC section 4): the first of these rules that matches, in
+//! The one class every RST gets (docs/design.md, Classes): the first of these rules that matches, in
 //! this order, judged on the flow as it was just before the RST. "Sender" is the RST's
 //! claimed sender (its source address), "receiver" the other side.
 //!

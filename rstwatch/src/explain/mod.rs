@@ -5,7 +5,7 @@
 //! every rule is unit-tested on synthetic conversations without a kernel.
 //!
 //! Where to look:
-//! - `classify`: the one class per RST (SPEC section 4, first matching rule wins).
+//! - `classify`: the one class per RST (first matching rule wins, docs/design.md).
 //! - `evidence`: the signals about who really sent it; `attribution`: the claimed sender and
 //!   the rule that turns signals into `middlebox`.
 //! - `zeek`: conn.log `conn_state` and `history`.
@@ -49,7 +49,8 @@ pub struct ExplainSettings {
 }
 
 impl ExplainSettings {
-    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration =
+        Duration::from_nanos(rstwatch_common::defaults::IDLE_TIMEOUT_NS);
     pub const DEFAULT_TLS_ALERT_WINDOW: Duration = Duration::from_secs(2);
 }
 

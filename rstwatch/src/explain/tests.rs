@@ -57,7 +57,7 @@ mod class {
         assert_eq!(c.explain().class, ResetClass::Abort);
     }
 
-    /// SPEC 1: client silent 60+ s, small block, server FINs, client only ACKs, sends again
+    /// The case that started rstwatch: client silent 60+ s, small block, server FINs, client only ACKs, sends again
     /// 14-22 s later, server RSTs.
     #[test]
     fn client_keeps_sending_after_server_closed_is_data_after_close() {

@@ -35,7 +35,7 @@ const FIRST_FLOW: u32 = 1 << 22;
 #[derive(Clone, Debug)]
 pub struct Throughput {
     pub events: u64,
-    /// Drain, decode, hold, explain, render to a buffer (SPEC 7's definition).
+    /// Drain, decode, hold, explain, render to a buffer.
     pub pipeline: Duration,
     /// Writing each record with its own write(2) to /dev/null, as `--output FILE` does.
     pub writes: Duration,
