@@ -8,7 +8,7 @@ use rstwatch_common::defaults;
 
 use crate::{
     filter::Cidr,
-    sink::syslog::{Facility, SyslogUrl},
+    sink::{Facility, SyslogUrl},
 };
 
 #[derive(Debug, Parser)]
@@ -117,6 +117,12 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N", default_value_t = defaults::FLOWS, value_parser = clap::value_parser!(u32).range(1024..))]
     pub flows: u32,
 
+    /// Identical resets per second (same class, sender, peers) written one by one during a
+    /// storm, to every output; the rest are folded into one record with a count. `off` writes
+    /// every one.
+    #[arg(long, value_name = "N|off", default_value = "10", value_parser = parse_rate)]
+    pub aggregate_rate: AggregateRate,
+
     /// Ring buffer between kernel and daemon, in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = defaults::RING_BYTES >> 20, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
@@ -181,11 +187,6 @@ pub struct SyslogArgs {
     /// Disk space the spool may use, in MiB; beyond it records are dropped and counted.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     pub spool_max_mib: u64,
-
-    /// Identical resets per second (same class, sender, peers) sent one by one during a storm;
-    /// the rest are folded into one record with a count. `off` sends every one.
-    #[arg(long, value_name = "N|off", default_value = "10", value_parser = parse_rate)]
-    pub aggregate_rate: AggregateRate,
 }
 
 /// `--aggregate-rate`: how many identical resets per second go out one by one.
@@ -290,12 +291,12 @@ mod tests {
         };
         assert_eq!(args.idle_timeout, Duration::from_secs(30));
         assert_eq!(args.tc_attach, TcAttachArg::Auto);
-        assert_eq!(args.syslog.aggregate_rate, AggregateRate::PerSecond(10));
+        assert_eq!(args.aggregate_rate, AggregateRate::PerSecond(10));
         let cli = Cli::try_parse_from(["rstwatch", "watch", "-i", "x", "--aggregate-rate", "off"]);
         let Command::Watch(args) = cli.unwrap().command else {
             panic!("watch parses as Watch");
         };
-        assert_eq!(args.syslog.aggregate_rate, AggregateRate::Off);
+        assert_eq!(args.aggregate_rate, AggregateRate::Off);
     }
 
     #[test]

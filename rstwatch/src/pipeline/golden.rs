@@ -4,7 +4,12 @@
 //! `RSTWATCH_BLESS=1 cargo test -p rstwatch golden` rewrites `golden/records.txt` after an
 //! intended change of the output.
 
-use std::{collections::HashMap, fmt::Write as _};
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    io::Write,
+    sync::{Arc, Mutex},
+};
 
 use rstwatch_common::{packet::tcp_flags::*, FlowKey, RstEvent};
 
@@ -12,11 +17,11 @@ use crate::{
     clock::WallClock,
     explain::{
         conversation::{Conversation, Side::*, HOLD_NS, RTT_MS, SERVER_TTL},
-        explain_held, ExplainSettings,
+        ExplainSettings,
     },
-    hold::HoldQueue,
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
-    watch::decode,
+    pipeline::{Pipeline, PipelineConfig},
+    sink::file::LineSink,
 };
 
 const GOLDEN: &str = "src/pipeline/golden/records.txt";
@@ -122,32 +127,57 @@ fn formats() -> Vec<(&'static str, Box<dyn Format>)> {
     ]
 }
 
-/// The records the daemon writes for `c`, in `format`: its events as ring-buffer bytes,
-/// decoded, held, explained with the flow's entry at the hold's end, rendered.
-fn records(c: &Conversation, format: &dyn Format) -> Vec<u8> {
-    let clock = WallClock::with_offset(WALL_CLOCK_OFFSET_NS);
-    let settings = ExplainSettings::default();
-    let ifnames = HashMap::from([(c.events()[0].ifindex, "eth0".to_owned())]);
-    let mut hold = HoldQueue::new(HOLD_NS, 1_000_000_000);
-    let mut released = Vec::new();
-    for event in c.events() {
-        released.extend(hold.release(event.ts_ns));
-        let bytes = event_bytes(event);
-        hold.offer(decode(&bytes).expect("a whole event"));
+/// Collects what the pipeline writes.
+#[derive(Clone, Default)]
+struct Written(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Written {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
     }
-    released.extend(hold.release_all());
-    let mut out = Vec::new();
-    for held in &released {
-        let hold_end = held.event.ts_ns + HOLD_NS;
-        let flows = |_: &FlowKey| c.table_at(hold_end);
-        let iface = ifnames.get(&held.event.ifindex).map_or("?", String::as_str);
-        let report = explain_held(held, &flows, &settings, iface, |ns| {
-            clock.to_system_time(ns)
-        });
-        format.render(&report, &mut out);
-        out.push(b'\n');
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
-    out
+}
+
+/// The records the daemon writes for `c`, in `format`: its events as ring-buffer bytes
+/// through the pipeline, each hold released when it ends, with the flow's entry then.
+fn records(c: &Conversation, format: Box<dyn Format>) -> Vec<u8> {
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        clock: WallClock::with_offset(WALL_CLOCK_OFFSET_NS),
+        explain: ExplainSettings::default(),
+        ifnames: HashMap::from([(c.events()[0].ifindex, "eth0".to_owned())]),
+        hold_ns: HOLD_NS,
+        link_ns: 1_000_000_000,
+        aggregate: None,
+    });
+    let written = Written::default();
+    pipeline.add_output(
+        format,
+        vec![Box::new(LineSink::new(Box::new(written.clone())))],
+    );
+    let hold_ends = c.events().iter().map(|event| event.ts_ns + HOLD_NS);
+    let mut times: Vec<u64> = c
+        .events()
+        .iter()
+        .map(|e| e.ts_ns)
+        .chain(hold_ends)
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    for now in times {
+        let flows = |_: &FlowKey| c.table_at(now);
+        pipeline.release(now, &flows).unwrap();
+        for event in c.events().iter().filter(|event| event.ts_ns == now) {
+            pipeline.offer_record(&event_bytes(event));
+        }
+    }
+    pipeline.finish(&|_: &FlowKey| None).unwrap();
+    assert_eq!(pipeline.held(), 0);
+    let records = written.0.lock().unwrap().clone();
+    records
 }
 
 fn event_bytes(event: &RstEvent) -> Vec<u8> {
@@ -166,7 +196,7 @@ fn every_format_renders_the_fixed_conversations_byte_for_byte() {
     let mut rendered = String::new();
     for (name, c) in conversations() {
         for (format_name, format) in formats() {
-            let records = records(&c, format.as_ref());
+            let records = records(&c, format);
             assert!(!records.is_empty(), "{name} gave no record");
             writeln!(rendered, "## {name} {format_name}").unwrap();
             rendered.push_str(&String::from_utf8(records).expect("records are UTF-8"));
