@@ -18,7 +18,7 @@ use aya::{
 use rstwatch::{
     filter::Cidr,
     kernel::{Counters, Kernel, KernelConfig},
-    watch::decode,
+    pipeline::decode,
 };
 use rstwatch_common::{
     event::{DIRECTION_EGRESS, DIRECTION_INGRESS},
@@ -177,7 +177,8 @@ impl Probe {
     fn events(&mut self) -> Vec<RstEvent> {
         let mut events = Vec::new();
         while let Some(item) = self.events.next() {
-            events.push(decode(&item).expect("a ring-buffer record shorter than an RstEvent"));
+            events
+                .push(decode::event(&item).expect("a ring-buffer record shorter than an RstEvent"));
         }
         events
     }
