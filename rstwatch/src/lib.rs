@@ -19,6 +19,7 @@ pub mod cli;
 pub mod clock;
 pub mod detach;
 pub mod error;
+pub mod event;
 pub mod explain;
 pub mod features;
 pub mod filter;
