@@ -9,12 +9,22 @@ pub struct Settings {
     pub grace_ns: u64,
     /// Follow-up events sent per RST at most, so a storm after a reset cannot flood the ring.
     pub followup_limit: u32,
+    /// RSTs on unknown flows reported one by one per CPU and second; beyond it they are
+    /// counted in the kernel by sender prefix and port and reported as aggregates.
+    pub unknown_rsts_per_sec: u32,
+    /// SYNs of new flows put in the half-open table per CPU and second; beyond it a SYN flood
+    /// costs no table insert, and the few real connections among it are tracked from their
+    /// second packet on.
+    pub half_open_per_sec: u32,
+    pub _pad: u32,
     pub filter: FilterConfig,
 }
 
 impl Settings {
     pub const DEFAULT_GRACE_NS: u64 = crate::defaults::GRACE_NS;
     pub const DEFAULT_FOLLOWUP_LIMIT: u32 = 4;
+    pub const DEFAULT_UNKNOWN_RSTS_PER_SEC: u32 = 200;
+    pub const DEFAULT_HALF_OPEN_PER_SEC: u32 = 20_000;
 }
 
 impl Default for Settings {
@@ -22,6 +32,9 @@ impl Default for Settings {
         Self {
             grace_ns: Self::DEFAULT_GRACE_NS,
             followup_limit: Self::DEFAULT_FOLLOWUP_LIMIT,
+            unknown_rsts_per_sec: Self::DEFAULT_UNKNOWN_RSTS_PER_SEC,
+            half_open_per_sec: Self::DEFAULT_HALF_OPEN_PER_SEC,
+            _pad: 0,
             filter: FilterConfig::default(),
         }
     }
@@ -61,7 +74,10 @@ pub enum Counter {
     VlanTooDeep,
     /// IPv6 extension-header chain longer than the parser follows.
     Ipv6ChainTooLong,
+    /// New flows: a SYN's into the half-open table, any other packet's into the main table.
     FlowsInserted,
+    /// Half-open flows that completed their handshake and moved into the main table.
+    FlowsPromoted,
     /// The flow table rejected an insert (it should not for an LRU map; counted if it does).
     FlowInsertFailed,
     /// A flow whose grace period after a RST had ended and that started over.
@@ -71,9 +87,16 @@ pub enum Counter {
     EventsLost,
     /// Follow-up packets after a RST beyond `followup_limit`.
     FollowUpsSuppressed,
+    /// RSTs on unknown flows beyond `unknown_rsts_per_sec`, counted in the storm map instead
+    /// of sent one by one.
+    RstsAggregated,
+    /// Of those, RSTs the storm map had no room for: counted here only.
+    StormMapFull,
+    /// SYNs of new flows beyond `half_open_per_sec`: not tracked.
+    SynsUntracked,
 }
 
-pub const COUNTER_COUNT: u32 = Counter::FollowUpsSuppressed as u32 + 1;
+pub const COUNTER_COUNT: u32 = Counter::SynsUntracked as u32 + 1;
 
 impl Counter {
     pub const ALL: [Counter; COUNTER_COUNT as usize] = [
@@ -89,11 +112,15 @@ impl Counter {
         Counter::VlanTooDeep,
         Counter::Ipv6ChainTooLong,
         Counter::FlowsInserted,
+        Counter::FlowsPromoted,
         Counter::FlowInsertFailed,
         Counter::FlowsRecycled,
         Counter::EventsSent,
         Counter::EventsLost,
         Counter::FollowUpsSuppressed,
+        Counter::RstsAggregated,
+        Counter::StormMapFull,
+        Counter::SynsUntracked,
     ];
 
     /// Stable snake_case name, used in summaries and metrics.
@@ -111,11 +138,15 @@ impl Counter {
             Counter::VlanTooDeep => "vlan_too_deep",
             Counter::Ipv6ChainTooLong => "ipv6_chain_too_long",
             Counter::FlowsInserted => "flows_inserted",
+            Counter::FlowsPromoted => "flows_promoted",
             Counter::FlowInsertFailed => "flow_insert_failed",
             Counter::FlowsRecycled => "flows_recycled",
             Counter::EventsSent => "events_sent",
             Counter::EventsLost => "events_lost",
             Counter::FollowUpsSuppressed => "followups_suppressed",
+            Counter::RstsAggregated => "rsts_aggregated",
+            Counter::StormMapFull => "storm_map_full",
+            Counter::SynsUntracked => "syns_untracked",
         }
     }
 }

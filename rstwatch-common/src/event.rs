@@ -1,6 +1,15 @@
-//! The record the kernel pushes through the ring buffer.
+//! What the kernel reports: the records it pushes through the ring buffer, the storm counts
+//! it keeps in a map, and the event userspace rebuilds from either.
+//!
+//! A record starts with a `RecordHeader` (kind and length first), so the reader can dispatch
+//! on it and skip what it does not know. Records carry nothing userspace can work out itself:
+//! the flow key and the packet's direction within its flow follow from the packet's
+//! addresses, and only a RST on a known flow carries the flow's state.
 
-use crate::{flow::FlowKey, flow::FlowState, packet::PacketMeta};
+use crate::{
+    flow::{FlowKey, FlowState},
+    packet::PacketMeta,
+};
 
 /// Why an event was sent.
 #[repr(u8)]
@@ -23,10 +32,60 @@ impl EventKind {
     }
 }
 
+/// `RecordHeader::kind`: what follows the header.
+pub mod record {
+    /// A flow's first RST: `FlowRecord`, with the flow's state before the RST.
+    pub const RST: u8 = 1;
+    /// Payload after a RST from its claimed sender, or a follow-up of a flow the table does
+    /// not know: `PacketRecord`; only the packet is evidence.
+    pub const FOLLOW_UP: u8 = 2;
+    /// A RST on a flow the table does not know: `PacketRecord`, there is no state to send.
+    pub const RST_NO_STATE: u8 = 3;
+    /// A later RST on a known flow: `FlowRecord`, its state matters as the first one's does.
+    pub const FOLLOW_UP_RST: u8 = 4;
+}
+
 /// Where the packet was seen.
 pub const DIRECTION_INGRESS: u8 = 0;
 pub const DIRECTION_EGRESS: u8 = 1;
 
+/// The start of every ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// `record::*`.
+    pub kind: u8,
+    /// `DIRECTION_INGRESS` (XDP) or `DIRECTION_EGRESS` (TC).
+    pub direction: u8,
+    /// Bytes of the whole record, header included.
+    pub len: u16,
+    pub ifindex: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+}
+
+/// `record::FOLLOW_UP` and `record::RST_NO_STATE`: the packet alone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketRecord {
+    pub header: RecordHeader,
+    pub pkt: PacketMeta,
+    /// Explicit, so no byte of a record is left unwritten.
+    pub _pad: u32,
+}
+
+/// `record::RST` and `record::FOLLOW_UP_RST`: the RST and the flow's state just before it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub header: RecordHeader,
+    pub pkt: PacketMeta,
+    /// Explicit, so no byte of a record is left unwritten.
+    pub _pad: u32,
+    pub flow: FlowState,
+}
+
+/// A decoded record, as the rest of userspace uses it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RstEvent {
@@ -48,7 +107,224 @@ pub struct RstEvent {
     pub flow: FlowState,
 }
 
+impl RstEvent {
+    /// The event of a record's header and packet; the flow's state is empty (never seen)
+    /// until the caller sets it.
+    pub fn of_packet(header: &RecordHeader, kind: EventKind, pkt: PacketMeta) -> Self {
+        let (key, dir) = FlowKey::of(&pkt);
+        Self {
+            ts_ns: header.ts_ns,
+            ifindex: header.ifindex,
+            kind: kind as u8,
+            direction: header.direction,
+            dir,
+            _pad: 0,
+            key,
+            pkt,
+            flow: FlowState::new(&pkt, dir),
+        }
+    }
+}
+
+/// Why a ring-buffer record could not be decoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than its header or than its header's kind requires.
+    Short,
+    /// A kind this version does not know.
+    UnknownKind(u8),
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(bytes: &[u8]) -> Result<RstEvent, DecodeError> {
+    let header: RecordHeader = read(bytes).ok_or(DecodeError::Short)?;
+    if (header.len as usize) > bytes.len() {
+        return Err(DecodeError::Short);
+    }
+    match header.kind {
+        record::RST | record::FOLLOW_UP_RST => {
+            let FlowRecord { pkt, flow, .. } = read(bytes).ok_or(DecodeError::Short)?;
+            let kind = if header.kind == record::RST {
+                EventKind::Rst
+            } else {
+                EventKind::FollowUp
+            };
+            let mut event = RstEvent::of_packet(&header, kind, pkt);
+            event.flow = flow;
+            Ok(event)
+        }
+        record::RST_NO_STATE | record::FOLLOW_UP => {
+            let PacketRecord { pkt, .. } = read(bytes).ok_or(DecodeError::Short)?;
+            let kind = if header.kind == record::RST_NO_STATE {
+                EventKind::Rst
+            } else {
+                EventKind::FollowUp
+            };
+            Ok(RstEvent::of_packet(&header, kind, pkt))
+        }
+        other => Err(DecodeError::UnknownKind(other)),
+    }
+}
+
+/// Copies a `T` out of the start of `bytes`, `None` if it is too short.
+fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < core::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; only used with the plain-old-data record types of this module,
+    // valid for any bit pattern.
+    Some(unsafe { bytes.as_ptr().cast::<T>().read_unaligned() })
+}
+
+/// Where unknown-flow RSTs beyond the per-CPU rate are counted: one entry per sender prefix
+/// (IPv4 /24, IPv6 /64), sender service port, family and hook.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StormKey {
+    /// The RST sender's address, IPv4-mapped for IPv4, with the host bits cleared.
+    pub sender_prefix: [u8; 16],
+    /// The sender's port when it is a well-known service port (below 1024), else 0: a RST
+    /// storm from ephemeral ports (a scan's backscatter, a client's retries) is one storm.
+    pub sender_port: u16,
+    pub family: u8,
+    /// `DIRECTION_INGRESS` or `DIRECTION_EGRESS`.
+    pub direction: u8,
+}
+
+/// One CPU's count of the resets under a `StormKey`, since the entry was made.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StormCount {
+    pub resets: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub ifindex: u32,
+    pub _pad: u32,
+    /// The first reset counted here, as a sample for the report.
+    pub sample: PacketMeta,
+}
+
+impl StormKey {
+    /// The key of an unknown-flow RST.
+    pub const fn of(pkt: &PacketMeta, direction: u8) -> Self {
+        let a = pkt.src_addr;
+        // Written out rather than cleared in a loop: a loop becomes a `memset` call, which
+        // BPF cannot make.
+        let sender_prefix = if pkt.family == crate::packet::FAMILY_IPV4 {
+            // IPv4 is mapped into the last four bytes: a /24 keeps three of them.
+            [
+                0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[12], a[13], a[14], 0,
+            ]
+        } else {
+            [
+                a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], 0, 0, 0, 0, 0, 0, 0, 0,
+            ]
+        };
+        Self {
+            sender_prefix,
+            sender_port: if pkt.src_port < 1024 { pkt.src_port } else { 0 },
+            family: pkt.family,
+            direction,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::packet::{ipv4_mapped, tcp_flags, FAMILY_IPV4};
+
+    fn rst() -> PacketMeta {
+        PacketMeta {
+            src_addr: ipv4_mapped([198, 18, 1, 2]),
+            dst_addr: ipv4_mapped([198, 18, 0, 1]),
+            src_port: 80,
+            dst_port: 40_000,
+            tcp_flags: tcp_flags::RST,
+            family: FAMILY_IPV4,
+            ..PacketMeta::default()
+        }
+    }
+
+    fn bytes<T>(record: &T) -> Vec<u8> {
+        // SAFETY: the record types are plain old data with every padding byte an explicit
+        // field.
+        unsafe { core::slice::from_raw_parts((record as *const T).cast::<u8>(), size_of::<T>()) }
+            .to_vec()
+    }
+
+    fn header(kind: u8, len: usize) -> RecordHeader {
+        RecordHeader {
+            kind,
+            direction: DIRECTION_INGRESS,
+            len: len as u16,
+            ifindex: 7,
+            ts_ns: 1234,
+        }
+    }
+
+    #[test]
+    fn records_decode_by_their_header_with_key_and_direction_worked_out() {
+        let mut flow = FlowState::default();
+        flow.dir[0].pkts = 3;
+        for (kind, event_kind) in [
+            (record::RST, EventKind::Rst),
+            (record::FOLLOW_UP_RST, EventKind::FollowUp),
+        ] {
+            let record = FlowRecord {
+                header: header(kind, size_of::<FlowRecord>()),
+                pkt: rst(),
+                _pad: 0,
+                flow,
+            };
+            let event = decode(&bytes(&record)).unwrap();
+            assert_eq!(EventKind::from_u8(event.kind), Some(event_kind));
+            assert_eq!(event.flow, flow);
+            assert_eq!((event.key, event.dir), FlowKey::of(&rst()));
+            assert_eq!((event.ts_ns, event.ifindex), (1234, 7));
+        }
+        let record = PacketRecord {
+            header: header(record::RST_NO_STATE, size_of::<PacketRecord>()),
+            pkt: rst(),
+            _pad: 0,
+        };
+        let event = decode(&bytes(&record)).unwrap();
+        assert_eq!(EventKind::from_u8(event.kind), Some(EventKind::Rst));
+        assert_eq!(event.flow.packets(), 0, "no state: never seen");
+    }
+
+    #[test]
+    fn short_and_unknown_records_are_refused() {
+        let record = PacketRecord {
+            header: header(record::RST, size_of::<PacketRecord>()),
+            pkt: rst(),
+            _pad: 0,
+        };
+        assert_eq!(
+            decode(&bytes(&record)).unwrap_err(),
+            DecodeError::Short,
+            "a RST record needs the flow's state"
+        );
+        assert_eq!(decode(&[1, 0]).unwrap_err(), DecodeError::Short);
+        let unknown = PacketRecord {
+            header: header(99, size_of::<PacketRecord>()),
+            pkt: rst(),
+            _pad: 0,
+        };
+        assert_eq!(
+            decode(&bytes(&unknown)).unwrap_err(),
+            DecodeError::UnknownKind(99)
+        );
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     unsafe impl aya::Pod for super::RstEvent {}
+    unsafe impl aya::Pod for super::StormKey {}
+    unsafe impl aya::Pod for super::StormCount {}
 }

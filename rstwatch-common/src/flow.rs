@@ -13,8 +13,9 @@ pub const DIR_FROM_LOW: u8 = 0;
 pub const DIR_FROM_HIGH: u8 = 1;
 
 /// Canonical flow key: the two endpoints in ascending (address, port) order plus VLAN, so both
-/// directions of a conversation find the same entry with one lookup.
-#[repr(C)]
+/// directions of a conversation find the same entry with one lookup. 8-aligned so that keys
+/// compare as five 64-bit words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FlowKey {
     pub addr: [[u8; 16]; 2],

@@ -14,6 +14,6 @@ pub mod packet;
 pub mod zero;
 
 pub use config::{Counter, FilterConfig, Settings, COUNTER_COUNT};
-pub use event::{EventKind, RstEvent};
+pub use event::{EventKind, RstEvent, StormCount, StormKey};
 pub use flow::{DirState, FlowKey, FlowState};
 pub use packet::PacketMeta;

@@ -24,7 +24,11 @@ const EGRESS_PULL_BYTES: u32 = 256;
 #[xdp]
 pub fn rstwatch_xdp(ctx: XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    track::observe(ctx.data(), ctx.data_end(), 0, DIRECTION_INGRESS, ifindex);
+    let hook = track::Hook {
+        direction: DIRECTION_INGRESS,
+        ifindex,
+    };
+    track::observe(ctx.data(), ctx.data_end(), 0, hook);
     XDP_PASS
 }
 
@@ -43,13 +47,11 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
     } else {
         0
     };
-    track::observe(
-        ctx.data(),
-        ctx.data_end(),
-        vlan_hint,
-        DIRECTION_EGRESS,
-        skb.ifindex,
-    );
+    let hook = track::Hook {
+        direction: DIRECTION_EGRESS,
+        ifindex: skb.ifindex,
+    };
+    track::observe(ctx.data(), ctx.data_end(), vlan_hint, hook);
     TC_ACT_UNSPEC
 }
 

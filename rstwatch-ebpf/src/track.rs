@@ -1,32 +1,104 @@
-//! Filters, flow table and events: what happens to a parsed segment, the same for both hooks.
+//! Filters, flow tables and events: what happens to a parsed segment, the same for both hooks.
+//!
+//! Two flow tables keep a SYN flood from evicting what matters: flows that have only opened
+//! (a SYN, perhaps answered) live in the small `HALF_OPEN` table and move into `FLOWS` when
+//! the handshake's final ACK (or anything after it) is seen. A RST for a flow neither table
+//! knows creates no entry at all: it is reported (or, beyond a per-CPU rate, counted in
+//! `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups.
 
 use aya_ebpf::{
+    bindings::{
+        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+    },
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use rstwatch_common::{
-    defaults, event::EventKind, flow::Step, Counter, FlowKey, FlowState, PacketMeta, RstEvent,
-    Settings, COUNTER_COUNT,
+    defaults,
+    event::{record, EventKind, FlowRecord, PacketRecord, RecordHeader},
+    flow::Step,
+    packet::tcp_flags,
+    Counter, FlowKey, FlowState, PacketMeta, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
+/// Half-open table's size before userspace resizes it.
+const DEFAULT_HALF_OPEN: u32 = 16_384;
 const MAX_FILTER_NETS: u32 = 1024;
+const MAX_STORMS: u32 = 4096;
+/// Unknown-flow RSTs remembered per CPU for their follow-ups (a power of two: the slot is
+/// picked with a mask).
+const RECENT_RSTS: usize = 16;
+/// Userspace is woken when the ring's fill crosses 1/2^N of its size; otherwise it drains on
+/// its own timer, which spares a wakeup (an IPI, a VM exit on a guest) per event.
+const WAKEUP_FILL_SHIFT: u64 = 4;
+/// What the ring adds to each record.
+const RING_RECORD_HEADER: u64 = 8;
+const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(defaults::FLOWS, 0);
 
 #[map]
+static HALF_OPEN: LruHashMap<FlowKey, FlowState> =
+    LruHashMap::with_max_entries(DEFAULT_HALF_OPEN, 0);
+
+#[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(defaults::RING_BYTES, 0);
+
+/// Not an LRU map: a storm's count must never vanish. When it is full, `StormMapFull` counts.
+#[map]
+static STORMS: PerCpuHashMap<StormKey, StormCount> = PerCpuHashMap::with_max_entries(MAX_STORMS, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
-/// Per-CPU working memory: these values do not fit on the 512-byte BPF stack together.
+/// An unknown-flow RST, kept so that what follows it is reported as its follow-ups.
+#[repr(C)]
+pub struct RecentRst {
+    key: FlowKey,
+    rst_ns: u64,
+    rst_dir: u8,
+    followups: u8,
+    _pad: [u8; 6],
+}
+
+/// Per-CPU working memory and state: these values do not fit on the 512-byte BPF stack.
 #[repr(C)]
 pub struct Scratch {
     pkt: PacketMeta,
     key: FlowKey,
     new_flow: FlowState,
+    storm: StormCount,
+    /// Unknown-flow RSTs sent one by one in this CPU's current second.
+    unknown_rsts: RateWindow,
+    /// Half-open flows inserted in this CPU's current second.
+    half_open: RateWindow,
+    recent: [RecentRst; RECENT_RSTS],
+}
+
+/// A per-CPU budget per second.
+#[repr(C)]
+pub struct RateWindow {
+    start_ns: u64,
+    used: u32,
+    _pad: u32,
+}
+
+impl RateWindow {
+    /// Takes one from the budget of `per_sec` if this second has any left.
+    #[inline(always)]
+    fn take(&mut self, now: u64, per_sec: u32) -> bool {
+        if now.saturating_sub(self.start_ns) >= NS_PER_SEC {
+            self.start_ns = now;
+            self.used = 0;
+        }
+        if self.used >= per_sec {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
 }
 
 #[map]
@@ -50,47 +122,174 @@ fn count(counter: Counter) {
     }
 }
 
+#[inline(always)]
+fn count_step(step: Step) {
+    match step {
+        Step::Tracked => {}
+        Step::Recycled => count(Counter::FlowsRecycled),
+        Step::FollowUpSuppressed => count(Counter::FollowUpsSuppressed),
+    }
+}
+
+/// Where the packet was seen: the record header's fields that do not depend on the event.
+#[derive(Clone, Copy)]
+pub struct Hook {
+    pub direction: u8,
+    pub ifindex: u32,
+}
+
 /// Parses, filters and tracks one packet. Never fails: every outcome is a counter.
 #[inline(always)]
-pub fn observe(data: usize, data_end: usize, vlan_hint: u16, direction: u8, ifindex: u32) {
+pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
     count(Counter::Packets);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let Scratch { pkt, key, new_flow } = unsafe { &mut *scratch };
-    if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, pkt) {
+    let scratch = unsafe { &mut *scratch };
+    if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, &mut scratch.pkt) {
         return count(reason);
     }
     count(Counter::TcpPackets);
     let Some(settings) = SETTINGS.get(0) else {
         return;
     };
-    if !selected(pkt, settings) {
+    if !selected(&scratch.pkt, settings) {
         return count(Counter::Filtered);
     }
-    if pkt.is_rst() {
+    if scratch.pkt.is_rst() {
         count(Counter::Rsts);
     }
     let now = unsafe { bpf_ktime_get_ns() };
-    let dir = key.fill_from(pkt);
-    let (key, pkt) = (&*key, &*pkt);
-    let emit = |kind: EventKind, flow: &FlowState| {
-        send(kind, now, ifindex, direction, dir, key, pkt, flow)
-    };
+    let dir = scratch.key.fill_from(&scratch.pkt);
+    let (key, pkt) = (&scratch.key, &scratch.pkt);
+    let emit = |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, flow);
     if let Some(flow) = FLOWS.get_ptr_mut(key) {
         // Known flow: one lookup, then writes in place.
-        match unsafe { &mut *flow }.step(pkt, dir, now, settings, emit) {
-            Step::Tracked => {}
-            Step::Recycled => count(Counter::FlowsRecycled),
-            Step::FollowUpSuppressed => count(Counter::FollowUpsSuppressed),
+        count_step(unsafe { &mut *flow }.step(pkt, dir, now, settings, emit));
+        return;
+    }
+    if let Some(flow) = HALF_OPEN.get_ptr_mut(key) {
+        let flow = unsafe { &mut *flow };
+        count_step(flow.step(pkt, dir, now, settings, emit));
+        if completes_handshake(pkt) {
+            match FLOWS.insert(key, &*flow, 0) {
+                Ok(()) => {
+                    let _ = HALF_OPEN.remove(key);
+                    count(Counter::FlowsPromoted);
+                }
+                Err(_) => count(Counter::FlowInsertFailed),
+            }
         }
         return;
     }
+    let slot = &mut scratch.recent[recent_slot(key)];
+    let recent = slot.rst_ns != 0
+        && now.saturating_sub(slot.rst_ns) <= settings.grace_ns
+        && same_key(&slot.key, key);
+    if pkt.is_rst() {
+        if recent {
+            return followup_of_recent(slot, now, hook, pkt, settings);
+        }
+        if !scratch
+            .unknown_rsts
+            .take(now, settings.unknown_rsts_per_sec)
+        {
+            return aggregate(&mut scratch.storm, now, hook, pkt);
+        }
+        send_packet_event(record::RST_NO_STATE, now, hook, pkt);
+        slot.key = *key;
+        slot.rst_ns = now;
+        slot.rst_dir = dir;
+        slot.followups = 0;
+        return;
+    }
+    if recent && dir == slot.rst_dir && pkt.payload_len > 0 {
+        followup_of_recent(slot, now, hook, pkt, settings);
+    }
+    // A SYN alone proves nothing about its sender (a flood spoofs millions): it waits in
+    // the half-open table, where evicting it costs no established flow its state, and beyond
+    // a per-CPU budget it is not tracked at all (its flow starts at its next packet).
+    let opening = pkt.has(tcp_flags::SYN) && !pkt.has(tcp_flags::ACK);
+    if opening && !scratch.half_open.take(now, settings.half_open_per_sec) {
+        return count(Counter::SynsUntracked);
+    }
+    let new_flow = &mut scratch.new_flow;
     new_flow.reset(pkt, dir);
     new_flow.step(pkt, dir, now, settings, emit);
-    match FLOWS.insert(key, &*new_flow, 0) {
+    let table = if opening { &HALF_OPEN } else { &FLOWS };
+    match table.insert(key, &*new_flow, 0) {
         Ok(()) => count(Counter::FlowsInserted),
         Err(_) => count(Counter::FlowInsertFailed),
+    }
+}
+
+/// The originator's ACK that ends a handshake, or anything after it: a SYN-ACK does not
+/// count, since a host under a SYN flood answers every spoofed SYN with one.
+#[inline(always)]
+fn completes_handshake(pkt: &PacketMeta) -> bool {
+    pkt.has(tcp_flags::ACK) && !pkt.has(tcp_flags::SYN) && !pkt.is_rst()
+}
+
+#[inline(always)]
+fn recent_slot(key: &FlowKey) -> usize {
+    let mix = key.port[0] ^ key.port[1] ^ (key.addr[0][15] as u16) ^ (key.addr[1][15] as u16);
+    (mix as usize) & (RECENT_RSTS - 1)
+}
+
+/// Word-wise comparison: an array comparison would lower to `memcmp`, which BPF cannot call.
+#[inline(always)]
+fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
+    const WORDS: usize = core::mem::size_of::<FlowKey>() / 8;
+    let (a, b) = (
+        (a as *const FlowKey).cast::<u64>(),
+        (b as *const FlowKey).cast::<u64>(),
+    );
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: FlowKey is 8-aligned and WORDS words long.
+        if unsafe { *a.add(i) != *b.add(i) } {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[inline(always)]
+fn followup_of_recent(
+    slot: &mut RecentRst,
+    now: u64,
+    hook: Hook,
+    pkt: &PacketMeta,
+    settings: &Settings,
+) {
+    if (slot.followups as u32) < settings.followup_limit.min(u8::MAX as u32) {
+        send_packet_event(record::FOLLOW_UP, now, hook, pkt);
+        slot.followups += 1;
+    } else {
+        count(Counter::FollowUpsSuppressed);
+    }
+}
+
+/// Counts an unknown-flow RST under its sender prefix and port; userspace reports the counts.
+#[inline(always)]
+fn aggregate(storm: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
+    count(Counter::RstsAggregated);
+    let key = StormKey::of(pkt, hook.direction);
+    if let Some(counted) = STORMS.get_ptr_mut(&key) {
+        let counted = unsafe { &mut *counted };
+        counted.resets += 1;
+        counted.last_ns = now;
+        return;
+    }
+    storm.resets = 1;
+    storm.first_ns = now;
+    storm.last_ns = now;
+    storm.ifindex = hook.ifindex;
+    storm._pad = 0;
+    storm.sample = *pkt;
+    if STORMS.insert(&key, &*storm, BPF_NOEXIST as u64).is_err() {
+        count(Counter::StormMapFull);
     }
 }
 
@@ -111,35 +310,69 @@ fn selected(pkt: &PacketMeta, settings: &Settings) -> bool {
     true
 }
 
-#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn send(
-    kind: EventKind,
-    now: u64,
-    ifindex: u32,
-    direction: u8,
-    dir: u8,
-    key: &FlowKey,
-    pkt: &PacketMeta,
-    flow: &FlowState,
-) {
-    let Some(mut entry) = EVENTS.reserve::<RstEvent>(0) else {
+fn header(kind: u8, len: usize, now: u64, hook: Hook) -> RecordHeader {
+    RecordHeader {
+        kind,
+        direction: hook.direction,
+        len: len as u16,
+        ifindex: hook.ifindex,
+        ts_ns: now,
+    }
+}
+
+/// A RST carries the flow's state; payload after a RST only adds its own packet to the
+/// evidence.
+#[inline(always)]
+fn send_flow_event(kind: EventKind, now: u64, hook: Hook, pkt: &PacketMeta, flow: &FlowState) {
+    let kind = match kind {
+        EventKind::Rst => record::RST,
+        EventKind::FollowUp if pkt.is_rst() => record::FOLLOW_UP_RST,
+        EventKind::FollowUp => return send_packet_event(record::FOLLOW_UP, now, hook, pkt),
+    };
+    let Some(mut entry) = EVENTS.reserve::<FlowRecord>(0) else {
         return count(Counter::EventsLost);
     };
-    // Filled field by field in the ring buffer itself: a whole `RstEvent` would not fit on
-    // the BPF stack.
+    // Filled field by field in the ring buffer itself: a whole record would not fit on the
+    // BPF stack.
     let event = entry.as_mut_ptr();
     unsafe {
-        (*event).ts_ns = now;
-        (*event).ifindex = ifindex;
-        (*event).kind = kind as u8;
-        (*event).direction = direction;
-        (*event).dir = dir;
-        (*event)._pad = 0;
-        core::ptr::copy_nonoverlapping(key, &mut (*event).key, 1);
+        (*event).header = header(kind, size_of::<FlowRecord>(), now, hook);
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
+        (*event)._pad = 0;
         core::ptr::copy_nonoverlapping(flow, &mut (*event).flow, 1);
     }
-    entry.submit(0);
+    entry.submit(wakeup_flag(size_of::<FlowRecord>()));
     count(Counter::EventsSent);
+}
+
+#[inline(always)]
+fn send_packet_event(kind: u8, now: u64, hook: Hook, pkt: &PacketMeta) {
+    let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
+        return count(Counter::EventsLost);
+    };
+    let event = entry.as_mut_ptr();
+    unsafe {
+        (*event).header = header(kind, size_of::<PacketRecord>(), now, hook);
+        core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
+        (*event)._pad = 0;
+    }
+    entry.submit(wakeup_flag(size_of::<PacketRecord>()));
+    count(Counter::EventsSent);
+}
+
+/// No wakeup while the ring holds little: the reader drains it on a short timer anyway, and
+/// a wakeup per event costs an interrupt per event under a storm. One forced wakeup when this
+/// record (`len` bytes, already reserved) takes the fill past the threshold, not one per record
+/// above it: a reader that is busy draining needs no more.
+#[inline(always)]
+fn wakeup_flag(len: usize) -> u64 {
+    let filled = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let threshold = EVENTS.query(BPF_RB_RING_SIZE as u64) >> WAKEUP_FILL_SHIFT;
+    let record = (len as u64 + RING_RECORD_HEADER + 7) & !7;
+    if filled > threshold && filled.saturating_sub(record) <= threshold {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
 }

@@ -226,7 +226,7 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
 
 /// A default duration as it is written on the command line: `300ms`, `2s`.
 fn duration_arg(ns: u64) -> String {
-    if ns % 1_000_000_000 == 0 {
+    if ns.is_multiple_of(1_000_000_000) {
         format!("{}s", ns / 1_000_000_000)
     } else {
         format!("{}ms", ns / 1_000_000)

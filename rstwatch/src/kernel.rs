@@ -8,14 +8,16 @@
 use std::{fmt, io, path::PathBuf};
 
 use aya::{
-    maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{
         tc::{self, NlOptions, TcAttachOptions, TcAttachType, TcHandle},
         LinkOrder, ProgramError, SchedClassifier, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
-use rstwatch_common::{defaults, Counter, FlowKey, FlowState, Settings, COUNTER_COUNT};
+use rstwatch_common::{
+    defaults, Counter, FlowKey, FlowState, Settings, StormCount, StormKey, COUNTER_COUNT,
+};
 
 use crate::{
     error::UserError,
@@ -32,6 +34,11 @@ const VERIFIER_LOG_DIR: &str = "/run/rstwatch";
 pub const XDP_PROGRAM: &str = "rstwatch_xdp";
 pub const TC_PROGRAM: &str = "rstwatch_tc_egress";
 
+/// The half-open table holds flows that have only sent a SYN: this share of the main table,
+/// and at least `MIN_HALF_OPEN` entries.
+const HALF_OPEN_SHARE: u32 = 8;
+const MIN_HALF_OPEN: u32 = 1024;
+
 /// What to load: table sizes, the runtime settings and the filters.
 #[derive(Clone, Debug)]
 pub struct KernelConfig {
@@ -40,6 +47,13 @@ pub struct KernelConfig {
     pub settings: Settings,
     pub ports: Vec<u16>,
     pub nets: Vec<Cidr>,
+}
+
+impl KernelConfig {
+    /// Entries of the half-open (SYN-only) flow table.
+    pub fn half_open_flows(&self) -> u32 {
+        (self.flows / HALF_OPEN_SHARE).max(MIN_HALF_OPEN)
+    }
 }
 
 impl Default for KernelConfig {
@@ -110,6 +124,7 @@ impl Kernel {
     pub fn load(config: &KernelConfig) -> anyhow::Result<Self> {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FLOWS", config.flows)
+            .map_max_entries("HALF_OPEN", config.half_open_flows())
             .map_max_entries("EVENTS", config.ring_bytes)
             .load(EBPF_OBJECT)
             .map_err(|err| load_error(&err))?;
@@ -253,28 +268,60 @@ impl Kernel {
         Ok(Counters(totals))
     }
 
-    /// The flow table's entry for `key`, if any.
+    /// The entry for `key` in the main flow table, or else in the half-open one, if any.
     pub fn flow(&self, key: &FlowKey) -> anyhow::Result<Option<FlowState>> {
-        let flows = aya::maps::HashMap::<_, FlowKey, FlowState>::try_from(
-            self.ebpf
-                .map("FLOWS")
-                .ok_or_else(|| anyhow::anyhow!("FLOWS map missing"))?,
-        )?;
-        match flows.get(key, 0) {
-            Ok(flow) => Ok(Some(flow)),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+        for table in FLOW_TABLES {
+            match self.flow_table(table)?.get(key, 0) {
+                Ok(flow) => return Ok(Some(flow)),
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether `key` is in the half-open table (it has not completed a handshake).
+    pub fn is_half_open(&self, key: &FlowKey) -> anyhow::Result<bool> {
+        match self.flow_table("HALF_OPEN")?.get(key, 0) {
+            Ok(_) => Ok(true),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
             Err(err) => Err(err.into()),
         }
     }
 
-    /// Flows in the table now (walks the whole table: for summaries and tests, not hot paths).
+    /// Flows in both tables now (walks them whole: for summaries and tests, not hot paths).
     pub fn flow_count(&self) -> anyhow::Result<usize> {
-        let flows = aya::maps::HashMap::<_, FlowKey, FlowState>::try_from(
-            self.ebpf
-                .map("FLOWS")
-                .ok_or_else(|| anyhow::anyhow!("FLOWS map missing"))?,
-        )?;
-        Ok(flows.keys().filter(Result::is_ok).count())
+        let mut total = 0;
+        for table in FLOW_TABLES {
+            total += self.flow_table(table)?.keys().filter(Result::is_ok).count();
+        }
+        Ok(total)
+    }
+
+    fn flow_table(
+        &self,
+        name: &str,
+    ) -> anyhow::Result<aya::maps::HashMap<&MapData, FlowKey, FlowState>> {
+        let map = self
+            .ebpf
+            .map(name)
+            .ok_or_else(|| anyhow::anyhow!("{name} map missing from the eBPF object"))?;
+        Ok(aya::maps::HashMap::try_from(map)?)
+    }
+
+    /// The in-kernel storm counts: every key with each CPU's count since it was made.
+    pub fn storms(&self) -> anyhow::Result<Vec<(StormKey, Vec<StormCount>)>> {
+        let map = self
+            .ebpf
+            .map("STORMS")
+            .ok_or_else(|| anyhow::anyhow!("STORMS map missing from the eBPF object"))?;
+        let storms = PerCpuHashMap::<_, StormKey, StormCount>::try_from(map)?;
+        let mut all = Vec::new();
+        for entry in storms.iter() {
+            let (key, per_cpu) = entry?;
+            all.push((key, per_cpu.iter().copied().collect()));
+        }
+        Ok(all)
     }
 
     /// The XDP program, e.g. for BPF_PROG_TEST_RUN.
@@ -293,6 +340,9 @@ impl Kernel {
             .expect("the object defines the TC program")
     }
 }
+
+/// The main flow table first: most packets belong to established flows.
+const FLOW_TABLES: [&str; 2] = ["FLOWS", "HALF_OPEN"];
 
 /// Totals of the per-CPU counters, indexed by `Counter`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -13,6 +13,7 @@
 //! - `report`: the explained reset, the data every output renders.
 //! - `output`: one module per format (text, JSON, ECS, OCSF, CEF).
 //! - `sink`: where rendered records go (stdout, file, syslog with its spool).
+//! - `storm`: turns the kernel's storm counts into aggregate reports.
 //! - `summary`: resets counted by class and by peer, rendered at the end of a run.
 
 pub mod cli;
@@ -30,6 +31,7 @@ pub mod pipeline;
 pub mod preflight;
 pub mod report;
 pub mod sink;
+pub mod storm;
 pub mod summary;
 pub mod tc_filter;
 pub mod watch;

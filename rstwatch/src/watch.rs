@@ -37,8 +37,11 @@ use crate::{
     },
 };
 
-/// How often held RSTs are checked for release.
+/// How often the ring buffer is drained and held RSTs are checked for release. The kernel
+/// wakes the daemon only once the ring fills past a threshold, so this bounds the latency.
 const RELEASE_TICK: Duration = Duration::from_millis(20);
+/// How often the kernel's storm counts are read and reported as aggregates.
+const STORM_TICK: Duration = Duration::from_secs(1);
 /// How long the syslog sink may keep delivering after SIGINT/SIGTERM; the rest is spooled.
 const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Peers listed in the summary.
@@ -131,6 +134,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut user1 = signal(SignalKind::user_defined1())?;
     let mut tick = tokio::time::interval(RELEASE_TICK);
+    let mut storm_tick = tokio::time::interval(STORM_TICK);
     loop {
         tokio::select! {
             guard = events.readable_mut() => {
@@ -138,13 +142,19 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 drain(&mut pipeline, guard.get_inner_mut());
                 guard.clear_ready();
             }
-            _ = tick.tick() => pipeline.release(monotonic_ns(), &flows)?,
+            _ = tick.tick() => {
+                drain(&mut pipeline, events.get_mut());
+                pipeline.release(monotonic_ns(), &flows)?;
+            }
+            _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
             _ = user1.recv() => eprint!("{}", totals(&pipeline, &kernel, syslog.as_ref())?),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
     drain(&mut pipeline, events.get_mut());
+    pipeline.release(u64::MAX, &flows)?;
+    pipeline.report_storms(&kernel.storms()?)?;
     pipeline.finish(&flows)?;
     eprint!("{}", totals(&pipeline, &kernel, syslog.as_ref())?);
     if let (Some(handle), Some(task)) = (syslog, syslog_task) {

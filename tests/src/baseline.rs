@@ -9,6 +9,8 @@ use std::{
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_LINK_CREATE: libc::c_long = 28;
+const BPF_XDP: u32 = 37;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 
 /// `mov r0, XDP_PASS (2)` then `exit`.
@@ -50,6 +52,17 @@ struct TestRunAttr {
     _rest: [u64; 12],
 }
 
+/// The `link_create` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct LinkCreateAttr {
+    prog_fd: u32,
+    target_ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+    _rest: [u64; 8],
+}
+
 /// An XDP program that does nothing but pass the packet.
 pub struct EmptyXdp {
     fd: OwnedFd,
@@ -71,6 +84,22 @@ impl EmptyXdp {
         Ok(Self {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
+    }
+
+    /// Attaches the program to interface `ifindex` of the calling thread's network namespace
+    /// through a BPF link, in the kernel's default mode (native where the driver has it, as
+    /// rstwatch does); the program stays attached while the returned link lives.
+    pub fn attach(&self, ifindex: u32) -> io::Result<OwnedFd> {
+        use std::os::fd::AsRawFd as _;
+        let mut attr = LinkCreateAttr {
+            prog_fd: self.fd.as_raw_fd() as u32,
+            target_ifindex: ifindex,
+            attach_type: BPF_XDP,
+            ..LinkCreateAttr::default()
+        };
+        let fd = bpf(BPF_LINK_CREATE, &mut attr)?;
+        // SAFETY: BPF_LINK_CREATE returned a new file descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
     }
 
     /// Runs the program `repeat` times over `frame`; returns the kernel's average ns per run.

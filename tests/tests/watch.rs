@@ -4,8 +4,13 @@
 use std::{process::Command, time::Duration};
 
 use rstwatch_tests::{
-    lab::{Family, Lab, INITIAL_TTL, TTL_VIA_ROUTER},
-    scenarios,
+    frame::{TcpSegment, RST},
+    lab::{
+        Family, Lab, CLIENT_MAC, INITIAL_TTL, ROUTER_CLIENT_IFACE, ROUTER_CLIENT_MAC,
+        TTL_VIA_ROUTER,
+    },
+    packet_socket::PacketSocket,
+    scenarios::{self, SERVICE_PORT},
     watch::{rstwatch_binary, Watcher},
 };
 use serde_json::Value;
@@ -89,6 +94,58 @@ fn client_connects_to_a_closed_port_and_the_servers_rst_arrives_on_ingress() {
         assert_eq!(rst["ttl"], TTL_VIA_ROUTER, "{family:?}: one router hop");
         assert_eq!(rst["iface"], lab.client_iface());
     }
+}
+
+/// More unsolicited RSTs at once than the kernel reports one by one (200 per CPU and second):
+/// the rest come as aggregates, and every RST is in the output and the summary exactly once.
+#[test]
+fn a_storm_of_unsolicited_rsts_is_reported_in_aggregates_and_counted_in_full() {
+    const RSTS: u16 = 1000;
+    let lab = Lab::new("storm").unwrap();
+    let mut watcher = watch(&lab);
+    let router = PacketSocket::open(lab.router_ns(), ROUTER_CLIENT_IFACE).unwrap();
+    let server = std::net::SocketAddr::new(lab.server_addr(Family::V4), SERVICE_PORT);
+    for i in 0..RSTS {
+        let rst = TcpSegment {
+            src: server,
+            dst: std::net::SocketAddr::new(lab.client_addr(Family::V4), 40_000 + i),
+            ttl: TTL_VIA_ROUTER,
+            ip_id: Some(i),
+            seq: 0x5eed_0000 + u32::from(i),
+            ack: 0,
+            flags: RST,
+            payload_len: 0,
+        };
+        router
+            .send(&rst.to_ethernet_frame(ROUTER_CLIENT_MAC, CLIENT_MAC))
+            .unwrap();
+    }
+    let events = watcher
+        .events_until(|event| !event["aggregate"].is_null(), EVENT_TIMEOUT)
+        .unwrap();
+    let exit = watcher.stop().unwrap();
+    let all: Vec<&Value> = events.iter().chain(&exit.events).collect();
+    let resets: u64 = all
+        .iter()
+        .map(|event| event["aggregate"]["count"].as_u64().unwrap_or(1))
+        .sum();
+    assert_eq!(resets, u64::from(RSTS), "every RST once: {all:?}");
+    assert!(
+        all.len() < usize::from(RSTS) / 2,
+        "most RSTs folded into aggregates: {} records",
+        all.len()
+    );
+    for event in &all {
+        assert_eq!(event["class"], "no_state");
+        assert_eq!(event["src_port"], SERVICE_PORT);
+    }
+    assert!(
+        exit.stderr
+            .contains(&format!("rstwatch summary: {RSTS} resets")),
+        "{}",
+        exit.stderr
+    );
+    assert!(exit.stderr.contains("rsts_aggregated="), "{}", exit.stderr);
 }
 
 #[test]

@@ -115,7 +115,7 @@ fn receive_window(receiver: &DirState) -> u64 {
 pub fn data_after_rst(s: &Sides, followups: &[RstEvent]) -> bool {
     followups
         .iter()
-        .any(|f| s.from_sender(f) && !f.pkt.is_rst() && f.pkt.payload_len > 0)
+        .any(|f| s.sent_by_sender(f) && !f.pkt.is_rst() && f.pkt.payload_len > 0)
 }
 
 /// `rst_seq_change`: another RST from the same claimed sender with a different sequence
@@ -123,7 +123,7 @@ pub fn data_after_rst(s: &Sides, followups: &[RstEvent]) -> bool {
 pub fn rst_seq_change(s: &Sides, followups: &[RstEvent]) -> bool {
     followups
         .iter()
-        .any(|f| s.from_sender(f) && f.pkt.is_rst() && f.pkt.seq != s.event.pkt.seq)
+        .any(|f| s.sent_by_sender(f) && f.pkt.is_rst() && f.pkt.seq != s.event.pkt.seq)
 }
 
 /// How close together the RSTs of a burst come: an injector writes its copies back to back,
@@ -137,7 +137,7 @@ pub const RST_BURST_WINDOW_NS: u64 = 10_000_000;
 /// why the RST must also not look like the endpoint's own.
 pub fn rst_burst(s: &Sides, followups: &[RstEvent]) -> bool {
     let repeated = followups.iter().any(|f| {
-        s.from_sender(f)
+        s.sent_by_sender(f)
             && f.pkt.is_rst()
             && f.pkt.seq == s.event.pkt.seq
             && f.ts_ns.saturating_sub(s.event.ts_ns) <= RST_BURST_WINDOW_NS

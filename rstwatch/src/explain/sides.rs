@@ -41,7 +41,7 @@ impl<'a> Sides<'a> {
     }
 
     /// `other` came from the RST's claimed sender.
-    pub fn from_sender(&self, other: &RstEvent) -> bool {
+    pub fn sent_by_sender(&self, other: &RstEvent) -> bool {
         FlowSide::of(other.dir) == self.sender_side
     }
 

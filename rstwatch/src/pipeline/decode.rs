@@ -1,12 +1,5 @@
-//! The kernel's ring-buffer records, decoded once at the boundary.
+//! The kernel's ring-buffer records, decoded once at the boundary: the record's header says
+//! what follows (`rstwatch_common::event::decode`); the raw `u8`s inside become types where
+//! the rules read them (`crate::event`).
 
-use rstwatch_common::RstEvent;
-
-/// Copies one ring-buffer record out as an `RstEvent`; `None` if it is too short to be one.
-pub fn event(bytes: &[u8]) -> Option<RstEvent> {
-    if bytes.len() < std::mem::size_of::<RstEvent>() {
-        return None;
-    }
-    // SAFETY: length checked; RstEvent is plain old data, valid for any bit pattern.
-    Some(unsafe { bytes.as_ptr().cast::<RstEvent>().read_unaligned() })
-}
+pub use rstwatch_common::event::{decode as event, DecodeError};

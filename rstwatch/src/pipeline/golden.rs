@@ -11,7 +11,11 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use rstwatch_common::{packet::tcp_flags::*, FlowKey, RstEvent};
+use rstwatch_common::{
+    event::{record, FlowRecord, PacketRecord, RecordHeader},
+    packet::tcp_flags::*,
+    EventKind, FlowKey, RstEvent,
+};
 
 use crate::{
     clock::WallClock,
@@ -180,13 +184,48 @@ fn records(c: &Conversation, format: Box<dyn Format>) -> Vec<u8> {
     records
 }
 
+/// The ring-buffer record the kernel sends for `event`: the flow's state with a RST on a
+/// known flow, the packet alone otherwise.
 fn event_bytes(event: &RstEvent) -> Vec<u8> {
-    // SAFETY: RstEvent is plain old data; its bytes are what the ring buffer carries.
+    let rst = event.pkt.is_rst();
+    let known = event.flow.packets() != 0;
+    let first = event.kind == EventKind::Rst as u8;
+    let kind = match (first, rst && known) {
+        (true, true) => record::RST,
+        (true, false) => record::RST_NO_STATE,
+        (false, true) => record::FOLLOW_UP_RST,
+        (false, false) => record::FOLLOW_UP,
+    };
+    let header = |len: usize| RecordHeader {
+        kind,
+        direction: event.direction,
+        len: len as u16,
+        ifindex: event.ifindex,
+        ts_ns: event.ts_ns,
+    };
+    if kind == record::RST || kind == record::FOLLOW_UP_RST {
+        let len = std::mem::size_of::<FlowRecord>();
+        pod_bytes(&FlowRecord {
+            header: header(len),
+            pkt: event.pkt,
+            _pad: 0,
+            flow: event.flow,
+        })
+    } else {
+        let len = std::mem::size_of::<PacketRecord>();
+        pod_bytes(&PacketRecord {
+            header: header(len),
+            pkt: event.pkt,
+            _pad: 0,
+        })
+    }
+}
+
+fn pod_bytes<T: Copy>(value: &T) -> Vec<u8> {
+    // SAFETY: the records are plain old data with explicit padding; these bytes are what the
+    // ring buffer carries.
     unsafe {
-        std::slice::from_raw_parts(
-            (event as *const RstEvent).cast::<u8>(),
-            std::mem::size_of::<RstEvent>(),
-        )
+        std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
     }
     .to_vec()
 }

@@ -3,7 +3,7 @@
 //!
 //! decode (`decode`) -> hold (`crate::hold`) -> explain (`crate::explain`) -> aggregate
 //! (`aggregate`, storm folding, for every sink) -> render once per format -> sinks
-//! (`crate::sink`).
+//! (`crate::sink`). The kernel's own storm counts (`crate::storm`) join at the aggregate step.
 //!
 //! The pipeline owns no kernel and no clock of its own: the caller says what time it is
 //! (`release`) and where the flows' current state is read (`FlowStateSource`), so a recorded
@@ -16,16 +16,20 @@ mod golden;
 
 use std::{collections::HashMap, time::Instant};
 
-use rstwatch_common::RstEvent;
+use rstwatch_common::{RstEvent, StormCount, StormKey};
 
-use self::aggregate::{AggregateConfig, Aggregator};
+use self::{
+    aggregate::{AggregateConfig, Aggregator},
+    decode::DecodeError,
+};
 use crate::{
     clock::WallClock,
-    explain::{explain_held, ExplainSettings},
+    explain::{explain, explain_held, ExplainSettings},
     hold::{FlowStateSource, HoldQueue, Offer},
     output::Format,
-    report::ResetReport,
+    report::{Aggregate, ResetReport},
     sink::Sink,
+    storm::StormTally,
     summary::Summary,
 };
 
@@ -70,6 +74,8 @@ pub struct Pipeline {
     aggregator: Option<Aggregator>,
     outputs: Vec<Output>,
     summary: Summary,
+    /// What of the kernel's storm counts was reported already.
+    storms: StormTally,
     stats: PipelineStats,
     /// Reports leaving the aggregator, reused between releases.
     publish: Vec<ResetReport>,
@@ -85,6 +91,7 @@ impl Pipeline {
             aggregator: config.aggregate.map(Aggregator::new),
             outputs: Vec::new(),
             summary: Summary::new(),
+            storms: StormTally::new(),
             stats: PipelineStats::default(),
             publish: Vec::new(),
         }
@@ -102,8 +109,9 @@ impl Pipeline {
     /// Takes one ring-buffer record: decoded and held until its hold ends.
     pub fn offer_record(&mut self, bytes: &[u8]) {
         match decode::event(bytes) {
-            Some(event) => self.offer(event),
-            None => self.stats.short_events += 1,
+            Ok(event) => self.offer(event),
+            Err(DecodeError::Short) => self.stats.short_events += 1,
+            Err(DecodeError::UnknownKind(_)) => self.stats.unknown_events += 1,
         }
     }
 
@@ -125,6 +133,24 @@ impl Pipeline {
         if let Some(aggregator) = &mut self.aggregator {
             aggregator.flush_due(Instant::now(), &mut self.publish);
             self.write_published()?;
+        }
+        self.flush()
+    }
+
+    /// Reports what the kernel counted in storms since the last reading (`counts`, its STORMS
+    /// map), one aggregate per sender prefix and port, then flushes.
+    pub fn report_storms(&mut self, counts: &[(StormKey, Vec<StormCount>)]) -> anyhow::Result<()> {
+        for storm in self.storms.read(counts) {
+            let event = &storm.sample;
+            let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
+            let ts = self.clock.to_system_time(event.ts_ns);
+            let mut report = explain(event, &[], &self.explain, iface, ts);
+            report.aggregate = Some(Aggregate {
+                count: storm.count,
+                first: self.clock.to_system_time(storm.first_ns),
+                last: self.clock.to_system_time(storm.last_ns),
+            });
+            self.publish(report)?;
         }
         self.flush()
     }

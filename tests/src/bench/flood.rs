@@ -1,10 +1,16 @@
-//! End to end: trafgen floods a veth pair with RSTs of ever new flows while `rstwatch watch`
-//! and `tcpdump` watch the receiving end side by side; both are then asked what they saw.
+//! Host impact under a flood: trafgen floods a veth pair while the receiving end has nothing
+//! attached, an empty XDP program, rstwatch, or tcpdump with a RST filter, in turn, several
+//! times over; the packet rate the receiving end sustains is compared with the empty program's
+//! (attaching any XDP program to a veth has a cost of its own, the floor of every XDP monitor).
+//! Two floods: RSTs of ever new flows, and SYNs of ever new flows, each sent twice, during
+//! which established connections must keep their state.
 
 use std::{
     collections::HashMap,
     fs,
-    os::fd::{FromRawFd as _, OwnedFd},
+    io::{Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -13,11 +19,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
 use super::fdinfo_fields;
 use crate::{
+    baseline::EmptyXdp,
+    lab::Lab,
     process::{interrupt_and_wait, kill_and_reap, read_lines, run},
     watch::Watcher,
 };
@@ -26,43 +34,174 @@ const TX_IFACE: &str = "rb-tx0";
 pub const RX_IFACE: &str = "rb-rx0";
 const TX_MAC: &str = "02:72:62:00:01:01";
 const RX_MAC: &str = "02:72:62:00:01:02";
+const RX_ADDR: &str = "198.18.1.2";
 const TCPDUMP_FILTER: &str = "tcp[tcpflags] & tcp-rst != 0";
 /// Time for the last events to pass the daemon's 300 ms hold and be written.
 const SETTLE: Duration = Duration::from_secs(1);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections established before the SYN flood and reset after it.
+pub const ESTABLISHED: usize = 32;
+const ESTABLISHED_PORT: u16 = 9000;
+const EXPLAINED_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// RSTs from 198.18.0.1 to 198.18.1.2: source port counting up, destination port random, so
-/// nearly every RST is the first of a new flow and must become an event.
-const TRAFGEN_CONFIG: &str = "{
+/// What floods the receiving end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FloodKind {
+    /// RSTs from 198.18.0.1: source port counting up, destination port random, so nearly
+    /// every RST is the first of a new flow.
+    Rst,
+    /// SYNs from an address the receiver has no route back to (so it answers nothing), each
+    /// 4-tuple twice in a row, as a flood's retransmissions would send it.
+    Syn,
+}
+
+impl FloodKind {
+    pub const fn name(self) -> &'static str {
+        match self {
+            FloodKind::Rst => "RST flood of new 4-tuples",
+            FloodKind::Syn => "SYN flood, each 4-tuple twice",
+        }
+    }
+
+    fn trafgen_config(self) -> &'static str {
+        match self {
+            FloodKind::Rst => {
+                "{
   eth(da=02:72:62:00:01:02, sa=02:72:62:00:01:01),
   ipv4(saddr=198.18.0.1, daddr=198.18.1.2, ttl=64, id=drnd()),
   tcp(sp=dinc(1024, 65535), dp=drnd(), seq=drnd(), aseq=drnd(), rst, ack),
 }
-";
+"
+            }
+            // Two packets with the same counters, sent in turn: each 4-tuple comes twice.
+            // The ports step with different periods, so tuples repeat only after billions.
+            FloodKind::Syn => {
+                "{
+  eth(da=02:72:62:00:01:02, sa=02:72:62:00:01:01),
+  ipv4(saddr=198.19.0.1, daddr=198.18.1.2, ttl=64, id=dinc()),
+  tcp(sp=dinc(1024, 65535), dp=dinc(1, 65521, 7), seq=dinc(), syn),
+}
+{
+  eth(da=02:72:62:00:01:02, sa=02:72:62:00:01:01),
+  ipv4(saddr=198.19.0.1, daddr=198.18.1.2, ttl=64, id=dinc()),
+  tcp(sp=dinc(1024, 65535), dp=dinc(1, 65521, 7), seq=dinc(), syn),
+}
+"
+            }
+        }
+    }
+}
 
-#[derive(Clone, Debug, Default)]
-pub struct Flood {
+/// What the receiving end has attached during one run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hooked {
+    Nothing,
+    EmptyProgram,
+    Rstwatch,
+    Tcpdump,
+}
+
+impl Hooked {
+    pub const ALL: [Hooked; 4] = [
+        Hooked::Nothing,
+        Hooked::EmptyProgram,
+        Hooked::Rstwatch,
+        Hooked::Tcpdump,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Hooked::Nothing => "nothing attached",
+            Hooked::EmptyProgram => "empty XDP program",
+            Hooked::Rstwatch => "rstwatch",
+            Hooked::Tcpdump => "tcpdump (RST filter)",
+        }
+    }
+}
+
+/// One timed flood.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Run {
     pub seconds: f64,
     /// Frames trafgen put on the wire (the sending veth's tx counter).
     pub sent: u64,
-    /// Frames the veth pair dropped before any hook saw them.
-    pub veth_dropped: u64,
-    pub trafgen_cpu_s: f64,
-    pub rstwatch: RstwatchSide,
-    pub tcpdump: TcpdumpSide,
+    /// Frames the receiving end took in (its rx counter).
+    pub received: u64,
+    /// utime + stime of the watching process during the flood (0 when nothing runs).
+    pub cpu_s: f64,
+}
+
+impl Run {
+    pub fn rate(&self) -> f64 {
+        self.received as f64 / self.seconds
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Flood {
+    pub kind: FloodKind,
+    pub runs: Vec<(Hooked, Run)>,
+    /// One per repetition.
+    pub rstwatch: Vec<RstwatchSide>,
+    pub tcpdump: Vec<TcpdumpSide>,
+}
+
+impl Flood {
+    fn rates(&self, hooked: Hooked) -> Vec<f64> {
+        self.runs
+            .iter()
+            .filter(|(h, _)| *h == hooked)
+            .map(|(_, run)| run.rate())
+            .collect()
+    }
+
+    /// Median packet rate the receiving end sustained with `hooked` attached.
+    pub fn rate(&self, hooked: Hooked) -> f64 {
+        let mut rates = self.rates(hooked);
+        rates.sort_by(f64::total_cmp);
+        rates.get(rates.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    /// `hooked`'s median rate over the empty program's.
+    pub fn ratio(&self, hooked: Hooked) -> f64 {
+        self.rate(hooked) / self.rate(Hooked::EmptyProgram)
+    }
+
+    /// Mean share of one core the process used during `hooked`'s floods.
+    pub fn cpu_share(&self, hooked: Hooked) -> f64 {
+        let runs: Vec<_> = self.runs.iter().filter(|(h, _)| *h == hooked).collect();
+        let cpu: f64 = runs.iter().map(|(_, run)| run.cpu_s).sum();
+        let seconds: f64 = runs.iter().map(|(_, run)| run.seconds).sum();
+        cpu / seconds.max(f64::EPSILON)
+    }
+
+    /// RSTs rstwatch's XDP program saw but neither reported, aggregated nor counted as lost,
+    /// over all repetitions.
+    pub fn unaccounted(&self) -> i64 {
+        self.rstwatch.iter().map(RstwatchSide::unaccounted).sum()
+    }
+
+    /// Established connections whose reset after the SYN flood was explained with their
+    /// state, and how many there were, over all repetitions.
+    pub fn established_explained(&self) -> (usize, usize) {
+        self.rstwatch.iter().fold((0, 0), |(k, n), side| {
+            (k + side.established_explained, n + side.established)
+        })
+    }
 }
 
 #[derive(Clone, Debug, Default)]
 pub struct RstwatchSide {
     /// The kernel counters rstwatch printed on exit.
     pub counters: HashMap<String, u64>,
-    /// Resets written as records (its summary's total).
+    /// Resets written as records, aggregates counted by their count (its summary's total).
     pub reported: u64,
-    /// utime + stime of the daemon during the flood.
-    pub cpu_s: f64,
     /// Run time of its XDP program (softirq, charged to whichever task the CPU was running).
     pub xdp_cpu_s: f64,
     pub xdp_runs: u64,
+    /// Connections reset after the SYN flood, and those reported with their state.
+    pub established: usize,
+    pub established_explained: usize,
 }
 
 impl RstwatchSide {
@@ -70,12 +209,13 @@ impl RstwatchSide {
         self.counters.get(name).copied().unwrap_or(0)
     }
 
-    /// RSTs the XDP program saw that are neither an event in the ring nor counted as lost or
-    /// suppressed: output must never make capture wait.
+    /// RSTs the XDP program saw that are neither an event in the ring, nor counted in a storm
+    /// aggregate, nor counted as lost or suppressed: output must never make capture wait.
     pub fn unaccounted(&self) -> i64 {
         self.counter("rsts") as i64
             - (self.counter("events_sent")
                 + self.counter("events_lost")
+                + self.counter("rsts_aggregated")
                 + self.counter("followups_suppressed")) as i64
     }
 }
@@ -85,85 +225,141 @@ pub struct TcpdumpSide {
     pub captured: u64,
     pub received_by_filter: u64,
     pub dropped_by_kernel: u64,
-    pub cpu_s: f64,
 }
 
-/// Runs a flood of `seconds` and reports both watchers.
-pub fn measure(rstwatch: &Path, seconds: u64) -> Result<Flood> {
+/// Floods `repetitions` times with each of `Hooked::ALL` in turn, `seconds` per run.
+pub fn measure(
+    rstwatch: &Path,
+    kind: FloodKind,
+    seconds: u64,
+    repetitions: usize,
+) -> Result<Flood> {
     let pair = VethPair::new()?;
-    let watcher = Watcher::start(
-        rstwatch,
-        &pair.rx_ns,
-        RX_IFACE,
-        &["--output", "/dev/null", "--no-egress"],
-    )?;
-    let tcpdump = Tcpdump::start(&pair.rx_ns)?;
-    let stats = enable_bpf_stats()?;
-    let config =
-        std::env::temp_dir().join(format!("rstwatch-bench-{}.trafgen", std::process::id()));
-    fs::write(&config, TRAFGEN_CONFIG).context("writing the trafgen configuration")?;
+    let empty = EmptyXdp::load().context("loading the empty XDP program")?;
+    let config = std::env::temp_dir().join(format!(
+        "rstwatch-bench-{}-{kind:?}.trafgen",
+        std::process::id()
+    ));
+    fs::write(&config, kind.trafgen_config()).context("writing the trafgen configuration")?;
     let _remove_config = RemoveOnDrop(config.clone());
-
-    let sent_before = pair.link_stats()?;
-    let rstwatch_cpu = cpu_seconds(watcher.pid())?;
-    let tcpdump_cpu = cpu_seconds(tcpdump.child.id())?;
-    let xdp_before = xdp_run_stats(watcher.pid())?;
-    let started = Instant::now();
-    let mut trafgen = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &pair.tx_ns,
-            "trafgen",
-            "-o",
-            TX_IFACE,
-            "-P",
-            "1",
-            "-q",
-        ])
-        .arg("-c")
-        .arg(&config)
-        // trafgen's sender is a child process: the whole group is stopped at the end.
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting trafgen (apt-get install netsniff-ng)")?;
-    thread::sleep(Duration::from_secs(seconds));
-    let trafgen_cpu = cpu_seconds_with_children(trafgen.id()).unwrap_or(0.0);
-    stop_group(&mut trafgen)?;
-    let elapsed = started.elapsed().as_secs_f64();
-    thread::sleep(SETTLE);
-
-    let sent_after = pair.link_stats()?;
     let mut flood = Flood {
-        seconds: elapsed,
-        sent: sent_after.tx_packets - sent_before.tx_packets,
-        veth_dropped: (sent_after.tx_dropped + sent_after.rx_dropped)
-            - (sent_before.tx_dropped + sent_before.rx_dropped),
-        trafgen_cpu_s: trafgen_cpu,
-        ..Flood::default()
+        kind,
+        runs: Vec::new(),
+        rstwatch: Vec::new(),
+        tcpdump: Vec::new(),
     };
-    flood.rstwatch.cpu_s = cpu_seconds(watcher.pid())? - rstwatch_cpu;
-    flood.tcpdump.cpu_s = cpu_seconds(tcpdump.child.id())? - tcpdump_cpu;
-    let xdp_after = xdp_run_stats(watcher.pid())?;
-    flood.rstwatch.xdp_cpu_s = (xdp_after.0 - xdp_before.0) as f64 / 1e9;
-    flood.rstwatch.xdp_runs = xdp_after.1 - xdp_before.1;
-    drop(stats);
-
-    flood.tcpdump = TcpdumpSide {
-        cpu_s: flood.tcpdump.cpu_s,
-        ..tcpdump.stop()?
-    };
-    let exit = watcher.stop()?;
-    if !exit.status.success() {
-        bail!("rstwatch exited with {}: {}", exit.status, exit.stderr);
+    for _ in 0..repetitions {
+        for hooked in Hooked::ALL {
+            let run = match hooked {
+                Hooked::Nothing => pair.flood(&config, seconds, None)?,
+                Hooked::EmptyProgram => {
+                    let link = Lab::in_ns(&pair.rx_ns, || {
+                        // SAFETY: the name is a NUL-terminated string.
+                        let ifindex = unsafe { libc::if_nametoindex(c"rb-rx0".as_ptr()) };
+                        empty.attach(ifindex)
+                    })?
+                    .context("attaching the empty XDP program")?;
+                    let run = pair.flood(&config, seconds, None)?;
+                    drop(link);
+                    run
+                }
+                Hooked::Rstwatch => {
+                    let (run, side) = pair.flood_rstwatch(rstwatch, &config, seconds, kind)?;
+                    flood.rstwatch.push(side);
+                    run
+                }
+                Hooked::Tcpdump => {
+                    let tcpdump = Tcpdump::start(&pair.rx_ns)?;
+                    let run = pair.flood(&config, seconds, Some(tcpdump.child.id()))?;
+                    flood.tcpdump.push(tcpdump.stop()?);
+                    run
+                }
+            };
+            eprintln!(
+                "bench: {}, {}: {:.2} M packets/s received, {:.0}% of a core",
+                kind.name(),
+                hooked.name(),
+                run.rate() / 1e6,
+                100.0 * run.cpu_s / run.seconds
+            );
+            flood.runs.push((hooked, run));
+        }
     }
-    flood.rstwatch.counters = kernel_counters(&exit.stderr)
-        .with_context(|| format!("no kernel counters in rstwatch's stderr: {}", exit.stderr))?;
-    flood.rstwatch.reported = reported(&exit.stderr);
     Ok(flood)
+}
+
+/// Connections from the sending namespace to the receiving one, with a little data each way.
+struct Established {
+    clients: Vec<TcpStream>,
+    servers: Vec<TcpStream>,
+}
+
+impl Established {
+    fn open(pair: &VethPair) -> Result<Self> {
+        let listener = Lab::in_ns(&pair.rx_ns, || {
+            TcpListener::bind((RX_ADDR, ESTABLISHED_PORT))
+        })??;
+        let mut clients = Lab::in_ns(&pair.tx_ns, || {
+            (0..ESTABLISHED)
+                .map(|_| TcpStream::connect((RX_ADDR, ESTABLISHED_PORT)))
+                .collect::<std::io::Result<Vec<_>>>()
+        })??;
+        let mut servers = Vec::with_capacity(ESTABLISHED);
+        for client in &mut clients {
+            let (mut server, _) = listener.accept()?;
+            client.write_all(b"request")?;
+            let mut got = [0u8; 7];
+            server.read_exact(&mut got)?;
+            server.write_all(b"reply")?;
+            client.read_exact(&mut got[..5])?;
+            servers.push(server);
+        }
+        Ok(Self { clients, servers })
+    }
+
+    /// Each client sends a last request, then aborts its connection: `SO_LINGER` 0 makes
+    /// `close` send a RST. The request makes the reset a mid-stream abort, not an idle one.
+    fn abort(mut self) -> Result<()> {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        for (client, server) in self.clients.iter_mut().zip(&mut self.servers) {
+            client.write_all(b"last")?;
+            let mut got = [0u8; 4];
+            server.read_exact(&mut got)?;
+        }
+        for client in self.clients {
+            // SAFETY: a valid socket fd and a `linger` of the size passed.
+            let set = unsafe {
+                libc::setsockopt(
+                    client.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                )
+            };
+            ensure!(set == 0, "SO_LINGER: {}", std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// A reset of one of the established connections, explained with the state it had: a
+/// mid-stream abort whose history starts with the client's SYN, sent before the flood (a flow
+/// evicted and seen again afterwards would start mid-stream). The server's SYN-ACK is egress,
+/// which the bench does not watch.
+fn explained_established(report: &Value) -> bool {
+    is_established_reset(report)
+        && report["class"] == "abort"
+        && report["history"]
+            .as_str()
+            .is_some_and(|history| history.starts_with('S'))
+}
+
+fn is_established_reset(report: &Value) -> bool {
+    report["resp_port"].as_u64() == Some(ESTABLISHED_PORT.into())
 }
 
 /// Two namespaces joined by a veth pair, 198.18.0.1/15 and 198.18.1.2/15; dropping it deletes
@@ -175,8 +371,7 @@ struct VethPair {
 
 struct LinkStats {
     tx_packets: u64,
-    tx_dropped: u64,
-    rx_dropped: u64,
+    rx_packets: u64,
 }
 
 impl VethPair {
@@ -220,9 +415,109 @@ impl VethPair {
         let number = |v: &Value| v.as_u64().unwrap_or(0);
         Ok(LinkStats {
             tx_packets: number(&tx["tx"]["packets"]),
-            tx_dropped: number(&tx["tx"]["dropped"]),
-            rx_dropped: number(&rx["rx"]["dropped"]),
+            rx_packets: number(&rx["rx"]["packets"]),
         })
+    }
+
+    /// Runs trafgen with `config` for `seconds`; `watcher` is the process whose CPU time is
+    /// measured meanwhile.
+    fn flood(&self, config: &Path, seconds: u64, watcher: Option<u32>) -> Result<Run> {
+        let before = self.link_stats()?;
+        let cpu_before = watcher.map(cpu_seconds).transpose()?;
+        let started = Instant::now();
+        let mut trafgen = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.tx_ns,
+                "trafgen",
+                "-o",
+                TX_IFACE,
+                "-P",
+                "1",
+                "-q",
+            ])
+            .arg("-c")
+            .arg(config)
+            // trafgen's sender is a child process: the whole group is stopped at the end.
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting trafgen (apt-get install netsniff-ng)")?;
+        thread::sleep(Duration::from_secs(seconds));
+        stop_group(&mut trafgen)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu_s = match (watcher, cpu_before) {
+            (Some(pid), Some(before)) => cpu_seconds(pid)? - before,
+            _ => 0.0,
+        };
+        let after = self.link_stats()?;
+        Ok(Run {
+            seconds,
+            sent: after.tx_packets - before.tx_packets,
+            received: after.rx_packets - before.rx_packets,
+            cpu_s,
+        })
+    }
+
+    /// A flood with rstwatch watching; for the SYN flood, established connections opened
+    /// before it are reset after it and must be explained with their state.
+    fn flood_rstwatch(
+        &self,
+        rstwatch: &Path,
+        config: &Path,
+        seconds: u64,
+        kind: FloodKind,
+    ) -> Result<(Run, RstwatchSide)> {
+        let mut watcher = Watcher::start(rstwatch, &self.rx_ns, RX_IFACE, &["--no-egress"])?;
+        let established = match kind {
+            FloodKind::Syn => Some(Established::open(self)?),
+            FloodKind::Rst => None,
+        };
+        let stats = enable_bpf_stats()?;
+        let xdp_before = xdp_run_stats(watcher.pid())?;
+        let run = self.flood(config, seconds, Some(watcher.pid()))?;
+        let xdp_after = xdp_run_stats(watcher.pid())?;
+        drop(stats);
+        let mut side = RstwatchSide {
+            xdp_cpu_s: (xdp_after.0 - xdp_before.0) as f64 / 1e9,
+            xdp_runs: xdp_after.1 - xdp_before.1,
+            ..RstwatchSide::default()
+        };
+        let mut reports = Vec::new();
+        if let Some(established) = established {
+            established.abort()?;
+            side.established = ESTABLISHED;
+            let seen = std::cell::Cell::new(0);
+            reports = watcher.events_until(
+                |report| {
+                    seen.set(seen.get() + usize::from(is_established_reset(report)));
+                    seen.get() == ESTABLISHED
+                },
+                EXPLAINED_TIMEOUT,
+            )?;
+        }
+        thread::sleep(SETTLE);
+        let exit = watcher.stop()?;
+        if !exit.status.success() {
+            bail!("rstwatch exited with {}: {}", exit.status, exit.stderr);
+        }
+        reports.extend(exit.events);
+        side.established_explained = reports.iter().filter(|r| explained_established(r)).count();
+        for report in reports.iter().filter(|r| is_established_reset(r)) {
+            if !explained_established(report) {
+                eprintln!(
+                    "bench: established flow not explained: class {} history {}",
+                    report["class"], report["history"]
+                );
+            }
+        }
+        side.counters = kernel_counters(&exit.stderr)
+            .with_context(|| format!("no kernel counters in rstwatch's stderr: {}", exit.stderr))?;
+        side.reported = reported(&exit.stderr);
+        Ok((run, side))
     }
 }
 
@@ -286,7 +581,6 @@ impl Tcpdump {
             captured: count("packets captured")?,
             received_by_filter: count("packets received by filter")?,
             dropped_by_kernel: count("packets dropped by kernel")?,
-            cpu_s: 0.0,
         })
     }
 }
@@ -322,16 +616,6 @@ fn stop_group(child: &mut Child) -> Result<()> {
     unsafe { libc::kill(group, libc::SIGKILL) };
     child.wait()?;
     bail!("trafgen did not stop within {STOP_TIMEOUT:?} of SIGINT and was killed")
-}
-
-/// utime + stime of a process and its direct children, in seconds.
-fn cpu_seconds_with_children(pid: u32) -> Result<f64> {
-    let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))?;
-    let mut total = cpu_seconds(pid)?;
-    for child in children.split_whitespace() {
-        total += cpu_seconds(child.parse()?)?;
-    }
-    Ok(total)
 }
 
 /// utime + stime of a process, in seconds.

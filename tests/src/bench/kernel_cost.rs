@@ -7,7 +7,7 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use rstwatch::kernel::Kernel;
-use rstwatch_common::{Counter, RstEvent};
+use rstwatch_common::{event::FlowRecord, Counter};
 
 use crate::baseline::EmptyXdp;
 
@@ -141,9 +141,10 @@ pub fn single_shots(
     })
 }
 
-/// Records a ring buffer of `ring_bytes` holds: each has an 8-byte header, 8-byte aligned.
+/// RST records with a flow (the largest kind) a ring buffer of `ring_bytes` holds: each has
+/// an 8-byte header, 8-byte aligned.
 pub fn ring_capacity(ring_bytes: u32) -> u32 {
-    let record = (std::mem::size_of::<RstEvent>() as u32).next_multiple_of(8) + 8;
+    let record = (std::mem::size_of::<FlowRecord>() as u32).next_multiple_of(8) + 8;
     ring_bytes / record
 }
 

@@ -1,8 +1,9 @@
-//! What the flow table occupies: the kernel's own account (`memlock` in the map's fdinfo).
+//! What the flow tables occupy: the kernel's own account (`memlock` in each map's fdinfo).
 
 use std::fs;
 
 use anyhow::{Context, Result};
+use rstwatch::kernel::KernelConfig;
 use rstwatch_common::{FlowKey, FlowState};
 
 use super::fdinfo_fields;
@@ -27,8 +28,29 @@ impl FlowTableMemory {
     }
 }
 
-/// The LRU hash map of `max_entries` flows this process holds (rstwatch's FLOWS).
-pub fn flow_table(max_entries: u32) -> Result<FlowTableMemory> {
+/// The main and the half-open flow table of a kernel side this process loaded.
+#[derive(Clone, Debug)]
+pub struct FlowTables {
+    pub main: FlowTableMemory,
+    pub half_open: FlowTableMemory,
+}
+
+impl FlowTables {
+    pub fn mib(&self) -> f64 {
+        self.main.mib() + self.half_open.mib()
+    }
+}
+
+/// The flow tables of the kernel side loaded with `config`, found by their sizes.
+pub fn flow_tables(config: &KernelConfig) -> Result<FlowTables> {
+    Ok(FlowTables {
+        main: flow_table(config.flows)?,
+        half_open: flow_table(config.half_open_flows())?,
+    })
+}
+
+/// The LRU hash map of `max_entries` flows this process holds.
+fn flow_table(max_entries: u32) -> Result<FlowTableMemory> {
     for entry in fs::read_dir("/proc/self/fdinfo")? {
         let Ok(info) = fs::read_to_string(entry?.path()) else {
             continue;

@@ -38,6 +38,9 @@ pub const DRAIN_BATCH: usize = 4096;
 /// Flows per run start after the kernel-cost runs' flow numbers.
 const FIRST_FLOW: u32 = 1 << 22;
 
+/// Makes a format for one run.
+type NewFormat = fn() -> Box<dyn Format>;
+
 /// One configuration of the pipeline, timed.
 #[derive(Clone, Debug)]
 pub struct Run {
@@ -120,7 +123,7 @@ pub fn measure(scratch: &Path) -> Result<Throughput> {
     let mut ring = kernel.take_events()?;
     let per_run = ring_capacity(RING_BYTES) * 3 / 4;
     let mut next_flow = FIRST_FLOW;
-    let formats: [(&str, fn() -> Box<dyn Format>); 5] = [
+    let formats: [(&str, NewFormat); 5] = [
         ("json", || Box::new(Json)),
         ("text", || Box::new(Text::new(false))),
         ("ecs", || Box::new(Ecs)),
