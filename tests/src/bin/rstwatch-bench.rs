@@ -112,12 +112,16 @@ impl Frames {
 }
 
 fn main() -> Result<()> {
-    let json_path = json_path()?;
+    let mode = mode()?;
     // SAFETY: geteuid has no preconditions.
     ensure!(
         unsafe { libc::geteuid() } == 0,
         "the benchmark loads eBPF and builds network namespaces: run it as root"
     );
+    let json_path = match mode {
+        Mode::All { json_path } => json_path,
+        Mode::Userspace => return userspace_only(),
+    };
     let rstwatch = rstwatch_binary()?;
     let empty = EmptyXdp::load().context("loading the empty XDP program")?;
     let frames = Frames::new();
@@ -284,13 +288,56 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn json_path() -> Result<Option<PathBuf>> {
+/// What to run: everything, with the report written to `--json FILE` if given, or only the
+/// userspace pipeline (`--userspace`, for profiling it).
+enum Mode {
+    All { json_path: Option<PathBuf> },
+    Userspace,
+}
+
+fn mode() -> Result<Mode> {
     let mut args = std::env::args().skip(1);
     match (args.next().as_deref(), args.next()) {
-        (None, _) => Ok(None),
-        (Some("--json"), Some(path)) => Ok(Some(path.into())),
-        _ => anyhow::bail!("usage: rstwatch-bench [--json FILE]"),
+        (None, _) => Ok(Mode::All { json_path: None }),
+        (Some("--json"), Some(path)) => Ok(Mode::All {
+            json_path: Some(path.into()),
+        }),
+        (Some("--userspace"), None) => Ok(Mode::Userspace),
+        _ => anyhow::bail!("usage: rstwatch-bench [--json FILE | --userspace]"),
     }
+}
+
+fn userspace_markdown(md: &mut String, throughput: &Throughput) {
+    let eps = throughput.events_per_second();
+    let _ = writeln!(
+        md,
+        "\nUserspace, one core, streaming as `watch` runs (drain {} records, release, flush): \
+         {} events drained, decoded, held, explained (each flow's state read back from the \
+         kernel's table) and rendered as JSON at **{:.2} M events/s** (target >= 1 M: {}). \
+         Classes: {}.\n\n| format, destination | M events/s |\n|---|---:|",
+        userspace::DRAIN_BATCH,
+        throughput.json.events,
+        eps / 1e6,
+        verdict(Some(eps >= TARGET_EVENTS_PER_SECOND)),
+        throughput.classes
+    );
+    for run in throughput.formats.iter().chain([&throughput.json_file]) {
+        let _ = writeln!(
+            md,
+            "| {} | {:.2} |",
+            run.name,
+            run.events_per_second() / 1e6
+        );
+    }
+}
+
+/// The userspace figures alone.
+fn userspace_only() -> Result<()> {
+    let throughput = userspace::measure(Path::new(USERSPACE_SCRATCH))?;
+    let mut md = String::new();
+    userspace_markdown(&mut md, &throughput);
+    println!("{md}");
+    Ok(())
 }
 
 /// The repeated-frame cases, on whatever the table holds now.
@@ -474,27 +521,7 @@ fn results_markdown(
             verdict(row.met())
         );
     }
-    let eps = throughput.events_per_second();
-    let _ = writeln!(
-        md,
-        "\nUserspace, one core, streaming as `watch` runs (drain {} records, release, flush): \
-         {} events drained, decoded, held, explained (each flow's state read back from the \
-         kernel's table) and rendered as JSON at **{:.2} M events/s** (target >= 1 M: {}). \
-         Classes: {}.\n\n| format, destination | M events/s |\n|---|---:|",
-        userspace::DRAIN_BATCH,
-        throughput.json.events,
-        eps / 1e6,
-        verdict(Some(eps >= TARGET_EVENTS_PER_SECOND)),
-        throughput.classes
-    );
-    for run in throughput.formats.iter().chain([&throughput.json_file]) {
-        let _ = writeln!(
-            md,
-            "| {} | {:.2} |",
-            run.name,
-            run.events_per_second() / 1e6
-        );
-    }
+    userspace_markdown(&mut md, throughput);
     for flood in floods {
         flood_markdown(&mut md, flood);
     }
