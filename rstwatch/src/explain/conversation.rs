@@ -352,6 +352,16 @@ impl Conversation {
     }
 }
 
+/// A client that opened a connection and exchanged a request and a response.
+pub fn established() -> Conversation {
+    let mut c = Conversation::v4();
+    c.handshake()
+        .data(Side::Client, 300)
+        .wait_ms(RTT_MS)
+        .data(Side::Server, 1_400);
+    c
+}
+
 fn kernel_addr(ip: IpAddr) -> [u8; 16] {
     match ip {
         IpAddr::V4(v4) => ipv4_mapped(v4.octets()),

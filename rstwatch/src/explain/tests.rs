@@ -6,20 +6,10 @@ use std::time::Duration;
 use rstwatch_common::packet::tcp_flags::{ACK, FIN, RST};
 
 use super::{
-    conversation::{Conversation, Side::*, RTT_MS, SERVER_TTL},
+    conversation::{established, Conversation, Side::*, RTT_MS, SERVER_TTL},
     zeek, ExplainSettings,
 };
 use crate::report::{ConnState, Direction, Evidence, ResetClass, Sender};
-
-/// A client that opened a connection and exchanged a request and a response.
-fn established() -> Conversation {
-    let mut c = Conversation::v4();
-    c.handshake()
-        .data(Client, 300)
-        .wait_ms(RTT_MS)
-        .data(Server, 1_400);
-    c
-}
 
 /// `established`, then the client sends more and the server's RST comes back after a full
 /// round trip, as the real server's would.

@@ -20,7 +20,7 @@ use rstwatch_common::{
 use crate::{
     clock::WallClock,
     explain::{
-        conversation::{Conversation, Side::*, HOLD_NS, RTT_MS, SERVER_TTL},
+        conversation::{established, Conversation, Side::*, HOLD_NS, RTT_MS, SERVER_TTL},
         ExplainSettings,
     },
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
@@ -31,15 +31,6 @@ use crate::{
 const GOLDEN: &str = "src/pipeline/golden/records.txt";
 /// 2024-05-01T12:00:00Z at kernel time 0.
 const WALL_CLOCK_OFFSET_NS: i128 = 1_714_564_800_000_000_000;
-
-fn established() -> Conversation {
-    let mut c = Conversation::v4();
-    c.handshake()
-        .data(Client, 300)
-        .wait_ms(RTT_MS)
-        .data(Server, 1_400);
-    c
-}
 
 /// Conversations covering every class, both senders, middlebox evidence, follow-ups, a
 /// linked answer, IPv6 and a VLAN.
