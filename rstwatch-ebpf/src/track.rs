@@ -15,16 +15,15 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use rstwatch_common::{
+    defaults,
     event::{record, EventKind, FlowRecord, PacketRecord, RecordHeader},
     flow::Step,
     packet::tcp_flags,
     Counter, FlowKey, FlowState, PacketMeta, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
-/// Defaults; userspace resizes the tables and the ring before loading.
-const DEFAULT_FLOWS: u32 = 131_072;
+/// Half-open table's size before userspace resizes it.
 const DEFAULT_HALF_OPEN: u32 = 16_384;
-const DEFAULT_EVENT_BYTES: u32 = 4 << 20;
 const MAX_FILTER_NETS: u32 = 1024;
 const MAX_STORMS: u32 = 4096;
 /// Unknown-flow RSTs remembered per CPU for their follow-ups (a power of two: the slot is
@@ -38,14 +37,14 @@ const RING_RECORD_HEADER: u64 = 8;
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[map]
-static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_FLOWS, 0);
+static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(defaults::FLOWS, 0);
 
 #[map]
 static HALF_OPEN: LruHashMap<FlowKey, FlowState> =
     LruHashMap::with_max_entries(DEFAULT_HALF_OPEN, 0);
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_EVENT_BYTES, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(defaults::RING_BYTES, 0);
 
 /// Not an LRU map: a storm's count must never vanish. When it is full, `StormMapFull` counts.
 #[map]

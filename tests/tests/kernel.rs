@@ -16,7 +16,7 @@ use aya::{
     programs::{ProgramError, TestRun, TestRunOptions, TestRunResult},
 };
 use rstwatch::{
-    cli::Cidr,
+    filter::Cidr,
     kernel::{Counters, Kernel, KernelConfig},
 };
 use rstwatch_common::{
