@@ -68,6 +68,8 @@ pub struct RecentRst {
 #[repr(C)]
 pub struct Scratch {
     pkt: PacketMeta,
+    /// Where the parser puts the TCP header's offset to drop its per-path bounds.
+    tcp_offset: usize,
     key: FlowKey,
     new_flow: FlowState,
     storm: StormCount,
@@ -146,8 +148,9 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
-    let pkt = unsafe { &mut (*scratch).pkt };
-    if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, pkt) {
+    let scratch = unsafe { &mut *scratch };
+    let (pkt, tcp_offset) = (&mut scratch.pkt, &mut scratch.tcp_offset);
+    if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, pkt, tcp_offset) {
         return count(reason);
     }
     rstwatch_track(hook.direction as u32, hook.ifindex);
