@@ -52,11 +52,6 @@ fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Result<*const T, Pa
 }
 
 #[inline(always)]
-fn u8_at(data: usize, data_end: usize, offset: usize) -> Result<u8, ParseError> {
-    Ok(unsafe { *ptr_at::<u8>(data, data_end, offset)? })
-}
-
-#[inline(always)]
 fn be16_at(data: usize, data_end: usize, offset: usize) -> Result<u16, ParseError> {
     Ok(u16::from_be(unsafe {
         ptr_at::<u16>(data, data_end, offset)?.read_unaligned()
@@ -114,10 +109,9 @@ pub fn parse(
 ///
 /// Each way through the link and IP headers (VLAN tags, IPv4 options, each IPv6 extension
 /// chain) reaches the TCP parser with its own bounds on the offset, and the verifier walks
-/// the TCP parser (options, TLS check) once per distinct bound: hundreds of times, past the
-/// 6.1 verifier's budget. Going through map memory, which the verifier does not track, and a
-/// mask gives every path the same `[0, TCP_OFFSET_MASK]`, so it walks the rest once and
-/// prunes the others. The mask never changes a real offset: Ethernet, two VLAN tags, IPv6 and
+/// the TCP parser (options, TLS check) once per distinct bound. Going through map memory,
+/// which the verifier does not track, and a mask gives every path the same
+/// `[0, TCP_OFFSET_MASK]`, so it can prune more of them. The mask never changes a real offset: Ethernet, two VLAN tags, IPv6 and
 /// six extension headers of at most 2048 bytes end below 12,400.
 #[inline(always)]
 fn forget_bounds(l4: usize, tcp_offset: &mut usize) -> usize {
