@@ -1,5 +1,6 @@
-//! `rstwatch watch`: attach, drain the ring buffer, hold each RST for its follow-ups, explain
-//! it, write it; on SIGINT/SIGTERM flush what is pending and print the totals.
+//! `rstwatch watch`: attach, hand the ring buffer's records to the pipeline, signals (SIGINT
+//! and SIGTERM flush what is pending and print the totals, SIGUSR1 prints them, SIGHUP reopens
+//! `--output`), and watched interfaces that go away and come back.
 
 use std::{collections::HashMap, io::IsTerminal as _, time::Duration};
 
@@ -8,10 +9,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::XdpMode,
 };
-use rstwatch_common::{
-    event::{decode, DecodeError},
-    Counter, FlowKey, Settings,
-};
+use rstwatch_common::{Counter, FlowKey, FlowState, Settings};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -20,22 +18,20 @@ use tokio::{
 use crate::{
     cli::{AggregateRate, FormatArg, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
-    explain::{explain, explain_held, ExplainSettings},
+    error::UserError,
+    explain::ExplainSettings,
     features::KernelFeatures,
-    hold::{HoldQueue, Offer},
     ifaces::{Change, Interfaces},
-    kernel::{Kernel, KernelConfig, TcAttach, UserError, VerifierRejection},
+    kernel::{Kernel, KernelConfig, TcAttach, VerifierRejection},
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
+    pipeline::{aggregate::AggregateConfig, Pipeline, PipelineConfig},
     preflight,
-    report::Aggregate,
     sink::{
-        aggregate::AggregateConfig,
         file::{Destination, LineSink, LineStats},
-        syslog::{self, SyslogConfig, SyslogHandle},
+        syslog::{self, SyslogHandle, SyslogSink},
         transport::TlsTrust,
+        Sink, SyslogConfig,
     },
-    storm::StormTally,
-    summary::Summary,
 };
 
 /// How often the ring buffer is drained and held RSTs are checked for release. The kernel
@@ -61,8 +57,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         preflight::require_ethernet(iface)?;
     }
     preflight::require_capabilities()?;
-    let mut records = Records::open(&args)?;
-    let syslog = start_syslog(&args.syslog, args.format)?;
+    let (records, records_format) = open_records(&args)?;
+    let (syslog, syslog_task) = match start_syslog(&args.syslog, args.format)? {
+        Some((syslog, task)) => (Some(syslog), Some(task)),
+        None => (None, None),
+    };
     // Before anything is attached, and long before the line saying so: a signal that came
     // earlier would get its default action, which for SIGUSR1 and SIGHUP is to exit.
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -109,21 +108,33 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut events =
         unsafe { AsyncFd::register_with_interest(kernel.take_events()?, Interest::READABLE) }
             .map_err(std::io::Error::from)?;
-    let mut pipeline = Pipeline {
+    let mut interfaces =
+        Interfaces::new(ifnames.iter().map(|(&index, name)| (name.clone(), index)));
+    let mut pipeline = Pipeline::new(PipelineConfig {
         clock: WallClock::new(),
         explain: ExplainSettings {
             idle_timeout: args.idle_timeout,
             ..ExplainSettings::default()
         },
-        interfaces: Interfaces::new(ifnames.iter().map(|(&index, name)| (name.clone(), index))),
         ifnames,
-        hold: HoldQueue::new(args.hold.as_nanos() as u64, args.grace.as_nanos() as u64),
-        records: &mut records,
-        syslog: syslog.as_ref().map(|(handle, _)| handle.clone()),
-        summary: Summary::new(),
-        storms: StormTally::new(),
-        stats: DaemonStats::default(),
-    };
+        hold_ns: args.hold.as_nanos() as u64,
+        link_ns: args.grace.as_nanos() as u64,
+        aggregate: match args.aggregate_rate {
+            AggregateRate::Off => None,
+            AggregateRate::PerSecond(rate) => Some(AggregateConfig::per_second(rate)),
+        },
+    });
+    let mut records_sinks: Vec<Box<dyn Sink>> = vec![Box::new(records.clone())];
+    if let Some((handle, config, body)) = &syslog {
+        let sink = Box::new(SyslogSink::new(handle.clone(), config));
+        if *body == records_format {
+            records_sinks.push(sink);
+        } else {
+            pipeline.add_output(format(*body, false), vec![sink]);
+        }
+    }
+    pipeline.add_output(format_of(records_format), records_sinks);
+    let syslog = syslog.map(|(handle, _, _)| handle);
     eprintln!(
         "rstwatch: watching {} (XDP ingress{}); Ctrl-C to stop, SIGUSR1 for counters",
         args.ifaces.join(", "),
@@ -137,37 +148,41 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                pipeline.drain(guard.get_inner_mut());
+                drain(&mut pipeline, guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                pipeline.drain(events.get_mut());
-                pipeline.release(monotonic_ns(), &kernel)?;
+                drain(&mut pipeline, events.get_mut());
+                pipeline.release(monotonic_ns(), &flows(&kernel))?;
             }
-            _ = storm_tick.tick() => pipeline.report_storms(&kernel)?,
-            _ = user1.recv() => eprint!("{}", pipeline.totals(&kernel)?),
-            _ = hangup.recv() => pipeline.records.reopen(),
+            _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
+            _ = user1.recv() => eprint!("{}", totals(&pipeline, &kernel, &interfaces, &records, syslog.as_ref())?),
+            _ = hangup.recv() => reopen(&records),
             _ = interface_tick.tick() => {
                 let egress = (!args.no_egress).then_some(tc_attach);
-                pipeline.follow_interfaces(&mut kernel, mode, egress);
+                follow_interfaces(&mut interfaces, &mut pipeline, &mut kernel, mode, egress);
             }
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
-    pipeline.drain(events.get_mut());
-    pipeline.release(u64::MAX, &kernel)?;
-    pipeline.report_storms(&kernel)?;
-    let output = pipeline.records.close(OUTPUT_SHUTDOWN_GRACE);
-    eprint!("{}", pipeline.totals(&kernel)?);
+    drain(&mut pipeline, events.get_mut());
+    pipeline.release(u64::MAX, &flows(&kernel))?;
+    pipeline.report_storms(&kernel.storms()?)?;
+    pipeline.finish(&flows(&kernel))?;
+    let output = records.close(OUTPUT_SHUTDOWN_GRACE);
+    eprint!(
+        "{}",
+        totals(&pipeline, &kernel, &interfaces, &records, syslog.as_ref())?
+    );
     if output.queued > 0 {
         eprintln!(
             "rstwatch: {}: {} records still queued were lost at exit (the writer was stalled)",
-            pipeline.records.sink.destination().describe(),
+            records.destination().describe(),
             output.queued
         );
     }
-    if let Some((handle, task)) = syslog {
+    if let (Some(handle), Some(task)) = (syslog, syslog_task) {
         let stats = handle.shutdown(SYSLOG_SHUTDOWN_GRACE).await;
         task.await.context("the syslog sender task failed")?;
         eprintln!(
@@ -176,7 +191,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             stats.sent,
             stats.resent,
             stats.maybe_duplicated,
-            stats.folded,
+            pipeline.stats().folded,
             stats.pending,
             stats.dropped()
         );
@@ -207,10 +222,13 @@ fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
     }
 }
 
+/// The syslog sender, its settings and the record format it is sent.
+type Syslog = (SyslogHandle, SyslogConfig, FormatArg);
+
 fn start_syslog(
     args: &SyslogArgs,
     format_arg: Option<FormatArg>,
-) -> anyhow::Result<Option<(SyslogHandle, tokio::task::JoinHandle<()>)>> {
+) -> anyhow::Result<Option<(Syslog, tokio::task::JoinHandle<()>)>> {
     let Some(url) = args.syslog.clone() else {
         return Ok(None);
     };
@@ -226,234 +244,161 @@ fn start_syslog(
     };
     config.facility = args.syslog_facility;
     config.spool_max_bytes = args.spool_max_mib << 20;
-    config.aggregate = match args.aggregate_rate {
-        AggregateRate::Off => None,
-        AggregateRate::PerSecond(rate) => Some(AggregateConfig::per_second(rate)),
-    };
-    let started = syslog::spawn(config, format(body, false))
+    let (handle, task) = syslog::spawn(config.clone())
         .map_err(|err| UserError(format!("cannot start the syslog export: {err}")))?;
-    Ok(Some(started))
+    Ok(Some(((handle, config, body), task)))
 }
 
-/// Where records go: standard output or `--output FILE`, in `--format`, through a writer
-/// thread so that a slow destination never holds up capture.
-struct Records {
-    sink: LineSink,
-    format: Box<dyn Format>,
+/// The format records are written in, with its colour decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct RecordsFormat {
+    format: FormatArg,
+    colour: bool,
 }
 
-impl Records {
-    fn open(args: &WatchArgs) -> anyhow::Result<Self> {
-        let (destination, to_terminal) = match &args.output {
-            Some(path) => (Destination::File(path.clone()), false),
-            None => (Destination::Stdout, std::io::stdout().is_terminal()),
-        };
-        let format_arg = args.format.unwrap_or(if to_terminal {
-            FormatArg::Text
-        } else {
-            FormatArg::Json
-        });
-        let colour = to_terminal && std::env::var_os("NO_COLOR").is_none();
-        Ok(Self {
-            sink: LineSink::start(destination)?,
-            format: format(format_arg, colour),
-        })
-    }
-
-    /// Renders one record and queues it for the writer, which writes and flushes each line:
-    /// a consumer tailing the output sees every reset as soon as its hold ends.
-    fn write(&mut self, report: &crate::report::ResetReport) {
-        let mut line = Vec::with_capacity(512);
-        self.format.render(report, &mut line);
-        line.push(b'\n');
-        self.sink.write_line(line);
-    }
-
-    /// Log rotation: the next records go to a freshly opened `--output`.
-    fn reopen(&self) {
-        match self.sink.destination() {
-            Destination::File(_) => self.sink.reopen(),
-            Destination::Stdout => {
-                eprintln!("rstwatch: SIGHUP: records go to standard output, nothing to reopen")
-            }
-        }
-    }
-
-    fn close(&mut self, grace: Duration) -> LineStats {
-        self.sink.close(grace)
-    }
-
-    fn describe_stats(&self) -> String {
-        let stats = self.sink.stats();
-        format!(
-            "rstwatch: output {} written={} queued={} dropped={} (queue_full={} \
-             write_failed={})\n",
-            self.sink.destination().describe(),
-            stats.written,
-            stats.queued,
-            stats.dropped(),
-            stats.dropped_queue_full,
-            stats.dropped_write_failed
-        )
+impl PartialEq<RecordsFormat> for FormatArg {
+    fn eq(&self, other: &RecordsFormat) -> bool {
+        *self == other.format && !other.colour
     }
 }
 
-/// From ring-buffer records to written reports.
-struct Pipeline<'a> {
-    clock: WallClock,
-    explain: ExplainSettings,
-    interfaces: Interfaces,
-    ifnames: HashMap<u32, String>,
-    hold: HoldQueue,
-    records: &'a mut Records,
-    syslog: Option<SyslogHandle>,
-    summary: Summary,
-    storms: StormTally,
-    stats: DaemonStats,
+fn format_of(records: RecordsFormat) -> Box<dyn Format> {
+    format(records.format, records.colour)
 }
 
-/// Ring-buffer records the daemon itself could not use, reported with the totals.
-#[derive(Debug, Default)]
-struct DaemonStats {
-    /// Payload from a RST's sender after its report was released (RSTs are always reported).
-    late_data_followups: u64,
-    unknown_events: u64,
-    short_events: u64,
+/// Standard output or `--output FILE`, in `--format` (text on a terminal, JSON otherwise),
+/// through a writer thread so that a slow destination never holds up capture.
+fn open_records(args: &WatchArgs) -> anyhow::Result<(LineSink, RecordsFormat)> {
+    let (destination, to_terminal) = match &args.output {
+        Some(path) => (Destination::File(path.clone()), false),
+        None => (Destination::Stdout, std::io::stdout().is_terminal()),
+    };
+    let format = args.format.unwrap_or(if to_terminal {
+        FormatArg::Text
+    } else {
+        FormatArg::Json
+    });
+    let colour = to_terminal && std::env::var_os("NO_COLOR").is_none();
+    Ok((
+        LineSink::start(destination)?,
+        RecordsFormat { format, colour },
+    ))
 }
 
-impl Pipeline<'_> {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
-            let event = match decode(&item) {
-                Ok(event) => event,
-                Err(DecodeError::Short) => {
-                    self.stats.short_events += 1;
-                    continue;
-                }
-                Err(DecodeError::UnknownKind(_)) => {
-                    self.stats.unknown_events += 1;
-                    continue;
-                }
-            };
-            match self.hold.offer(event) {
-                Offer::Held | Offer::AttachedToHeld => {}
-                Offer::LateDataFollowUp => self.stats.late_data_followups += 1,
-                Offer::UnknownKind => self.stats.unknown_events += 1,
-            }
+/// Log rotation: the next records go to a freshly opened `--output`.
+fn reopen(records: &LineSink) {
+    match records.destination() {
+        Destination::File(_) => records.reopen(),
+        Destination::Stdout => {
+            eprintln!("rstwatch: SIGHUP: records go to standard output, nothing to reopen")
         }
     }
+}
 
-    /// Explains and writes every RST whose hold ended by `now_ns`, with its connection's state
-    /// as the kernel's flow table holds it now.
-    fn release(&mut self, now_ns: u64, kernel: &Kernel) -> anyhow::Result<()> {
-        // A failed lookup is a missing entry: the report then stands on the RST's snapshot.
-        let flows = |key: &FlowKey| kernel.flow(key).ok().flatten();
-        for held in self.hold.release(now_ns) {
-            let iface = self
-                .ifnames
-                .get(&held.event.ifindex)
-                .map_or("?", String::as_str);
-            let clock = self.clock;
-            let report = explain_held(&held, &flows, &self.explain, iface, |ns| {
-                clock.to_system_time(ns)
-            });
-            self.write(report)?;
-        }
-        Ok(())
-    }
+/// The kernel's flow table, where the pipeline looks up the state of a held RST's flow.
+fn flows(kernel: &Kernel) -> impl Fn(&FlowKey) -> Option<FlowState> + '_ {
+    |key: &FlowKey| kernel.flow(key).ok().flatten()
+}
 
-    /// Reports what the kernel counted in storms since the last reading, one aggregate per
-    /// sender prefix and port.
-    fn report_storms(&mut self, kernel: &Kernel) -> anyhow::Result<()> {
-        for storm in self.storms.read(&kernel.storms()?) {
-            let event = &storm.sample;
-            let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
-            let ts = self.clock.to_system_time(event.ts_ns);
-            let mut report = explain(event, &[], &self.explain, iface, ts);
-            report.aggregate = Some(Aggregate {
-                count: storm.count,
-                first: self.clock.to_system_time(storm.first_ns),
-                last: self.clock.to_system_time(storm.last_ns),
-            });
-            self.write(report)?;
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, report: crate::report::ResetReport) -> anyhow::Result<()> {
-        self.records.write(&report);
-        self.summary.add(&report);
-        if let Some(syslog) = &self.syslog {
-            syslog.send(report);
-        }
-        Ok(())
-    }
-
-    /// Reports watched interfaces that disappeared, and attaches again to those that are back.
-    fn follow_interfaces(&mut self, kernel: &mut Kernel, mode: XdpMode, egress: Option<TcAttach>) {
-        for change in self.interfaces.poll() {
-            match change {
-                Change::Gone { name } => eprintln!(
-                    "rstwatch: interface {name} disappeared: its resets are not seen until an \
-                     interface of that name returns"
-                ),
-                Change::Back { name, index } => {
-                    // The name may now belong to another kind of device: same checks as at start.
-                    let egress = egress.filter(|_| !preflight::is_loopback(&name));
-                    let attached = preflight::require_ethernet(&name)
-                        .map_err(anyhow::Error::from)
-                        .and_then(|()| kernel.attach(&name, mode, egress));
-                    match attached {
-                        Ok(_) => {
-                            self.ifnames.insert(index, name.clone());
-                            eprintln!(
-                                "rstwatch: interface {name} is back (index {index}): attached again"
-                            );
-                        }
-                        Err(err) => eprintln!(
-                            "rstwatch: interface {name} is back (index {index}) but is not \
-                             watched: {err:#}"
-                        ),
+/// Reports watched interfaces that disappeared, and attaches again to those that are back.
+fn follow_interfaces(
+    interfaces: &mut Interfaces,
+    pipeline: &mut Pipeline,
+    kernel: &mut Kernel,
+    mode: XdpMode,
+    egress: Option<TcAttach>,
+) {
+    for change in interfaces.poll() {
+        match change {
+            Change::Gone { name } => eprintln!(
+                "rstwatch: interface {name} disappeared: its resets are not seen until an \
+                 interface of that name returns"
+            ),
+            Change::Back { name, index } => {
+                // The name may now belong to another kind of device: same checks as at start.
+                let egress = egress.filter(|_| !preflight::is_loopback(&name));
+                let attached = preflight::require_ethernet(&name)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|()| kernel.attach(&name, mode, egress));
+                match attached {
+                    Ok(_) => {
+                        pipeline.name_interface(index, name.clone());
+                        eprintln!(
+                            "rstwatch: interface {name} is back (index {index}): attached again"
+                        );
                     }
+                    Err(err) => eprintln!(
+                        "rstwatch: interface {name} is back (index {index}) but is not \
+                         watched: {err:#}"
+                    ),
                 }
             }
         }
     }
+}
 
-    /// The summary by class and peer, the kernel's counters and the daemon's own.
-    fn totals(&self, kernel: &Kernel) -> anyhow::Result<String> {
-        let mut totals = self.summary.render(SUMMARY_PEERS);
-        let counters = kernel.counters()?;
-        // The LRU map evicts without telling anyone: what was inserted and is no longer there
-        // was evicted (or started over after a RST's grace period, counted separately).
-        let live = kernel.flow_count()? as u64;
-        totals.push_str(&format!(
-            "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
-             held={} late_data_followups={} unknown_events={} short_events={} interfaces_lost={}\n",
-            counters.describe(),
-            counters.get(Counter::FlowsInserted).saturating_sub(live),
-            self.hold.len(),
-            self.stats.late_data_followups,
-            self.stats.unknown_events,
-            self.stats.short_events,
-            self.interfaces.lost
-        ));
-        totals.push_str(&self.records.describe_stats());
-        if let Some(syslog) = &self.syslog {
-            let stats = syslog.stats();
-            totals.push_str(&format!(
-                "rstwatch: syslog connected={} link_failures={} sent={} resent={} \
-                 maybe_duplicated={} folded={} pending={} dropped={}\n",
-                stats.connected,
-                stats.link_failures,
-                stats.sent,
-                stats.resent,
-                stats.maybe_duplicated,
-                stats.folded,
-                stats.pending,
-                stats.dropped()
-            ));
-        }
-        Ok(totals)
+/// The output writer's counts, for the totals.
+fn describe_output(records: &LineSink) -> String {
+    let stats: LineStats = records.stats();
+    format!(
+        "rstwatch: output {} written={} queued={} dropped={} (queue_full={} \
+         write_failed={})\n",
+        records.destination().describe(),
+        stats.written,
+        stats.queued,
+        stats.dropped(),
+        stats.dropped_queue_full,
+        stats.dropped_write_failed
+    )
+}
+
+/// Hands every record in the ring buffer to the pipeline.
+fn drain(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) {
+    while let Some(item) = ring.next() {
+        pipeline.offer_record(&item);
     }
+}
+
+/// The summary by class and peer, the kernel's counters and the daemon's own.
+fn totals(
+    pipeline: &Pipeline,
+    kernel: &Kernel,
+    interfaces: &Interfaces,
+    records: &LineSink,
+    syslog: Option<&SyslogHandle>,
+) -> anyhow::Result<String> {
+    let mut totals = pipeline.summary().render(SUMMARY_PEERS);
+    let counters = kernel.counters()?;
+    // The LRU map evicts without telling anyone: what was inserted and is no longer there
+    // was evicted (or started over after a RST's grace period, counted separately).
+    let live = kernel.flow_count()? as u64;
+    let stats = pipeline.stats();
+    totals.push_str(&format!(
+        "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
+         held={} late_data_followups={} unknown_events={} short_events={} interfaces_lost={}\n",
+        counters.describe(),
+        counters.get(Counter::FlowsInserted).saturating_sub(live),
+        pipeline.held(),
+        stats.late_data_followups,
+        stats.unknown_events,
+        stats.short_events,
+        interfaces.lost
+    ));
+    totals.push_str(&describe_output(records));
+    if let Some(syslog) = syslog {
+        let sink = syslog.stats();
+        totals.push_str(&format!(
+            "rstwatch: syslog connected={} link_failures={} sent={} resent={} \
+             maybe_duplicated={} folded={} pending={} dropped={}\n",
+            sink.connected,
+            sink.link_failures,
+            sink.sent,
+            sink.resent,
+            sink.maybe_duplicated,
+            stats.folded,
+            sink.pending,
+            sink.dropped()
+        ));
+    }
+    Ok(totals)
 }

@@ -312,10 +312,26 @@ fn a_new_lab_removes_what_a_dead_run_left() -> Result<()> {
             .args(["netns", "exec", stale, "sleep", "30"])
             .spawn()?,
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // The lab finds leftovers by `ip netns pids`: wait until the sleep is inside.
+    let inside = || {
+        Command::new("ip")
+            .args(["netns", "pids", stale])
+            .output()
+            .is_ok_and(|out| !out.stdout.trim_ascii().is_empty())
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), inside),
+        "sleep never entered {stale}"
+    );
     let _lab = Lab::new("fresh")?;
     assert!(!netns_exists(stale));
-    assert!(left_running.0.try_wait()?.is_some(), "sleep survived");
+    let ended = wait_until(Duration::from_secs(5), || {
+        left_running
+            .0
+            .try_wait()
+            .is_ok_and(|status| status.is_some())
+    });
+    assert!(ended, "sleep survived");
     Ok(())
 }
 
@@ -376,4 +392,18 @@ fn watcher_runs_its_binary_in_the_namespace_with_json_output() -> Result<()> {
     // The script may or may not have exited before the SIGINT; either way nothing else came.
     assert!(watcher.stop()?.events.is_empty());
     Ok(())
+}
+
+/// Polls `done` every 10 ms until it holds or `limit` passes; true if it held.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -8,21 +8,27 @@
 //! what comes meanwhile; a reader that went away (EPIPE) is final, and every later line is
 //! dropped and counted. A FIFO is opened by the writer, so attaching never waits for its
 //! reader.
+//!
+//! `WriterSink` is the same line format written synchronously into any `Write`, in batches of
+//! one `write(2)`: for the golden records and the benchmark, which read what was written.
 
 use std::{
     fs::{File, OpenOptions},
-    io::{self, Write as _},
+    io::{self, Write},
     os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        mpsc, Arc,
+        mpsc, Arc, Mutex, PoisonError,
     },
     thread,
     time::Duration,
 };
 
-use crate::kernel::UserError;
+use anyhow::Context as _;
+
+use super::Sink;
+use crate::{error::UserError, report::ResetReport};
 
 /// A message on stderr from the writer thread. A stderr that fails (the terminal closed) must
 /// not take the writer down with it, as a panicking `eprintln!` would.
@@ -93,13 +99,20 @@ enum Message {
     Wake,
 }
 
-/// A line-oriented output with its writer thread.
+/// A line-oriented output with its writer thread. Clones share the writer: the pipeline
+/// writes through one, the daemon reopens, reads the counts and closes through another.
+#[derive(Clone)]
 pub struct LineSink {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     destination: Destination,
-    queue: Option<mpsc::SyncSender<Message>>,
+    /// `None` once closed; dropping the sender is what ends the writer.
+    queue: Mutex<Option<mpsc::SyncSender<Message>>>,
     counters: Arc<Counters>,
     requests: Arc<Requests>,
-    finished: mpsc::Receiver<()>,
+    finished: Mutex<mpsc::Receiver<()>>,
 }
 
 impl LineSink {
@@ -142,60 +155,137 @@ impl LineSink {
             })
             .map_err(|err| UserError(format!("cannot start the output writer: {err}")))?;
         Ok(Self {
-            destination,
-            queue: Some(queue),
-            counters,
-            requests,
-            finished,
+            shared: Arc::new(Shared {
+                destination,
+                queue: Mutex::new(Some(queue)),
+                counters,
+                requests,
+                finished: Mutex::new(finished),
+            }),
         })
     }
 
     pub fn destination(&self) -> &Destination {
-        &self.destination
+        &self.shared.destination
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, Option<mpsc::SyncSender<Message>>> {
+        // The lock only guards taking the sender out: a panic while holding it leaves the
+        // sender valid.
+        self.shared
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Queues one line (with its newline); never blocks. A full queue drops it, counted.
     pub fn write_line(&self, line: Vec<u8>) {
-        let Some(queue) = &self.queue else {
+        let queue = self.queue();
+        let Some(queue) = queue.as_ref() else {
             return;
         };
-        self.counters.queued.fetch_add(1, Ordering::Relaxed);
+        let counters = &self.shared.counters;
+        counters.queued.fetch_add(1, Ordering::Relaxed);
         if queue.try_send(Message::Line(line)).is_err() {
-            self.counters.queued.fetch_sub(1, Ordering::Relaxed);
-            self.counters
-                .dropped_queue_full
-                .fetch_add(1, Ordering::Relaxed);
+            counters.queued.fetch_sub(1, Ordering::Relaxed);
+            counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// Asks the writer to reopen the file (after log rotation); the lines queued before go
     /// to whichever file the writer holds when it reaches them.
     pub fn reopen(&self) {
-        self.requests.reopen.store(true, Ordering::Relaxed);
-        if let Some(queue) = &self.queue {
+        self.shared.requests.reopen.store(true, Ordering::Relaxed);
+        if let Some(queue) = self.queue().as_ref() {
             // A full queue means the writer is busy and will see the request anyway.
             let _ = queue.try_send(Message::Wake);
         }
     }
 
     pub fn stats(&self) -> LineStats {
+        let counters = &self.shared.counters;
         LineStats {
-            written: self.counters.written.load(Ordering::Relaxed),
-            queued: self.counters.queued.load(Ordering::Relaxed),
-            dropped_queue_full: self.counters.dropped_queue_full.load(Ordering::Relaxed),
-            dropped_write_failed: self.counters.dropped_write_failed.load(Ordering::Relaxed),
+            written: counters.written.load(Ordering::Relaxed),
+            queued: counters.queued.load(Ordering::Relaxed),
+            dropped_queue_full: counters.dropped_queue_full.load(Ordering::Relaxed),
+            dropped_write_failed: counters.dropped_write_failed.load(Ordering::Relaxed),
         }
     }
 
     /// Lets the writer finish what is queued for at most `grace`, and returns the final
     /// counts: what is still `queued` then is lost (a reader that stopped reading).
-    pub fn close(&mut self, grace: Duration) -> LineStats {
-        self.requests.closing.store(true, Ordering::Relaxed);
-        if self.queue.take().is_some() {
+    pub fn close(&self, grace: Duration) -> LineStats {
+        self.shared.requests.closing.store(true, Ordering::Relaxed);
+        if self.queue().take().is_some() {
             // Dropping the sender ends the writer's loop once the queue is empty.
-            let _ = self.finished.recv_timeout(grace);
+            let finished = self
+                .shared
+                .finished
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let _ = finished.recv_timeout(grace);
         }
         self.stats()
+    }
+}
+
+impl Sink for LineSink {
+    /// Queues the line for the writer, which writes each line as it reaches it: a consumer
+    /// tailing the output sees every reset as soon as its hold ends.
+    fn write(&mut self, _report: &ResetReport, record: &[u8]) -> anyhow::Result<()> {
+        let mut line = Vec::with_capacity(record.len() + 1);
+        line.extend_from_slice(record);
+        line.push(b'\n');
+        self.write_line(line);
+        Ok(())
+    }
+
+    /// The writer writes without waiting for a batch to end.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Above this many buffered bytes a `WriterSink` batch is written out before the batch ends.
+const BATCH_BYTES: usize = 256 << 10;
+
+/// Records into any `Write`, gathered in a buffer and written with one `write(2)` per batch,
+/// synchronously.
+pub struct WriterSink {
+    out: Box<dyn Write + Send>,
+    batch: Vec<u8>,
+}
+
+impl WriterSink {
+    pub fn new(out: Box<dyn Write + Send>) -> Self {
+        Self {
+            out,
+            batch: Vec::with_capacity(BATCH_BYTES + 4096),
+        }
+    }
+
+    fn write_batch(&mut self) -> anyhow::Result<()> {
+        if !self.batch.is_empty() {
+            self.out.write_all(&self.batch).context("writing records")?;
+            self.batch.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Sink for WriterSink {
+    fn write(&mut self, _report: &ResetReport, record: &[u8]) -> anyhow::Result<()> {
+        self.batch.extend_from_slice(record);
+        self.batch.push(b'\n');
+        if self.batch.len() >= BATCH_BYTES {
+            self.write_batch()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.write_batch()?;
+        self.out.flush().context("flushing records")
     }
 }
 
@@ -420,7 +510,7 @@ mod tests {
     fn lines_reach_the_file_in_order_and_are_counted() {
         let path = temp_path("order");
         let _ = std::fs::remove_file(&path);
-        let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
+        let sink = LineSink::start(Destination::File(path.clone())).unwrap();
         for n in 0..100 {
             sink.write_line(format!("{n}\n").into_bytes());
         }
@@ -443,7 +533,7 @@ mod tests {
         let path = temp_path("rotate");
         let rotated = temp_path("rotate.1");
         let _ = std::fs::remove_file(&path);
-        let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
+        let sink = LineSink::start(Destination::File(path.clone())).unwrap();
         sink.write_line(b"before\n".to_vec());
         // The writer holds the file: wait until the line is in it, then rotate.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -472,7 +562,7 @@ mod tests {
         let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
-        let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
+        let sink = LineSink::start(Destination::File(path.clone())).unwrap();
         sink.write_line(b"queued\n".to_vec());
         let mut reader = File::open(&path).unwrap();
         let mut text = String::new();
