@@ -47,9 +47,9 @@ const RELEASE_TICK: Duration = Duration::from_millis(20);
 /// How often the kernel's storm counts are read and reported as aggregates.
 const STORM_TICK: Duration = Duration::from_secs(1);
 /// How long the syslog sink may keep delivering after SIGINT/SIGTERM; the rest is spooled.
-const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Peers listed in the summary.
-const SUMMARY_PEERS: usize = 5;
+pub(crate) const SUMMARY_PEERS: usize = 5;
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut ifnames = HashMap::new();
@@ -57,7 +57,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         ifnames.insert(preflight::interface_index(iface)?, iface.clone());
     }
     preflight::require_capabilities()?;
-    let mut records = Records::open(&args)?;
+    let mut records = Records::open(args.output.as_deref(), args.format)?;
     let syslog = start_syslog(&args.syslog, args.format)?;
 
     if let Some(missing) = KernelFeatures::detect().missing() {
@@ -174,7 +174,7 @@ fn kernel_config(args: &WatchArgs) -> KernelConfig {
     }
 }
 
-fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
+pub(crate) fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
     match arg {
         FormatArg::Text => Box::new(Text::new(colour)),
         FormatArg::Json => Box::new(Json),
@@ -184,7 +184,7 @@ fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
     }
 }
 
-fn start_syslog(
+pub(crate) fn start_syslog(
     args: &SyslogArgs,
     format_arg: Option<FormatArg>,
 ) -> anyhow::Result<Option<(SyslogHandle, tokio::task::JoinHandle<()>)>> {
@@ -213,16 +213,19 @@ fn start_syslog(
 }
 
 /// Where records go: standard output or `--output FILE`, in `--format`.
-struct Records {
+pub(crate) struct Records {
     out: Box<dyn Write>,
     format: Box<dyn Format>,
     line: Vec<u8>,
 }
 
 impl Records {
-    fn open(args: &WatchArgs) -> anyhow::Result<Self> {
+    pub(crate) fn open(
+        output: Option<&std::path::Path>,
+        format_arg: Option<FormatArg>,
+    ) -> anyhow::Result<Self> {
         let stdout_is_terminal = std::io::stdout().is_terminal();
-        let (out, to_terminal): (Box<dyn Write>, bool) = match &args.output {
+        let (out, to_terminal): (Box<dyn Write>, bool) = match output {
             Some(path) => {
                 let file = OpenOptions::new()
                     .create(true)
@@ -239,7 +242,7 @@ impl Records {
             }
             None => (Box::new(std::io::stdout()), stdout_is_terminal),
         };
-        let format_arg = args.format.unwrap_or(if to_terminal {
+        let format_arg = format_arg.unwrap_or(if to_terminal {
             FormatArg::Text
         } else {
             FormatArg::Json
@@ -254,7 +257,7 @@ impl Records {
 
     /// Writes one record and flushes it: a consumer tailing the output sees every reset as
     /// soon as its hold ends.
-    fn write(&mut self, report: &crate::report::ResetReport) -> anyhow::Result<()> {
+    pub(crate) fn write(&mut self, report: &crate::report::ResetReport) -> anyhow::Result<()> {
         self.line.clear();
         self.format.render(report, &mut self.line);
         self.line.push(b'\n');
@@ -264,7 +267,7 @@ impl Records {
             .context("writing a record")
     }
 
-    fn flush(&mut self) -> anyhow::Result<()> {
+    pub(crate) fn flush(&mut self) -> anyhow::Result<()> {
         self.out.flush().context("flushing records")
     }
 }
