@@ -85,6 +85,13 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// This host's address or network, for captures that do not record each packet's
+    /// direction (pcap from `tcpdump -i eth0`): packets from it left the host (egress), as
+    /// `watch` sees them on TC. Without it, and without a direction in the file, every packet
+    /// is read as arriving, as on a sensor fed by a mirror port. Repeat for several.
+    #[arg(long = "local", value_name = "CIDR")]
+    pub local: Vec<Cidr>,
+
     /// Print the timeline of each matching conversation instead of records: a 4-tuple
     /// (`10.0.0.1:40000-10.0.0.2:443`), an address or network, `tcp.port==4333` or
     /// `ip.addr==10.1.2.0/24`.

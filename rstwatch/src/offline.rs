@@ -64,6 +64,7 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
             ..ExplainSettings::default()
         },
         iface_fallback,
+        local: PacketFilter::new(&[], &args.local),
         ifnames: HashMap::new(),
         records,
         syslog: syslog.as_ref().map(|(handle, _)| handle.clone()),
@@ -157,6 +158,8 @@ struct Offline {
     hold: HoldQueue,
     explain: ExplainSettings,
     iface_fallback: String,
+    /// `--local`: what this host sent, for captures that do not say.
+    local: PacketFilter,
     /// Interface names from the capture, by the index the replay's events carry.
     ifnames: HashMap<u32, String>,
     records: Records,
@@ -200,10 +203,11 @@ impl Offline {
                 return self.release(ts_ns);
             }
         };
-        // A capture that does not record the way of each packet is read as a sensor on a
-        // mirror port reads its traffic: everything arrives from the wire.
+        // A capture that does not record the way of each packet is read as `--local` says, or
+        // else as a sensor on a mirror port reads its traffic: everything arrives.
+        let sent_here = way == Way::Out || (way == Way::Unknown && self.local.sent(&self.pkt));
         let hook = Hook {
-            direction: if way == Way::Out {
+            direction: if sent_here {
                 DIRECTION_EGRESS
             } else {
                 DIRECTION_INGRESS

@@ -44,6 +44,13 @@ impl PacketFilter {
         }
     }
 
+    /// The packet's source is one of the networks (and there are some).
+    pub fn sent(&self, pkt: &PacketMeta) -> bool {
+        self.nets
+            .iter()
+            .any(|(net, bits)| prefix_matches(&pkt.src_addr, net, *bits))
+    }
+
     pub fn selects(&self, pkt: &PacketMeta) -> bool {
         let port_on = |port: u16| self.ports.contains(&port);
         if !self.ports.is_empty() && !port_on(pkt.src_port) && !port_on(pkt.dst_port) {

@@ -86,6 +86,11 @@ impl Capture {
         fields.lines().map(parse_tshark_fields).collect()
     }
 
+    /// The file tcpdump is writing (`-U`: a packet at a time).
+    pub fn path(&self) -> &std::path::Path {
+        &self.file
+    }
+
     /// Stops tcpdump and hands over the capture file, deleted when the `CaptureFile` drops.
     pub fn finish(mut self) -> Result<CaptureFile> {
         self.stop_tcpdump()?;
