@@ -12,6 +12,7 @@ use rstwatch_common::{Counter, Settings};
 use rstwatch_tests::{
     baseline::EmptyXdp,
     bench::{
+        capture_replay,
         flood::{self, Flood, FloodKind, Hooked},
         kernel_cost::{repeated, rst_events, run, single_shots, Cost},
         memory::{self, FlowTables},
@@ -114,6 +115,11 @@ fn main() -> Result<()> {
         "the benchmark loads eBPF and builds network namespaces: run it as root"
     );
     let rstwatch = rstwatch_binary()?;
+    if std::env::args().nth(1).as_deref() == Some("--capture-only") {
+        let capture = capture_replay::measure(&rstwatch, &std::env::temp_dir())?;
+        println!("{}", capture.markdown());
+        return Ok(());
+    }
     let empty = EmptyXdp::load().context("loading the empty XDP program")?;
     let frames = Frames::new();
     let mut rows = Vec::new();
@@ -260,10 +266,22 @@ fn main() -> Result<()> {
         )?);
     }
 
-    let results = results_markdown(&rows, &throughput, &floods, &memory, flows);
+    eprintln!("bench: capture files, rstwatch explain and tshark alternating");
+    let capture = capture_replay::measure(&rstwatch, &std::env::temp_dir())?;
+
+    let mut results = results_markdown(&rows, &throughput, &floods, &memory, flows);
+    results.push_str(&capture.markdown());
     println!("{results}");
     if let Some(path) = json_path {
-        let report = json_report(&rows, &throughput, &floods, &memory, flows);
+        let mut report = json_report(&rows, &throughput, &floods, &memory, flows);
+        report["capture_replay"] = json!({
+            "packets": capture.packets,
+            "resets": capture.resets,
+            "rstwatch_seconds": capture.rstwatch_secs,
+            "tshark_seconds": capture.tshark_secs,
+            "rstwatch_packets_per_second": capture.rstwatch_rate(),
+            "tshark_packets_per_second": capture.tshark_rate(),
+        });
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -284,7 +302,8 @@ fn json_path() -> Result<Option<PathBuf>> {
     match (args.next().as_deref(), args.next()) {
         (None, _) => Ok(None),
         (Some("--json"), Some(path)) => Ok(Some(path.into())),
-        _ => anyhow::bail!("usage: rstwatch-bench [--json FILE]"),
+        (Some("--capture-only"), None) => Ok(None),
+        _ => anyhow::bail!("usage: rstwatch-bench [--json FILE | --capture-only]"),
     }
 }
 
