@@ -21,7 +21,7 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub const DEFAULT_GRACE_NS: u64 = 2_000_000_000;
+    pub const DEFAULT_GRACE_NS: u64 = crate::defaults::GRACE_NS;
     pub const DEFAULT_FOLLOWUP_LIMIT: u32 = 4;
     pub const DEFAULT_UNKNOWN_RSTS_PER_SEC: u32 = 200;
     pub const DEFAULT_HALF_OPEN_PER_SEC: u32 = 20_000;

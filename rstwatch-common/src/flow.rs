@@ -287,25 +287,32 @@ impl FlowState {
             self.reset(pkt, dir);
             outcome = Step::Recycled;
         }
-        if pkt.is_rst() {
+        let mut data_followup = false;
+        let event = if pkt.is_rst() {
             // Every RST on the wire reaches userspace: the first of the flow as `Rst`, the
             // later ones as `FollowUp`, which userspace folds into the first report or reports
             // on their own.
-            let kind = if self.rst_ns == 0 {
+            Some(if self.rst_ns == 0 {
                 EventKind::Rst
             } else {
                 EventKind::FollowUp
-            };
-            emit(kind, self);
+            })
         } else if self.rst_ns != 0 && dir == self.rst_dir && pkt.payload_len > 0 {
             // `followups` is a u8: a limit above 255 means 255, not a counter that wraps.
-            if (self.followups as u32) < settings.followup_limit.min(u8::MAX as u32) {
-                emit(EventKind::FollowUp, self);
-                self.followups += 1;
-            } else {
+            data_followup = (self.followups as u32) < settings.followup_limit.min(u8::MAX as u32);
+            if !data_followup {
                 outcome = Step::FollowUpSuppressed;
             }
+            data_followup.then_some(EventKind::FollowUp)
+        } else {
+            None
+        };
+        // One call site: the kernel's `emit` is then inlined, not a BPF function of its own,
+        // whose stack frame would push the call chain past the 512-byte limit.
+        if let Some(kind) = event {
+            emit(kind, self);
         }
+        self.followups += data_followup as u8;
         self.record(pkt, dir, now);
         outcome
     }

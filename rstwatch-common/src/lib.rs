@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod config;
+pub mod defaults;
 pub mod event;
 pub mod flow;
 pub mod packet;

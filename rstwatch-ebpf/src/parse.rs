@@ -30,16 +30,13 @@ const NEXTHDR_DEST: u8 = 60;
 pub const MAX_IPV6_EXT_HEADERS: usize = 6;
 
 const TCP_HLEN: usize = 20;
+/// Bounds the TCP header's offset for the verifier (`forget_bounds`).
+const TCP_OFFSET_MASK: usize = (1 << 14) - 1;
 const TCPOPT_EOL: u8 = 0;
 const TCPOPT_NOP: u8 = 1;
 const TCPOPT_WINDOW: u8 = 3;
 /// TCP options occupy at most 40 bytes; each loop turn consumes at least one.
 const MAX_TCP_OPTION_BYTES: usize = 40;
-/// Stack copy of the options for the walk: a power of two, so that `off & OPTION_INDEX_MASK`
-/// keeps every read inside it in a form any verifier can prove; bytes past the 40 option bytes
-/// are EOL.
-const OPTION_BUF: usize = 64;
-const OPTION_INDEX_MASK: usize = OPTION_BUF - 1;
 const TLS_CONTENT_ALERT: u8 = 21;
 const TLS_RECORD_HLEN: u16 = 5;
 
@@ -52,11 +49,6 @@ fn ptr_at<T>(data: usize, data_end: usize, offset: usize) -> Result<*const T, Pa
         return Err(Counter::Truncated);
     }
     Ok((data + offset) as *const T)
-}
-
-#[inline(always)]
-fn u8_at(data: usize, data_end: usize, offset: usize) -> Result<u8, ParseError> {
-    Ok(unsafe { *ptr_at::<u8>(data, data_end, offset)? })
 }
 
 #[inline(always)]
@@ -77,12 +69,14 @@ fn bytes_at<const N: usize>(
 
 /// Parses an Ethernet frame down to TCP into `pkt`. `vlan_hint` is a VLAN id the hook already
 /// knows (TC sees offloaded tags in skb metadata, not in the frame); 0 when none.
+/// `tcp_offset` must be map memory (see `forget_bounds`).
 #[inline(always)]
 pub fn parse(
     data: usize,
     data_end: usize,
     vlan_hint: u16,
     pkt: &mut PacketMeta,
+    tcp_offset: &mut usize,
 ) -> Result<(), ParseError> {
     let mut ether_type = be16_at(data, data_end, 12)?;
     let mut l3 = ETH_HLEN;
@@ -108,7 +102,25 @@ pub fn parse(
         ETH_P_IPV6 => parse_ipv6(data, data_end, l3, pkt)?,
         _ => return Err(Counter::NotIp),
     };
-    parse_tcp(data, data_end, l4, l4_len, pkt)
+    parse_tcp(data, data_end, forget_bounds(l4, tcp_offset), l4_len, pkt)
+}
+
+/// The TCP header's offset, with every path's exact bounds replaced by one range.
+///
+/// Each way through the link and IP headers (VLAN tags, IPv4 options, each IPv6 extension
+/// chain) reaches the TCP parser with its own bounds on the offset, and the verifier walks
+/// the TCP parser (options, TLS check) once per distinct bound. Going through map memory,
+/// which the verifier does not track, and a mask gives every path the same
+/// `[0, TCP_OFFSET_MASK]`, so it can prune more of them. The mask never changes a real offset: Ethernet, two VLAN tags, IPv6 and
+/// six extension headers of at most 2048 bytes end below 12,400.
+#[inline(always)]
+fn forget_bounds(l4: usize, tcp_offset: &mut usize) -> usize {
+    // Volatile: the compiler must not forward the stored value past the load.
+    // SAFETY: a valid, exclusive reference.
+    unsafe {
+        core::ptr::write_volatile(tcp_offset, l4);
+        core::ptr::read_volatile(tcp_offset) & TCP_OFFSET_MASK
+    }
 }
 
 /// Returns the TCP header's offset and the length of the IP payload.
@@ -235,62 +247,70 @@ fn parse_tcp(
 /// A malformed option list just ends the search: the segment is still tracked.
 #[inline(always)]
 fn window_scale(data: usize, data_end: usize, start: usize, len: usize) -> u8 {
-    let mut options = [TCPOPT_EOL; MAX_TCP_OPTION_BYTES];
-    for (i, byte) in options.iter_mut().enumerate() {
-        if i >= len {
-            break;
-        }
-        match u8_at(data, data_end, start + i) {
-            Ok(b) => *byte = b,
-            Err(_) => break,
+    let mut words = [0u64; MAX_TCP_OPTION_BYTES / 8];
+    // Four bytes at a time (the options' length is a multiple of four), without an early
+    // exit: each read's two outcomes meet again right after it, and each bounds check the
+    // verifier passes is one more packet range it tells apart, so ten reads rather than forty
+    // keep the copy's paths few. Bytes past the packet read as EOL, which ends the walk.
+    for chunk in 0..MAX_TCP_OPTION_BYTES / 4 {
+        let bytes = bytes_at::<4>(data, data_end, start + chunk * 4).unwrap_or([TCPOPT_EOL; 4]);
+        words[chunk / 2] |= (u32::from_le_bytes(bytes) as u64) << (32 * (chunk % 2));
+    }
+    // Bytes past the options (payload) are EOL too. Masked afterwards rather than checked
+    // per byte: next to that check the compiler drops the packet bound as implied by the
+    // header-length check, which the verifier cannot follow.
+    for (w, word) in words.iter_mut().enumerate() {
+        let options_in_word = len.saturating_sub(w * 8);
+        if options_in_word < 8 {
+            *word &= (1u64 << (options_in_word * 8)) - 1;
         }
     }
-    let word = |i: usize| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&options[i * 8..i * 8 + 8]);
-        u64::from_le_bytes(w)
-    };
-    rstwatch_window_scale(word(0), word(1), word(2), word(3), word(4)) as u8
+    rstwatch_window_scale(words[0], words[1], words[2], words[3], words[4]) as u8
 }
 
 /// Walks the 40 option bytes, passed as five little-endian words, for the window-scale option.
 ///
 /// A global (exported, never inlined) function: the verifier checks it once on its own,
 /// instead of once for every parse path that leads to a SYN (VLAN tags times IPv6 extension
-/// chains), which would exceed its instruction budget. Its arguments are plain scalars because
-/// that is all a global function may take besides the context.
+/// chains). Its arguments are plain scalars because that is all a global function may take
+/// besides the context.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn rstwatch_window_scale(o0: u64, o1: u64, o2: u64, o3: u64, o4: u64) -> u32 {
-    let mut options = [TCPOPT_EOL; OPTION_BUF];
-    for (i, word) in [o0, o1, o2, o3, o4].iter().enumerate() {
-        options[i * 8..i * 8 + 8].copy_from_slice(&word.to_le_bytes());
-    }
-    // Every read masks its index right before it: the 6.1 verifier loses the bound of a
-    // `min()`-clamped offset across loop turns (it then sees `umin > umax` and rejects the read),
-    // while a mask bounds the index on every kernel. The masked reads never wrap for real:
-    // `off` stays below 40 and the buffer holds 64 bytes.
-    let mut off = 0usize;
-    for _ in 0..MAX_TCP_OPTION_BYTES {
-        if off >= MAX_TCP_OPTION_BYTES {
-            break;
+    let words = [o0, o1, o2, o3, o4];
+    // Bytes past the 40 option bytes are EOL.
+    let byte = |at: usize| {
+        if at < MAX_TCP_OPTION_BYTES {
+            (words[at / 8] >> (8 * (at % 8))) as u8
+        } else {
+            TCPOPT_EOL
         }
-        let kind = options[off & OPTION_INDEX_MASK];
+    };
+    // Every position is visited in turn and only compared with `next`, where the next option
+    // starts; `next` never indexes anything. Walking with the option offset as the index
+    // instead makes the verifier track every reachable offset separately, hundreds of
+    // thousands of instructions for one walk.
+    let mut next = 0usize;
+    for at in 0..MAX_TCP_OPTION_BYTES {
+        if at != next {
+            continue;
+        }
+        let kind = byte(at);
         if kind == TCPOPT_EOL {
             break;
         }
         if kind == TCPOPT_NOP {
-            off += 1;
+            next = at + 1;
             continue;
         }
-        let opt_len = options[(off + 1) & OPTION_INDEX_MASK] as usize;
+        let opt_len = byte(at + 1) as usize;
         if kind == TCPOPT_WINDOW && opt_len == 3 {
-            return options[(off + 2) & OPTION_INDEX_MASK] as u32;
+            return byte(at + 2) as u32;
         }
         if opt_len < 2 {
             break;
         }
-        off += opt_len;
+        next = at + opt_len;
     }
     NO_WINDOW_SCALE as u32
 }

@@ -15,16 +15,15 @@ use aya_ebpf::{
     maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use rstwatch_common::{
+    defaults,
     event::{record, EventKind, FlowRecord, PacketRecord, RecordHeader},
     flow::Step,
     packet::tcp_flags,
     Counter, FlowKey, FlowState, PacketMeta, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
-/// Defaults; userspace resizes the tables and the ring before loading.
-const DEFAULT_FLOWS: u32 = 131_072;
+/// Half-open table's size before userspace resizes it.
 const DEFAULT_HALF_OPEN: u32 = 16_384;
-const DEFAULT_EVENT_BYTES: u32 = 4 << 20;
 const MAX_FILTER_NETS: u32 = 1024;
 const MAX_STORMS: u32 = 4096;
 /// Unknown-flow RSTs remembered per CPU for their follow-ups (a power of two: the slot is
@@ -38,14 +37,14 @@ const RING_RECORD_HEADER: u64 = 8;
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[map]
-static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(DEFAULT_FLOWS, 0);
+static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(defaults::FLOWS, 0);
 
 #[map]
 static HALF_OPEN: LruHashMap<FlowKey, FlowState> =
     LruHashMap::with_max_entries(DEFAULT_HALF_OPEN, 0);
 
 #[map]
-static EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_EVENT_BYTES, 0);
+static EVENTS: RingBuf = RingBuf::with_byte_size(defaults::RING_BYTES, 0);
 
 /// Not an LRU map: a storm's count must never vanish. When it is full, `StormMapFull` counts.
 #[map]
@@ -68,6 +67,8 @@ pub struct RecentRst {
 #[repr(C)]
 pub struct Scratch {
     pkt: PacketMeta,
+    /// Where the parser puts the TCP header's offset to drop its per-path bounds.
+    tcp_offset: usize,
     key: FlowKey,
     new_flow: FlowState,
     storm: StormCount,
@@ -147,9 +148,38 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
         return;
     };
     let scratch = unsafe { &mut *scratch };
-    if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, &mut scratch.pkt) {
+    let (pkt, tcp_offset) = (&mut scratch.pkt, &mut scratch.tcp_offset);
+    if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, pkt, tcp_offset) {
         return count(reason);
     }
+    rstwatch_track(hook.direction as u32, hook.ifindex);
+}
+
+/// Filters and tracks the segment the parser left in this CPU's scratch `pkt`. Returns 0.
+///
+/// A global (exported, never inlined) function: the verifier checks it once on its own,
+/// instead of once for every parse path that ends here (VLAN tags times IPv6 extension
+/// chains times the option walk), which exceeds the 6.1 verifier's instruction budget. A
+/// global function may take only scalars besides the context, so the parsed segment comes
+/// through the per-CPU scratch (a program is not migrated between CPUs while it runs), and it
+/// must return a scalar.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_track(direction: u32, ifindex: u32) -> u32 {
+    let hook = Hook {
+        direction: direction as u8,
+        ifindex,
+    };
+    track(hook);
+    0
+}
+
+#[inline(always)]
+fn track(hook: Hook) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let scratch = unsafe { &mut *scratch };
     count(Counter::TcpPackets);
     let Some(settings) = SETTINGS.get(0) else {
         return;
@@ -162,27 +192,12 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let dir = scratch.key.fill_from(&scratch.pkt);
+    let step =
+        |table: u32| rstwatch_step(table, dir as u32, now, hook.direction as u32, hook.ifindex);
+    if step(IN_FLOWS) == FLOW_STEPPED || step(IN_HALF_OPEN) == FLOW_STEPPED {
+        return;
+    }
     let (key, pkt) = (&scratch.key, &scratch.pkt);
-    let emit = |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, flow);
-    if let Some(flow) = FLOWS.get_ptr_mut(key) {
-        // Known flow: one lookup, then writes in place.
-        count_step(unsafe { &mut *flow }.step(pkt, dir, now, settings, emit));
-        return;
-    }
-    if let Some(flow) = HALF_OPEN.get_ptr_mut(key) {
-        let flow = unsafe { &mut *flow };
-        count_step(flow.step(pkt, dir, now, settings, emit));
-        if completes_handshake(pkt) {
-            match FLOWS.insert(key, &*flow, 0) {
-                Ok(()) => {
-                    let _ = HALF_OPEN.remove(key);
-                    count(Counter::FlowsPromoted);
-                }
-                Err(_) => count(Counter::FlowInsertFailed),
-            }
-        }
-        return;
-    }
     let slot = &mut scratch.recent[recent_slot(key)];
     let recent = slot.rst_ns != 0
         && now.saturating_sub(slot.rst_ns) <= settings.grace_ns
@@ -214,14 +229,73 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
     if opening && !scratch.half_open.take(now, settings.half_open_per_sec) {
         return count(Counter::SynsUntracked);
     }
-    let new_flow = &mut scratch.new_flow;
-    new_flow.reset(pkt, dir);
-    new_flow.step(pkt, dir, now, settings, emit);
+    scratch.new_flow.reset(pkt, dir);
+    step(NEW_FLOW);
     let table = if opening { &HALF_OPEN } else { &FLOWS };
-    match table.insert(key, &*new_flow, 0) {
+    match table.insert(&scratch.key, &scratch.new_flow, 0) {
         Ok(()) => count(Counter::FlowsInserted),
         Err(_) => count(Counter::FlowInsertFailed),
     }
+}
+
+/// `rstwatch_step`'s flows: the entry in `FLOWS` or in `HALF_OPEN` under the scratch key, or
+/// the scratch `new_flow`.
+const IN_FLOWS: u32 = 0;
+const IN_HALF_OPEN: u32 = 1;
+const NEW_FLOW: u32 = 2;
+/// What `rstwatch_step` returns: it stepped the flow, or the table has no entry for the key.
+const FLOW_STEPPED: u32 = 0;
+const NO_SUCH_FLOW: u32 = 1;
+
+/// Steps the flow `table` names (`IN_FLOWS`, `IN_HALF_OPEN`, `NEW_FLOW`) with the scratch
+/// packet sent in direction `dir` and reports what it emits; a half-open flow whose handshake
+/// this packet completes moves into `FLOWS`.
+///
+/// A global function, verified once on its own rather than at each of its three call sites
+/// and along every path leading to them: the flow update (Zeek history, repeats, baselines)
+/// branches on nearly every flag, and inlined it multiplies the paths past the 6.1
+/// verifier's budget. Global functions take no pointers to map values, hence the table
+/// number and the re-lookup of the scratch inside.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_step(
+    table: u32,
+    dir: u32,
+    now: u64,
+    direction: u32,
+    ifindex: u32,
+) -> u32 {
+    let (Some(scratch), Some(settings)) = (SCRATCH.get_ptr_mut(0), SETTINGS.get(0)) else {
+        return NO_SUCH_FLOW;
+    };
+    let scratch = unsafe { &mut *scratch };
+    let hook = Hook {
+        direction: direction as u8,
+        ifindex,
+    };
+    let (key, pkt) = (&scratch.key, &scratch.pkt);
+    let flow = match table {
+        IN_FLOWS => FLOWS.get_ptr_mut(key),
+        IN_HALF_OPEN => HALF_OPEN.get_ptr_mut(key),
+        _ => Some(&mut scratch.new_flow as *mut FlowState),
+    };
+    let Some(flow) = flow else {
+        return NO_SUCH_FLOW;
+    };
+    // SAFETY: a map value or this CPU's scratch, valid for the whole program run.
+    let flow = unsafe { &mut *flow };
+    let emit = |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, flow);
+    count_step(flow.step(pkt, dir as u8, now, settings, emit));
+    if table == IN_HALF_OPEN && completes_handshake(pkt) {
+        match FLOWS.insert(key, &*flow, 0) {
+            Ok(()) => {
+                let _ = HALF_OPEN.remove(key);
+                count(Counter::FlowsPromoted);
+            }
+            Err(_) => count(Counter::FlowInsertFailed),
+        }
+    }
+    FLOW_STEPPED
 }
 
 /// The originator's ACK that ends a handshake, or anything after it: a SYN-ACK does not

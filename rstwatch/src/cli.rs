@@ -1,17 +1,15 @@
 //! Command line: what a user can ask for, and the parsers that turn their words into values.
 //! Invalid input is rejected here, before anything touches the kernel, with exit code 2.
 
-use std::{
-    fmt,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    path::PathBuf,
-    str::FromStr,
-    time::Duration,
-};
+use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use rstwatch_common::defaults;
 
-use crate::sink::syslog::{Facility, SyslogUrl};
+use crate::{
+    filter::Cidr,
+    sink::{Facility, SyslogUrl},
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -148,16 +146,16 @@ pub struct WatchArgs {
     pub nets: Vec<Cidr>,
 
     /// Silence before a reset that makes it an idle timeout.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = duration_arg(defaults::IDLE_TIMEOUT_NS), value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
     /// How long a reset is held for follow-up evidence (data or another RST after it)
     /// before it is reported.
-    #[arg(long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = duration_arg(defaults::HOLD_NS), value_parser = parse_duration)]
     pub hold: Duration,
 
     /// How long the kernel keeps a flow after its RST to collect follow-up packets.
-    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DUR", default_value = duration_arg(defaults::GRACE_NS), value_parser = parse_duration)]
     pub grace: Duration,
 
     /// Output format; `text` when standard output is a terminal, `json` otherwise. JSON and
@@ -173,11 +171,17 @@ pub struct WatchArgs {
     pub syslog: SyslogArgs,
 
     /// Flows tracked at once; the least recently used are evicted beyond this.
-    #[arg(long, value_name = "N", default_value_t = 131_072, value_parser = clap::value_parser!(u32).range(1024..))]
+    #[arg(long, value_name = "N", default_value_t = defaults::FLOWS, value_parser = clap::value_parser!(u32).range(1024..))]
     pub flows: u32,
 
+    /// Identical resets per second (same class, sender, peers) written one by one during a
+    /// storm, to every output; the rest are folded into one record with a count. `off` writes
+    /// every one.
+    #[arg(long, value_name = "N|off", default_value = "10", value_parser = parse_rate)]
+    pub aggregate_rate: AggregateRate,
+
     /// Ring buffer between kernel and daemon, in MiB (a power of two).
-    #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ring_mib)]
+    #[arg(long, value_name = "MIB", default_value_t = defaults::RING_BYTES >> 20, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
 }
 
@@ -240,11 +244,6 @@ pub struct SyslogArgs {
     /// Disk space the spool may use, in MiB; beyond it records are dropped and counted.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     pub spool_max_mib: u64,
-
-    /// Identical resets per second (same class, sender, peers) sent one by one during a storm;
-    /// the rest are folded into one record with a count. `off` sends every one.
-    #[arg(long, value_name = "N|off", default_value = "10", value_parser = parse_rate)]
-    pub aggregate_rate: AggregateRate,
 }
 
 /// `--aggregate-rate`: how many identical resets per second go out one by one.
@@ -252,63 +251,6 @@ pub struct SyslogArgs {
 pub enum AggregateRate {
     Off,
     PerSecond(u32),
-}
-
-/// An IPv4 or IPv6 network in CIDR notation, host bits cleared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix_len: u8,
-}
-
-impl Cidr {
-    /// The network as an IPv4-mapped IPv6 prefix, the form the kernel's filter trie holds.
-    pub fn mapped(&self) -> ([u8; 16], u32) {
-        match self.addr {
-            IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), 96 + self.prefix_len as u32),
-            IpAddr::V6(v6) => (v6.octets(), self.prefix_len as u32),
-        }
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix_len)
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |why: &str| {
-            format!("invalid network '{s}': {why}; write it like 10.1.2.0/24 or 2001:db8::/32")
-        };
-        let (addr, prefix) = match s.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr.parse().map_err(|_| bad("not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix_len = match prefix {
-            None => max,
-            Some(p) => match p.parse::<u8>() {
-                Ok(n) if n <= max => n,
-                _ => return Err(bad(&format!("prefix length must be 0 to {max}"))),
-            },
-        };
-        let addr = match addr {
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX.checked_shl(32 - prefix_len as u32).unwrap_or(0);
-                IpAddr::V4(Ipv4Addr::from(u32::from(v4) & mask))
-            }
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX.checked_shl(128 - prefix_len as u32).unwrap_or(0);
-                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-            }
-        };
-        Ok(Cidr { addr, prefix_len })
-    }
 }
 
 /// `off` or a number of records per second.
@@ -336,6 +278,15 @@ fn parse_ring_mib(s: &str) -> Result<u32, String> {
         _ => Err(format!(
             "invalid ring size '{s}': write a power of two from 1 to 1024 (MiB)"
         )),
+    }
+}
+
+/// A default duration as it is written on the command line: `300ms`, `2s`.
+fn duration_arg(ns: u64) -> String {
+    if ns.is_multiple_of(1_000_000_000) {
+        format!("{}s", ns / 1_000_000_000)
+    } else {
+        format!("{}ms", ns / 1_000_000)
     }
 }
 
@@ -382,31 +333,6 @@ mod tests {
     }
 
     #[test]
-    fn cidrs_clear_host_bits_and_map_ipv4() {
-        let net: Cidr = "10.1.2.3/24".parse().unwrap();
-        assert_eq!(net.to_string(), "10.1.2.0/24");
-        let (bytes, prefix) = net.mapped();
-        assert_eq!(prefix, 120);
-        assert_eq!(&bytes[10..], &[0xff, 0xff, 10, 1, 2, 0]);
-
-        let net: Cidr = "2001:db8::1/32".parse().unwrap();
-        assert_eq!(net.to_string(), "2001:db8::/32");
-        assert_eq!(net.mapped().1, 32);
-
-        let host: Cidr = "198.18.0.1".parse().unwrap();
-        assert_eq!(host.prefix_len, 32);
-        assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap().mapped().1, 96);
-    }
-
-    #[test]
-    fn bad_cidrs_say_how_to_write_one() {
-        for bad in ["10.1.2.0/33", "2001:db8::/129", "nonsense/8", "10.1.2.0/x"] {
-            let err = bad.parse::<Cidr>().unwrap_err();
-            assert!(err.contains("10.1.2.0/24"), "{bad}: {err}");
-        }
-    }
-
-    #[test]
     fn ports_must_be_1_to_65535() {
         assert_eq!(parse_port("443"), Ok(443));
         assert!(parse_port("0").is_err());
@@ -422,12 +348,12 @@ mod tests {
         };
         assert_eq!(args.idle_timeout, Duration::from_secs(30));
         assert_eq!(args.tc_attach, TcAttachArg::Auto);
-        assert_eq!(args.syslog.aggregate_rate, AggregateRate::PerSecond(10));
+        assert_eq!(args.aggregate_rate, AggregateRate::PerSecond(10));
         let cli = Cli::try_parse_from(["rstwatch", "watch", "-i", "x", "--aggregate-rate", "off"]);
         let Command::Watch(args) = cli.unwrap().command else {
             panic!("watch parses as Watch");
         };
-        assert_eq!(args.syslog.aggregate_rate, AggregateRate::Off);
+        assert_eq!(args.aggregate_rate, AggregateRate::Off);
     }
 
     #[test]

@@ -21,6 +21,14 @@ impl WallClock {
         }
     }
 
+    /// A clock whose wall-clock time is `realtime_minus_monotonic_ns` ahead of the kernel's:
+    /// reports read from a recording, or reproducible ones in tests.
+    pub const fn with_offset(realtime_minus_monotonic_ns: i128) -> Self {
+        Self {
+            realtime_minus_monotonic_ns,
+        }
+    }
+
     pub fn to_system_time(&self, monotonic_ns: u64) -> SystemTime {
         let since_epoch = (monotonic_ns as i128 + self.realtime_minus_monotonic_ns).max(0);
         SystemTime::UNIX_EPOCH + Duration::from_nanos(since_epoch as u64)

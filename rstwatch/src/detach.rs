@@ -3,7 +3,8 @@
 
 use crate::{
     cli::DetachArgs,
-    kernel::{UserError, TC_PROGRAM},
+    error::UserError,
+    kernel::TC_PROGRAM,
     preflight,
     tc_filter::{self, LockState},
 };

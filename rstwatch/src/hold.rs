@@ -11,6 +11,8 @@ use std::collections::{HashMap, VecDeque};
 
 use rstwatch_common::{EventKind, FlowKey, FlowState, RstEvent};
 
+use crate::event::FlowSide;
+
 /// A RST waiting for its follow-ups.
 #[derive(Clone, Debug)]
 pub struct Held {
@@ -90,7 +92,7 @@ pub struct HoldQueue {
     /// Sequence number of `queue[0]`.
     front_seq: u64,
     /// (flow, claimed sender's direction) -> sequence number of its latest held RST.
-    held_by_sender: HashMap<(FlowKey, u8), u64>,
+    held_by_sender: HashMap<(FlowKey, FlowSide), u64>,
     /// Flow -> its connection's reports, held or released, the latest within `link_ns`.
     reported: HashMap<FlowKey, Reported>,
     /// `reported` entries by age, to forget them in order.
@@ -117,7 +119,7 @@ impl HoldQueue {
             Some(kind) => kind,
             None => return Offer::UnknownKind,
         };
-        let sender = (event.key, event.dir & 1);
+        let sender = (event.key, FlowSide::of(event.dir));
         if kind == EventKind::FollowUp {
             let held = self
                 .held_by_sender
@@ -196,7 +198,7 @@ impl HoldQueue {
 
     fn pop_front(&mut self) -> Held {
         let held = self.queue.pop_front().expect("caller checked non-empty");
-        let sender = (held.event.key, held.event.dir & 1);
+        let sender = (held.event.key, FlowSide::of(held.event.dir));
         if self.held_by_sender.get(&sender) == Some(&self.front_seq) {
             self.held_by_sender.remove(&sender);
         }

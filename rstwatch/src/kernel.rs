@@ -15,10 +15,13 @@ use aya::{
     },
     Ebpf, EbpfLoader,
 };
-use rstwatch_common::{Counter, FlowKey, FlowState, Settings, StormCount, StormKey, COUNTER_COUNT};
+use rstwatch_common::{
+    defaults, Counter, FlowKey, FlowState, Settings, StormCount, StormKey, COUNTER_COUNT,
+};
 
 use crate::{
-    cli::Cidr,
+    error::UserError,
+    filter::Cidr,
     tc_filter::{self, EgressFilter, EgressLock, LockState},
 };
 
@@ -56,26 +59,14 @@ impl KernelConfig {
 impl Default for KernelConfig {
     fn default() -> Self {
         Self {
-            flows: 131_072,
-            ring_bytes: 4 << 20,
+            flows: defaults::FLOWS,
+            ring_bytes: defaults::RING_BYTES,
             settings: Settings::default(),
             ports: Vec::new(),
             nets: Vec::new(),
         }
     }
 }
-
-/// A failure the user can fix; the daemon reports it in one line and exits with code 2.
-#[derive(Debug)]
-pub struct UserError(pub String);
-
-impl fmt::Display for UserError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UserError {}
 
 /// How TC egress is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,17 +2,23 @@
 //!
 //! Where things live:
 //! - `cli`: the command line and the parsers for its values.
+//! - `error`: `UserError`, a failure the user can fix (one line, exit code 2).
+//! - `filter`: the in-kernel filters' values (`--net` networks).
 //! - `preflight`: checks before touching the kernel (interfaces, capabilities).
 //! - `features`: what the running kernel offers (TCX, BTF, reset reasons), and the fallbacks.
 //! - `kernel`: loads and attaches the eBPF programs, configures their maps, reads counters.
 //! - `tc_filter`: TC egress without TCX: rstwatch's netlink filter, and its stale-filter cleanup.
 //! - `detach`: removes the egress filter a killed rstwatch left (kernels without TCX).
-//! - `watch`: the daemon loop: ring buffer, hold queue, output, signals.
+//! - `watch`: the daemon: attach, hand the ring buffer to the pipeline, signals.
+//! - `pipeline`: the one path from kernel records to written records (decode, hold, explain,
+//!   aggregate, render once, sinks), used by `watch` and the benchmark alike.
+//! - `event`: the kernel event's raw fields as types (`Hook`, `FlowSide`, `Origin`).
 //! - `hold`: keeps each RST briefly so its follow-up evidence joins the verdict.
 //! - `explain`: the pure classifier: one kernel event (plus follow-ups) to one `ResetReport`.
 //! - `report`: the explained reset, the data every output renders.
 //! - `output`: one module per format (text, JSON, ECS, OCSF, CEF).
-//! - `sink`: where rendered records go (stdout, file, syslog with its spool).
+//! - `sink`: where rendered records go: the `Sink` trait, stdout or a file, syslog with its
+//!   spool.
 //! - `storm`: turns the kernel's storm counts into aggregate reports.
 //! - `summary`: resets counted by class and by peer, rendered at the end of a run.
 //! - `offline`: `rstwatch explain FILE`: a capture file through the same hold and explain.
@@ -24,12 +30,16 @@ pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod detach;
+pub mod error;
+pub mod event;
 pub mod explain;
 pub mod features;
+pub mod filter;
 pub mod hold;
 pub mod kernel;
 pub mod offline;
 pub mod output;
+pub mod pipeline;
 pub mod preflight;
 pub mod replay;
 pub mod report;

@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use rstwatch::{
     cli::{Cli, Command},
-    kernel::UserError,
+    error::UserError,
 };
 
 /// Messages from the library (the syslog sender's reconnects, aya's warnings) on stderr, in the

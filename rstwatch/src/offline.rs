@@ -4,11 +4,11 @@
 //! read as it is written or a week later.
 
 use std::{
-    collections::HashMap,
     fs::File,
     io::{IsTerminal as _, Read},
     path::Path,
-    time::{Duration, Instant, SystemTime},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -24,16 +24,17 @@ use crate::{
         CaptureError, CaptureReader,
     },
     cli::ExplainArgs,
-    explain::{explain, explain_held, ExplainSettings},
-    hold::HoldQueue,
-    kernel::UserError,
+    clock::WallClock,
+    error::UserError,
+    explain::ExplainSettings,
+    pipeline::{Pipeline, PipelineConfig},
     replay::{Hook, PacketFilter, Replay},
-    report::{Aggregate, ResetReport},
-    sink::syslog::SyslogHandle,
-    storm::StormTally,
-    summary::Summary,
+    report::ResetReport,
+    sink::{syslog::SyslogSink, Sink},
     timeline::Timelines,
-    watch::{start_syslog, Records, SUMMARY_PEERS, SYSLOG_SHUTDOWN_GRACE},
+    watch::{
+        format, format_of, open_records_at, start_syslog, SUMMARY_PEERS, SYSLOG_SHUTDOWN_GRACE,
+    },
 };
 
 /// Storm counts are turned into aggregate reports once per second of capture time, as
@@ -50,32 +51,96 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let (input, iface_fallback, file_bytes) = open(&args.file)?;
     let mut reader = CaptureReader::new(input)
         .map_err(|err| UserError(format!("cannot read {}: {err}", args.file.display())))?;
-    let records = Records::open(args.output.as_deref(), args.format)?;
-    let syslog = start_syslog(&args.syslog, args.format)?;
     let settings = Settings {
         grace_ns: args.grace.as_nanos() as u64,
         ..Settings::default()
     };
-    let mut offline = Offline {
-        replay: Replay::new(settings, PacketFilter::new(&args.ports, &args.nets)),
-        hold: HoldQueue::new(args.hold.as_nanos() as u64, settings.grace_ns),
+    // The first frame is read before the pipeline starts: a pcap-ng file describes its
+    // interfaces (and their names) in blocks ahead of it.
+    let first = match reader.next_frame() {
+        Ok(frame) => frame.map(|f| {
+            (
+                f.link_type,
+                f.data.to_vec(),
+                f.wire_len,
+                f.ts_ns,
+                f.interface,
+                f.way,
+            )
+        }),
+        Err(err) => return Err(broken_file(&args.file, &err).into()),
+    };
+    let ifnames = reader
+        .interfaces()
+        .iter()
+        .enumerate()
+        .map(|(index, interface)| {
+            let name = interface
+                .name
+                .clone()
+                .unwrap_or_else(|| iface_fallback.clone());
+            (index as u32 + 1, name)
+        })
+        .collect();
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        // Capture timestamps are wall-clock time already.
+        clock: WallClock::with_offset(0),
         explain: ExplainSettings {
             idle_timeout: args.idle_timeout,
             ..ExplainSettings::default()
         },
-        iface_fallback,
+        ifnames,
+        hold_ns: args.hold.as_nanos() as u64,
+        link_ns: settings.grace_ns,
+        // The folding of identical resets counts them per second of the reader's own time,
+        // which a replay running far faster than the capture would fold wholesale: a file's
+        // every reset is written.
+        aggregate: None,
+    });
+    let (syslog, syslog_task) = match start_syslog(&args.syslog, args.format)? {
+        Some((syslog, task)) => (Some(syslog), Some(task)),
+        None => (None, None),
+    };
+    let timelines = args
+        .flow
+        .clone()
+        .map(|filter| Arc::new(Mutex::new(Timelines::new(filter))));
+    let mut records_sinks: Vec<Box<dyn Sink>> = Vec::new();
+    let records_format = match &timelines {
+        Some(timelines) => {
+            records_sinks.push(Box::new(VerdictSink(timelines.clone())));
+            None
+        }
+        None => {
+            let (records, records_format) = open_records_at(args.output.as_deref(), args.format)?;
+            records_sinks.push(Box::new(records));
+            Some(records_format)
+        }
+    };
+    if let Some((handle, config, body)) = &syslog {
+        pipeline.add_output(
+            format(*body, false),
+            vec![Box::new(SyslogSink::new(handle.clone(), config))],
+        );
+    }
+    pipeline.add_output(
+        records_format.map_or_else(|| format(crate::cli::FormatArg::Json, false), format_of),
+        records_sinks,
+    );
+    let mut offline = Offline {
+        replay: Replay::new(settings, PacketFilter::new(&args.ports, &args.nets)),
+        pipeline,
         local: PacketFilter::new(&[], &args.local),
-        ifnames: HashMap::new(),
-        records,
-        syslog: syslog.as_ref().map(|(handle, _)| handle.clone()),
-        summary: Summary::new(),
-        storms: StormTally::new(),
         next_storm_ns: 0,
-        timelines: args.flow.clone().map(Timelines::new),
+        timelines,
         pkt: PacketMeta::default(),
     };
     let mut progress = Progress::new(file_bytes);
     let mut frames = 0u64;
+    if let Some((link_type, data, wire_len, ts_ns, interface, way)) = first {
+        offline.frame(link_type, &data, wire_len, ts_ns, interface, way)?;
+        frames += 1;
+    }
     let broken = loop {
         let frame = match reader.next_frame() {
             Ok(Some(frame)) => frame,
@@ -97,22 +162,17 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
             progress.report(frames, reader.offset());
         }
     };
-    for (index, interface) in reader.interfaces().iter().enumerate() {
-        if let Some(name) = &interface.name {
-            offline.ifnames.insert(index as u32 + 1, name.clone());
-        }
-    }
     offline.finish()?;
     progress.done();
     eprint!("{}", offline.totals(frames));
-    if let Some((handle, task)) = syslog {
+    if let (Some((handle, _, _)), Some(task)) = (syslog, syslog_task) {
         let stats = handle.shutdown(SYSLOG_SHUTDOWN_GRACE).await;
         task.await.context("the syslog sender task failed")?;
         eprintln!(
             "rstwatch: syslog sent={} resent={} folded={} spooled_pending={} dropped={}",
             stats.sent,
             stats.resent,
-            stats.folded,
+            offline.pipeline.stats().folded,
             stats.pending,
             stats.dropped()
         );
@@ -152,22 +212,14 @@ fn open(path: &Path) -> anyhow::Result<(Box<dyn Read>, String, Option<u64>)> {
     Ok((Box::new(file), name, size))
 }
 
-/// From captured frames to written reports.
+/// From captured frames to the pipeline.
 struct Offline {
     replay: Replay,
-    hold: HoldQueue,
-    explain: ExplainSettings,
-    iface_fallback: String,
+    pipeline: Pipeline,
     /// `--local`: what this host sent, for captures that do not say.
     local: PacketFilter,
-    /// Interface names from the capture, by the index the replay's events carry.
-    ifnames: HashMap<u32, String>,
-    records: Records,
-    syslog: Option<SyslogHandle>,
-    summary: Summary,
-    storms: StormTally,
     next_storm_ns: u64,
-    timelines: Option<Timelines>,
+    timelines: Option<Arc<Mutex<Timelines>>>,
     /// The packet being decoded, reused.
     pkt: PacketMeta,
 }
@@ -185,7 +237,7 @@ impl Offline {
         self.replay.count(Counter::Packets);
         let decoded = network_start(link_type, data).and_then(|start| {
             let wire_ip_len = wire_len.saturating_sub(start.offset);
-            // The link header's way wins over pcap-ng's flags only when the flags are absent.
+            // The link header's way counts only where the file records none of its own.
             let way = if way == Way::Unknown { start.way } else { way };
             decode_ip(
                 start.network,
@@ -214,79 +266,39 @@ impl Offline {
             },
             ifindex: interface as u32 + 1,
         };
-        let hold = &mut self.hold;
-        self.replay.packet(&self.pkt, ts_ns, hook, |event| {
-            hold.offer(event);
-        });
-        if let Some(timelines) = &mut self.timelines {
-            timelines.packet(&self.pkt, ts_ns);
+        let pipeline = &mut self.pipeline;
+        self.replay
+            .packet(&self.pkt, ts_ns, hook, |event| pipeline.offer(event));
+        if let Some(timelines) = &self.timelines {
+            lock(timelines).packet(&self.pkt, ts_ns);
         }
         self.release(ts_ns)
     }
 
     /// Explains every RST whose hold ended by `now_ns` (capture time), and reports the storm
-    /// counts once per second of capture time.
+    /// counts once per second of capture time, as `watch` reads the kernel's once a second.
     fn release(&mut self, now_ns: u64) -> anyhow::Result<()> {
-        for held in self.hold.release(now_ns) {
-            let iface = self.iface_name(held.event.ifindex);
-            let report = explain_held(&held, &self.replay, &self.explain, &iface, capture_time);
-            if let Some(timelines) = &mut self.timelines {
-                timelines.verdict(&held.event.key, held.event.ts_ns, &report);
-            }
-            self.write(report)?;
-        }
+        self.pipeline.release(now_ns, &self.replay)?;
         if now_ns >= self.next_storm_ns {
-            self.report_storms()?;
+            self.pipeline.report_storms(&self.replay.storms())?;
             self.next_storm_ns = now_ns.saturating_add(STORM_PERIOD_NS);
         }
         Ok(())
     }
 
-    fn report_storms(&mut self) -> anyhow::Result<()> {
-        for storm in self.storms.read(&self.replay.storms()) {
-            let event = &storm.sample;
-            let iface = self.iface_name(event.ifindex);
-            let mut report = explain(event, &[], &self.explain, &iface, capture_time(event.ts_ns));
-            report.aggregate = Some(Aggregate {
-                count: storm.count,
-                first: capture_time(storm.first_ns),
-                last: capture_time(storm.last_ns),
-            });
-            self.write(report)?;
-        }
-        Ok(())
-    }
-
-    fn iface_name(&self, ifindex: u32) -> String {
-        self.ifnames
-            .get(&ifindex)
-            .cloned()
-            .unwrap_or_else(|| self.iface_fallback.clone())
-    }
-
-    /// Releases everything still held, as `watch` does on exit, and renders the timelines.
+    /// Releases everything still held, as `watch` does on exit, and prints the timelines.
     fn finish(&mut self) -> anyhow::Result<()> {
-        self.release(u64::MAX)?;
-        self.report_storms()?;
+        self.pipeline.release(u64::MAX, &self.replay)?;
+        self.pipeline.report_storms(&self.replay.storms())?;
+        self.pipeline.finish(&self.replay)?;
         if let Some(timelines) = &self.timelines {
-            print!("{}", timelines.render());
-        }
-        self.records.flush()
-    }
-
-    fn write(&mut self, report: ResetReport) -> anyhow::Result<()> {
-        self.summary.add(&report);
-        if self.timelines.is_none() {
-            self.records.write(&report)?;
-        }
-        if let Some(syslog) = &self.syslog {
-            syslog.send(report);
+            print!("{}", lock(timelines).render());
         }
         Ok(())
     }
 
     fn totals(&self, frames: u64) -> String {
-        let mut totals = self.summary.render(SUMMARY_PEERS);
+        let mut totals = self.pipeline.summary().render(SUMMARY_PEERS);
         totals.push_str(&format!(
             "rstwatch: capture frames={frames} flows={}\nrstwatch: replay {}\n",
             self.replay.flow_count(),
@@ -296,9 +308,24 @@ impl Offline {
     }
 }
 
-/// Capture timestamps are nanoseconds since the Unix epoch.
-fn capture_time(ts_ns: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_nanos(ts_ns)
+fn lock(timelines: &Mutex<Timelines>) -> std::sync::MutexGuard<'_, Timelines> {
+    timelines
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `--flow`: the verdicts go under their RSTs in the timelines instead of out as records.
+struct VerdictSink(Arc<Mutex<Timelines>>);
+
+impl Sink for VerdictSink {
+    fn write(&mut self, report: &ResetReport, _record: &[u8]) -> anyhow::Result<()> {
+        lock(&self.0).verdict(report);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// Progress on stderr: a line rewritten in place on a terminal, a line every few seconds for

@@ -3,7 +3,7 @@
 
 use std::ffi::CString;
 
-use crate::kernel::UserError;
+use crate::error::UserError;
 
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_ADMIN: u32 = 21;

@@ -17,7 +17,7 @@ use rstwatch_common::{
     RstEvent, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
-use crate::{cli::Cidr, hold::FlowStateSource, kernel::Counters};
+use crate::{filter::Cidr, hold::FlowStateSource, kernel::Counters};
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 

@@ -19,7 +19,7 @@ impl Direction {
     }
 }
 
-/// The one class every RST gets (SPEC section 4), by the first rule that matches.
+/// The one class every RST gets (docs/design.md, Classes), by the first rule that matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ResetClass {
     Refused,

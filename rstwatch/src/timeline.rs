@@ -13,7 +13,7 @@ use rstwatch_common::{
     FlowKey, PacketMeta,
 };
 
-use crate::{cli::Cidr, report::ResetReport};
+use crate::{filter::Cidr, report::ResetReport};
 
 /// Which conversations to show.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +87,28 @@ impl FlowFilter {
     }
 }
 
+/// The flow key of the RST a report explains.
+fn key_of(report: &ResetReport) -> FlowKey {
+    let mapped = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V6(v6) => v6.octets(),
+    };
+    let pkt = PacketMeta {
+        src_addr: mapped(report.src.ip()),
+        dst_addr: mapped(report.dst.ip()),
+        src_port: report.src.port(),
+        dst_port: report.dst.port(),
+        vlan: report.vlan,
+        family: if report.src.is_ipv4() {
+            FAMILY_IPV4
+        } else {
+            rstwatch_common::packet::FAMILY_IPV6
+        },
+        ..PacketMeta::default()
+    };
+    FlowKey::of(&pkt).0
+}
+
 fn address(pkt: &PacketMeta, bytes: [u8; 16]) -> IpAddr {
     let v6 = std::net::Ipv6Addr::from(bytes);
     match (pkt.family, v6.to_ipv4_mapped()) {
@@ -150,10 +172,17 @@ impl Timelines {
     }
 
     /// Puts the verdict on a RST under it, if the RST's conversation is selected.
-    pub fn verdict(&mut self, key: &FlowKey, rst_ts_ns: u64, report: &ResetReport) {
-        let Some(&at) = self.index.get(key) else {
+    pub fn verdict(&mut self, report: &ResetReport) {
+        if report.aggregate.is_some() {
+            return;
+        }
+        let Some(&at) = self.index.get(&key_of(report)) else {
             return;
         };
+        let rst_ts_ns = report
+            .ts
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_nanos() as u64);
         let mut text = format!(
             "{} sender={} middlebox={} conn_state={} history={}",
             report.class.as_str(),

@@ -1,5 +1,5 @@
-//! `rstwatch watch`: attach, drain the ring buffer, hold each RST for its follow-ups, explain
-//! it, write it; on SIGINT/SIGTERM flush what is pending and print the totals.
+//! `rstwatch watch`: attach, hand the ring buffer's records to the pipeline, signals (SIGINT
+//! and SIGTERM flush what is pending and print the totals, SIGUSR1 prints them).
 
 use std::{
     collections::HashMap,
@@ -13,10 +13,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::XdpMode,
 };
-use rstwatch_common::{
-    event::{decode, DecodeError},
-    Counter, FlowKey, Settings,
-};
+use rstwatch_common::{Counter, FlowKey, Settings};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -25,20 +22,19 @@ use tokio::{
 use crate::{
     cli::{AggregateRate, FormatArg, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
-    explain::{explain, explain_held, ExplainSettings},
+    error::UserError,
+    explain::ExplainSettings,
     features::KernelFeatures,
-    hold::{HoldQueue, Offer},
-    kernel::{Kernel, KernelConfig, TcAttach, UserError, VerifierRejection},
+    kernel::{Kernel, KernelConfig, TcAttach, VerifierRejection},
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
+    pipeline::{aggregate::AggregateConfig, Pipeline, PipelineConfig},
     preflight,
-    report::Aggregate,
     sink::{
-        aggregate::AggregateConfig,
-        syslog::{self, SyslogConfig, SyslogHandle},
+        file::LineSink,
+        syslog::{self, SyslogHandle, SyslogSink},
         transport::TlsTrust,
+        Sink, SyslogConfig,
     },
-    storm::StormTally,
-    summary::Summary,
 };
 
 /// How often the ring buffer is drained and held RSTs are checked for release. The kernel
@@ -57,8 +53,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         ifnames.insert(preflight::interface_index(iface)?, iface.clone());
     }
     preflight::require_capabilities()?;
-    let mut records = Records::open(args.output.as_deref(), args.format)?;
-    let syslog = start_syslog(&args.syslog, args.format)?;
+    let (records, records_format) = open_records(&args)?;
+    let (syslog, syslog_task) = match start_syslog(&args.syslog, args.format)? {
+        Some((syslog, task)) => (Some(syslog), Some(task)),
+        None => (None, None),
+    };
 
     if let Some(missing) = KernelFeatures::detect().missing() {
         eprintln!("rstwatch: {missing}");
@@ -99,20 +98,32 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut events =
         unsafe { AsyncFd::register_with_interest(kernel.take_events()?, Interest::READABLE) }
             .map_err(std::io::Error::from)?;
-    let mut pipeline = Pipeline {
+    let mut pipeline = Pipeline::new(PipelineConfig {
         clock: WallClock::new(),
         explain: ExplainSettings {
             idle_timeout: args.idle_timeout,
             ..ExplainSettings::default()
         },
         ifnames,
-        hold: HoldQueue::new(args.hold.as_nanos() as u64, args.grace.as_nanos() as u64),
-        records: &mut records,
-        syslog: syslog.as_ref().map(|(handle, _)| handle.clone()),
-        summary: Summary::new(),
-        storms: StormTally::new(),
-        stats: DaemonStats::default(),
-    };
+        hold_ns: args.hold.as_nanos() as u64,
+        link_ns: args.grace.as_nanos() as u64,
+        aggregate: match args.aggregate_rate {
+            AggregateRate::Off => None,
+            AggregateRate::PerSecond(rate) => Some(AggregateConfig::per_second(rate)),
+        },
+    });
+    let mut records_sinks: Vec<Box<dyn Sink>> = vec![Box::new(records)];
+    if let Some((handle, config, body)) = &syslog {
+        let sink = Box::new(SyslogSink::new(handle.clone(), config));
+        if *body == records_format {
+            records_sinks.push(sink);
+        } else {
+            pipeline.add_output(format(*body, false), vec![sink]);
+        }
+    }
+    pipeline.add_output(format_of(records_format), records_sinks);
+    let syslog = syslog.map(|(handle, _, _)| handle);
+    let flows = |key: &FlowKey| kernel.flow(key).ok().flatten();
     eprintln!(
         "rstwatch: watching {} (XDP ingress{}); Ctrl-C to stop, SIGUSR1 for counters",
         args.ifaces.join(", "),
@@ -128,32 +139,32 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         tokio::select! {
             guard = events.readable_mut() => {
                 let mut guard = guard?;
-                pipeline.drain(guard.get_inner_mut());
+                drain(&mut pipeline, guard.get_inner_mut());
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                pipeline.drain(events.get_mut());
-                pipeline.release(monotonic_ns(), &kernel)?;
+                drain(&mut pipeline, events.get_mut());
+                pipeline.release(monotonic_ns(), &flows)?;
             }
-            _ = storm_tick.tick() => pipeline.report_storms(&kernel)?,
-            _ = user1.recv() => eprint!("{}", pipeline.totals(&kernel)?),
+            _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
+            _ = user1.recv() => eprint!("{}", totals(&pipeline, &kernel, syslog.as_ref())?),
             _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
         }
     }
-    pipeline.drain(events.get_mut());
-    pipeline.release(u64::MAX, &kernel)?;
-    pipeline.report_storms(&kernel)?;
-    pipeline.records.flush()?;
-    eprint!("{}", pipeline.totals(&kernel)?);
-    if let Some((handle, task)) = syslog {
+    drain(&mut pipeline, events.get_mut());
+    pipeline.release(u64::MAX, &flows)?;
+    pipeline.report_storms(&kernel.storms()?)?;
+    pipeline.finish(&flows)?;
+    eprint!("{}", totals(&pipeline, &kernel, syslog.as_ref())?);
+    if let (Some(handle), Some(task)) = (syslog, syslog_task) {
         let stats = handle.shutdown(SYSLOG_SHUTDOWN_GRACE).await;
         task.await.context("the syslog sender task failed")?;
         eprintln!(
             "rstwatch: syslog sent={} resent={} folded={} spooled_pending={} dropped={}",
             stats.sent,
             stats.resent,
-            stats.folded,
+            pipeline.stats().folded,
             stats.pending,
             stats.dropped()
         );
@@ -184,10 +195,13 @@ pub(crate) fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
     }
 }
 
+/// The syslog sender, its settings and the record format it is sent.
+pub(crate) type Syslog = (SyslogHandle, SyslogConfig, FormatArg);
+
 pub(crate) fn start_syslog(
     args: &SyslogArgs,
     format_arg: Option<FormatArg>,
-) -> anyhow::Result<Option<(SyslogHandle, tokio::task::JoinHandle<()>)>> {
+) -> anyhow::Result<Option<(Syslog, tokio::task::JoinHandle<()>)>> {
     let Some(url) = args.syslog.clone() else {
         return Ok(None);
     };
@@ -203,194 +217,105 @@ pub(crate) fn start_syslog(
     };
     config.facility = args.syslog_facility;
     config.spool_max_bytes = args.spool_max_mib << 20;
-    config.aggregate = match args.aggregate_rate {
-        AggregateRate::Off => None,
-        AggregateRate::PerSecond(rate) => Some(AggregateConfig::per_second(rate)),
-    };
-    let started = syslog::spawn(config, format(body, false))
+    let (handle, task) = syslog::spawn(config.clone())
         .map_err(|err| UserError(format!("cannot start the syslog export: {err}")))?;
-    Ok(Some(started))
+    Ok(Some(((handle, config, body), task)))
 }
 
-/// Where records go: standard output or `--output FILE`, in `--format`.
-pub(crate) struct Records {
-    out: Box<dyn Write>,
-    format: Box<dyn Format>,
-    line: Vec<u8>,
+/// The format records are written in, with its colour decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RecordsFormat {
+    format: FormatArg,
+    colour: bool,
 }
 
-impl Records {
-    pub(crate) fn open(
-        output: Option<&std::path::Path>,
-        format_arg: Option<FormatArg>,
-    ) -> anyhow::Result<Self> {
-        let stdout_is_terminal = std::io::stdout().is_terminal();
-        let (out, to_terminal): (Box<dyn Write>, bool) = match output {
-            Some(path) => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|err| {
-                        UserError(format!(
-                            "cannot open --output {}: {err}: check the directory exists and is \
-                             writable",
-                            path.display()
-                        ))
-                    })?;
-                (Box::new(file), false)
-            }
-            None => (Box::new(std::io::stdout()), stdout_is_terminal),
-        };
-        let format_arg = format_arg.unwrap_or(if to_terminal {
-            FormatArg::Text
-        } else {
-            FormatArg::Json
-        });
-        let colour = to_terminal && std::env::var_os("NO_COLOR").is_none();
-        Ok(Self {
-            out,
-            format: format(format_arg, colour),
-            line: Vec::with_capacity(1024),
-        })
-    }
-
-    /// Writes one record and flushes it: a consumer tailing the output sees every reset as
-    /// soon as its hold ends.
-    pub(crate) fn write(&mut self, report: &crate::report::ResetReport) -> anyhow::Result<()> {
-        self.line.clear();
-        self.format.render(report, &mut self.line);
-        self.line.push(b'\n');
-        self.out
-            .write_all(&self.line)
-            .and_then(|()| self.out.flush())
-            .context("writing a record")
-    }
-
-    pub(crate) fn flush(&mut self) -> anyhow::Result<()> {
-        self.out.flush().context("flushing records")
+impl PartialEq<RecordsFormat> for FormatArg {
+    fn eq(&self, other: &RecordsFormat) -> bool {
+        *self == other.format && !other.colour
     }
 }
 
-/// From ring-buffer records to written reports.
-struct Pipeline<'a> {
-    clock: WallClock,
-    explain: ExplainSettings,
-    ifnames: HashMap<u32, String>,
-    hold: HoldQueue,
-    records: &'a mut Records,
-    syslog: Option<SyslogHandle>,
-    summary: Summary,
-    storms: StormTally,
-    stats: DaemonStats,
+pub(crate) fn format_of(records: RecordsFormat) -> Box<dyn Format> {
+    format(records.format, records.colour)
 }
 
-/// Ring-buffer records the daemon itself could not use, reported with the totals.
-#[derive(Debug, Default)]
-struct DaemonStats {
-    /// Payload from a RST's sender after its report was released (RSTs are always reported).
-    late_data_followups: u64,
-    unknown_events: u64,
-    short_events: u64,
+/// Standard output or `--output FILE`, in `--format` (text on a terminal, JSON otherwise).
+fn open_records(args: &WatchArgs) -> anyhow::Result<(LineSink, RecordsFormat)> {
+    open_records_at(args.output.as_deref(), args.format)
 }
 
-impl Pipeline<'_> {
-    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
-        while let Some(item) = ring.next() {
-            let event = match decode(&item) {
-                Ok(event) => event,
-                Err(DecodeError::Short) => {
-                    self.stats.short_events += 1;
-                    continue;
-                }
-                Err(DecodeError::UnknownKind(_)) => {
-                    self.stats.unknown_events += 1;
-                    continue;
-                }
-            };
-            match self.hold.offer(event) {
-                Offer::Held | Offer::AttachedToHeld => {}
-                Offer::LateDataFollowUp => self.stats.late_data_followups += 1,
-                Offer::UnknownKind => self.stats.unknown_events += 1,
-            }
+/// Standard output or `output`, in `format_arg` (text on a terminal, JSON otherwise).
+pub(crate) fn open_records_at(
+    output: Option<&std::path::Path>,
+    format_arg: Option<FormatArg>,
+) -> anyhow::Result<(LineSink, RecordsFormat)> {
+    let stdout_is_terminal = std::io::stdout().is_terminal();
+    let (out, to_terminal): (Box<dyn Write + Send>, bool) = match output {
+        Some(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|err| {
+                    UserError(format!(
+                        "cannot open --output {}: {err}: check the directory exists and is \
+                         writable",
+                        path.display()
+                    ))
+                })?;
+            (Box::new(file), false)
         }
-    }
+        None => (Box::new(std::io::stdout()), stdout_is_terminal),
+    };
+    let format = format_arg.unwrap_or(if to_terminal {
+        FormatArg::Text
+    } else {
+        FormatArg::Json
+    });
+    let colour = to_terminal && std::env::var_os("NO_COLOR").is_none();
+    Ok((LineSink::new(out), RecordsFormat { format, colour }))
+}
 
-    /// Explains and writes every RST whose hold ended by `now_ns`, with its connection's state
-    /// as the kernel's flow table holds it now.
-    fn release(&mut self, now_ns: u64, kernel: &Kernel) -> anyhow::Result<()> {
-        // A failed lookup is a missing entry: the report then stands on the RST's snapshot.
-        let flows = |key: &FlowKey| kernel.flow(key).ok().flatten();
-        for held in self.hold.release(now_ns) {
-            let iface = self
-                .ifnames
-                .get(&held.event.ifindex)
-                .map_or("?", String::as_str);
-            let clock = self.clock;
-            let report = explain_held(&held, &flows, &self.explain, iface, |ns| {
-                clock.to_system_time(ns)
-            });
-            self.write(report)?;
-        }
-        Ok(())
+/// Hands every record in the ring buffer to the pipeline.
+fn drain(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) {
+    while let Some(item) = ring.next() {
+        pipeline.offer_record(&item);
     }
+}
 
-    /// Reports what the kernel counted in storms since the last reading, one aggregate per
-    /// sender prefix and port.
-    fn report_storms(&mut self, kernel: &Kernel) -> anyhow::Result<()> {
-        for storm in self.storms.read(&kernel.storms()?) {
-            let event = &storm.sample;
-            let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
-            let ts = self.clock.to_system_time(event.ts_ns);
-            let mut report = explain(event, &[], &self.explain, iface, ts);
-            report.aggregate = Some(Aggregate {
-                count: storm.count,
-                first: self.clock.to_system_time(storm.first_ns),
-                last: self.clock.to_system_time(storm.last_ns),
-            });
-            self.write(report)?;
-        }
-        Ok(())
-    }
-
-    fn write(&mut self, report: crate::report::ResetReport) -> anyhow::Result<()> {
-        self.records.write(&report)?;
-        self.summary.add(&report);
-        if let Some(syslog) = &self.syslog {
-            syslog.send(report);
-        }
-        Ok(())
-    }
-
-    /// The summary by class and peer, the kernel's counters and the daemon's own.
-    fn totals(&self, kernel: &Kernel) -> anyhow::Result<String> {
-        let mut totals = self.summary.render(SUMMARY_PEERS);
-        let counters = kernel.counters()?;
-        // The LRU map evicts without telling anyone: what was inserted and is no longer there
-        // was evicted (or started over after a RST's grace period, counted separately).
-        let live = kernel.flow_count()? as u64;
+/// The summary by class and peer, the kernel's counters and the daemon's own.
+fn totals(
+    pipeline: &Pipeline,
+    kernel: &Kernel,
+    syslog: Option<&SyslogHandle>,
+) -> anyhow::Result<String> {
+    let mut totals = pipeline.summary().render(SUMMARY_PEERS);
+    let counters = kernel.counters()?;
+    // The LRU map evicts without telling anyone: what was inserted and is no longer there
+    // was evicted (or started over after a RST's grace period, counted separately).
+    let live = kernel.flow_count()? as u64;
+    let stats = pipeline.stats();
+    totals.push_str(&format!(
+        "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
+         held={} late_data_followups={} unknown_events={} short_events={}\n",
+        counters.describe(),
+        counters.get(Counter::FlowsInserted).saturating_sub(live),
+        pipeline.held(),
+        stats.late_data_followups,
+        stats.unknown_events,
+        stats.short_events
+    ));
+    if let Some(syslog) = syslog {
+        let sink = syslog.stats();
         totals.push_str(&format!(
-            "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
-             held={} late_data_followups={} unknown_events={} short_events={}\n",
-            counters.describe(),
-            counters.get(Counter::FlowsInserted).saturating_sub(live),
-            self.hold.len(),
-            self.stats.late_data_followups,
-            self.stats.unknown_events,
-            self.stats.short_events
+            "rstwatch: syslog connected={} sent={} resent={} folded={} pending={} dropped={}\n",
+            sink.connected,
+            sink.sent,
+            sink.resent,
+            stats.folded,
+            sink.pending,
+            sink.dropped()
         ));
-        if let Some(syslog) = &self.syslog {
-            let stats = syslog.stats();
-            totals.push_str(&format!(
-                "rstwatch: syslog connected={} sent={} resent={} folded={} pending={} dropped={}\n",
-                stats.connected,
-                stats.sent,
-                stats.resent,
-                stats.folded,
-                stats.pending,
-                stats.dropped()
-            ));
-        }
-        Ok(totals)
     }
+    Ok(totals)
 }

@@ -1,10 +1,10 @@
 //! Every kind of reset, provoked by real Linux TCP stacks in the lab and explained by
 //! `rstwatch watch` on the client's interface: class, claimed sender, middlebox verdict and
-//! evidence, and the JSON keys of SPEC section 5.
+//! evidence, and the JSON keys every record carries.
 
 use std::time::Duration;
 
-use rstwatch::output::json::SPEC_KEYS;
+use rstwatch::output::json::REQUIRED_KEYS;
 use rstwatch_tests::{
     lab::{Family, Lab, ROUTER_IDLE_TIMEOUT},
     scenarios::{self, Flow},
@@ -87,7 +87,7 @@ fn connect_to_a_closed_port_is_refused_v4_and_v6() {
         assert_eq!(rst["conn_state"], "REJ");
         assert_eq!(rst["orig_ip"], flow.client.ip().to_string());
         assert_eq!(rst["resp_port"], flow.server.port());
-        for key in SPEC_KEYS {
+        for key in REQUIRED_KEYS {
             assert!(
                 rst.get(key).is_some(),
                 "{family:?}: key {key} missing: {rst:#}"

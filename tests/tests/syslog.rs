@@ -6,11 +6,16 @@
 use std::{future::Future, path::Path, time::Duration};
 
 use rstwatch::{
+    clock::WallClock,
+    explain::ExplainSettings,
     output::{cef::Cef, ecs::Ecs, ocsf::Ocsf, Format},
+    pipeline::{aggregate::AggregateConfig, Pipeline, PipelineConfig},
+    report::ResetReport,
     sink::{
-        aggregate::AggregateConfig,
-        syslog::{spawn, SinkStats, SyslogConfig, SyslogHandle, SyslogUrl, Transport},
+        stats::SinkStats,
+        syslog::{spawn, SyslogHandle, SyslogSink},
         transport::TlsTrust,
+        SyslogConfig, SyslogUrl, Transport,
     },
 };
 use rstwatch_tests::siem::{
@@ -96,24 +101,66 @@ fn url(rsyslog: &Rsyslog, transport: Transport) -> SyslogUrl {
         .expect("valid syslog URL")
 }
 
-/// A sink to `rsyslog` that sends every report on its own and retries quickly.
+/// A sink to `rsyslog` that retries quickly.
 fn config(rsyslog: &Rsyslog, transport: Transport, spool: &Path) -> SyslogConfig {
     let mut config = SyslogConfig::new(url(rsyslog, transport), spool);
-    config.aggregate = None;
     config.hostname = Some("sensor-1".to_owned());
     config.retry_min = Duration::from_millis(50);
     config.retry_max = Duration::from_millis(400);
     config
 }
 
-fn start(config: SyslogConfig, kind: Kind) -> (SyslogHandle, JoinHandle<()>) {
-    spawn(config, kind.format()).expect("the sink starts")
+/// Reports published through the pipeline (the daemon's path after `explain`) to a syslog
+/// sink in `kind`.
+struct Exporter {
+    pipeline: Pipeline,
+    handle: SyslogHandle,
+    task: JoinHandle<()>,
 }
 
-async fn stop(handle: SyslogHandle, task: JoinHandle<()>) -> SinkStats {
-    let stats = handle.shutdown(GRACE).await;
-    task.await.expect("the sender task ends cleanly");
-    stats
+impl Exporter {
+    fn send(&mut self, report: ResetReport) {
+        self.pipeline.publish(report).expect("published");
+        self.pipeline.flush().expect("flushed");
+    }
+
+    /// Writes out open storm aggregates, then stops the sender within `grace`.
+    async fn shutdown(mut self, grace: Duration) -> SinkStats {
+        self.pipeline
+            .finish(&|_: &rstwatch_common::FlowKey| None)
+            .expect("finished");
+        let stats = self.handle.shutdown(grace).await;
+        self.task.await.expect("the sender task ends cleanly");
+        stats
+    }
+}
+
+/// Every report on its own (no storm folding).
+fn start(config: SyslogConfig, kind: Kind) -> Exporter {
+    start_folding(config, kind, None)
+}
+
+fn start_folding(config: SyslogConfig, kind: Kind, aggregate: Option<AggregateConfig>) -> Exporter {
+    let (handle, task) = spawn(config.clone()).expect("the sink starts");
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        clock: WallClock::new(),
+        explain: ExplainSettings::default(),
+        ifnames: Default::default(),
+        hold_ns: 0,
+        link_ns: 0,
+        aggregate,
+    });
+    let sink = SyslogSink::new(handle.clone(), &config);
+    pipeline.add_output(kind.format(), vec![Box::new(sink)]);
+    Exporter {
+        pipeline,
+        handle,
+        task,
+    }
+}
+
+async fn stop(exporter: Exporter) -> SinkStats {
+    exporter.shutdown(GRACE).await
 }
 
 /// Parses every line as RFC 5424 from rstwatch, then as `kind`; returns the report numbers in
@@ -166,11 +213,11 @@ async fn every_format_arrives_exactly_once(input: Input, transport: Transport) {
         if let Some(certs) = &certs {
             config.tls_trust = TlsTrust::CaFile(certs.ca.clone());
         }
-        let (handle, task) = start(config, kind);
+        let mut exporter = start(config, kind);
         for n in 0..COUNT {
-            handle.send(hostile_report(n));
+            exporter.send(hostile_report(n));
         }
-        let stats = stop(handle, task).await;
+        let stats = stop(exporter).await;
         assert_eq!(stats.dropped(), 0, "{kind:?}: {stats:?}");
         assert_eq!(
             stats.sent + stats.resent,
@@ -251,25 +298,27 @@ async fn receiver_crash_loses_nothing(input: Input, transport: Transport) {
     if let Some(certs) = &certs {
         config.tls_trust = TlsTrust::CaFile(certs.ca.clone());
     }
-    let (handle, task) = start(config, Kind::Ecs);
+    let mut exporter = start(config, Kind::Ecs);
 
     for n in 0..BATCH {
-        handle.send(report(n));
+        exporter.send(report(n));
     }
     rsyslog.wait_for(BATCH as usize, ARRIVAL_LIMIT).await;
 
     rsyslog.kill();
     for n in BATCH..2 * BATCH {
-        handle.send(report(n));
+        exporter.send(report(n));
     }
-    wait_for_stats(&handle, "spooling while the receiver is down", |stats| {
-        stats.spooled == u64::from(BATCH) && !stats.connected
-    })
+    wait_for_stats(
+        &exporter.handle,
+        "spooling while the receiver is down",
+        |stats| stats.spooled == u64::from(BATCH) && !stats.connected,
+    )
     .await;
 
     rsyslog.restart().await;
     for n in 2 * BATCH..3 * BATCH {
-        handle.send(report(n));
+        exporter.send(report(n));
     }
     let lines = rsyslog.wait_for(3 * BATCH as usize, ARRIVAL_LIMIT).await;
     let ids = read_all(&lines, Kind::Ecs, "eth0");
@@ -281,7 +330,7 @@ async fn receiver_crash_loses_nothing(input: Input, transport: Transport) {
         rsyslog.log()
     );
 
-    let stats = stop(handle, task).await;
+    let stats = stop(exporter).await;
     assert_eq!(stats.dropped(), 0, "{stats:?}");
     assert!(stats.resent >= u64::from(BATCH), "{stats:?}");
     assert_eq!(stats.sent + stats.resent, u64::from(3 * BATCH), "{stats:?}");
@@ -309,16 +358,17 @@ async fn tls_refuses_an_unverified_receiver_and_the_spool_survives_a_restart() {
 
         let mut wrong_ca = config(&rsyslog, Transport::Tls, &spool);
         wrong_ca.tls_trust = TlsTrust::CaFile(certs.unrelated_ca.clone());
-        let (handle, task) = start(wrong_ca, Kind::Ocsf);
+        let mut exporter = start(wrong_ca, Kind::Ocsf);
         for n in 0..5 {
-            handle.send(report(n));
+            exporter.send(report(n));
         }
-        wait_for_stats(&handle, "spooling for an unverified receiver", |stats| {
-            stats.spooled == 5
-        })
+        wait_for_stats(
+            &exporter.handle,
+            "spooling for an unverified receiver",
+            |stats| stats.spooled == 5,
+        )
         .await;
-        let stats = handle.shutdown(Duration::from_millis(500)).await;
-        task.await.expect("the sender task ends cleanly");
+        let stats = exporter.shutdown(Duration::from_millis(500)).await;
         assert_eq!(
             (stats.sent, stats.resent, stats.pending),
             (0, 0, 5),
@@ -331,11 +381,11 @@ async fn tls_refuses_an_unverified_receiver_and_the_spool_survives_a_restart() {
 
         let mut right_ca = config(&rsyslog, Transport::Tls, &spool);
         right_ca.tls_trust = TlsTrust::CaFile(certs.ca.clone());
-        let (handle, task) = start(right_ca, Kind::Ocsf);
+        let mut exporter = start(right_ca, Kind::Ocsf);
         for n in 5..10 {
-            handle.send(report(n));
+            exporter.send(report(n));
         }
-        let stats = stop(handle, task).await;
+        let stats = stop(exporter).await;
         assert_eq!(stats.dropped(), 0, "{stats:?}");
         // New reports queue behind the backlog, so they too come out of the spool.
         assert_eq!(stats.sent + stats.resent, 10, "{stats:?}");
@@ -346,9 +396,9 @@ async fn tls_refuses_an_unverified_receiver_and_the_spool_survives_a_restart() {
 
         let mut insecure = config(&rsyslog, Transport::Tls, &spool);
         insecure.tls_trust = TlsTrust::Insecure;
-        let (handle, task) = start(insecure, Kind::Ocsf);
-        handle.send(report(10));
-        assert_eq!(stop(handle, task).await.sent, 1);
+        let mut exporter = start(insecure, Kind::Ocsf);
+        exporter.send(report(10));
+        assert_eq!(stop(exporter).await.sent, 1);
         rsyslog.wait_for(11, ARRIVAL_LIMIT).await;
     })
     .await;
@@ -361,22 +411,24 @@ async fn storm_arrives_folded_with_its_count() {
     within_limit(async {
         let dir = TempDir::new("syslog-storm");
         let rsyslog = Rsyslog::start(dir.path(), Input::Tcp, None).await;
-        let mut config = config(&rsyslog, Transport::Tcp, &dir.path().join("spool"));
-        config.aggregate = Some(AggregateConfig {
+        let config = config(&rsyslog, Transport::Tcp, &dir.path().join("spool"));
+        let aggregate = AggregateConfig {
             max_per_window: 5,
             window: Duration::from_secs(30),
             max_keys: 1024,
-        });
-        let (handle, task) = start(config, Kind::Cef);
+        };
+        let mut exporter = start_folding(config, Kind::Cef, Some(aggregate));
         for n in 0..200 {
             let mut report = report(n);
             report.dst.set_port(40_000 + n as u16);
             report.orig.set_port(40_000 + n as u16);
-            handle.send(report);
+            exporter.send(report);
         }
-        let stats = stop(handle, task).await;
+        // Folded by the pipeline, before the sink: storms fold the same for every output.
+        let folded = exporter.pipeline.stats().folded;
+        let stats = stop(exporter).await;
         assert_eq!(
-            (stats.folded, stats.sent, stats.dropped()),
+            (folded, stats.sent, stats.dropped()),
             (195, 6, 0),
             "{stats:?}"
         );

@@ -1,14 +1,11 @@
 //! Who sent the RST: the endpoint its source address claims, and whether the evidence says a
 //! device in the middle forged it.
 
-use rstwatch_common::{
-    event::DIRECTION_EGRESS,
-    flow::{origin, FlowState},
-    RstEvent,
+use super::{evidence::expected_ttl, sides::Sides};
+use crate::{
+    event::Hook,
+    report::{Evidence, Sender},
 };
-
-use super::evidence::expected_ttl;
-use crate::report::{Evidence, Sender};
 
 /// TTLs stacks start their packets with; a RST arriving with one of them has not been routed.
 const INITIAL_TTLS: [u8; 3] = [64, 128, 255];
@@ -20,11 +17,10 @@ const ROUTED_HOPS: u8 = 1;
 /// The claimed sender's role, by the RST's direction within the flow. `Unknown` when the
 /// table never saw the flow or saw no handshake packet: then nobody is known to have sent the
 /// SYN, and the originator is only a guess.
-pub fn sender(flow: &FlowState, dir: u8) -> Sender {
-    let handshake_seen = flow.origin == origin::SYN || flow.origin == origin::SYN_ACK;
-    if flow.packets() == 0 || !handshake_seen {
+pub fn sender(s: &Sides) -> Sender {
+    if s.flow.packets() == 0 || !s.origin.handshake_seen() {
         Sender::Unknown
-    } else if dir & 1 == flow.originator & 1 {
+    } else if s.sender_side == s.originator {
         Sender::Originator
     } else {
         Sender::Responder
@@ -54,8 +50,8 @@ const CORROBORATING: [Evidence; 4] = [
 /// `ttl_mismatch` alone is never enough: routes change and some stacks send RSTs with their
 /// own TTL. `tls_alert_before` is context and never counts. An egress RST was sent by this
 /// host, so it is never a middlebox's.
-pub fn middlebox(event: &RstEvent, evidence: &[Evidence]) -> bool {
-    if event.direction == DIRECTION_EGRESS {
+pub fn middlebox(s: &Sides, evidence: &[Evidence]) -> bool {
+    if s.hook == Hook::TcEgress {
         return false;
     }
     let fired = |e: Evidence| evidence.contains(&e);
@@ -64,12 +60,12 @@ pub fn middlebox(event: &RstEvent, evidence: &[Evidence]) -> bool {
         || fired(Evidence::RstSeqChange)
         || fired(Evidence::RstBurst)
         || corroborating >= 2
-        || (fired(Evidence::TtlMismatch) && unrouted_ttl(event))
+        || (fired(Evidence::TtlMismatch) && unrouted_ttl(s))
 }
 
-fn unrouted_ttl(event: &RstEvent) -> bool {
-    let rst_ttl = event.pkt.ttl;
-    let Some(genuine) = expected_ttl(event) else {
+fn unrouted_ttl(s: &Sides) -> bool {
+    let rst_ttl = s.event.pkt.ttl;
+    let Some(genuine) = expected_ttl(s) else {
         return false;
     };
     INITIAL_TTLS.contains(&rst_ttl) && rst_ttl > genuine && hops_travelled(genuine) >= ROUTED_HOPS

@@ -1,4 +1,4 @@
-//! The one class every RST gets (SPEC section 4): the first of these rules that matches, in
+//! The one class every RST gets (docs/design.md, Classes): the first of these rules that matches, in
 //! this order, judged on the flow as it was just before the RST. "Sender" is the RST's
 //! claimed sender (its source address), "receiver" the other side.
 //!
@@ -19,23 +19,22 @@
 
 use std::time::Duration;
 
-use rstwatch_common::{flow::seen, RstEvent};
+use rstwatch_common::flow::seen;
 
 use super::sides::Sides;
 use crate::report::ResetClass;
 
-pub fn classify(event: &RstEvent, idle_timeout: Duration) -> ResetClass {
-    if event.flow.packets() == 0 {
+pub fn classify(sides: &Sides, idle_timeout: Duration) -> ResetClass {
+    if sides.flow.packets() == 0 {
         return ResetClass::NoState;
     }
-    let sides = Sides::of(event);
-    if refused(&sides) {
+    if refused(sides) {
         ResetClass::Refused
-    } else if data_after_close(&sides) {
+    } else if data_after_close(sides) {
         ResetClass::DataAfterClose
-    } else if teardown(&sides) {
+    } else if teardown(sides) {
         ResetClass::Teardown
-    } else if idle_before_rst(event).is_some_and(|idle| idle >= idle_timeout) {
+    } else if idle_before_rst(sides).is_some_and(|idle| idle >= idle_timeout) {
         ResetClass::IdleTimeout
     } else {
         ResetClass::Abort
@@ -45,13 +44,12 @@ pub fn classify(event: &RstEvent, idle_timeout: Duration) -> ResetClass {
 /// The longer of two silences: the one on the flow right before the RST, and the one right
 /// before the receiver's last packet when the RST may be answering it. `None` when the table
 /// had seen no packet of the flow.
-pub fn idle_before_rst(event: &RstEvent) -> Option<Duration> {
-    let flow_last = event.flow.last_ns();
+pub fn idle_before_rst(sides: &Sides) -> Option<Duration> {
+    let flow_last = sides.flow.last_ns();
     if flow_last == 0 {
         return None;
     }
-    let sides = Sides::of(event);
-    let before_rst = event.ts_ns.saturating_sub(flow_last);
+    let before_rst = sides.event.ts_ns.saturating_sub(flow_last);
     let before_answered = if sides.receiver_spoke_last() {
         sides.receiver.gap_before_last_ns
     } else {

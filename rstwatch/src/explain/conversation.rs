@@ -276,6 +276,20 @@ impl Conversation {
         self.table.expect("no packet was sent")
     }
 
+    /// Every event the kernel sent, in order.
+    pub fn events(&self) -> &[RstEvent] {
+        &self.events
+    }
+
+    /// The table's entry as it was at `ns`, as the release step reads it from the kernel.
+    pub fn table_at(&self, ns: u64) -> Option<FlowState> {
+        self.table_log
+            .iter()
+            .rev()
+            .find(|(at, _)| *at <= ns)
+            .map(|(_, flow)| *flow)
+    }
+
     /// The event of the flow's first RST.
     pub fn rst_event(&self) -> RstEvent {
         *self
@@ -325,13 +339,7 @@ impl Conversation {
             .iter()
             .map(|held| {
                 let hold_end = held.event.ts_ns + HOLD_NS;
-                let table_then = |_: &FlowKey| {
-                    self.table_log
-                        .iter()
-                        .rev()
-                        .find(|(ns, _)| *ns <= hold_end)
-                        .map(|(_, flow)| *flow)
-                };
+                let table_then = |_: &FlowKey| self.table_at(hold_end);
                 explain_held(
                     held,
                     &table_then,
@@ -342,6 +350,16 @@ impl Conversation {
             })
             .collect()
     }
+}
+
+/// A client that opened a connection and exchanged a request and a response.
+pub fn established() -> Conversation {
+    let mut c = Conversation::v4();
+    c.handshake()
+        .data(Side::Client, 300)
+        .wait_ms(RTT_MS)
+        .data(Side::Server, 1_400);
+    c
 }
 
 fn kernel_addr(ip: IpAddr) -> [u8; 16] {

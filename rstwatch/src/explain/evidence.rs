@@ -3,14 +3,13 @@
 //! into `middlebox` is `attribution`'s rule.
 
 use rstwatch_common::{
-    event::DIRECTION_INGRESS,
     flow::{seen, DirState},
     packet::NO_WINDOW_SCALE,
     RstEvent,
 };
 
 use super::{address, sides::Sides, ExplainSettings};
-use crate::report::Evidence;
+use crate::{event::Hook, report::Evidence};
 
 /// Largest step between successive IP IDs of one sender that still reads as a counter: a
 /// per-connection counter moves by the number of segments in each (offloaded) send.
@@ -24,22 +23,18 @@ pub const IP_ID_MAX_JUMP: u16 = 4096;
 const MAX_WINDOW_SCALE: u32 = 14;
 
 /// Every signal that fired for this RST, in `Evidence` order.
-pub fn collect(
-    event: &RstEvent,
-    followups: &[RstEvent],
-    settings: &ExplainSettings,
-) -> Vec<Evidence> {
+pub fn collect(s: &Sides, followups: &[RstEvent], settings: &ExplainSettings) -> Vec<Evidence> {
     let signals = [
-        (Evidence::TtlMismatch, ttl_mismatch(event)),
-        (Evidence::IpIdAnomaly, ip_id_anomaly(event)),
-        (Evidence::SeqOutOfWindow, seq_out_of_window(event)),
-        (Evidence::DataAfterRst, data_after_rst(event, followups)),
-        (Evidence::RstSeqChange, rst_seq_change(event, followups)),
-        (Evidence::RstBurst, rst_burst(event, followups)),
-        (Evidence::FastRst, fast_rst(event)),
+        (Evidence::TtlMismatch, ttl_mismatch(s)),
+        (Evidence::IpIdAnomaly, ip_id_anomaly(s)),
+        (Evidence::SeqOutOfWindow, seq_out_of_window(s)),
+        (Evidence::DataAfterRst, data_after_rst(s, followups)),
+        (Evidence::RstSeqChange, rst_seq_change(s, followups)),
+        (Evidence::RstBurst, rst_burst(s, followups)),
+        (Evidence::FastRst, fast_rst(s)),
         (
             Evidence::TlsAlertBefore,
-            tls_alert_before(event, settings.tls_alert_window.as_nanos()),
+            tls_alert_before(s, settings.tls_alert_window.as_nanos()),
         ),
     ];
     signals
@@ -49,8 +44,8 @@ pub fn collect(
 }
 
 /// TTL / hop limit of the claimed sender's genuine (non-RST) packets, if it sent any.
-pub fn expected_ttl(event: &RstEvent) -> Option<u8> {
-    let sender = Sides::of(event).sender;
+pub fn expected_ttl(s: &Sides) -> Option<u8> {
+    let sender = s.sender;
     // A packet that arrived had a TTL of at least 1: 0 means none was recorded.
     (sender.ttl != 0).then_some(sender.ttl)
 }
@@ -58,8 +53,8 @@ pub fn expected_ttl(event: &RstEvent) -> Option<u8> {
 /// `ttl_mismatch`: the RST's TTL differs from the sender's latest genuine packet. Any
 /// difference counts, one hop included: a load balancer right in front of the endpoint is
 /// exactly one hop closer. The baseline is the latest packet, so a path change is followed.
-pub fn ttl_mismatch(event: &RstEvent) -> bool {
-    expected_ttl(event).is_some_and(|expected| expected != event.pkt.ttl)
+pub fn ttl_mismatch(s: &Sides) -> bool {
+    expected_ttl(s).is_some_and(|expected| expected != s.event.pkt.ttl)
 }
 
 /// `ip_id_anomaly` (IPv4 only): the sender's recent IP IDs count up in small steps (at least
@@ -67,12 +62,12 @@ pub fn ttl_mismatch(event: &RstEvent) -> bool {
 /// the last one (1..=`IP_ID_MAX_JUMP`); or the sender's IDs were all 0 and the RST's is not.
 /// Random IDs say nothing. A RST with DF set and ID 0 is never an anomaly: RFC 6864 lets
 /// atomic datagrams carry any ID, and Linux sends its socket-less RSTs exactly like that.
-pub fn ip_id_anomaly(event: &RstEvent) -> bool {
-    let pkt = &event.pkt;
+pub fn ip_id_anomaly(s: &Sides) -> bool {
+    let pkt = &s.event.pkt;
     if !address::is_ipv4(pkt.family) || (pkt.df != 0 && pkt.ip_id == 0) {
         return false;
     }
-    let ids = recent_ip_ids(Sides::of(event).sender);
+    let ids = recent_ip_ids(s.sender);
     if ids.len() < 2 {
         return false;
     }
@@ -97,12 +92,12 @@ fn recent_ip_ids(d: &DirState) -> Vec<u16> {
 /// ignore such a RST, and an endpoint's own RST is never there. Judged only once the receiver
 /// has acknowledged something; before that (a SYN answered by RST) the RST is validated by
 /// its ACK field, not its sequence number.
-pub fn seq_out_of_window(event: &RstEvent) -> bool {
-    let receiver = Sides::of(event).receiver;
+pub fn seq_out_of_window(s: &Sides) -> bool {
+    let receiver = s.receiver;
     if !receiver.has(seen::ACK_KNOWN) {
         return false;
     }
-    let offset = event.pkt.seq.wrapping_sub(receiver.max_ack) as u64;
+    let offset = s.event.pkt.seq.wrapping_sub(receiver.max_ack) as u64;
     offset >= receive_window(receiver).max(1)
 }
 
@@ -117,18 +112,18 @@ fn receive_window(receiver: &DirState) -> u64 {
 
 /// `data_after_rst`: the RST's claimed sender sent payload after its RST. An endpoint's stack
 /// forgets the connection when it sends a RST; one that keeps sending did not send it.
-pub fn data_after_rst(event: &RstEvent, followups: &[RstEvent]) -> bool {
+pub fn data_after_rst(s: &Sides, followups: &[RstEvent]) -> bool {
     followups
         .iter()
-        .any(|f| f.dir == event.dir && !f.pkt.is_rst() && f.pkt.payload_len > 0)
+        .any(|f| s.sent_by_sender(f) && !f.pkt.is_rst() && f.pkt.payload_len > 0)
 }
 
 /// `rst_seq_change`: another RST from the same claimed sender with a different sequence
 /// number, the mark of an injector guessing at the window.
-pub fn rst_seq_change(event: &RstEvent, followups: &[RstEvent]) -> bool {
+pub fn rst_seq_change(s: &Sides, followups: &[RstEvent]) -> bool {
     followups
         .iter()
-        .any(|f| f.dir == event.dir && f.pkt.is_rst() && f.pkt.seq != event.pkt.seq)
+        .any(|f| s.sent_by_sender(f) && f.pkt.is_rst() && f.pkt.seq != s.event.pkt.seq)
 }
 
 /// How close together the RSTs of a burst come: an injector writes its copies back to back,
@@ -140,14 +135,14 @@ pub const RST_BURST_WINDOW_NS: u64 = 10_000_000;
 /// genuine packets. Injectors send several identical RSTs to win the race with the real
 /// endpoint; a stack answering two segments of a closed connection does the same, which is
 /// why the RST must also not look like the endpoint's own.
-pub fn rst_burst(event: &RstEvent, followups: &[RstEvent]) -> bool {
+pub fn rst_burst(s: &Sides, followups: &[RstEvent]) -> bool {
     let repeated = followups.iter().any(|f| {
-        f.dir == event.dir
+        s.sent_by_sender(f)
             && f.pkt.is_rst()
-            && f.pkt.seq == event.pkt.seq
-            && f.ts_ns.saturating_sub(event.ts_ns) <= RST_BURST_WINDOW_NS
+            && f.pkt.seq == s.event.pkt.seq
+            && f.ts_ns.saturating_sub(s.event.ts_ns) <= RST_BURST_WINDOW_NS
     });
-    repeated && (ttl_mismatch(event) || ip_id_anomaly(event))
+    repeated && (ttl_mismatch(s) || ip_id_anomaly(s))
 }
 
 /// Scheduling jitter on the hosts themselves: a RST must beat half the round trip by more than
@@ -161,20 +156,19 @@ const FAST_RST_MARGIN_NS: u64 = 1_000_000;
 /// Only a RST claiming to come from the far side of the capture point can be faster than the
 /// path allows: the near endpoint (the host itself, or the client a sensor sits next to)
 /// answers within microseconds, which is no sign of anything.
-pub fn fast_rst(event: &RstEvent) -> bool {
-    let sides = Sides::of(event);
-    let answered_after = event.ts_ns.saturating_sub(sides.receiver.last_ns);
-    event.direction == DIRECTION_INGRESS
-        && event.flow.rtt_ns != 0
-        && sides.sender_is_far() == Some(true)
-        && sides.receiver_spoke_last()
-        && answered_after + FAST_RST_MARGIN_NS < event.flow.rtt_ns / 2
+pub fn fast_rst(s: &Sides) -> bool {
+    let answered_after = s.event.ts_ns.saturating_sub(s.receiver.last_ns);
+    s.hook == Hook::XdpIngress
+        && s.flow.rtt_ns != 0
+        && s.sender_is_far() == Some(true)
+        && s.receiver_spoke_last()
+        && answered_after + FAST_RST_MARGIN_NS < s.flow.rtt_ns / 2
 }
 
 /// `tls_alert_before` (context only): either side sent a TLS alert record at most `window_ns`
 /// before the RST, as TLS stacks do when they close.
-pub fn tls_alert_before(event: &RstEvent, window_ns: u128) -> bool {
-    event.flow.dir.iter().any(|d| {
-        d.tls_alert_ns != 0 && (event.ts_ns.saturating_sub(d.tls_alert_ns) as u128) <= window_ns
+pub fn tls_alert_before(s: &Sides, window_ns: u128) -> bool {
+    s.flow.dir.iter().any(|d| {
+        d.tls_alert_ns != 0 && (s.event.ts_ns.saturating_sub(d.tls_alert_ns) as u128) <= window_ns
     })
 }

@@ -5,7 +5,7 @@
 //! every rule is unit-tested on synthetic conversations without a kernel.
 //!
 //! Where to look:
-//! - `classify`: the one class per RST (SPEC section 4, first matching rule wins).
+//! - `classify`: the one class per RST (first matching rule wins, docs/design.md).
 //! - `evidence`: the signals about who really sent it; `attribution`: the claimed sender and
 //!   the rule that turns signals into `middlebox`.
 //! - `zeek`: conn.log `conn_state` and `history`.
@@ -21,19 +21,17 @@ pub mod wireshark;
 pub mod zeek;
 
 #[cfg(test)]
-mod conversation;
+pub(crate) mod conversation;
 #[cfg(test)]
 mod tests;
 
 use std::time::{Duration, SystemTime};
 
-use rstwatch_common::{
-    event::DIRECTION_EGRESS,
-    flow::{origin, FlowState},
-    RstEvent, Settings,
-};
+use rstwatch_common::{flow::FlowState, RstEvent, Settings};
 
+use self::sides::Sides;
 use crate::{
+    event::{FlowSide, Hook, Origin},
     hold::{FlowStateSource, Held},
     report::{Direction, ResetReport},
 };
@@ -49,7 +47,8 @@ pub struct ExplainSettings {
 }
 
 impl ExplainSettings {
-    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration =
+        Duration::from_nanos(rstwatch_common::defaults::IDLE_TIMEOUT_NS);
     pub const DEFAULT_TLS_ALERT_WINDOW: Duration = Duration::from_secs(2);
 }
 
@@ -118,32 +117,37 @@ pub fn explain_at_hold_end(
     let after = state_at_hold_end
         .copied()
         .unwrap_or_else(|| flow_after_rst(event));
-    let evidence = evidence::collect(event, followups, settings);
-    let endpoint = |dir: u8| {
-        let d = dir as usize & 1;
-        address::socket(&event.key.addr[d], event.key.port[d], event.key.family)
+    let sides = Sides::of(event);
+    let evidence = evidence::collect(&sides, followups, settings);
+    let endpoint = |side: FlowSide| {
+        let i = side.index();
+        address::socket(&event.key.addr[i], event.key.port[i], event.key.family)
     };
-    let (orig, resp) = (endpoint(after.originator), endpoint(after.originator ^ 1));
+    let originator = FlowSide::of(after.originator);
+    let (orig, resp) = (endpoint(originator), endpoint(originator.other()));
     let src = address::socket(&pkt.src_addr, pkt.src_port, pkt.family);
     let dst = address::socket(&pkt.dst_addr, pkt.dst_port, pkt.family);
-    let orig_dir = &after.dir[after.originator as usize & 1];
-    let resp_dir = &after.dir[(after.originator ^ 1) as usize & 1];
+    let orig_dir = &after.dir[originator.index()];
+    let resp_dir = &after.dir[originator.other().index()];
     ResetReport {
         ts,
         iface: iface.to_owned(),
-        direction: direction(event),
-        class: classify::classify(event, settings.idle_timeout),
-        sender: attribution::sender(&event.flow, event.dir),
-        middlebox: attribution::middlebox(event, &evidence),
+        direction: match sides.hook {
+            Hook::XdpIngress => Direction::Ingress,
+            Hook::TcEgress => Direction::Egress,
+        },
+        class: classify::classify(&sides, settings.idle_timeout),
+        sender: attribution::sender(&sides),
+        middlebox: attribution::middlebox(&sides, &evidence),
         evidence,
         src,
         dst,
         orig,
         resp,
-        originator_inferred: after.origin != origin::SYN && after.origin != origin::SYN_ACK,
+        originator_inferred: !Origin::of(&after).handshake_seen(),
         vlan: event.key.vlan,
         ttl: pkt.ttl,
-        expected_ttl: evidence::expected_ttl(event),
+        expected_ttl: evidence::expected_ttl(&sides),
         ip_id: address::is_ipv4(pkt.family).then_some(pkt.ip_id),
         df: pkt.df != 0,
         seq: pkt.seq,
@@ -151,7 +155,7 @@ pub fn explain_at_hold_end(
         flags: pkt.tcp_flags,
         window: pkt.window,
         payload_len: pkt.payload_len,
-        idle_ms: classify::idle_before_rst(event).map(|idle| idle.as_millis() as u64),
+        idle_ms: classify::idle_before_rst(&sides).map(|idle| idle.as_millis() as u64),
         rtt_us: (event.flow.rtt_ns != 0).then_some(event.flow.rtt_ns / 1_000),
         conn_state: zeek::conn_state(&after),
         history: zeek::history(&after),
@@ -164,14 +168,6 @@ pub fn explain_at_hold_end(
         followups: followups.len() as u32,
         related_to: None,
         aggregate: None,
-    }
-}
-
-fn direction(event: &RstEvent) -> Direction {
-    if event.direction == DIRECTION_EGRESS {
-        Direction::Egress
-    } else {
-        Direction::Ingress
     }
 }
 

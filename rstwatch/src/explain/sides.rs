@@ -1,14 +1,23 @@
-//! The flow snapshot seen from the RST: its claimed sender's direction and its receiver's.
+//! The RST's event seen from its claimed sender: one `Sides` per event, built once and handed
+//! to every rule.
 
 use rstwatch_common::{
-    flow::{origin, seen, seq_after, DirState, FlowState, HISTORY_FROM_HIGH},
+    flow::{seen, seq_after, DirState, FlowState, HISTORY_FROM_HIGH},
     RstEvent,
 };
 
+use crate::event::{FlowSide, Hook, Origin};
+
 pub struct Sides<'a> {
+    pub event: &'a RstEvent,
+    /// The flow as it was just before the RST.
     pub flow: &'a FlowState,
-    /// Direction index of the RST within the flow.
-    pub sender_dir: u8,
+    pub hook: Hook,
+    /// The RST's side of the flow (its source address).
+    pub sender_side: FlowSide,
+    /// The side that opened the connection, as far as the table knows (`origin`).
+    pub originator: FlowSide,
+    pub origin: Origin,
     /// What the RST's source address had sent before the RST.
     pub sender: &'a DirState,
     /// What the RST's destination had sent before the RST.
@@ -17,13 +26,23 @@ pub struct Sides<'a> {
 
 impl<'a> Sides<'a> {
     pub fn of(event: &'a RstEvent) -> Self {
-        let sender_dir = event.dir & 1;
+        let sender_side = FlowSide::of(event.dir);
+        let flow = &event.flow;
         Self {
-            flow: &event.flow,
-            sender_dir,
-            sender: &event.flow.dir[sender_dir as usize],
-            receiver: &event.flow.dir[(sender_dir ^ 1) as usize],
+            event,
+            flow,
+            hook: Hook::of(event),
+            sender_side,
+            originator: FlowSide::of(flow.originator),
+            origin: Origin::of(flow),
+            sender: &flow.dir[sender_side.index()],
+            receiver: &flow.dir[sender_side.other().index()],
         }
+    }
+
+    /// `other` came from the RST's claimed sender.
+    pub fn sent_by_sender(&self, other: &RstEvent) -> bool {
+        FlowSide::of(other.dir) == self.sender_side
     }
 
     /// The receiver's packet is the latest on the flow, so the RST is (or may be) its answer.
@@ -38,9 +57,8 @@ impl<'a> Sides<'a> {
     /// handshake was not seen whole.
     pub fn sender_is_far(&self) -> Option<bool> {
         let flow = self.flow;
-        let originator = flow.originator & 1;
-        let responder = &flow.dir[(originator ^ 1) as usize];
-        if flow.origin != origin::SYN || flow.rtt_ns == 0 || !responder.has(seen::SYN_ACK) {
+        let responder = &flow.dir[self.originator.other().index()];
+        if self.origin != Origin::Syn || flow.rtt_ns == 0 || !responder.has(seen::SYN_ACK) {
             return None;
         }
         let syn_ack_ns = responder.first_ns;
@@ -48,7 +66,7 @@ impl<'a> Sides<'a> {
         let responder_answer = syn_ack_ns.saturating_sub(flow.syn_ns);
         let originator_answer = ack_ns.saturating_sub(syn_ack_ns);
         let originator_is_far = originator_answer > responder_answer;
-        Some(if self.sender_dir == originator {
+        Some(if self.sender_side == self.originator {
             originator_is_far
         } else {
             !originator_is_far
@@ -69,13 +87,17 @@ impl<'a> Sides<'a> {
     /// The receiver's first payload came after the sender's first FIN, by the order in which
     /// the kernel recorded first occurrences in the flow's history.
     pub fn receiver_first_payload_after_sender_fin(&self) -> bool {
-        let sender_fin = self.first_in_history(self.sender_dir, seen::FIN);
-        let receiver_data = self.first_in_history(self.sender_dir ^ 1, seen::DATA);
+        let sender_fin = self.first_in_history(self.sender_side, seen::FIN);
+        let receiver_data = self.first_in_history(self.sender_side.other(), seen::DATA);
         matches!((sender_fin, receiver_data), (Some(fin), Some(data)) if data > fin)
     }
 
-    fn first_in_history(&self, dir: u8, bit: u16) -> Option<usize> {
-        let from_high = if dir & 1 == 1 { HISTORY_FROM_HIGH } else { 0 };
+    fn first_in_history(&self, side: FlowSide, bit: u16) -> Option<usize> {
+        let from_high = if side == FlowSide::High {
+            HISTORY_FROM_HIGH
+        } else {
+            0
+        };
         let wanted = bit.trailing_zeros() as u8 | from_high;
         let len = (self.flow.history_len as usize).min(self.flow.history.len());
         self.flow.history[..len].iter().position(|&b| b == wanted)

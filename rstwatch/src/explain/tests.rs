@@ -6,20 +6,10 @@ use std::time::Duration;
 use rstwatch_common::packet::tcp_flags::{ACK, FIN, RST};
 
 use super::{
-    conversation::{Conversation, Side::*, RTT_MS, SERVER_TTL},
+    conversation::{established, Conversation, Side::*, RTT_MS, SERVER_TTL},
     zeek, ExplainSettings,
 };
 use crate::report::{ConnState, Direction, Evidence, ResetClass, Sender};
-
-/// A client that opened a connection and exchanged a request and a response.
-fn established() -> Conversation {
-    let mut c = Conversation::v4();
-    c.handshake()
-        .data(Client, 300)
-        .wait_ms(RTT_MS)
-        .data(Server, 1_400);
-    c
-}
 
 /// `established`, then the client sends more and the server's RST comes back after a full
 /// round trip, as the real server's would.
@@ -57,7 +47,7 @@ mod class {
         assert_eq!(c.explain().class, ResetClass::Abort);
     }
 
-    /// SPEC 1: client silent 60+ s, small block, server FINs, client only ACKs, sends again
+    /// The case that started rstwatch: client silent 60+ s, small block, server FINs, client only ACKs, sends again
     /// 14-22 s later, server RSTs.
     #[test]
     fn client_keeps_sending_after_server_closed_is_data_after_close() {

@@ -10,7 +10,7 @@
 
 use rstwatch_common::flow::{seen, FlowState, HISTORY_FROM_HIGH};
 
-use crate::report::ConnState;
+use crate::{event::FlowSide, report::ConnState};
 
 /// Zeek's history letters: upper case for the originator, lower case for the responder.
 pub fn history(flow: &FlowState) -> String {
@@ -35,8 +35,7 @@ pub fn conn_state(flow: &FlowState) -> ConnState {
         }
     }
     let (os, rs) = (replay.orig.state, replay.resp.state);
-    let originator = flow.originator as usize & 1;
-    let no_payload = flow.dir[originator].bytes == 0 && flow.dir[originator ^ 1].bytes == 0;
+    let no_payload = flow.dir.iter().all(|d| d.bytes == 0);
     decide(os, rs, no_payload, &history(flow))
 }
 
@@ -51,10 +50,14 @@ fn events(flow: &FlowState) -> impl Iterator<Item = Event> + '_ {
     let len = (flow.history_len as usize).min(flow.history.len());
     flow.history[..len].iter().filter_map(|&b| {
         let bit = b & !HISTORY_FROM_HIGH;
-        let dir = u8::from(b & HISTORY_FROM_HIGH != 0);
+        let side = if b & HISTORY_FROM_HIGH != 0 {
+            FlowSide::High
+        } else {
+            FlowSide::Low
+        };
         ((bit as usize) < seen::HISTORY_LETTERS.len()).then_some(Event {
             bit,
-            from_originator: dir == flow.originator & 1,
+            from_originator: side == FlowSide::of(flow.originator),
         })
     })
 }

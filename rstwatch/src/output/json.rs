@@ -1,4 +1,4 @@
-//! `--format json`: one JSON object per reset, keys as SPEC section 5 lists them, then extras.
+//! `--format json`: one JSON object per reset, keys as docs/design.md lists them, then extras.
 //!
 //! Values: `ts` is RFC 3339 UTC with microseconds; addresses are in their standard text form
 //! (IPv4 dotted quad, IPv6 RFC 5952); `flags` is the letters of the flags set (`"RA"`, see
@@ -14,9 +14,9 @@ use serde::Serialize;
 use super::{fields, Format};
 use crate::report::{Aggregate, ResetReport};
 
-/// The keys SPEC section 5 promises in every record, in the order they are written; more may
+/// The keys docs/design.md promises in every record, in the order they are written; more may
 /// follow. SIEM pipelines parse on these names, so they never change.
-pub const SPEC_KEYS: [&str; 27] = [
+pub const REQUIRED_KEYS: [&str; 27] = [
     "ts",
     "iface",
     "direction",
@@ -188,7 +188,7 @@ mod tests {
     #[test]
     fn every_stable_key_is_present() {
         let v = render(&middlebox_report());
-        for key in SPEC_KEYS {
+        for key in REQUIRED_KEYS {
             assert!(v.get(key).is_some(), "missing {key} in {v}");
         }
     }

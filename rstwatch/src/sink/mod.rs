@@ -1,13 +1,32 @@
-//! Where rendered records go.
+//! Where rendered records go: each destination is a `Sink`.
 //!
-//! - `syslog`: export to a SIEM over syslog (UDP, TCP, TLS), the public face of the sink;
+//! - `file`: standard output or `--output FILE`, one record per line, written in batches;
+//! - `syslog`: export to a SIEM over syslog (UDP, TCP, TLS), with its sender task;
+//! - `config`: what the syslog sink is told (receiver URL, facility, spool and queue sizes);
+//! - `stats`: the syslog sink's counters;
 //! - `sender`: the task that keeps the receiver fed without ever making capture wait;
 //! - `transport`: connections, framing and TLS;
-//! - `spool`: the on-disk queue for records the receiver could not take;
-//! - `aggregate`: folding of reset storms into counted reports.
+//! - `spool`: the on-disk queue for records the receiver could not take.
 
-pub mod aggregate;
+pub mod config;
+pub mod file;
 mod sender;
 pub mod spool;
+pub mod stats;
 pub mod syslog;
 pub mod transport;
+
+use crate::report::ResetReport;
+
+pub use config::{Facility, SyslogConfig, SyslogUrl, Transport};
+
+/// A destination for records. The pipeline renders each report once per format and hands the
+/// same bytes to every sink of that format.
+pub trait Sink: Send {
+    /// Takes `record`, the rendered `report` (without a trailing newline: line-oriented sinks
+    /// add one, syslog frames it). Must not wait on a slow destination.
+    fn write(&mut self, report: &ResetReport, record: &[u8]) -> anyhow::Result<()>;
+
+    /// End of a batch (one ring drain, one hold release): what was written becomes visible.
+    fn flush(&mut self) -> anyhow::Result<()>;
+}

@@ -1,5 +1,5 @@
-//! The syslog sender task: takes reports from the capture side, folds storms, renders syslog
-//! messages and keeps the receiver fed, never making capture wait.
+//! The syslog sender task: takes complete messages from the capture side and keeps the
+//! receiver fed, never making capture wait.
 //!
 //! Records flow through one ordered queue: in memory while the receiver keeps up, on disk (the
 //! spool) once it is down or too slow. Memory always holds the older part: as soon as anything
@@ -8,7 +8,7 @@
 //! so the receiver sees records in the order they were produced.
 //!
 //! The connection attempt or the write in progress is kept as a future inside the task's state
-//! and polled alongside the command queue, so reports keep being accepted (and spooled if need
+//! and polled alongside the command queue, so messages keep being accepted (and spooled if need
 //! be) while a slow receiver holds a write.
 
 use std::{
@@ -27,17 +27,16 @@ use tokio::{
 };
 
 use super::{
-    aggregate::Aggregator,
+    config::{SyslogConfig, Transport},
     spool::{AppendError, Spool, SpoolBatch},
-    syslog::{Counters, Header, SyslogConfig, Transport},
+    stats::Counters,
     transport::{Connecting, Connection, Connector},
 };
-use crate::{output::Format, report::ResetReport};
 
 /// What the handle sends to the task.
 pub(crate) enum Command {
-    /// Boxed so that the queue's slots stay small whatever the report holds.
-    Report(Box<ResetReport>),
+    /// One complete RFC 5424 message.
+    Message(Bytes),
     Shutdown {
         deadline: Instant,
         done: oneshot::Sender<()>,
@@ -46,7 +45,7 @@ pub(crate) enum Command {
 
 /// Records written to the receiver in one go.
 const BATCH: usize = 64;
-/// How often storm windows are checked and the counters refreshed.
+/// How often the counters are refreshed.
 const TICK: Duration = Duration::from_millis(100);
 /// The largest UDP payload over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
@@ -83,9 +82,6 @@ pub(crate) struct Sender {
     commands: mpsc::Receiver<Command>,
     /// False once every handle is gone or the queue was closed and emptied.
     commands_open: bool,
-    format: Box<dyn Format>,
-    header: Header,
-    aggregator: Option<Aggregator>,
     memory: VecDeque<Bytes>,
     memory_len: usize,
     spool: Spool,
@@ -102,17 +98,12 @@ pub(crate) struct Sender {
     outage: bool,
     closing: Option<Closing>,
     counters: Arc<Counters>,
-    /// Reusable buffers.
-    released: Vec<ResetReport>,
-    rendered: Vec<u8>,
 }
 
 impl Sender {
     pub fn new(
         config: &SyslogConfig,
         commands: mpsc::Receiver<Command>,
-        format: Box<dyn Format>,
-        header: Header,
         spool: Spool,
         connector: Connector,
         counters: Arc<Counters>,
@@ -127,9 +118,6 @@ impl Sender {
         Sender {
             commands,
             commands_open: true,
-            format,
-            header,
-            aggregator: config.aggregate.map(Aggregator::new),
             memory: VecDeque::new(),
             memory_len: config.memory_len.max(1),
             spool,
@@ -146,8 +134,6 @@ impl Sender {
             outage: false,
             closing: None,
             counters,
-            released: Vec::new(),
-            rendered: Vec::new(),
         }
     }
 
@@ -167,7 +153,7 @@ impl Sender {
                 _ = sleep_until(deadline) => Event::Deadline,
             };
             match event {
-                Event::Command(Some(Command::Report(report))) => self.accept(*report),
+                Event::Command(Some(Command::Message(message))) => self.enqueue(message),
                 Event::Command(Some(Command::Shutdown { deadline, done })) => {
                     self.close(deadline, Some(done))
                 }
@@ -181,43 +167,22 @@ impl Sender {
         self.finish();
     }
 
-    /// Folds, renders and queues one report.
-    fn accept(&mut self, report: ResetReport) {
-        let mut released = std::mem::take(&mut self.released);
-        match &mut self.aggregator {
-            Some(aggregator) => {
-                let folded = aggregator.offer(report, Instant::now(), &mut released);
-                Counters::add(&self.counters.folded, folded);
-            }
-            None => released.push(report),
-        }
-        for report in released.drain(..) {
-            self.enqueue(&report);
-        }
-        self.released = released;
-    }
-
-    fn enqueue(&mut self, report: &ResetReport) {
-        self.rendered.clear();
-        self.header
-            .message(report, self.format.as_ref(), &mut self.rendered);
-        if self.transport == Transport::Udp && self.rendered.len() > MAX_DATAGRAM {
+    /// Queues one message: in memory while the receiver keeps up, in the spool otherwise.
+    fn enqueue(&mut self, message: Bytes) {
+        if self.transport == Transport::Udp && message.len() > MAX_DATAGRAM {
             Counters::add(&self.counters.dropped_too_large, 1);
             log::warn!(
                 "syslog: dropped a {}-byte record, too large for a UDP datagram; use tcp:// or tls://",
-                self.rendered.len()
+                message.len()
             );
             return;
         }
         let link_up = !matches!(self.link, Link::Down { .. });
         if link_up && self.spool.is_empty() && self.memory.len() < self.memory_len {
-            self.memory
-                .push_back(Bytes::copy_from_slice(&self.rendered));
+            self.memory.push_back(message);
             return;
         }
-        let record = std::mem::take(&mut self.rendered);
-        self.spool_record(&record);
-        self.rendered = record;
+        self.spool_record(&message);
     }
 
     fn spool_record(&mut self, record: &[u8]) {
@@ -376,18 +341,10 @@ impl Sender {
     }
 
     fn tick(&mut self) {
-        if let Some(aggregator) = &mut self.aggregator {
-            let mut released = std::mem::take(&mut self.released);
-            aggregator.flush_due(Instant::now(), &mut released);
-            for report in released.drain(..) {
-                self.enqueue(&report);
-            }
-            self.released = released;
-        }
         self.publish_gauges();
     }
 
-    /// Starts the shutdown: no new reports are taken (those already queued are), and the
+    /// Starts the shutdown: no new messages are taken (those already queued are), and the
     /// receiver is tried at once even if a retry was scheduled later.
     fn close(&mut self, deadline: Instant, done: Option<oneshot::Sender<()>>) {
         self.closing = Some(Closing { deadline, done });
@@ -397,24 +354,16 @@ impl Sender {
         }
     }
 
-    /// No report can come any more: storms folded so far go out now. When every handle was
-    /// dropped without a shutdown, this is the shutdown.
+    /// No message can come any more. When every handle was dropped without a shutdown, this
+    /// is the shutdown.
     fn commands_exhausted(&mut self) {
         self.commands_open = false;
-        if let Some(aggregator) = &mut self.aggregator {
-            let mut released = std::mem::take(&mut self.released);
-            aggregator.flush_all(&mut released);
-            for report in released.drain(..) {
-                self.enqueue(&report);
-            }
-            self.released = released;
-        }
         if self.closing.is_none() {
             self.close(Instant::now() + self.io_timeout, None);
         }
     }
 
-    /// Closing, with every report taken in and every record delivered.
+    /// Closing, with every message taken in and every record delivered.
     fn drained(&self) -> bool {
         self.closing.is_some()
             && !self.commands_open
@@ -431,15 +380,8 @@ impl Sender {
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
             match command {
-                Command::Report(report) => self.accept(*report),
+                Command::Message(message) => self.enqueue(message),
                 Command::Shutdown { done, .. } => drop(done),
-            }
-        }
-        if let Some(aggregator) = &mut self.aggregator {
-            let mut released = Vec::new();
-            aggregator.flush_all(&mut released);
-            for report in &released {
-                self.enqueue(report);
             }
         }
         self.spill_memory();

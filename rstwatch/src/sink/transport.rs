@@ -26,7 +26,7 @@ use tokio::{
 };
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use super::syslog::{SyslogUrl, Transport};
+use super::config::{SyslogUrl, Transport};
 
 /// How the receiver's TLS certificate is checked.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -210,7 +210,7 @@ impl RstwatchSide {
     }
 
     /// RSTs the XDP program saw that are neither an event in the ring, nor counted in a storm
-    /// aggregate, nor counted as lost or suppressed: SPEC 7 wants none.
+    /// aggregate, nor counted as lost or suppressed: output must never make capture wait.
     pub fn unaccounted(&self) -> i64 {
         self.counter("rsts") as i64
             - (self.counter("events_sent")

@@ -1,23 +1,30 @@
-//! Userspace throughput: events the kernel put in the ring buffer, drained, decoded, held for
-//! follow-ups, explained and rendered as JSON by the daemon's own code, on one thread.
+//! Userspace throughput: events the kernel put in the ring buffer, run through the daemon's
+//! own pipeline (`rstwatch::pipeline::Pipeline`) on one thread, streaming as `watch` runs it:
+//! each drain of the ring is followed by a release of what is due (every flow's state read
+//! back from the kernel's table, as at the end of a hold), then by a flush of the sinks.
 
 use std::{
     fs::File,
-    io::Write as _,
+    io::{self, Write},
+    path::Path,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context, Result};
 use rstwatch::{
-    clock::WallClock,
-    explain::{explain, ExplainSettings},
-    hold::HoldQueue,
+    clock::{monotonic_ns, WallClock},
+    explain::ExplainSettings,
     kernel::{Kernel, KernelConfig},
-    output::{Format, Json},
+    output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
+    pipeline::{Pipeline, PipelineConfig},
     report::ResetClass,
-    summary::Summary,
+    sink::{file::LineSink, Sink},
 };
-use rstwatch_common::{event::decode, Counter};
+use rstwatch_common::{Counter, FlowKey};
 
 use super::{
     kernel_cost::{ring_capacity, run},
@@ -26,124 +33,245 @@ use super::{
 use crate::frame::{ACK, RST, SYN};
 
 const RING_BYTES: u32 = 64 << 20;
-const ROUNDS: u32 = 3;
-/// Flows per round start after the kernel-cost runs' flow numbers.
+/// Records taken per drain: what one wakeup of the daemon finds in a busy ring.
+pub const DRAIN_BATCH: usize = 4096;
+/// Flows per run start after the kernel-cost runs' flow numbers.
 const FIRST_FLOW: u32 = 1 << 22;
+
+/// Makes a format for one run.
+type NewFormat = fn() -> Box<dyn Format>;
+
+/// One configuration of the pipeline, timed.
+#[derive(Clone, Debug)]
+pub struct Run {
+    /// Format, and where records went.
+    pub name: String,
+    pub events: u64,
+    pub records: u64,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64()
+    }
+}
 
 /// What one core does with the kernel's events.
 #[derive(Clone, Debug)]
 pub struct Throughput {
-    pub events: u64,
-    /// Drain, decode, hold, explain, render to a buffer (SPEC 7's definition).
-    pub pipeline: Duration,
-    /// Writing each record with its own write(2) to /dev/null, as `--output FILE` does.
-    pub writes: Duration,
-    /// Reports by class, to show the events are real conversations (`abort` expected).
+    /// JSON, records rendered and discarded: the pipeline's own cost.
+    pub json: Run,
+    /// JSON written to a real file in batches (one write(2) per drain).
+    pub json_file: Run,
+    /// Every format, records discarded.
+    pub formats: Vec<Run>,
+    /// Reports by class in the JSON run, to show the events are real conversations (`abort`
+    /// expected).
     pub classes: String,
 }
 
 impl Throughput {
     pub fn events_per_second(&self) -> f64 {
-        self.events as f64 / self.pipeline.as_secs_f64()
+        self.json.events_per_second()
+    }
+}
+
+/// Takes the records and counts them: the cost of rendering without the cost of a device.
+struct Discard(Arc<AtomicU64>);
+
+impl Sink for Discard {
+    fn write(&mut self, _: &rstwatch::report::ResetReport, record: &[u8]) -> Result<()> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        std::hint::black_box(record);
+        Ok(())
     }
 
-    pub fn events_per_second_written(&self) -> f64 {
-        self.events as f64 / (self.pipeline + self.writes).as_secs_f64()
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Counts the records a `LineSink` writes.
+struct CountingFile {
+    file: File,
+    records: Arc<AtomicU64>,
+}
+
+impl Write for CountingFile {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(bytes)?;
+        let lines = bytes[..written].iter().filter(|&&b| b == b'\n').count();
+        self.records.fetch_add(lines as u64, Ordering::Relaxed);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
     }
 }
 
 /// Fills the ring with RSTs ending real conversations (SYN, SYN-ACK, data, RST from the
-/// server: `abort`), then times the daemon's pipeline over them.
-pub fn measure() -> Result<Throughput> {
+/// server: `abort`) once per configuration, then times the pipeline over them. `scratch` is a
+/// directory on a real file system for the file run.
+pub fn measure(scratch: &Path) -> Result<Throughput> {
     let kernel_config = KernelConfig {
         ring_bytes: RING_BYTES,
         ..KernelConfig::default()
     };
     let mut kernel = Kernel::load(&kernel_config)?;
     let mut ring = kernel.take_events()?;
-    let per_round = ring_capacity(RING_BYTES) * 3 / 4;
+    let per_run = ring_capacity(RING_BYTES) * 3 / 4;
+    let mut next_flow = FIRST_FLOW;
+    let formats: [(&str, NewFormat); 5] = [
+        ("json", || Box::new(Json)),
+        ("text", || Box::new(Text::new(false))),
+        ("ecs", || Box::new(Ecs)),
+        ("ocsf", || Box::new(Ocsf)),
+        ("cef", || Box::new(Cef)),
+    ];
+    std::fs::create_dir_all(scratch)?;
+    let file_path = scratch.join("userspace-records.json");
+
+    let mut runs = Vec::new();
+    let mut classes = String::new();
+    for (name, format) in formats {
+        let records = Arc::new(AtomicU64::new(0));
+        let sink = Box::new(Discard(Arc::clone(&records)));
+        let (run, summary) = timed(
+            &mut kernel,
+            &mut ring,
+            &mut next_flow,
+            per_run,
+            format(),
+            sink,
+            &records,
+        )?;
+        eprintln!(
+            "bench: userspace {name}: {:.2} M events/s",
+            run.events_per_second() / 1e6
+        );
+        if name == "json" {
+            classes = summary;
+        }
+        runs.push(Run {
+            name: format!("{name}, records discarded"),
+            ..run
+        });
+    }
+    let records = Arc::new(AtomicU64::new(0));
+    let file =
+        File::create(&file_path).with_context(|| format!("creating {}", file_path.display()))?;
+    let sink = Box::new(LineSink::new(Box::new(CountingFile {
+        file,
+        records: Arc::clone(&records),
+    })));
+    let (json_file, _) = timed(
+        &mut kernel,
+        &mut ring,
+        &mut next_flow,
+        per_run,
+        Box::new(Json),
+        sink,
+        &records,
+    )?;
+    std::fs::remove_file(&file_path)?;
+    eprintln!(
+        "bench: userspace json to a file: {:.2} M events/s",
+        json_file.events_per_second() / 1e6
+    );
+    let json = runs[0].clone();
+    Ok(Throughput {
+        json,
+        json_file: Run {
+            name: format!("json, written to {}", scratch.display()),
+            ..json_file
+        },
+        formats: runs,
+        classes,
+    })
+}
+
+/// One run: fills the ring, then times the pipeline draining it batch by batch.
+fn timed(
+    kernel: &mut Kernel,
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    next_flow: &mut u32,
+    conversations: u32,
+    format: Box<dyn Format>,
+    sink: Box<dyn Sink>,
+    records: &AtomicU64,
+) -> Result<(Run, String)> {
+    let sent_before = kernel.counters()?.get(Counter::EventsSent);
     let mut conversation = [
         segment(CLIENT_V4, SERVER_V4, SYN, 0),
         segment(SERVER_V4, CLIENT_V4, SYN | ACK, 0),
         segment(CLIENT_V4, SERVER_V4, ACK, 100),
         segment(SERVER_V4, CLIENT_V4, RST | ACK, 0),
     ];
-    let json = Json;
-    let settings = ExplainSettings::default();
-    let clock = WallClock::new();
-    let mut summary = Summary::new();
-    let mut total = Throughput {
-        events: 0,
-        pipeline: Duration::ZERO,
-        writes: Duration::ZERO,
-        classes: String::new(),
-    };
-    let mut dev_null = File::options()
-        .append(true)
-        .open("/dev/null")
-        .context("opening /dev/null")?;
-    for round in 0..ROUNDS {
-        let sent_before = kernel.counters()?.get(Counter::EventsSent);
-        for flow in 0..per_round {
-            let client = flow_endpoint(FIRST_FLOW + round * per_round + flow);
-            for (i, frame) in conversation.iter_mut().enumerate() {
-                if i % 2 == 0 {
-                    set_source(frame, client);
-                } else {
-                    set_destination(frame, client);
-                }
-                run(&kernel, frame, 1)?;
+    for _ in 0..conversations {
+        let client = flow_endpoint(*next_flow);
+        *next_flow += 1;
+        for (i, frame) in conversation.iter_mut().enumerate() {
+            if i % 2 == 0 {
+                set_source(frame, client);
+            } else {
+                set_destination(frame, client);
             }
+            run(kernel, frame, 1)?;
         }
-        let counters = kernel.counters()?;
-        let events = counters.get(Counter::EventsSent) - sent_before;
-        ensure!(
-            events == u64::from(per_round) && counters.get(Counter::EventsLost) == 0,
-            "{per_round} conversations produced {events} events ({})",
-            counters.describe()
-        );
-
-        let mut lines = Vec::with_capacity(per_round as usize);
-        let started = Instant::now();
-        let mut hold = HoldQueue::new(0, 0);
-        while let Some(item) = ring.next() {
-            if let Ok(event) = decode(&item) {
-                hold.offer(event);
-            }
-        }
-        let mut line = Vec::with_capacity(1024);
-        for held in hold.release_all() {
-            let ts = clock.to_system_time(held.event.ts_ns);
-            let report = explain(&held.event, &held.followups, &settings, "bench0", ts);
-            line.clear();
-            json.render(&report, &mut line);
-            line.push(b'\n');
-            summary.add(&report);
-            lines.push(line.clone());
-        }
-        total.pipeline += started.elapsed();
-        ensure!(
-            lines.len() as u64 == events,
-            "{events} events gave {} records",
-            lines.len()
-        );
-
-        let started = Instant::now();
-        for line in &lines {
-            dev_null.write_all(line)?;
-        }
-        total.writes += started.elapsed();
-        total.events += events;
-        eprintln!(
-            "bench: userspace round {}/{ROUNDS}: {events} events",
-            round + 1
-        );
     }
-    total.classes = ResetClass::ALL
+    let counters = kernel.counters()?;
+    let events = counters.get(Counter::EventsSent) - sent_before;
+    ensure!(
+        events == u64::from(conversations) && counters.get(Counter::EventsLost) == 0,
+        "{conversations} conversations produced {events} events ({})",
+        counters.describe()
+    );
+
+    let mut pipeline = Pipeline::new(PipelineConfig {
+        clock: WallClock::new(),
+        explain: ExplainSettings::default(),
+        ifnames: [(1, "bench0".to_owned())].into(),
+        hold_ns: 0,
+        link_ns: 0,
+        // Every event is its own flow: nothing to fold, and folding is not what is timed.
+        aggregate: None,
+    });
+    pipeline.add_output(format, vec![sink]);
+    let kernel: &Kernel = kernel;
+    let flows = |key: &FlowKey| kernel.flow(key).ok().flatten();
+    let started = Instant::now();
+    loop {
+        let mut drained = 0;
+        while drained < DRAIN_BATCH {
+            let Some(item) = ring.next() else { break };
+            pipeline.offer_record(&item);
+            drained += 1;
+        }
+        pipeline.release(monotonic_ns(), &flows)?;
+        if drained < DRAIN_BATCH {
+            break;
+        }
+    }
+    pipeline.finish(&flows)?;
+    let elapsed = started.elapsed();
+    let written = records.load(Ordering::Relaxed);
+    ensure!(written == events, "{events} events gave {written} records");
+    let summary = pipeline.summary();
+    let classes = ResetClass::ALL
         .iter()
         .filter(|class| summary.count(**class) != 0)
         .map(|class| format!("{}={}", class.as_str(), summary.count(*class)))
         .collect::<Vec<_>>()
         .join(" ");
-    Ok(total)
+    Ok((
+        Run {
+            name: String::new(),
+            events,
+            records: written,
+            elapsed,
+        },
+        classes,
+    ))
 }

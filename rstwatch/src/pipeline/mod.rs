@@ -1,0 +1,234 @@
+//! From the kernel's ring-buffer records to written records, the one path every entry point
+//! runs (the `watch` daemon, the benchmark, the offline replay):
+//!
+//! decode (`decode`) -> hold (`crate::hold`) -> explain (`crate::explain`) -> aggregate
+//! (`aggregate`, storm folding, for every sink) -> render once per format -> sinks
+//! (`crate::sink`). The kernel's own storm counts (`crate::storm`) join at the aggregate step.
+//!
+//! The pipeline owns no kernel and no clock of its own: the caller says what time it is
+//! (`release`) and where the flows' current state is read (`FlowStateSource`), so a recorded
+//! capture replays exactly as it ran.
+
+pub mod aggregate;
+pub mod decode;
+#[cfg(test)]
+mod golden;
+
+use std::{collections::HashMap, time::Instant};
+
+use rstwatch_common::{RstEvent, StormCount, StormKey};
+
+use self::{
+    aggregate::{AggregateConfig, Aggregator},
+    decode::DecodeError,
+};
+use crate::{
+    clock::WallClock,
+    explain::{explain, explain_held, ExplainSettings},
+    hold::{FlowStateSource, HoldQueue, Offer},
+    output::Format,
+    report::{Aggregate, ResetReport},
+    sink::Sink,
+    storm::StormTally,
+    summary::Summary,
+};
+
+/// How the pipeline is set up; everything but the sinks.
+pub struct PipelineConfig {
+    /// Kernel time to wall-clock time.
+    pub clock: WallClock,
+    pub explain: ExplainSettings,
+    /// Interface names by index, for the reports.
+    pub ifnames: HashMap<u32, String>,
+    /// How long a RST is held for its follow-ups.
+    pub hold_ns: u64,
+    /// How long a report stays linkable to later RSTs of its connection (the kernel's grace).
+    pub link_ns: u64,
+    /// Storm folding; `None` writes every reset on its own.
+    pub aggregate: Option<AggregateConfig>,
+}
+
+/// Records the pipeline could not use, and resets folded into storm aggregates.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Payload from a RST's sender after its report was released (RSTs are always reported).
+    pub late_data_followups: u64,
+    pub unknown_events: u64,
+    pub short_events: u64,
+    /// Resets folded into storm aggregates (they are in an aggregate's count, not lost).
+    pub folded: u64,
+}
+
+/// One format and the sinks that take its records.
+struct Output {
+    format: Box<dyn Format>,
+    sinks: Vec<Box<dyn Sink>>,
+    record: Vec<u8>,
+}
+
+pub struct Pipeline {
+    clock: WallClock,
+    explain: ExplainSettings,
+    ifnames: HashMap<u32, String>,
+    hold: HoldQueue,
+    aggregator: Option<Aggregator>,
+    outputs: Vec<Output>,
+    summary: Summary,
+    /// What of the kernel's storm counts was reported already.
+    storms: StormTally,
+    stats: PipelineStats,
+    /// Reports leaving the aggregator, reused between releases.
+    publish: Vec<ResetReport>,
+}
+
+impl Pipeline {
+    pub fn new(config: PipelineConfig) -> Self {
+        Self {
+            clock: config.clock,
+            explain: config.explain,
+            ifnames: config.ifnames,
+            hold: HoldQueue::new(config.hold_ns, config.link_ns),
+            aggregator: config.aggregate.map(Aggregator::new),
+            outputs: Vec::new(),
+            summary: Summary::new(),
+            storms: StormTally::new(),
+            stats: PipelineStats::default(),
+            publish: Vec::new(),
+        }
+    }
+
+    /// Adds an output: `sinks` take the records rendered in `format` (rendered once for all).
+    pub fn add_output(&mut self, format: Box<dyn Format>, sinks: Vec<Box<dyn Sink>>) {
+        self.outputs.push(Output {
+            format,
+            sinks,
+            record: Vec::with_capacity(2048),
+        });
+    }
+
+    /// Takes one ring-buffer record: decoded and held until its hold ends.
+    pub fn offer_record(&mut self, bytes: &[u8]) {
+        match decode::event(bytes) {
+            Ok(event) => self.offer(event),
+            Err(DecodeError::Short) => self.stats.short_events += 1,
+            Err(DecodeError::UnknownKind(_)) => self.stats.unknown_events += 1,
+        }
+    }
+
+    /// Takes one kernel event: held until its hold ends.
+    pub fn offer(&mut self, event: RstEvent) {
+        match self.hold.offer(event) {
+            Offer::Held | Offer::AttachedToHeld => {}
+            Offer::LateDataFollowUp => self.stats.late_data_followups += 1,
+            Offer::UnknownKind => self.stats.unknown_events += 1,
+        }
+    }
+
+    /// Explains and writes every RST whose hold ended by `now_ns` (kernel time), with its
+    /// connection's state as `flows` holds it now, and writes out storm aggregates whose window
+    /// ended; then flushes every sink.
+    pub fn release(&mut self, now_ns: u64, flows: &impl FlowStateSource) -> anyhow::Result<()> {
+        let released = self.hold.release(now_ns);
+        self.explain_and_publish(released, flows)?;
+        if let Some(aggregator) = &mut self.aggregator {
+            aggregator.flush_due(Instant::now(), &mut self.publish);
+            self.write_published()?;
+        }
+        self.flush()
+    }
+
+    /// Reports what the kernel counted in storms since the last reading (`counts`, its STORMS
+    /// map), one aggregate per sender prefix and port, then flushes.
+    pub fn report_storms(&mut self, counts: &[(StormKey, Vec<StormCount>)]) -> anyhow::Result<()> {
+        for storm in self.storms.read(counts) {
+            let event = &storm.sample;
+            let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
+            let ts = self.clock.to_system_time(event.ts_ns);
+            let mut report = explain(event, &[], &self.explain, iface, ts);
+            report.aggregate = Some(Aggregate {
+                count: storm.count,
+                first: self.clock.to_system_time(storm.first_ns),
+                last: self.clock.to_system_time(storm.last_ns),
+            });
+            self.publish(report)?;
+        }
+        self.flush()
+    }
+
+    /// Releases everything held and every storm aggregate, then flushes (at the end of a run).
+    pub fn finish(&mut self, flows: &impl FlowStateSource) -> anyhow::Result<()> {
+        let released = self.hold.release_all();
+        self.explain_and_publish(released, flows)?;
+        if let Some(aggregator) = &mut self.aggregator {
+            aggregator.flush_all(&mut self.publish);
+            self.write_published()?;
+        }
+        self.flush()
+    }
+
+    /// Takes an explained report from here on: counted, folded in a storm or rendered and
+    /// written (sinks are flushed by `release`, `finish` or `flush`).
+    pub fn publish(&mut self, report: ResetReport) -> anyhow::Result<()> {
+        self.summary.add(&report);
+        match &mut self.aggregator {
+            Some(aggregator) => {
+                self.stats.folded += aggregator.offer(report, Instant::now(), &mut self.publish);
+            }
+            None => self.publish.push(report),
+        }
+        self.write_published()
+    }
+
+    pub fn flush(&mut self) -> anyhow::Result<()> {
+        for sink in self.outputs.iter_mut().flat_map(|o| o.sinks.iter_mut()) {
+            sink.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.stats
+    }
+
+    /// RSTs waiting for their hold to end.
+    pub fn held(&self) -> usize {
+        self.hold.len()
+    }
+
+    fn explain_and_publish(
+        &mut self,
+        released: Vec<crate::hold::Held>,
+        flows: &impl FlowStateSource,
+    ) -> anyhow::Result<()> {
+        for held in released {
+            let iface = self
+                .ifnames
+                .get(&held.event.ifindex)
+                .map_or("?", String::as_str);
+            let clock = self.clock;
+            let report = explain_held(&held, flows, &self.explain, iface, |ns| {
+                clock.to_system_time(ns)
+            });
+            self.publish(report)?;
+        }
+        Ok(())
+    }
+
+    /// Renders each report leaving the aggregator once per format and hands it to the sinks.
+    fn write_published(&mut self) -> anyhow::Result<()> {
+        for report in self.publish.drain(..) {
+            for output in &mut self.outputs {
+                output.record.clear();
+                output.format.render(&report, &mut output.record);
+                for sink in &mut output.sinks {
+                    sink.write(&report, &output.record)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
