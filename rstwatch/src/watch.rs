@@ -43,9 +43,9 @@ const RELEASE_TICK: Duration = Duration::from_millis(20);
 /// How often the kernel's storm counts are read and reported as aggregates.
 const STORM_TICK: Duration = Duration::from_secs(1);
 /// How long the syslog sink may keep delivering after SIGINT/SIGTERM; the rest is spooled.
-const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// Peers listed in the summary.
-const SUMMARY_PEERS: usize = 5;
+pub(crate) const SUMMARY_PEERS: usize = 5;
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut ifnames = HashMap::new();
@@ -185,7 +185,7 @@ fn kernel_config(args: &WatchArgs) -> KernelConfig {
     }
 }
 
-fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
+pub(crate) fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
     match arg {
         FormatArg::Text => Box::new(Text::new(colour)),
         FormatArg::Json => Box::new(Json),
@@ -196,9 +196,9 @@ fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
 }
 
 /// The syslog sender, its settings and the record format it is sent.
-type Syslog = (SyslogHandle, SyslogConfig, FormatArg);
+pub(crate) type Syslog = (SyslogHandle, SyslogConfig, FormatArg);
 
-fn start_syslog(
+pub(crate) fn start_syslog(
     args: &SyslogArgs,
     format_arg: Option<FormatArg>,
 ) -> anyhow::Result<Option<(Syslog, tokio::task::JoinHandle<()>)>> {
@@ -224,7 +224,7 @@ fn start_syslog(
 
 /// The format records are written in, with its colour decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RecordsFormat {
+pub(crate) struct RecordsFormat {
     format: FormatArg,
     colour: bool,
 }
@@ -235,14 +235,22 @@ impl PartialEq<RecordsFormat> for FormatArg {
     }
 }
 
-fn format_of(records: RecordsFormat) -> Box<dyn Format> {
+pub(crate) fn format_of(records: RecordsFormat) -> Box<dyn Format> {
     format(records.format, records.colour)
 }
 
 /// Standard output or `--output FILE`, in `--format` (text on a terminal, JSON otherwise).
 fn open_records(args: &WatchArgs) -> anyhow::Result<(LineSink, RecordsFormat)> {
+    open_records_at(args.output.as_deref(), args.format)
+}
+
+/// Standard output or `output`, in `format_arg` (text on a terminal, JSON otherwise).
+pub(crate) fn open_records_at(
+    output: Option<&std::path::Path>,
+    format_arg: Option<FormatArg>,
+) -> anyhow::Result<(LineSink, RecordsFormat)> {
     let stdout_is_terminal = std::io::stdout().is_terminal();
-    let (out, to_terminal): (Box<dyn Write + Send>, bool) = match &args.output {
+    let (out, to_terminal): (Box<dyn Write + Send>, bool) = match output {
         Some(path) => {
             let file = OpenOptions::new()
                 .create(true)
@@ -259,7 +267,7 @@ fn open_records(args: &WatchArgs) -> anyhow::Result<(LineSink, RecordsFormat)> {
         }
         None => (Box::new(std::io::stdout()), stdout_is_terminal),
     };
-    let format = args.format.unwrap_or(if to_terminal {
+    let format = format_arg.unwrap_or(if to_terminal {
         FormatArg::Text
     } else {
         FormatArg::Json
