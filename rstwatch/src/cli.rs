@@ -26,7 +26,10 @@ rstwatch watch -i eth0\n  \
 rstwatch watch -i eth0 --port 443 --net 10.1.2.0/24 --format json --output resets.jsonl\n  \
 rstwatch watch -i eth0 --format ecs --syslog tls://siem.example:6514 --syslog-ca ca.pem\n  \
 rstwatch watch -i mirror0 --no-egress --xdp-mode generic\n  \
-rstwatch detach -i eth0"
+rstwatch detach -i eth0\n  \
+rstwatch explain trace.pcapng --port 443\n  \
+tcpdump -i eth0 -w - | rstwatch explain -\n  \
+rstwatch explain trace.pcap --flow tcp.port==4333"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -41,6 +44,60 @@ pub enum Command {
     /// 6.6 only: newer kernels remove everything when the process dies). Filters and qdiscs
     /// that rstwatch did not create are never touched.
     Detach(DetachArgs),
+    /// Explain every TCP reset in a capture file (pcap or pcap-ng), as `watch` would have
+    /// explained it live.
+    Explain(Box<ExplainArgs>),
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The capture: a pcap or pcap-ng file, or `-` for standard input (`tcpdump -w - | ...`).
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// Only TCP packets with this source or destination port; repeat for several.
+    #[arg(long = "port", value_name = "PORT", value_parser = parse_port)]
+    pub ports: Vec<u16>,
+
+    /// Only packets with a source or destination address in this network; repeat for several.
+    #[arg(long = "net", value_name = "CIDR")]
+    pub nets: Vec<Cidr>,
+
+    /// Silence before a reset that makes it an idle timeout, in the capture's own time.
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long (capture time) a reset is held for follow-up evidence.
+    #[arg(long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration)]
+    pub hold: Duration,
+
+    /// How long (capture time) a flow is kept after its RST to collect follow-up packets.
+    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// Output format; `text` when standard output is a terminal, `json` otherwise.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+
+    /// Write records to this file (appended) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// This host's address or network, for captures that do not record each packet's
+    /// direction (pcap from `tcpdump -i eth0`): packets from it left the host (egress), as
+    /// `watch` sees them on TC. Without it, and without a direction in the file, every packet
+    /// is read as arriving, as on a sensor fed by a mirror port. Repeat for several.
+    #[arg(long = "local", value_name = "CIDR")]
+    pub local: Vec<Cidr>,
+
+    /// Print the timeline of each matching conversation instead of records: a 4-tuple
+    /// (`10.0.0.1:40000-10.0.0.2:443`), an address or network, `tcp.port==4333` or
+    /// `ip.addr==10.1.2.0/24`.
+    #[arg(long, value_name = "FILTER")]
+    pub flow: Option<crate::timeline::FlowFilter>,
+
+    #[command(flatten)]
+    pub syslog: SyslogArgs,
 }
 
 #[derive(Debug, Args)]

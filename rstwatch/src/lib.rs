@@ -22,7 +22,12 @@
 //!   spool.
 //! - `storm`: turns the kernel's storm counts into aggregate reports.
 //! - `summary`: resets counted by class and by peer, rendered at the end of a run.
+//! - `offline`: `rstwatch explain FILE`: a capture file through the same hold and explain.
+//! - `capture`: reads pcap and pcap-ng, link layers, IP and TCP headers of captured frames.
+//! - `replay`: the kernel's flow tables, replayed over a capture's packets.
+//! - `timeline`: `--flow`: one conversation's packets and verdicts, in order.
 
+pub mod capture;
 pub mod cli;
 pub mod clock;
 pub mod detach;
@@ -34,12 +39,15 @@ pub mod filter;
 pub mod hold;
 pub mod ifaces;
 pub mod kernel;
+pub mod offline;
 pub mod output;
 pub mod pipeline;
 pub mod preflight;
+pub mod replay;
 pub mod report;
 pub mod sink;
 pub mod storm;
 pub mod summary;
 pub mod tc_filter;
+pub mod timeline;
 pub mod watch;

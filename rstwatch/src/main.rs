@@ -71,6 +71,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Watch(args) => rstwatch::watch::run(*args).await,
             Command::Detach(args) => rstwatch::detach::run(&args),
+            Command::Explain(args) => rstwatch::offline::run(*args).await,
         }
     });
     match result {

@@ -2,7 +2,12 @@
 //! and SIGTERM flush what is pending and print the totals, SIGUSR1 prints them, SIGHUP reopens
 //! `--output`), and watched interfaces that go away and come back.
 
-use std::{collections::HashMap, io::IsTerminal as _, time::Duration};
+use std::{
+    collections::HashMap,
+    fs::OpenOptions,
+    io::{IsTerminal as _, Write},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use aya::{
@@ -27,7 +32,7 @@ use crate::{
     pipeline::{aggregate::AggregateConfig, Pipeline, PipelineConfig},
     preflight,
     sink::{
-        file::{Destination, LineSink, LineStats},
+        file::{Destination, LineSink, LineStats, WriterSink},
         syslog::{self, SyslogHandle, SyslogSink},
         transport::TlsTrust,
         Sink, SyslogConfig,
@@ -42,12 +47,12 @@ const STORM_TICK: Duration = Duration::from_secs(1);
 /// How often the watched interfaces are checked for having gone or come back.
 const INTERFACE_TICK: Duration = Duration::from_millis(250);
 /// How long the syslog sink may keep delivering after SIGINT/SIGTERM; the rest is spooled.
-const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long the output writer may keep writing what is queued after SIGINT/SIGTERM; the rest
 /// is lost, and counted.
 const OUTPUT_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Peers listed in the summary.
-const SUMMARY_PEERS: usize = 5;
+pub(crate) const SUMMARY_PEERS: usize = 5;
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     preflight::distinct_interfaces(&args.ifaces)?;
@@ -212,7 +217,7 @@ fn kernel_config(args: &WatchArgs) -> KernelConfig {
     }
 }
 
-fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
+pub(crate) fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
     match arg {
         FormatArg::Text => Box::new(Text::new(colour)),
         FormatArg::Json => Box::new(Json),
@@ -223,9 +228,9 @@ fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
 }
 
 /// The syslog sender, its settings and the record format it is sent.
-type Syslog = (SyslogHandle, SyslogConfig, FormatArg);
+pub(crate) type Syslog = (SyslogHandle, SyslogConfig, FormatArg);
 
-fn start_syslog(
+pub(crate) fn start_syslog(
     args: &SyslogArgs,
     format_arg: Option<FormatArg>,
 ) -> anyhow::Result<Option<(Syslog, tokio::task::JoinHandle<()>)>> {
@@ -251,7 +256,7 @@ fn start_syslog(
 
 /// The format records are written in, with its colour decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct RecordsFormat {
+pub(crate) struct RecordsFormat {
     format: FormatArg,
     colour: bool,
 }
@@ -262,7 +267,7 @@ impl PartialEq<RecordsFormat> for FormatArg {
     }
 }
 
-fn format_of(records: RecordsFormat) -> Box<dyn Format> {
+pub(crate) fn format_of(records: RecordsFormat) -> Box<dyn Format> {
     format(records.format, records.colour)
 }
 
@@ -273,16 +278,52 @@ fn open_records(args: &WatchArgs) -> anyhow::Result<(LineSink, RecordsFormat)> {
         Some(path) => (Destination::File(path.clone()), false),
         None => (Destination::Stdout, std::io::stdout().is_terminal()),
     };
-    let format = args.format.unwrap_or(if to_terminal {
+    Ok((
+        LineSink::start(destination)?,
+        records_format(args.format, to_terminal),
+    ))
+}
+
+/// Standard output or `output`, in `format_arg` (text on a terminal, JSON otherwise), written
+/// synchronously: a capture file's replay waits for its output instead of outrunning a queue.
+pub(crate) fn open_records_at(
+    output: Option<&std::path::Path>,
+    format_arg: Option<FormatArg>,
+) -> anyhow::Result<(WriterSink, RecordsFormat)> {
+    let stdout_is_terminal = std::io::stdout().is_terminal();
+    let (out, to_terminal): (Box<dyn Write + Send>, bool) = match output {
+        Some(path) => {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|err| {
+                    UserError(format!(
+                        "cannot open --output {}: {err}: check the directory exists and is \
+                         writable",
+                        path.display()
+                    ))
+                })?;
+            (Box::new(file), false)
+        }
+        None => (Box::new(std::io::stdout()), stdout_is_terminal),
+    };
+    Ok((
+        WriterSink::new(out),
+        records_format(format_arg, to_terminal),
+    ))
+}
+
+/// `--format`, or text on a terminal and JSON otherwise; colour on a terminal unless
+/// `NO_COLOR` is set.
+fn records_format(format_arg: Option<FormatArg>, to_terminal: bool) -> RecordsFormat {
+    let format = format_arg.unwrap_or(if to_terminal {
         FormatArg::Text
     } else {
         FormatArg::Json
     });
     let colour = to_terminal && std::env::var_os("NO_COLOR").is_none();
-    Ok((
-        LineSink::start(destination)?,
-        RecordsFormat { format, colour },
-    ))
+    RecordsFormat { format, colour }
 }
 
 /// Log rotation: the next records go to a freshly opened `--output`.

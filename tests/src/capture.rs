@@ -35,6 +35,11 @@ impl Capture {
     /// Starts tcpdump on `iface` in namespace `ns` with a libpcap `filter`, and returns once
     /// it is capturing.
     pub fn start(ns: &str, iface: &str, filter: &str) -> Result<Capture> {
+        Self::start_with(ns, iface, &[], filter)
+    }
+
+    /// Like `start`, with tcpdump `options` before the filter (`-y LINUX_SLL2`, `-s 60`).
+    pub fn start_with(ns: &str, iface: &str, options: &[&str], filter: &str) -> Result<Capture> {
         static NEXT_CAPTURE: AtomicU32 = AtomicU32::new(0);
         let file = std::env::temp_dir().join(format!(
             "rstwatch-lab-{}-{}.pcap",
@@ -43,7 +48,9 @@ impl Capture {
         ));
         let mut tcpdump = Command::new("ip")
             .args(["netns", "exec", ns, "tcpdump", "-Z", "root", "-i", iface])
-            .args(["-U", "--immediate-mode", "-w"])
+            .args(["-U", "--immediate-mode"])
+            .args(options)
+            .arg("-w")
             .arg(&file)
             .arg(filter)
             .stdin(Stdio::null())
@@ -63,13 +70,7 @@ impl Capture {
 
     /// Stops tcpdump and returns the captured TCP segments in capture order.
     pub fn stop(mut self) -> Result<Vec<TcpSegment>> {
-        thread::sleep(SETTLE);
-        let status = interrupt_and_wait(&mut self.tcpdump, EXIT_TIMEOUT)?;
-        ensure!(
-            status.success(),
-            "tcpdump exited with {status}: {}",
-            self.stderr_text()
-        );
+        self.stop_tcpdump()?;
         let file = self
             .file
             .to_str()
@@ -83,6 +84,30 @@ impl Capture {
             "-e", "tcp.seq_raw", "-e", "tcp.ack_raw", "-e", "tcp.flags", "-e", "tcp.len",
         ])?;
         fields.lines().map(parse_tshark_fields).collect()
+    }
+
+    /// The file tcpdump is writing (`-U`: a packet at a time).
+    pub fn path(&self) -> &std::path::Path {
+        &self.file
+    }
+
+    /// Stops tcpdump and hands over the capture file, deleted when the `CaptureFile` drops.
+    pub fn finish(mut self) -> Result<CaptureFile> {
+        self.stop_tcpdump()?;
+        Ok(CaptureFile {
+            path: std::mem::take(&mut self.file),
+        })
+    }
+
+    fn stop_tcpdump(&mut self) -> Result<()> {
+        thread::sleep(SETTLE);
+        let status = interrupt_and_wait(&mut self.tcpdump, EXIT_TIMEOUT)?;
+        ensure!(
+            status.success(),
+            "tcpdump exited with {status}: {}",
+            self.stderr_text()
+        );
+        Ok(())
     }
 
     fn wait_until_listening(&self) -> Result<()> {
@@ -108,6 +133,17 @@ impl Drop for Capture {
         kill_and_reap(&mut self.tcpdump);
         // The file may never have been created; nothing else to clean up then.
         let _ = std::fs::remove_file(&self.file);
+    }
+}
+
+/// A capture file a test keeps after tcpdump stopped; deleted on drop.
+pub struct CaptureFile {
+    pub path: PathBuf,
+}
+
+impl Drop for CaptureFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

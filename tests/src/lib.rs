@@ -13,7 +13,7 @@ pub mod frame;
 pub mod frames;
 pub mod lab;
 pub mod packet_socket;
-mod process;
+pub mod process;
 pub mod scenarios;
 pub mod siem;
 pub mod watch;

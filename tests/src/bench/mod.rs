@@ -4,6 +4,7 @@
 //! ([`memory`]). Every kernel figure is compared with the empty XDP program measured in the
 //! same run ([`crate::baseline`]).
 
+pub mod capture_replay;
 pub mod flood;
 pub mod kernel_cost;
 pub mod memory;

@@ -15,6 +15,7 @@ use rstwatch_common::{Counter, Settings};
 use rstwatch_tests::{
     baseline::EmptyXdp,
     bench::{
+        capture_replay,
         flood::{self, Flood, FloodKind, Hooked},
         kernel_cost::{repeated, rst_events, run, single_shots, Cost},
         memory::{self, FlowTables},
@@ -121,6 +122,11 @@ fn main() -> Result<()> {
     let json_path = match mode {
         Mode::All { json_path } => json_path,
         Mode::Userspace => return userspace_only(),
+        Mode::Capture => {
+            let capture = capture_replay::measure(&rstwatch_binary()?, &std::env::temp_dir())?;
+            println!("{}", capture.markdown());
+            return Ok(());
+        }
     };
     let rstwatch = rstwatch_binary()?;
     let empty = EmptyXdp::load().context("loading the empty XDP program")?;
@@ -269,10 +275,22 @@ fn main() -> Result<()> {
         )?);
     }
 
-    let results = results_markdown(&rows, &throughput, &floods, &memory, flows);
+    eprintln!("bench: capture files, rstwatch explain and tshark alternating");
+    let capture = capture_replay::measure(&rstwatch, &std::env::temp_dir())?;
+
+    let mut results = results_markdown(&rows, &throughput, &floods, &memory, flows);
+    results.push_str(&capture.markdown());
     println!("{results}");
     if let Some(path) = json_path {
-        let report = json_report(&rows, &throughput, &floods, &memory, flows);
+        let mut report = json_report(&rows, &throughput, &floods, &memory, flows);
+        report["capture_replay"] = json!({
+            "packets": capture.packets,
+            "resets": capture.resets,
+            "rstwatch_seconds": capture.rstwatch_secs,
+            "tshark_seconds": capture.tshark_secs,
+            "rstwatch_packets_per_second": capture.rstwatch_rate(),
+            "tshark_packets_per_second": capture.tshark_rate(),
+        });
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -289,10 +307,12 @@ fn main() -> Result<()> {
 }
 
 /// What to run: everything, with the report written to `--json FILE` if given, or only the
-/// userspace pipeline (`--userspace`, for profiling it).
+/// userspace pipeline (`--userspace`, for profiling it), or only `rstwatch explain` against
+/// tshark (`--capture`).
 enum Mode {
     All { json_path: Option<PathBuf> },
     Userspace,
+    Capture,
 }
 
 fn mode() -> Result<Mode> {
@@ -303,7 +323,8 @@ fn mode() -> Result<Mode> {
             json_path: Some(path.into()),
         }),
         (Some("--userspace"), None) => Ok(Mode::Userspace),
-        _ => anyhow::bail!("usage: rstwatch-bench [--json FILE | --userspace]"),
+        (Some("--capture"), None) => Ok(Mode::Capture),
+        _ => anyhow::bail!("usage: rstwatch-bench [--json FILE | --userspace | --capture]"),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: builds the lab, runs rstwatch on the client's interface with its
-//! terminal output, provokes every kind of reset with real TCP stacks, one sentence each, and
-//! tears everything down.
+//! terminal output, provokes every kind of reset with real TCP stacks, one sentence each, then
+//! explains tcpdump's capture of the same interface offline with `rstwatch explain`, and tears
+//! everything down.
 
 use std::{
     io::{BufRead, BufReader},
@@ -12,6 +13,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use rstwatch_tests::{
+    capture::{Capture, ALL_TCP},
     lab::{Family, Lab, ROUTER_IDLE_TIMEOUT},
     scenarios,
     watch::rstwatch_binary,
@@ -41,6 +43,9 @@ fn main() -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .context("starting rstwatch")?;
+    // Headers are all `rstwatch explain` needs; a short snapshot keeps tcpdump's buffer clear.
+    let capture = Capture::start_with(lab.client_ns(), lab.client_iface(), &["-s", "128"], ALL_TCP)
+        .context("starting tcpdump")?;
     let (ready_tx, ready) = mpsc::channel();
     let stderr = rstwatch.stderr.take().context("rstwatch stderr")?;
     thread::spawn(move || {
@@ -75,8 +80,32 @@ fn main() -> Result<()> {
     // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
     unsafe { libc::kill(rstwatch.id() as libc::pid_t, libc::SIGINT) };
     let status = rstwatch.wait()?;
+    let file = capture.finish()?;
+    println!(
+        "\n== Offline: rstwatch explain on tcpdump's capture of {} (--local names the client)",
+        lab.client_iface()
+    );
+    let local = lab.client_addr(Family::V4).to_string();
+    let local6 = lab.client_addr(Family::V6).to_string();
+    let offline = Command::new(&binary)
+        .arg("explain")
+        .arg(&file.path)
+        .args([
+            "--format",
+            "text",
+            "--idle-timeout",
+            &idle,
+            "--hold",
+            "200ms",
+        ])
+        .args(["--local", &local, "--local", &local6])
+        .status()
+        .context("running rstwatch explain")?;
     drop(lab);
     println!("\nLab torn down: namespaces deleted, rstwatch detached ({status}).");
+    if !offline.success() {
+        failed.push("rstwatch explain on the capture");
+    }
     if !failed.is_empty() {
         bail!("scenarios that did not run: {}", failed.join(", "));
     }
