@@ -312,16 +312,21 @@ fn a_new_lab_removes_what_a_dead_run_left() -> Result<()> {
             .args(["netns", "exec", stale, "sleep", "30"])
             .spawn()?,
     );
-    // The lab finds leftovers by `ip netns pids`: wait until the sleep is inside.
-    let inside = || {
-        Command::new("ip")
-            .args(["netns", "pids", stale])
-            .output()
-            .is_ok_and(|out| !out.stdout.trim_ascii().is_empty())
+    // The lab finds leftovers by `ip netns pids`: wait until the sleep is inside, or until
+    // another test's lab, built in parallel, has already removed it.
+    let mut settled = || {
+        left_running
+            .0
+            .try_wait()
+            .is_ok_and(|status| status.is_some())
+            || Command::new("ip")
+                .args(["netns", "pids", stale])
+                .output()
+                .is_ok_and(|out| !out.stdout.trim_ascii().is_empty())
     };
     assert!(
-        wait_until(Duration::from_secs(10), inside),
-        "sleep never entered {stale}"
+        wait_until(Duration::from_secs(10), &mut settled),
+        "sleep neither entered {stale} nor ended"
     );
     let _lab = Lab::new("fresh")?;
     assert!(!netns_exists(stale));
