@@ -80,6 +80,18 @@ pub struct WatchExit {
 }
 
 impl Watcher {
+    /// rstwatch watching the lab client's interface with a 100 ms hold, as the lab tests
+    /// run it.
+    pub fn on_lab_client(lab: &crate::lab::Lab) -> Result<Watcher> {
+        let binary = rstwatch_binary()?;
+        Watcher::start(
+            &binary,
+            lab.client_ns(),
+            lab.client_iface(),
+            &["--hold", "100ms"],
+        )
+    }
+
     /// Runs `BINARY watch -i IFACE --format json EXTRA_ARGS...` in namespace `ns` and returns
     /// once it has attached (so no packet of a scenario started afterwards is missed).
     pub fn start(binary: &Path, ns: &str, iface: &str, extra_args: &[&str]) -> Result<Watcher> {

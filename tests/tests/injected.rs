@@ -13,7 +13,7 @@ use rstwatch_tests::{
     frame::{TcpSegment, ACK, RST, SYN},
     lab::{Family, Lab, CLIENT_MAC, ROUTER_CLIENT_IFACE, ROUTER_CLIENT_MAC},
     packet_socket::PacketSocket,
-    watch::{rstwatch_binary, Watcher},
+    watch::Watcher,
 };
 use serde_json::Value;
 
@@ -27,14 +27,7 @@ const SERVICE_PORT: u16 = 4001;
 const BURST: usize = 3;
 
 fn watch(lab: &Lab) -> Watcher {
-    let binary = rstwatch_binary().unwrap();
-    Watcher::start(
-        &binary,
-        lab.client_ns(),
-        lab.client_iface(),
-        &["--hold", "100ms"],
-    )
-    .unwrap()
+    Watcher::on_lab_client(lab).unwrap()
 }
 
 #[test]

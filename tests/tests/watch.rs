@@ -18,14 +18,7 @@ use serde_json::Value;
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn watch(lab: &Lab) -> Watcher {
-    let binary = rstwatch_binary().unwrap();
-    Watcher::start(
-        &binary,
-        lab.client_ns(),
-        lab.client_iface(),
-        &["--hold", "100ms"],
-    )
-    .unwrap()
+    Watcher::on_lab_client(lab).unwrap()
 }
 
 fn is_rst_from(addr: std::net::SocketAddr) -> impl Fn(&Value) -> bool {
