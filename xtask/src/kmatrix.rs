@@ -3,7 +3,7 @@
 //! programs, it attaches (a clsact qdisc and a netlink filter where TCX is missing), reports a
 //! refused connection on ingress and an abort on egress between two namespaces, leaves only
 //! its recognisable filter after SIGKILL and removes it at the next start or on
-//! `rstwatch detach`; then BPF_PROG_TEST_RUN tests of `tests/tests/kernel.rs` run there.
+//! `rstwatch detach`; then BPF_PROG_TEST_RUN tests of `tests/tests/kernel/` run there.
 //!
 //! The guest's root file system is this machine's, read-only over 9p, so the binaries built
 //! here run inside unchanged (`kmatrix/run.sh`). Kernel packages are resolved to Debian's
@@ -56,9 +56,9 @@ pub const SERIES: [Series; 2] = [
 /// IPv6 chains, the TCP options walk) the older verifiers judge differently, and the flow
 /// state through a whole conversation. `--full` runs every test of the file (~20 minutes).
 const GUEST_KERNEL_TESTS: &[&str] = &[
-    "syn_window_scale_is_found_anywhere_in_the_options",
-    "every_vlan_and_ip_header_variant_parses_and_tracks",
-    "handshake_data_fin_rst_and_followups_are_tracked_and_reported",
+    "parser::syn_window_scale_is_found_anywhere_in_the_options",
+    "parser::every_vlan_and_ip_header_variant_parses_and_tracks",
+    "flow::handshake_data_fin_rst_and_followups_are_tracked_and_reported",
 ];
 
 /// Seconds one guest may run before it is stopped.

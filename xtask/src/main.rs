@@ -49,7 +49,7 @@ enum Task {
         /// Only this kernel: 6.1 or 6.12.
         #[arg(long, value_name = "VERSION")]
         kernel: Option<String>,
-        /// Run every test of tests/tests/kernel.rs in each guest (about 10 minutes per
+        /// Run every test of tests/tests/kernel/ in each guest (about 10 minutes per
         /// kernel), not only the parser and flow-state ones.
         #[arg(long)]
         full: bool,

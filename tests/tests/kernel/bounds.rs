@@ -1,0 +1,85 @@
+//! Bounds under BPF_PROG_TEST_RUN: the flow table and the ring buffer never outgrow their size,
+//! and every lost event is counted.
+
+use rstwatch::kernel::KernelConfig;
+use rstwatch_common::Counter;
+use rstwatch_tests::{
+    frames::flags::RST,
+    probe::{config, key4, syn, tcp, v4, Probe, CLIENT, HTTP, SERVER},
+};
+
+#[test]
+fn flow_table_never_exceeds_its_bound_and_keeps_the_newest_flows() {
+    const BOUND: u32 = 1024;
+    const FLOWS: u32 = 3 * BOUND;
+    /// Flows that must survive: far fewer than the bound, since the LRU evicts in batches
+    /// and keeps per-CPU free lists.
+    const NEWEST: u32 = BOUND / 4;
+    let probe = Probe::load(KernelConfig {
+        flows: BOUND,
+        ..config()
+    });
+    let port = |i: u32| 20000 + i as u16;
+    for i in 0..FLOWS {
+        probe.ingress(&v4(CLIENT, SERVER, 64, 1, syn(port(i), HTTP, i, 7)));
+        if i % 256 == 255 {
+            let count = probe.flow_count();
+            assert!(
+                count <= BOUND as usize,
+                "{count} flows after {} inserts",
+                i + 1
+            );
+        }
+    }
+    let c = probe.counters();
+    assert_eq!(
+        c.get(Counter::FlowsInserted),
+        FLOWS as u64,
+        "{}",
+        c.describe()
+    );
+    assert_eq!(c.get(Counter::FlowInsertFailed), 0);
+    assert!(probe.flow_count() <= BOUND as usize);
+    for i in FLOWS - NEWEST..FLOWS {
+        assert!(
+            probe.flow(&key4(CLIENT, port(i), SERVER, HTTP)).is_some(),
+            "flow {i} (one of the newest {NEWEST}) was evicted"
+        );
+    }
+}
+
+#[test]
+fn a_full_ring_buffer_counts_every_lost_event() {
+    const RSTS: u16 = 100;
+    let mut probe = Probe::load(KernelConfig {
+        ring_bytes: 4096,
+        ..config()
+    });
+    for port in 0..RSTS {
+        probe.ingress(&v4(
+            CLIENT,
+            SERVER,
+            64,
+            1,
+            tcp(30000 + port, HTTP, RST, 1, 0),
+        ));
+    }
+    let c = probe.counters();
+    let (sent, lost) = (c.get(Counter::EventsSent), c.get(Counter::EventsLost));
+    assert_eq!(c.get(Counter::Rsts), RSTS as u64);
+    assert!(
+        lost > 0,
+        "a 4 KiB ring cannot hold {RSTS} events: {}",
+        c.describe()
+    );
+    assert_eq!(sent + lost, RSTS as u64, "{}", c.describe());
+    let events = probe.events();
+    assert_eq!(events.len() as u64, sent);
+    let ports: Vec<_> = events.iter().map(|e| e.pkt.src_port).collect();
+    let first: Vec<_> = (30000..30000 + sent as u16).collect();
+    assert_eq!(ports, first, "the first events are the ones delivered");
+
+    // Drained, the ring takes events again.
+    probe.ingress(&v4(CLIENT, SERVER, 64, 1, tcp(39999, HTTP, RST, 1, 0)));
+    assert_eq!(probe.events().len(), 1);
+}

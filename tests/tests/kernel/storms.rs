@@ -1,0 +1,246 @@
+//! Storms and floods under BPF_PROG_TEST_RUN: unknown RSTs and SYN floods are rate-limited and
+//! counted, and never evict established flows.
+
+use std::net::Ipv4Addr;
+
+use rstwatch::kernel::KernelConfig;
+use rstwatch_common::{flow::seen, packet::ipv4_mapped, Counter, EventKind, Settings};
+use rstwatch_tests::{
+    frames::{
+        flags::{ACK, PSH, RST},
+        Tcp,
+    },
+    probe::{
+        assert_counts, config, key4, syn, syn_ack, tcp, tracked, v4, Probe, C, CLIENT, HTTP,
+        OUTSIDER, S, SERVER,
+    },
+};
+
+/// A client of `SERVER` on `port` completes a handshake and sends a little data.
+fn establish(probe: &Probe, port: u16) {
+    probe.ingress(&v4(CLIENT, SERVER, 64, 1, syn(port, HTTP, 1000, 7)));
+    probe.egress(&v4(
+        SERVER,
+        CLIENT,
+        64,
+        1,
+        syn_ack(HTTP, port, 5000, 1001, 7),
+    ));
+    probe.ingress(&v4(CLIENT, SERVER, 64, 2, tcp(port, HTTP, ACK, 1001, 5001)));
+    probe.ingress(&v4(
+        CLIENT,
+        SERVER,
+        64,
+        3,
+        Tcp {
+            payload: vec![7; 20],
+            ..tcp(port, HTTP, PSH | ACK, 1001, 5001)
+        },
+    ));
+}
+
+#[test]
+fn an_unknown_rst_creates_no_flow_and_what_follows_it_is_still_reported() {
+    let mut probe = Probe::new();
+    let key = key4(OUTSIDER, 443, CLIENT, 40000);
+    let rst = |seq: u32| v4(OUTSIDER, CLIENT, 50, 9, tcp(443, 40000, RST, seq, 0));
+    let mut sent = tracked(true);
+    sent.push((Counter::EventsSent, 1));
+    assert_counts(
+        &probe.ingress(&rst(7000)),
+        &sent,
+        "unknown RST: sent, not inserted",
+    );
+    assert!(probe.flow(&key).is_none());
+    assert_eq!(probe.flow_count(), 0);
+
+    assert_counts(
+        &probe.ingress(&rst(9000)),
+        &sent,
+        "a second RST is a follow-up",
+    );
+    let data = Tcp {
+        payload: vec![1; 10],
+        ..tcp(443, 40000, ACK, 7000, 1)
+    };
+    probe.ingress(&v4(OUTSIDER, CLIENT, 50, 10, data));
+    let events = probe.events();
+    let kinds: Vec<_> = events
+        .iter()
+        .map(|e| (EventKind::from_u8(e.kind), e.pkt.seq, e.key))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (Some(EventKind::Rst), 7000, key),
+            (Some(EventKind::FollowUp), 9000, key),
+            (Some(EventKind::FollowUp), 7000, key),
+        ],
+        "the RST, another RST and data from its claimed sender"
+    );
+    assert_eq!(
+        events[0].flow.packets(),
+        0,
+        "no state: the table never saw it"
+    );
+}
+
+/// A SYN flood fills the half-open table many times over; flows that completed a handshake
+/// keep their state, and a RST answering a SYN is still reported with the SYN's state.
+#[test]
+fn a_syn_flood_never_evicts_established_flows() {
+    const ESTABLISHED: u16 = 16;
+    const FLOOD: u32 = 12_000;
+    // Every SYN inserted: the half-open table itself must bear the flood.
+    let mut probe = Probe::load(KernelConfig {
+        settings: Settings {
+            half_open_per_sec: u32::MAX,
+            ..Settings::default()
+        },
+        ..config()
+    });
+    for port in 0..ESTABLISHED {
+        establish(&probe, 41000 + port);
+    }
+    let flood_source = |i: u32| Ipv4Addr::new(198, 18, (i >> 8) as u8, i as u8);
+    for i in 0..FLOOD {
+        // Each 4-tuple twice, as a SYN flood's retransmissions would send it.
+        let frame = v4(
+            flood_source(i),
+            SERVER,
+            64,
+            1,
+            syn(1024 + (i % 50_000) as u16, HTTP, i, 7),
+        );
+        probe.ingress(&frame);
+        probe.ingress(&frame);
+    }
+    let half_open = config().half_open_flows();
+    assert!(
+        FLOOD > 4 * half_open,
+        "the flood must overflow the half-open table"
+    );
+    let c = probe.counters();
+    assert_eq!(c.get(Counter::FlowInsertFailed), 0, "{}", c.describe());
+    assert_eq!(
+        c.get(Counter::FlowsInserted),
+        u64::from(FLOOD + u32::from(ESTABLISHED)),
+        "{}",
+        c.describe()
+    );
+    assert!(probe.flow_count() <= (config().flows + half_open) as usize);
+
+    for port in 0..ESTABLISHED {
+        let port = 41000 + port;
+        let flow = probe.expect_flow(&key4(CLIENT, port, SERVER, HTTP));
+        assert!(!probe.is_half_open(&key4(CLIENT, port, SERVER, HTTP)));
+        assert_eq!(flow.dir[C as usize].bytes, 20, "port {port}: state intact");
+        probe.egress(&v4(
+            SERVER,
+            CLIENT,
+            64,
+            2,
+            tcp(HTTP, port, RST | ACK, 5001, 1021),
+        ));
+    }
+    let events = probe.events();
+    assert_eq!(events.len(), ESTABLISHED as usize);
+    for event in &events {
+        assert_eq!(EventKind::from_u8(event.kind), Some(EventKind::Rst));
+        assert_eq!(
+            event.flow.dir[C as usize].pkts, 3,
+            "the RST carries the handshake and data seen before the flood"
+        );
+        assert!(event.flow.rtt_ns > 0);
+    }
+
+    // A RST answering a SYN (a refused connection) still finds the SYN's state.
+    let refused = 39999;
+    probe.ingress(&v4(CLIENT, SERVER, 64, 1, syn(refused, HTTP, 1, 7)));
+    probe.egress(&v4(
+        SERVER,
+        CLIENT,
+        64,
+        0,
+        tcp(HTTP, refused, RST | ACK, 0, 2),
+    ));
+    let events = probe.events();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].flow.dir[C as usize].has(seen::SYN));
+    assert!(!events[0].flow.dir[S as usize].has(seen::SYN_ACK));
+}
+
+#[test]
+fn unknown_rsts_beyond_the_rate_are_counted_by_sender_prefix_and_port() {
+    const RSTS: u16 = 60;
+    const RATE: u32 = 5;
+    let mut probe = Probe::load(KernelConfig {
+        settings: Settings {
+            unknown_rsts_per_sec: RATE,
+            ..Settings::default()
+        },
+        ..config()
+    });
+    for i in 0..RSTS {
+        let sender = Ipv4Addr::new(198, 18, 7, (i % 200) as u8 + 1);
+        probe.ingress(&v4(sender, CLIENT, 50, 1, tcp(443, 20000 + i, RST, 1, 0)));
+    }
+    let c = probe.counters();
+    let (sent, aggregated) = (c.get(Counter::EventsSent), c.get(Counter::RstsAggregated));
+    // The rate is per CPU and the test may move between CPUs; at least one CPU's second
+    // overflowed, since RSTS > RATE * CPUs here.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert!(
+        sent <= RATE as u64 * cpus && aggregated > 0,
+        "{}",
+        c.describe()
+    );
+    assert_eq!(sent + aggregated, RSTS as u64, "every RST sent or counted");
+    assert_eq!(c.get(Counter::StormMapFull), 0);
+    assert_eq!(probe.events().len() as u64, sent);
+    assert_eq!(probe.flow_count(), 0);
+
+    let storms = probe.kernel.storms().expect("reading STORMS");
+    assert_eq!(storms.len(), 1, "one sender /24 and port: {storms:?}");
+    let (key, per_cpu) = &storms[0];
+    assert_eq!(key.sender_port, 443);
+    assert_eq!(key.sender_prefix, ipv4_mapped([198, 18, 7, 0]));
+    let counted: u64 = per_cpu.iter().map(|c| c.resets).sum();
+    assert_eq!(counted, aggregated);
+
+    let reported = rstwatch::storm::StormTally::new().read(&storms);
+    assert_eq!(reported.len(), 1);
+    assert_eq!(reported[0].count, aggregated);
+    assert!(reported[0].first_ns <= reported[0].last_ns);
+    assert_eq!(reported[0].sample.pkt.src_port, 443);
+}
+
+#[test]
+fn syns_beyond_the_per_cpu_budget_are_counted_untracked() {
+    const SYNS: u16 = 40;
+    const BUDGET: u32 = 4;
+    let probe = Probe::load(KernelConfig {
+        settings: Settings {
+            half_open_per_sec: BUDGET,
+            ..Settings::default()
+        },
+        ..config()
+    });
+    for port in 0..SYNS {
+        probe.ingress(&v4(CLIENT, SERVER, 64, 1, syn(20000 + port, HTTP, 1, 7)));
+    }
+    let c = probe.counters();
+    let (inserted, untracked) = (c.get(Counter::FlowsInserted), c.get(Counter::SynsUntracked));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    assert!(inserted <= BUDGET as u64 * cpus, "{}", c.describe());
+    assert_eq!(inserted + untracked, SYNS as u64, "{}", c.describe());
+    assert_eq!(probe.flow_count() as u64, inserted);
+
+    // An untracked SYN's connection is tracked from its next packet on.
+    let port = 20000 + SYNS - 1;
+    let key = key4(CLIENT, port, SERVER, HTTP);
+    if probe.flow(&key).is_none() {
+        probe.ingress(&v4(CLIENT, SERVER, 64, 2, tcp(port, HTTP, ACK, 2, 1)));
+        assert!(probe.flow(&key).is_some(), "the ACK starts the flow");
+    }
+}
