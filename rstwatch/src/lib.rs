@@ -49,5 +49,7 @@ pub mod sink;
 pub mod storm;
 pub mod summary;
 pub mod tc_filter;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod timeline;
 pub mod watch;

@@ -1,20 +1,17 @@
 //! Ethernet frames carrying one TCP segment over IPv4 or IPv6: parsed from what an AF_PACKET
-//! socket sniffs, and built for the RSTs the scenarios forge.
+//! socket sniffs, and built (through the [`crate::frames`] builder) for the RSTs the scenarios
+//! forge.
 
 use std::net::{IpAddr, SocketAddr};
 
-pub const FIN: u8 = 0x01;
-pub const SYN: u8 = 0x02;
-pub const RST: u8 = 0x04;
-pub const ACK: u8 = 0x10;
+pub use crate::frames::flags::{ACK, FIN, RST, SYN};
+use crate::frames::{
+    Frame, Ipv4, Ipv6, Network, Tcp, Transport, ETH_P_IPV4 as ETHERTYPE_IPV4,
+    ETH_P_IPV6 as ETHERTYPE_IPV6, IPPROTO_TCP,
+};
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const IPPROTO_TCP: u8 = 6;
 const ETHERNET_HEADER_LEN: usize = 14;
-const IPV4_HEADER_LEN: usize = 20;
 const IPV6_HEADER_LEN: usize = 40;
-const TCP_HEADER_LEN: usize = 20;
 
 /// The header fields of one TCP segment that tell who sent a RST and whether it fits the flow.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,72 +44,35 @@ impl TcpSegment {
     /// # Panics
     /// If `src` and `dst` are not of the same address family.
     pub fn to_ethernet_frame(&self, src_mac: [u8; 6], dst_mac: [u8; 6]) -> Vec<u8> {
-        let mut tcp = self.tcp_header_and_payload();
-        let mut frame = Vec::with_capacity(ETHERNET_HEADER_LEN + IPV6_HEADER_LEN + tcp.len());
-        frame.extend_from_slice(&dst_mac);
-        frame.extend_from_slice(&src_mac);
-        let tcp_len = tcp.len() as u16;
-        let pseudo_header = match (self.src.ip(), self.dst.ip()) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                frame.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-                let mut ip = [0u8; IPV4_HEADER_LEN];
-                ip[0] = 0x45;
-                ip[2..4].copy_from_slice(&(IPV4_HEADER_LEN as u16 + tcp_len).to_be_bytes());
-                ip[4..6].copy_from_slice(&self.ip_id.unwrap_or(0).to_be_bytes());
-                ip[8] = self.ttl;
-                ip[9] = IPPROTO_TCP;
-                ip[12..16].copy_from_slice(&src.octets());
-                ip[16..20].copy_from_slice(&dst.octets());
-                let ip_checksum = checksum(&[&ip]);
-                ip[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
-                frame.extend_from_slice(&ip);
-                [
-                    &src.octets()[..],
-                    &dst.octets(),
-                    &[0, IPPROTO_TCP],
-                    &tcp_len.to_be_bytes(),
-                ]
-                .concat()
-            }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                frame.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
-                let mut ip = [0u8; IPV6_HEADER_LEN];
-                ip[0] = 0x60;
-                ip[4..6].copy_from_slice(&tcp_len.to_be_bytes());
-                ip[6] = IPPROTO_TCP;
-                ip[7] = self.ttl;
-                ip[8..24].copy_from_slice(&src.octets());
-                ip[24..40].copy_from_slice(&dst.octets());
-                frame.extend_from_slice(&ip);
-                let upper_len = u32::from(tcp_len).to_be_bytes();
-                [
-                    &src.octets()[..],
-                    &dst.octets(),
-                    &upper_len,
-                    &[0, 0, 0, IPPROTO_TCP],
-                ]
-                .concat()
-            }
+        let tcp = Transport::Tcp(Tcp {
+            seq: self.seq,
+            ack: self.ack,
+            window: 0,
+            payload: vec![0; self.payload_len as usize],
+            ..Tcp::new(self.src.port(), self.dst.port(), self.flags)
+        });
+        let network = match (self.src.ip(), self.dst.ip()) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => Network::Ipv4(Ipv4 {
+                ttl: self.ttl,
+                id: self.ip_id.unwrap_or(0),
+                dont_fragment: false,
+                ..Ipv4::new(src, dst, tcp)
+            }),
+            (IpAddr::V6(src), IpAddr::V6(dst)) => Network::Ipv6(Ipv6 {
+                hop_limit: self.ttl,
+                ..Ipv6::new(src, dst, tcp)
+            }),
             _ => panic!(
                 "segment {} -> {} mixes address families",
                 self.src, self.dst
             ),
         };
-        let tcp_checksum = checksum(&[&pseudo_header, &tcp]);
-        tcp[16..18].copy_from_slice(&tcp_checksum.to_be_bytes());
-        frame.extend_from_slice(&tcp);
-        frame
-    }
-
-    fn tcp_header_and_payload(&self) -> Vec<u8> {
-        let mut tcp = vec![0u8; TCP_HEADER_LEN + self.payload_len as usize];
-        tcp[0..2].copy_from_slice(&self.src.port().to_be_bytes());
-        tcp[2..4].copy_from_slice(&self.dst.port().to_be_bytes());
-        tcp[4..8].copy_from_slice(&self.seq.to_be_bytes());
-        tcp[8..12].copy_from_slice(&self.ack.to_be_bytes());
-        tcp[12] = ((TCP_HEADER_LEN / 4) as u8) << 4;
-        tcp[13] = self.flags;
-        tcp
+        Frame {
+            src_mac,
+            dst_mac,
+            ..Frame::new(network)
+        }
+        .bytes_with_checksums()
     }
 }
 
@@ -178,22 +138,12 @@ fn be32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }
 
-/// The Internet checksum (RFC 1071) over the concatenation of even-length `parts`.
-fn checksum(parts: &[&[u8]]) -> u16 {
-    let mut sum: u32 = parts
-        .iter()
-        .flat_map(|part| part.chunks(2))
-        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frames::checksum;
+
+    const IPV4_HEADER_LEN: usize = 20;
 
     fn forged_rst(src: &str, dst: &str) -> TcpSegment {
         TcpSegment {

@@ -4,8 +4,9 @@
 //!
 //! Length fields (IPv4 IHL and total length, IPv6 payload length, extension header lengths,
 //! TCP data offset, UDP length) are computed from what the frame holds; a test that wants a
-//! malformed header overrides the one field it is about. Checksums are left zero: the
-//! programs under test never read them.
+//! malformed header overrides the one field it is about. Checksums are left zero by `bytes`
+//! (the programs under test never read them) and filled in by `bytes_with_checksums`, for
+//! frames sent into a real stack.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -375,6 +376,69 @@ impl Frame {
         f.extend_from_slice(&packet);
         f
     }
+}
+
+impl Frame {
+    /// `bytes` with the IPv4 header checksum and the TCP checksum filled in, as a real stack
+    /// wants them.
+    ///
+    /// # Panics
+    /// If the frame does not carry TCP directly after the IP header (no IPv6 extensions).
+    pub fn bytes_with_checksums(&self) -> Vec<u8> {
+        let mut frame = self.bytes();
+        let ip_start = 14 + 4 * self.vlans.len();
+        let (tcp_start, pseudo_header) = match &self.network {
+            Network::Ipv4(ip) if matches!(ip.transport, Transport::Tcp(_)) => {
+                let header_len = usize::from(frame[ip_start] & 0x0f) * 4;
+                let header = &mut frame[ip_start..ip_start + header_len];
+                let ip_checksum = checksum(&[header]);
+                header[10..12].copy_from_slice(&ip_checksum.to_be_bytes());
+                let tcp_len = (frame.len() - ip_start - header_len) as u16;
+                let pseudo_header = [
+                    &ip.src.octets()[..],
+                    &ip.dst.octets(),
+                    &[0, IPPROTO_TCP],
+                    &tcp_len.to_be_bytes(),
+                ]
+                .concat();
+                (ip_start + header_len, pseudo_header)
+            }
+            Network::Ipv6(ip)
+                if ip.extensions.is_empty() && matches!(ip.transport, Transport::Tcp(_)) =>
+            {
+                let tcp_start = ip_start + 40;
+                let tcp_len = (frame.len() - tcp_start) as u32;
+                let pseudo_header = [
+                    &ip.src.octets()[..],
+                    &ip.dst.octets(),
+                    &tcp_len.to_be_bytes(),
+                    &[0, 0, 0, IPPROTO_TCP],
+                ]
+                .concat();
+                (tcp_start, pseudo_header)
+            }
+            other => {
+                panic!("checksums are computed for TCP right after the IP header, not {other:?}")
+            }
+        };
+        let tcp_checksum = checksum(&[&pseudo_header, &frame[tcp_start..]]);
+        frame[tcp_start + 16..tcp_start + 18].copy_from_slice(&tcp_checksum.to_be_bytes());
+        frame
+    }
+}
+
+/// The Internet checksum (RFC 1071) over the concatenation of even-length `parts` (an odd
+/// last part is padded with a zero byte).
+pub fn checksum(parts: &[&[u8]]) -> u16 {
+    let mut sum: u32 = parts
+        .iter()
+        .flat_map(|part| part.chunks(2))
+        .map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
 }
 
 fn ipv4_bytes(ip: &Ipv4) -> Vec<u8> {

@@ -5,6 +5,10 @@
 
 use std::{future::Future, path::Path, time::Duration};
 
+use rstwatch::test_support::{
+    cef,
+    sample::{hostile_report, id_of, numbered_report, HOSTILE},
+};
 use rstwatch::{
     clock::WallClock,
     explain::ExplainSettings,
@@ -19,11 +23,9 @@ use rstwatch::{
     },
 };
 use rstwatch_tests::siem::{
-    cef,
     certs::Certs,
     rfc5424,
     rsyslog::{Input, Rsyslog},
-    sample::{hostile_report, id_of, report, HOSTILE},
     temp_dir::TempDir,
 };
 use serde_json::Value;
@@ -323,7 +325,7 @@ async fn a_stalled_receiver_gets_every_record_and_repeats_it_can_recognise() {
                 exporter.handle.stats()
             );
             for n in sent..sent + ROUND {
-                exporter.send(report(n));
+                exporter.send(numbered_report(n));
             }
             sent += ROUND;
             wait_for_stats(&exporter.handle, "the queue drained", |stats| {
@@ -372,13 +374,13 @@ async fn receiver_crash_loses_nothing(input: Input, transport: Transport) {
     let mut exporter = start(config, Kind::Ecs);
 
     for n in 0..BATCH {
-        exporter.send(report(n));
+        exporter.send(numbered_report(n));
     }
     rsyslog.wait_for(BATCH as usize, ARRIVAL_LIMIT).await;
 
     rsyslog.kill();
     for n in BATCH..2 * BATCH {
-        exporter.send(report(n));
+        exporter.send(numbered_report(n));
     }
     wait_for_stats(
         &exporter.handle,
@@ -389,7 +391,7 @@ async fn receiver_crash_loses_nothing(input: Input, transport: Transport) {
 
     rsyslog.restart().await;
     for n in 2 * BATCH..3 * BATCH {
-        exporter.send(report(n));
+        exporter.send(numbered_report(n));
     }
     let lines = rsyslog.wait_for(3 * BATCH as usize, ARRIVAL_LIMIT).await;
     let ids = read_all(&lines, Kind::Ecs, "eth0");
@@ -431,7 +433,7 @@ async fn tls_refuses_an_unverified_receiver_and_the_spool_survives_a_restart() {
         wrong_ca.tls_trust = TlsTrust::CaFile(certs.unrelated_ca.clone());
         let mut exporter = start(wrong_ca, Kind::Ocsf);
         for n in 0..5 {
-            exporter.send(report(n));
+            exporter.send(numbered_report(n));
         }
         wait_for_stats(
             &exporter.handle,
@@ -454,7 +456,7 @@ async fn tls_refuses_an_unverified_receiver_and_the_spool_survives_a_restart() {
         right_ca.tls_trust = TlsTrust::CaFile(certs.ca.clone());
         let mut exporter = start(right_ca, Kind::Ocsf);
         for n in 5..10 {
-            exporter.send(report(n));
+            exporter.send(numbered_report(n));
         }
         let stats = stop(exporter).await;
         assert_eq!(stats.dropped(), 0, "{stats:?}");
@@ -468,7 +470,7 @@ async fn tls_refuses_an_unverified_receiver_and_the_spool_survives_a_restart() {
         let mut insecure = config(&rsyslog, Transport::Tls, &spool);
         insecure.tls_trust = TlsTrust::Insecure;
         let mut exporter = start(insecure, Kind::Ocsf);
-        exporter.send(report(10));
+        exporter.send(numbered_report(10));
         assert_eq!(stop(exporter).await.sent, 1);
         rsyslog.wait_for(11, ARRIVAL_LIMIT).await;
     })
@@ -490,7 +492,7 @@ async fn storm_arrives_folded_with_its_count() {
         };
         let mut exporter = start_folding(config, Kind::Cef, Some(aggregate));
         for n in 0..200 {
-            let mut report = report(n);
+            let mut report = numbered_report(n);
             report.dst.set_port(40_000 + n as u16);
             report.orig.set_port(40_000 + n as u16);
             exporter.send(report);

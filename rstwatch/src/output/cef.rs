@@ -182,75 +182,12 @@ mod tests {
 
     use super::*;
     use crate::report::{Evidence, ResetClass};
+    use crate::test_support::cef;
 
-    /// A strict reading of CEF: seven unescaped `|`-separated header fields, then extensions
-    /// where each unescaped `=` ends a key (the last word before it) and values run to the
-    /// space before the next key.
+    /// The header fields and extensions of `record`, read strictly.
     fn parse(record: &str) -> (Vec<String>, BTreeMap<String, String>) {
-        let mut header = Vec::new();
-        let mut field = String::new();
-        let mut chars = record.chars();
-        while header.len() < 7 {
-            match chars.next().expect("header ends before its seventh `|`") {
-                '\\' => match chars.next() {
-                    Some(c @ ('\\' | '|')) => field.push(c),
-                    other => panic!("bad header escape \\{other:?}"),
-                },
-                '|' => header.push(std::mem::take(&mut field)),
-                c => field.push(c),
-            }
-        }
-        let rest: Vec<char> = chars.collect();
-        // Positions of the unescaped `=` signs.
-        let mut equals = Vec::new();
-        let mut i = 0;
-        while i < rest.len() {
-            match rest[i] {
-                '\\' => i += 1,
-                '=' => equals.push(i),
-                c => assert!(c != '\n' && c != '\r', "raw line break in extensions"),
-            }
-            i += 1;
-        }
-        let key_start = |eq: usize| {
-            rest[..eq]
-                .iter()
-                .rposition(|&c| c == ' ')
-                .map_or(0, |space| space + 1)
-        };
-        let mut extensions = BTreeMap::new();
-        for (n, &eq) in equals.iter().enumerate() {
-            let key: String = rest[key_start(eq)..eq].iter().collect();
-            assert!(
-                !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric()),
-                "bad key {key:?}"
-            );
-            let end = equals
-                .get(n + 1)
-                .map_or(rest.len(), |&next| key_start(next) - 1);
-            let raw = &rest[eq + 1..end];
-            let mut value = String::new();
-            let mut j = 0;
-            while j < raw.len() {
-                if raw[j] == '\\' {
-                    j += 1;
-                    value.push(match raw[j] {
-                        'n' => '\n',
-                        'r' => '\r',
-                        c @ ('\\' | '=') => c,
-                        c => panic!("bad extension escape \\{c}"),
-                    });
-                } else {
-                    value.push(raw[j]);
-                }
-                j += 1;
-            }
-            assert!(
-                extensions.insert(key.clone(), value).is_none(),
-                "duplicate key {key}"
-            );
-        }
-        (header, extensions)
+        let parsed = cef::parse(record).unwrap_or_else(|error| panic!("{error}: {record}"));
+        (parsed.header, parsed.extensions)
     }
 
     fn render(report: &ResetReport) -> String {
@@ -261,7 +198,7 @@ mod tests {
 
     #[test]
     fn refused_connection_record() {
-        let record = render(&crate::output::sample::refused_report());
+        let record = render(&crate::test_support::sample::refused_report());
         assert!(!record.contains('\n'));
         let (header, ext) = parse(&record);
         assert_eq!(
@@ -314,7 +251,7 @@ mod tests {
             "ends with a pipe|",
         ];
         for text in hostile {
-            let mut report = crate::output::sample::refused_report();
+            let mut report = crate::test_support::sample::refused_report();
             report.iface = text.to_owned();
             report.wireshark_filter = format!("tcp.port == 1 && frame contains \"{text}\"");
             report.history = text.to_owned();
@@ -340,7 +277,7 @@ mod tests {
 
     #[test]
     fn ipv6_addresses_use_the_labelled_ipv6_fields() {
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         report.src = "[2001:db8::80]:443".parse().unwrap();
         report.dst = "[2001:db8::7]:51000".parse().unwrap();
         let (_, ext) = parse(&render(&report));
@@ -354,7 +291,7 @@ mod tests {
 
     #[test]
     fn middlebox_alert_with_storm_count() {
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         report.class = ResetClass::IdleTimeout;
         report.direction = Direction::Egress;
         report.middlebox = true;
@@ -383,8 +320,8 @@ mod tests {
 
     #[test]
     fn related_to_is_the_earlier_records_rt() {
-        let (_, earlier) = parse(&render(&crate::output::sample::middlebox_report()));
-        let (_, later) = parse(&render(&crate::output::sample::related_report()));
+        let (_, earlier) = parse(&render(&crate::test_support::sample::middlebox_report()));
+        let (_, later) = parse(&render(&crate::test_support::sample::related_report()));
         assert_eq!(later["deviceCustomDate1"], earlier["rt"]);
         assert_eq!(later["deviceCustomDate1Label"], "relatedTo");
         assert!(!earlier.contains_key("deviceCustomDate1"));

@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn refused_connection_is_a_denied_network_event() {
-        let doc = render(&crate::output::sample::refused_report());
+        let doc = render(&crate::test_support::sample::refused_report());
         assert_eq!(doc["@timestamp"], "2023-11-14T22:13:20.123000Z");
         assert_eq!(doc["ecs"]["version"], ECS_VERSION);
         assert_eq!(doc["event"]["kind"], "event");
@@ -224,7 +224,7 @@ mod tests {
 
     #[test]
     fn injected_reset_mid_stream_is_an_alert_with_its_evidence() {
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         report.class = ResetClass::Abort;
         report.direction = Direction::Egress;
         report.middlebox = true;
@@ -255,7 +255,7 @@ mod tests {
 
     #[test]
     fn folded_storm_shows_its_count_and_span() {
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         let first = report.ts;
         let last = first + Duration::from_millis(900);
         report.aggregate = Some(Aggregate {
@@ -272,7 +272,7 @@ mod tests {
 
     #[test]
     fn text_fields_survive_json_escaping() {
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         report.iface = "eth\"0\n\\é".to_owned();
         report.wireshark_filter = "tcp.port == 1 || ip.addr == \"x\"".to_owned();
         let doc = render(&report);
@@ -288,8 +288,8 @@ mod tests {
 
     #[test]
     fn related_to_is_the_earlier_reports_timestamp() {
-        let earlier = render(&crate::output::sample::middlebox_report());
-        let later = render(&crate::output::sample::related_report());
+        let earlier = render(&crate::test_support::sample::middlebox_report());
+        let later = render(&crate::test_support::sample::related_report());
         assert_eq!(later["rstwatch"]["related_to"], earlier["@timestamp"]);
         assert!(earlier["rstwatch"].get("related_to").is_none());
     }

@@ -175,7 +175,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::output::sample::{ipv6_report, middlebox_report};
+    use crate::test_support::sample::{ipv6_report, middlebox_report};
 
     fn render(report: &ResetReport) -> Value {
         let mut out = Vec::new();
@@ -268,7 +268,7 @@ mod tests {
     #[test]
     fn related_to_is_the_earlier_reports_ts_or_null() {
         let earlier = render(&middlebox_report());
-        let later = render(&crate::output::sample::related_report());
+        let later = render(&crate::test_support::sample::related_report());
         assert_eq!(later["related_to"], earlier["ts"]);
         assert_eq!(earlier["related_to"], Value::Null);
     }

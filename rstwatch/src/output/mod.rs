@@ -6,8 +6,6 @@ pub mod ecs;
 pub mod fields;
 pub mod json;
 pub mod ocsf;
-#[cfg(test)]
-pub(crate) mod sample;
 pub mod text;
 
 use crate::report::ResetReport;

@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn refused_connection_is_a_refuse_activity() {
-        let doc = render(&crate::output::sample::refused_report());
+        let doc = render(&crate::test_support::sample::refused_report());
         assert_eq!(doc["class_uid"], 4001);
         assert_eq!(doc["category_uid"], 4);
         assert_eq!(doc["activity_id"], 5);
@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn every_class_maps_to_its_activity() {
         for class in ResetClass::ALL {
-            let mut report = crate::output::sample::refused_report();
+            let mut report = crate::test_support::sample::refused_report();
             report.class = class;
             let doc = render(&report);
             let expected = match class {
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn teardown_is_an_informational_success() {
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         report.class = ResetClass::Teardown;
         let doc = render(&report);
         assert_eq!(doc["activity_name"], "Close");
@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn suspected_middlebox_on_an_inbound_ipv6_connection_is_high() {
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         report.class = ResetClass::Abort;
         report.middlebox = true;
         report.evidence = vec![Evidence::TtlMismatch];
@@ -309,7 +309,7 @@ mod tests {
 
     #[test]
     fn folded_storm_shows_its_count_and_span() {
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         report.aggregate = Some(Aggregate {
             count: 40,
             first: report.ts,
@@ -323,8 +323,8 @@ mod tests {
 
     #[test]
     fn related_to_is_the_earlier_reports_time() {
-        let earlier = crate::output::sample::middlebox_report();
-        let later = render(&crate::output::sample::related_report());
+        let earlier = crate::test_support::sample::middlebox_report();
+        let later = render(&crate::test_support::sample::related_report());
         assert_eq!(
             later["unmapped"]["related_to"],
             crate::output::fields::rfc3339(earlier.ts)

@@ -129,7 +129,7 @@ fn duration_words(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::sample::{ipv6_report, middlebox_report, teardown_report};
+    use crate::test_support::sample::{ipv6_report, middlebox_report, teardown_report};
 
     fn render(report: &ResetReport, colour: bool) -> String {
         let mut out = Vec::new();
@@ -202,7 +202,7 @@ mod tests {
 
     #[test]
     fn a_related_reset_names_the_one_it_follows() {
-        let line = render(&crate::output::sample::related_report(), false);
+        let line = render(&crate::test_support::sample::related_report(), false);
         assert!(
             line.contains("; follows the reset of 2024-05-01T12:00:00.250000Z; "),
             "{line}"

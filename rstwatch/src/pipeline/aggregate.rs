@@ -193,7 +193,7 @@ mod tests {
 
     /// The refused sample, from a new ephemeral client port, `ms` after the sample time.
     fn retry(client_port: u16, ms: u64) -> ResetReport {
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         report.ts += Duration::from_millis(ms);
         report.dst.set_port(client_port);
         report.orig.set_port(client_port);
@@ -240,7 +240,7 @@ mod tests {
         let mut out = Vec::new();
         for port in [80, 443, 8080, 8443] {
             for _ in 0..RATE {
-                let mut report = crate::output::sample::refused_report();
+                let mut report = crate::test_support::sample::refused_report();
                 report.resp.set_port(port);
                 report.src.set_port(port);
                 agg.offer(report, t0, &mut out);
@@ -257,12 +257,12 @@ mod tests {
         let t0 = Instant::now();
         let mut out = Vec::new();
         for _ in 0..RATE {
-            agg.offer(crate::output::sample::refused_report(), t0, &mut out);
+            agg.offer(crate::test_support::sample::refused_report(), t0, &mut out);
         }
-        let mut abort = crate::output::sample::refused_report();
+        let mut abort = crate::test_support::sample::refused_report();
         abort.class = ResetClass::Abort;
         assert_eq!(agg.offer(abort, t0, &mut out), 0);
-        let mut injected = crate::output::sample::refused_report();
+        let mut injected = crate::test_support::sample::refused_report();
         injected.middlebox = true;
         assert_eq!(agg.offer(injected, t0, &mut out), 0);
         assert_eq!(out.len(), RATE as usize + 2);
@@ -291,7 +291,7 @@ mod tests {
         let mut out = Vec::new();
         for server in 1..=6u8 {
             for _ in 0..RATE + 2 {
-                let mut report = crate::output::sample::refused_report();
+                let mut report = crate::test_support::sample::refused_report();
                 report.resp = SocketAddr::from(([192, 0, 2, server], 4333));
                 agg.offer(report, t0, &mut out);
             }
@@ -326,7 +326,7 @@ mod tests {
     #[test]
     fn folding_an_aggregate_adds_its_count() {
         let mut slot = None;
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         let t = SystemTime::UNIX_EPOCH + Duration::from_secs(100);
         report.aggregate = Some(Aggregate {
             count: 5,
@@ -334,10 +334,13 @@ mod tests {
             last: t + Duration::from_secs(1),
         });
         fold(&mut slot, report.clone());
-        fold(&mut slot, crate::output::sample::refused_report());
+        fold(&mut slot, crate::test_support::sample::refused_report());
         let aggregate = slot.unwrap().aggregate.unwrap();
         assert_eq!(aggregate.count, 6);
         assert_eq!(aggregate.first, t);
-        assert_eq!(aggregate.last, crate::output::sample::refused_report().ts);
+        assert_eq!(
+            aggregate.last,
+            crate::test_support::sample::refused_report().ts
+        );
     }
 }

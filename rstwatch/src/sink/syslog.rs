@@ -236,7 +236,7 @@ mod tests {
             procid: 4242,
             next_sequence: 1,
         };
-        let report = crate::output::sample::refused_report();
+        let report = crate::test_support::sample::refused_report();
         let mut out = Vec::new();
         header.message(&report, &render(&report), &mut out);
         let text = String::from_utf8(out).unwrap();
@@ -254,7 +254,7 @@ mod tests {
     fn sequence_ids_count_up_and_start_over_after_the_largest() {
         let mut header = Header::new(Facility::Local0, Some("h"));
         header.next_sequence = MAX_SEQUENCE_ID;
-        let report = crate::output::sample::refused_report();
+        let report = crate::test_support::sample::refused_report();
         let mut ids = Vec::new();
         for _ in 0..2 {
             let mut out = Vec::new();
@@ -281,7 +281,7 @@ mod tests {
         config.queue_len = 2;
         let (handle, task) = spawn(config.clone()).unwrap();
         let mut sink = SyslogSink::new(handle.clone(), &config);
-        let report = crate::output::sample::refused_report();
+        let report = crate::test_support::sample::refused_report();
         // A current-thread runtime: the sender cannot run before the next await.
         for _ in 0..10 {
             sink.write(&report, &render(&report)).unwrap();
@@ -303,7 +303,7 @@ mod tests {
     fn severity_follows_the_report() {
         let mut header = Header::new(Facility::Daemon, Some(""));
         assert_eq!(header.hostname, "-");
-        let mut report = crate::output::sample::refused_report();
+        let mut report = crate::test_support::sample::refused_report();
         report.middlebox = true;
         let mut out = Vec::new();
         header.message(&report, &render(&report), &mut out);

@@ -1,5 +1,5 @@
-//! Reports for the format and sink tests, written out by hand so they do not depend on the
-//! classifier.
+//! Reports for the format, sink and SIEM tests, written out by hand so they do not depend on
+//! the classifier.
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -59,11 +59,8 @@ pub fn ipv6_report() -> ResetReport {
     ResetReport {
         ts: UNIX_EPOCH + Duration::from_secs(1_714_564_801),
         iface: "eth1".to_owned(),
-        direction: Direction::Ingress,
         class: ResetClass::NoState,
         sender: Sender::Unknown,
-        middlebox: false,
-        evidence: vec![],
         src,
         dst,
         orig: src,
@@ -71,27 +68,19 @@ pub fn ipv6_report() -> ResetReport {
         originator_inferred: true,
         vlan: 7,
         ttl: 60,
-        expected_ttl: None,
         ip_id: None,
         df: false,
         seq: 1,
         ack: 0,
         flags: RST,
-        window: 0,
-        payload_len: 0,
-        idle_ms: None,
-        rtt_us: None,
         conn_state: ConnState::Oth,
         history: "R".to_owned(),
         community_id: community_id::tcp(src, dst),
         wireshark_filter: wireshark::display_filter(src, dst, 7),
-        orig_pkts: 1,
         orig_bytes: 0,
         resp_pkts: 0,
         resp_bytes: 0,
-        followups: 0,
-        related_to: None,
-        aggregate: None,
+        ..refused_report()
     }
 }
 
@@ -127,30 +116,21 @@ pub fn related_report() -> ResetReport {
 
 /// A client's SYN to a closed port answered by the server's RST, seen arriving on eth0.
 pub fn refused_report() -> ResetReport {
-    let ts = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
     ResetReport {
-        ts,
-        iface: "eth0".to_owned(),
-        direction: Direction::Ingress,
+        ts: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
         class: ResetClass::Refused,
-        sender: Sender::Responder,
         middlebox: false,
         evidence: Vec::new(),
         src: "192.0.2.80:4333".parse().unwrap(),
         dst: "198.51.100.7:51000".parse().unwrap(),
         orig: "198.51.100.7:51000".parse().unwrap(),
         resp: "192.0.2.80:4333".parse().unwrap(),
-        originator_inferred: false,
-        vlan: 0,
         ttl: 58,
         expected_ttl: None,
         ip_id: Some(0),
-        df: true,
         seq: 0,
         ack: 2_000_001,
         flags: 0x14,
-        window: 0,
-        payload_len: 0,
         idle_ms: None,
         rtt_us: None,
         conn_state: ConnState::Rej,
@@ -163,8 +143,33 @@ pub fn refused_report() -> ResetReport {
         orig_bytes: 60,
         resp_pkts: 1,
         resp_bytes: 40,
-        followups: 0,
-        related_to: None,
-        aggregate: None,
+        ..middlebox_report()
     }
+}
+
+/// Text no format may trip over: CEF and RFC 5424 delimiters, escapes, line breaks, non-ASCII.
+pub const HOSTILE: &str = "e|th=0 \\ cs1=forged\nline\r\"quoted\" ]ünï日本 ";
+
+/// The number `numbered_report(n)` carries in `community_id`, which every format exports (ECS
+/// `network.community_id`, OCSF `connection_info.community_uid`, CEF `cs6`).
+pub fn id_of(n: u32) -> String {
+    format!("1:rstwatch-test-{n:06}")
+}
+
+/// `refused_report` numbered `n`: `n` milliseconds later, its number in `community_id`.
+pub fn numbered_report(n: u32) -> ResetReport {
+    ResetReport {
+        ts: UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(n.into()),
+        community_id: id_of(n),
+        ..refused_report()
+    }
+}
+
+/// `numbered_report(n)` with `HOSTILE` in every free-text field but its number.
+pub fn hostile_report(n: u32) -> ResetReport {
+    let mut report = numbered_report(n);
+    report.iface = HOSTILE.to_owned();
+    report.history = HOSTILE.to_owned();
+    report.wireshark_filter = format!("frame contains \"{HOSTILE}\"");
+    report
 }
