@@ -9,6 +9,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use foldhash::HashMap as FastMap;
+
 use rstwatch_common::{EventKind, FlowKey, FlowState, RstEvent};
 
 use crate::event::FlowSide;
@@ -92,9 +94,9 @@ pub struct HoldQueue {
     /// Sequence number of `queue[0]`.
     front_seq: u64,
     /// (flow, claimed sender's direction) -> sequence number of its latest held RST.
-    held_by_sender: HashMap<(FlowKey, FlowSide), u64>,
+    held_by_sender: FastMap<(FlowKey, FlowSide), u64>,
     /// Flow -> its connection's reports, held or released, the latest within `link_ns`.
-    reported: HashMap<FlowKey, Reported>,
+    reported: FastMap<FlowKey, Reported>,
     /// `reported` entries by age, to forget them in order.
     reported_order: VecDeque<(u64, FlowKey)>,
 }
@@ -108,8 +110,8 @@ impl HoldQueue {
             link_ns,
             queue: VecDeque::new(),
             front_seq: 0,
-            held_by_sender: HashMap::new(),
-            reported: HashMap::new(),
+            held_by_sender: FastMap::default(),
+            reported: FastMap::default(),
             reported_order: VecDeque::new(),
         }
     }

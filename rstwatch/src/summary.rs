@@ -1,10 +1,9 @@
 //! The end-of-run (or on-demand) summary: how many resets of each class, and which peers
 //! were involved in the most of them.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    net::IpAddr,
-};
+use std::{collections::BTreeMap, net::IpAddr};
+
+use foldhash::HashMap;
 
 use crate::report::{Direction, ResetClass, ResetReport};
 

@@ -18,29 +18,50 @@ pub fn tcp(a: SocketAddr, b: SocketAddr) -> String {
 /// all in network byte order, IPv4 as 4 bytes and IPv6 as 16. The smaller endpoint is the one
 /// with the smaller address, or the smaller port when the addresses are equal.
 pub fn v1(seed: u16, proto: u8, a: SocketAddr, b: SocketAddr) -> String {
-    let (first, second) = if endpoint_key(&a) <= endpoint_key(&b) {
-        (a, b)
+    let (a_addr, b_addr) = (Octets::of(a.ip()), Octets::of(b.ip()));
+    let (first, second) = if (a_addr.bytes(), a.port()) <= (b_addr.bytes(), b.port()) {
+        ((a_addr, a.port()), (b_addr, b.port()))
     } else {
-        (b, a)
+        ((b_addr, b.port()), (a_addr, a.port()))
     };
     let mut sha = sha1_smol::Sha1::new();
     sha.update(&seed.to_be_bytes());
-    sha.update(&octets(first.ip()));
-    sha.update(&octets(second.ip()));
+    sha.update(first.0.bytes());
+    sha.update(second.0.bytes());
     sha.update(&[proto, 0]);
-    sha.update(&first.port().to_be_bytes());
-    sha.update(&second.port().to_be_bytes());
-    format!("1:{}", STANDARD.encode(sha.digest().bytes()))
+    sha.update(&first.1.to_be_bytes());
+    sha.update(&second.1.to_be_bytes());
+    let mut id = String::with_capacity(30);
+    id.push_str("1:");
+    STANDARD.encode_string(sha.digest().bytes(), &mut id);
+    id
 }
 
-fn endpoint_key(s: &SocketAddr) -> (Vec<u8>, u16) {
-    (octets(s.ip()), s.port())
+/// An address in network byte order, IPv4 as 4 bytes and IPv6 as 16, kept on the stack: the
+/// ID is computed for every reset.
+#[derive(Clone, Copy)]
+struct Octets {
+    bytes: [u8; 16],
+    len: usize,
 }
 
-fn octets(ip: IpAddr) -> Vec<u8> {
-    match ip {
-        IpAddr::V4(v4) => v4.octets().to_vec(),
-        IpAddr::V6(v6) => v6.octets().to_vec(),
+impl Octets {
+    fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut bytes = [0; 16];
+                bytes[..4].copy_from_slice(&v4.octets());
+                Self { bytes, len: 4 }
+            }
+            IpAddr::V6(v6) => Self {
+                bytes: v6.octets(),
+                len: 16,
+            },
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 

@@ -1,7 +1,7 @@
 //! The Wireshark display filter that isolates one TCP conversation, in the shape Wireshark's
 //! own "Conversation Filter" writes: both addresses and both ports, either direction.
 
-use std::net::SocketAddr;
+use std::{fmt::Write as _, net::SocketAddr};
 
 /// `ip.addr==A && ip.addr==B && tcp.port==P && tcp.port==Q` (`ipv6.addr` for IPv6), plus
 /// `vlan.id==V` when the flow is tagged.
@@ -15,7 +15,7 @@ pub fn display_filter(a: SocketAddr, b: SocketAddr, vlan: u16) -> String {
         b.port()
     );
     if vlan != 0 {
-        filter.push_str(&format!(" && vlan.id=={vlan}"));
+        write!(filter, " && vlan.id=={vlan}").expect("writing into a String");
     }
     filter
 }

@@ -1,6 +1,9 @@
 //! Field renderings shared by the formats, so every format spells a value the same way.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::{
+    io::Write as _,
+    time::{SystemTime, UNIX_EPOCH},
+};
 
 use rstwatch_common::packet::tcp_flags;
 
@@ -10,20 +13,40 @@ pub fn rfc3339(ts: SystemTime) -> String {
     humantime::format_rfc3339_micros(ts.max(UNIX_EPOCH)).to_string()
 }
 
+/// `rfc3339(ts)` appended to `out`, without a `String` of its own.
+pub fn write_rfc3339(out: &mut Vec<u8>, ts: SystemTime) {
+    write!(
+        out,
+        "{}",
+        humantime::format_rfc3339_micros(ts.max(UNIX_EPOCH))
+    )
+    .expect("writing into memory");
+}
+
+/// `tcp_flag_letters(flags)` appended to `out`.
+pub fn write_tcp_flag_letters(out: &mut Vec<u8>, flags: u8) {
+    for (bit, letter) in FLAG_LETTERS {
+        if flags & bit != 0 {
+            out.push(letter as u8);
+        }
+    }
+}
+
+const FLAG_LETTERS: [(u8, char); 8] = [
+    (tcp_flags::FIN, 'F'),
+    (tcp_flags::SYN, 'S'),
+    (tcp_flags::RST, 'R'),
+    (tcp_flags::PSH, 'P'),
+    (tcp_flags::ACK, 'A'),
+    (tcp_flags::URG, 'U'),
+    (tcp_flags::ECE, 'E'),
+    (tcp_flags::CWR, 'C'),
+];
+
 /// Letters of the TCP flags set, in header bit order from FIN: `F S R P A U E C` (FIN, SYN,
 /// RST, PSH, ACK, URG, ECE, CWR). A RST with ACK is `RA`.
 pub fn tcp_flag_letters(flags: u8) -> String {
-    const LETTERS: [(u8, char); 8] = [
-        (tcp_flags::FIN, 'F'),
-        (tcp_flags::SYN, 'S'),
-        (tcp_flags::RST, 'R'),
-        (tcp_flags::PSH, 'P'),
-        (tcp_flags::ACK, 'A'),
-        (tcp_flags::URG, 'U'),
-        (tcp_flags::ECE, 'E'),
-        (tcp_flags::CWR, 'C'),
-    ];
-    LETTERS
+    FLAG_LETTERS
         .iter()
         .filter(|(bit, _)| flags & bit != 0)
         .map(|&(_, letter)| letter)

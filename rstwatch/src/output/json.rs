@@ -7,12 +7,8 @@
 //! without state, `rtt_us` without a handshake, `aggregate` for a single reset, `related_to`
 //! for a RST that follows no earlier report; else the `ts` of the connection's first report).
 
-use std::net::IpAddr;
-
-use serde::Serialize;
-
-use super::{fields, Format};
-use crate::report::{Aggregate, ResetReport};
+use super::{json_writer::JsonObject, Format};
+use crate::report::ResetReport;
 
 /// The keys docs/design.md promises in every record, in the order they are written; more may
 /// follow. SIEM pipelines parse on these names, so they never change.
@@ -51,120 +47,59 @@ pub const REQUIRED_KEYS: [&str; 27] = [
 pub struct Json;
 
 impl Format for Json {
-    fn render(&self, report: &ResetReport, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, &Record::of(report))
-            .expect("a record of plain fields always serialises into memory");
-    }
-}
-
-/// The JSON object of one reset; fields serialise in this order.
-#[derive(Serialize)]
-struct Record<'a> {
-    ts: String,
-    iface: &'a str,
-    direction: &'static str,
-    class: &'static str,
-    sender: &'static str,
-    middlebox: bool,
-    evidence: Vec<&'static str>,
-    src_ip: IpAddr,
-    src_port: u16,
-    dst_ip: IpAddr,
-    dst_port: u16,
-    orig_ip: IpAddr,
-    orig_port: u16,
-    resp_ip: IpAddr,
-    resp_port: u16,
-    ttl: u8,
-    expected_ttl: Option<u8>,
-    ip_id: Option<u16>,
-    seq: u32,
-    ack: u32,
-    flags: String,
-    idle_ms: Option<u64>,
-    rtt_us: Option<u64>,
-    conn_state: &'static str,
-    history: &'a str,
-    community_id: &'a str,
-    wireshark_filter: &'a str,
-    severity: &'static str,
-    description: &'static str,
-    originator_inferred: bool,
-    vlan: u16,
-    df: bool,
-    window: u16,
-    payload_len: u16,
-    orig_pkts: u64,
-    orig_bytes: u64,
-    resp_pkts: u64,
-    resp_bytes: u64,
-    followups: u32,
-    related_to: Option<String>,
-    aggregate: Option<AggregateRecord>,
-}
-
-#[derive(Serialize)]
-struct AggregateRecord {
-    count: u64,
-    first: String,
-    last: String,
-}
-
-impl<'a> Record<'a> {
-    fn of(r: &'a ResetReport) -> Self {
-        Self {
-            ts: fields::rfc3339(r.ts),
-            iface: &r.iface,
-            direction: r.direction.as_str(),
-            class: r.class.as_str(),
-            sender: r.sender.as_str(),
-            middlebox: r.middlebox,
-            evidence: r.evidence.iter().map(|e| e.as_str()).collect(),
-            src_ip: r.src.ip(),
-            src_port: r.src.port(),
-            dst_ip: r.dst.ip(),
-            dst_port: r.dst.port(),
-            orig_ip: r.orig.ip(),
-            orig_port: r.orig.port(),
-            resp_ip: r.resp.ip(),
-            resp_port: r.resp.port(),
-            ttl: r.ttl,
-            expected_ttl: r.expected_ttl,
-            ip_id: r.ip_id,
-            seq: r.seq,
-            ack: r.ack,
-            flags: fields::tcp_flag_letters(r.flags),
-            idle_ms: r.idle_ms,
-            rtt_us: r.rtt_us,
-            conn_state: r.conn_state.as_str(),
-            history: &r.history,
-            community_id: &r.community_id,
-            wireshark_filter: &r.wireshark_filter,
-            severity: r.severity().as_str(),
-            description: r.class.describe(),
-            originator_inferred: r.originator_inferred,
-            vlan: r.vlan,
-            df: r.df,
-            window: r.window,
-            payload_len: r.payload_len,
-            orig_pkts: r.orig_pkts,
-            orig_bytes: r.orig_bytes,
-            resp_pkts: r.resp_pkts,
-            resp_bytes: r.resp_bytes,
-            followups: r.followups,
-            related_to: r.related_to.map(fields::rfc3339),
-            aggregate: r.aggregate.as_ref().map(AggregateRecord::of),
-        }
-    }
-}
-
-impl AggregateRecord {
-    fn of(a: &Aggregate) -> Self {
-        Self {
-            count: a.count,
-            first: fields::rfc3339(a.first),
-            last: fields::rfc3339(a.last),
-        }
+    fn render(&self, r: &ResetReport, out: &mut Vec<u8>) {
+        let mut record = JsonObject::new(out);
+        record
+            .time("ts", r.ts)
+            .str("iface", &r.iface)
+            .str("direction", r.direction.as_str())
+            .str("class", r.class.as_str())
+            .str("sender", r.sender.as_str())
+            .bool("middlebox", r.middlebox)
+            .strs("evidence", r.evidence.iter().map(|e| e.as_str()))
+            .ip("src_ip", r.src.ip())
+            .uint("src_port", r.src.port().into())
+            .ip("dst_ip", r.dst.ip())
+            .uint("dst_port", r.dst.port().into())
+            .ip("orig_ip", r.orig.ip())
+            .uint("orig_port", r.orig.port().into())
+            .ip("resp_ip", r.resp.ip())
+            .uint("resp_port", r.resp.port().into())
+            .uint("ttl", r.ttl.into())
+            .opt_uint("expected_ttl", r.expected_ttl.map(u64::from))
+            .opt_uint("ip_id", r.ip_id.map(u64::from))
+            .uint("seq", r.seq.into())
+            .uint("ack", r.ack.into())
+            .tcp_flags("flags", r.flags)
+            .opt_uint("idle_ms", r.idle_ms)
+            .opt_uint("rtt_us", r.rtt_us)
+            .str("conn_state", r.conn_state.as_str())
+            .str("history", &r.history)
+            .str("community_id", &r.community_id)
+            .str("wireshark_filter", &r.wireshark_filter)
+            .str("severity", r.severity().as_str())
+            .str("description", r.class.describe())
+            .bool("originator_inferred", r.originator_inferred)
+            .uint("vlan", r.vlan.into())
+            .bool("df", r.df)
+            .uint("window", r.window.into())
+            .uint("payload_len", r.payload_len.into())
+            .uint("orig_pkts", r.orig_pkts)
+            .uint("orig_bytes", r.orig_bytes)
+            .uint("resp_pkts", r.resp_pkts)
+            .uint("resp_bytes", r.resp_bytes)
+            .uint("followups", r.followups.into())
+            .opt_time("related_to", r.related_to);
+        match &r.aggregate {
+            Some(aggregate) => record.object("aggregate", |object| {
+                object
+                    .uint("count", aggregate.count)
+                    .time("first", aggregate.first)
+                    .time("last", aggregate.last);
+            }),
+            None => record.null("aggregate"),
+        };
+        record.end();
     }
 }
 
@@ -175,6 +110,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
+    use crate::report::Aggregate;
     use crate::test_support::sample::{ipv6_report, middlebox_report};
 
     fn render(report: &ResetReport) -> Value {

@@ -5,6 +5,7 @@ pub mod cef;
 pub mod ecs;
 pub mod fields;
 pub mod json;
+pub mod json_writer;
 pub mod ocsf;
 pub mod text;
 

@@ -13,10 +13,11 @@
 //! sent or counted in an aggregate.
 
 use std::{
-    collections::HashMap,
     net::{IpAddr, SocketAddr},
     time::{Duration, Instant},
 };
+
+use foldhash::HashMap;
 
 use crate::report::{Aggregate, ResetClass, ResetReport, Sender};
 
@@ -81,7 +82,7 @@ impl Aggregator {
     pub fn new(config: AggregateConfig) -> Self {
         Aggregator {
             config,
-            windows: HashMap::new(),
+            windows: HashMap::default(),
         }
     }
 

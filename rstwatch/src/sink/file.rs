@@ -1,9 +1,11 @@
 //! Records to standard output or `--output FILE`, written by a thread of their own so that a
 //! slow or failed destination never makes capture wait.
 //!
-//! Capture hands each rendered line to a bounded queue and moves on; when the queue is full
-//! the line is dropped and counted. The writer writes each line whole or not at all: a write
-//! into a regular file that fails half-way is cut back to where the line started. A full disk
+//! Capture gathers the rendered lines of a batch (one ring drain, one hold release) and, when
+//! the batch ends, hands them to a bounded queue as one block and moves on; lines beyond the
+//! queue's room are dropped and counted. The writer writes each block with one `write(2)`,
+//! whole or not at all: a write into a regular file that fails half-way is cut back to where
+//! the block started. A full disk
 //! (ENOSPC, EDQUOT) keeps the line and retries until space returns, while the queue absorbs
 //! what comes meanwhile; a reader that went away (EPIPE) is final, and every later line is
 //! dropped and counted. A FIFO is opened by the writer, so attaching never waits for its
@@ -40,6 +42,9 @@ macro_rules! note {
 
 /// Lines waiting for the writer; beyond this they are dropped and counted.
 pub const QUEUE_LINES: usize = 4096;
+/// A batch this large is handed to the writer before the batch ends, so that one block
+/// stays a reasonable write.
+const BLOCK_BYTES: usize = 256 << 10;
 /// How often a write that failed on a full disk is tried again.
 const FULL_DISK_RETRY: Duration = Duration::from_millis(500);
 
@@ -94,16 +99,27 @@ struct Requests {
 }
 
 enum Message {
-    Line(Vec<u8>),
+    /// Whole lines, each with its newline.
+    Lines { bytes: Vec<u8>, lines: u64 },
     /// Wakes an idle writer to look at its requests.
     Wake,
 }
 
-/// A line-oriented output with its writer thread. Clones share the writer: the pipeline
-/// writes through one, the daemon reopens, reads the counts and closes through another.
-#[derive(Clone)]
+/// A line-oriented output with its writer thread. Clones share the writer (each gathers its
+/// own batch): the pipeline writes through one, the daemon reopens, reads the counts and
+/// closes through another.
 pub struct LineSink {
     shared: Arc<Shared>,
+    /// The lines of the batch under way, each with its newline.
+    batch: Vec<u8>,
+    /// Where each line of `batch` ends.
+    line_ends: Vec<usize>,
+}
+
+impl Clone for LineSink {
+    fn clone(&self) -> Self {
+        Self::sharing(Arc::clone(&self.shared))
+    }
 }
 
 struct Shared {
@@ -154,15 +170,21 @@ impl LineSink {
                 let _ = finish.send(());
             })
             .map_err(|err| UserError(format!("cannot start the output writer: {err}")))?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                destination,
-                queue: Mutex::new(Some(queue)),
-                counters,
-                requests,
-                finished: Mutex::new(finished),
-            }),
-        })
+        Ok(Self::sharing(Arc::new(Shared {
+            destination,
+            queue: Mutex::new(Some(queue)),
+            counters,
+            requests,
+            finished: Mutex::new(finished),
+        })))
+    }
+
+    fn sharing(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            batch: Vec::new(),
+            line_ends: Vec::new(),
+        }
     }
 
     pub fn destination(&self) -> &Destination {
@@ -178,18 +200,52 @@ impl LineSink {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues one line (with its newline); never blocks. A full queue drops it, counted.
-    pub fn write_line(&self, line: Vec<u8>) {
-        let queue = self.queue();
-        let Some(queue) = queue.as_ref() else {
-            return;
-        };
-        let counters = &self.shared.counters;
-        counters.queued.fetch_add(1, Ordering::Relaxed);
-        if queue.try_send(Message::Line(line)).is_err() {
-            counters.queued.fetch_sub(1, Ordering::Relaxed);
-            counters.dropped_queue_full.fetch_add(1, Ordering::Relaxed);
+    /// Adds one line (without its newline) to the batch under way.
+    pub fn add_line(&mut self, line: &[u8]) {
+        self.batch.extend_from_slice(line);
+        self.batch.push(b'\n');
+        self.line_ends.push(self.batch.len());
+        if self.batch.len() >= BLOCK_BYTES {
+            self.end_batch();
         }
+    }
+
+    /// Queues the batch's lines for the writer as one block; never blocks. What the queue has
+    /// no room for is dropped, counted.
+    pub fn end_batch(&mut self) {
+        if self.line_ends.is_empty() {
+            return;
+        }
+        let lines = self.line_ends.len() as u64;
+        let counters = &self.shared.counters;
+        let queued = counters.queued.fetch_add(lines, Ordering::Relaxed);
+        let room = (QUEUE_LINES as u64).saturating_sub(queued).min(lines);
+        let mut sent = 0;
+        if room > 0 {
+            let end = self.line_ends[room as usize - 1];
+            let block = if room == lines {
+                std::mem::take(&mut self.batch)
+            } else {
+                self.batch[..end].to_vec()
+            };
+            let queue = self.queue();
+            let message = Message::Lines {
+                bytes: block,
+                lines: room,
+            };
+            if queue
+                .as_ref()
+                .is_some_and(|queue| queue.try_send(message).is_ok())
+            {
+                sent = room;
+            }
+        }
+        counters.queued.fetch_sub(lines - sent, Ordering::Relaxed);
+        counters
+            .dropped_queue_full
+            .fetch_add(lines - sent, Ordering::Relaxed);
+        self.batch.clear();
+        self.line_ends.clear();
     }
 
     /// Asks the writer to reopen the file (after log rotation); the lines queued before go
@@ -230,18 +286,15 @@ impl LineSink {
 }
 
 impl Sink for LineSink {
-    /// Queues the line for the writer, which writes each line as it reaches it: a consumer
-    /// tailing the output sees every reset as soon as its hold ends.
     fn write(&mut self, _report: &ResetReport, record: &[u8]) -> anyhow::Result<()> {
-        let mut line = Vec::with_capacity(record.len() + 1);
-        line.extend_from_slice(record);
-        line.push(b'\n');
-        self.write_line(line);
+        self.add_line(record);
         Ok(())
     }
 
-    /// The writer writes without waiting for a batch to end.
+    /// Hands the batch to the writer: the pipeline flushes after every ring drain and hold
+    /// release, so a consumer tailing the output sees every reset as soon as its hold ends.
     fn flush(&mut self) -> anyhow::Result<()> {
+        self.end_batch();
         Ok(())
     }
 }
@@ -313,11 +366,11 @@ impl Out {
         Self { file, regular }
     }
 
-    /// Writes all of `line` or, in a regular file, nothing of it.
-    fn write_whole(&mut self, line: &[u8]) -> io::Result<()> {
+    /// Writes all of `block` or, in a regular file, nothing of it.
+    fn write_whole(&mut self, block: &[u8]) -> io::Result<()> {
         let mut written = 0;
-        while written < line.len() {
-            match self.file.write(&line[written..]) {
+        while written < block.len() {
+            match self.file.write(&block[written..]) {
                 Ok(0) => return Err(self.cut_back(written, io::ErrorKind::WriteZero.into())),
                 Ok(n) => written += n,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
@@ -327,7 +380,7 @@ impl Out {
         Ok(())
     }
 
-    /// Removes the `written` bytes of a line that could not be finished.
+    /// Removes the `written` bytes of a block that could not be finished.
     fn cut_back(&mut self, written: usize, err: io::Error) -> io::Error {
         if written > 0 && self.regular {
             if let Ok(meta) = self.file.metadata() {
@@ -366,9 +419,9 @@ impl Writer {
             if self.requests.reopen.swap(false, Ordering::Relaxed) {
                 self.reopen();
             }
-            if let Message::Line(line) = message {
-                self.write(&line);
-                self.counters.queued.fetch_sub(1, Ordering::Relaxed);
+            if let Message::Lines { bytes, lines } = message {
+                self.write(&bytes, lines);
+                self.counters.queued.fetch_sub(lines, Ordering::Relaxed);
             }
         }
     }
@@ -418,17 +471,18 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, line: &[u8]) {
+    /// Writes a block of `lines` whole lines.
+    fn write(&mut self, block: &[u8], lines: u64) {
         loop {
             let Some(out) = self.out.as_mut().filter(|_| !self.reader_gone) else {
                 self.counters
                     .dropped_write_failed
-                    .fetch_add(1, Ordering::Relaxed);
+                    .fetch_add(lines, Ordering::Relaxed);
                 return;
             };
-            let err = match out.write_whole(line) {
+            let err = match out.write_whole(block) {
                 Ok(()) => {
-                    self.counters.written.fetch_add(1, Ordering::Relaxed);
+                    self.counters.written.fetch_add(lines, Ordering::Relaxed);
                     if std::mem::take(&mut self.disk_full) {
                         note!(
                             "rstwatch: {}: space is back, writing again",
@@ -468,7 +522,7 @@ impl Writer {
                     self.failures_reported += 1;
                     if self.failures_reported <= FAILURES_REPORTED {
                         note!(
-                            "rstwatch: {}: a record was dropped: {err}",
+                            "rstwatch: {}: {lines} record(s) dropped: {err}",
                             self.destination.describe()
                         );
                     }
@@ -476,7 +530,7 @@ impl Writer {
             }
             self.counters
                 .dropped_write_failed
-                .fetch_add(1, Ordering::Relaxed);
+                .fetch_add(lines, Ordering::Relaxed);
             return;
         }
     }
@@ -510,10 +564,14 @@ mod tests {
     fn lines_reach_the_file_in_order_and_are_counted() {
         let path = temp_path("order");
         let _ = std::fs::remove_file(&path);
-        let sink = LineSink::start(Destination::File(path.clone())).unwrap();
+        let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
         for n in 0..100 {
-            sink.write_line(format!("{n}\n").into_bytes());
+            sink.add_line(format!("{n}").as_bytes());
+            if n % 7 == 0 {
+                sink.end_batch();
+            }
         }
+        sink.end_batch();
         let stats = sink.close(Duration::from_secs(5));
         let text = std::fs::read_to_string(&path).unwrap();
         std::fs::remove_file(&path).unwrap();
@@ -533,8 +591,9 @@ mod tests {
         let path = temp_path("rotate");
         let rotated = temp_path("rotate.1");
         let _ = std::fs::remove_file(&path);
-        let sink = LineSink::start(Destination::File(path.clone())).unwrap();
-        sink.write_line(b"before\n".to_vec());
+        let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
+        sink.add_line(b"before");
+        sink.end_batch();
         // The writer holds the file: wait until the line is in it, then rotate.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while sink.stats().written < 1 {
@@ -546,7 +605,8 @@ mod tests {
         }
         std::fs::rename(&path, &rotated).unwrap();
         sink.reopen();
-        sink.write_line(b"after\n".to_vec());
+        sink.add_line(b"after");
+        sink.end_batch();
         sink.close(Duration::from_secs(5));
         let old = std::fs::read_to_string(&rotated).unwrap();
         let new = std::fs::read_to_string(&path).unwrap();
@@ -562,8 +622,9 @@ mod tests {
         let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
-        let sink = LineSink::start(Destination::File(path.clone())).unwrap();
-        sink.write_line(b"queued\n".to_vec());
+        let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
+        sink.add_line(b"queued");
+        sink.end_batch();
         let mut reader = File::open(&path).unwrap();
         let mut text = String::new();
         let stats = sink.close(Duration::from_secs(5));
@@ -571,5 +632,32 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert_eq!(text, "queued\n");
         assert_eq!(stats.written, 1);
+    }
+
+    #[test]
+    fn a_batch_beyond_the_queues_room_is_cut_at_a_line_and_the_rest_counted() {
+        let path = temp_path("full-queue");
+        let _ = std::fs::remove_file(&path);
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        // Without a reader the writer waits to open the FIFO: nothing leaves the queue.
+        let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
+        let extra = 100;
+        for n in 0..QUEUE_LINES + extra {
+            sink.add_line(format!("{n}").as_bytes());
+        }
+        sink.end_batch();
+        let stats = sink.stats();
+        assert_eq!(stats.queued, QUEUE_LINES as u64);
+        assert_eq!(stats.dropped_queue_full, extra as u64);
+        let mut reader = File::open(&path).unwrap();
+        let mut text = String::new();
+        let stats = sink.close(Duration::from_secs(5));
+        reader.read_to_string(&mut text).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let expected: String = (0..QUEUE_LINES).map(|n| format!("{n}\n")).collect();
+        assert_eq!(text, expected);
+        assert_eq!(stats.written, QUEUE_LINES as u64);
     }
 }

@@ -1,0 +1,199 @@
+//! A JSON object written straight into the record buffer, byte for byte as `serde_json`'s
+//! compact writer would write it (same string escapes, same number forms), without building a
+//! value or a struct of owned strings first: rendering is on the path of every reset.
+
+use std::{io::Write as _, net::IpAddr, time::SystemTime};
+
+use super::fields;
+
+/// An object being written: keys and values in the order they are added.
+pub struct JsonObject<'a> {
+    out: &'a mut Vec<u8>,
+    empty: bool,
+}
+
+impl<'a> JsonObject<'a> {
+    pub fn new(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Self { out, empty: true }
+    }
+
+    pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
+        self.key(key);
+        write_str(self.out, value);
+        self
+    }
+
+    pub fn uint(&mut self, key: &str, value: u64) -> &mut Self {
+        self.key(key);
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self
+    }
+
+    pub fn opt_uint(&mut self, key: &str, value: Option<u64>) -> &mut Self {
+        match value {
+            Some(value) => self.uint(key, value),
+            None => self.null(key),
+        }
+    }
+
+    pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
+        self.key(key);
+        self.out
+            .extend_from_slice(if value { b"true" } else { b"false" });
+        self
+    }
+
+    pub fn null(&mut self, key: &str) -> &mut Self {
+        self.key(key);
+        self.out.extend_from_slice(b"null");
+        self
+    }
+
+    /// An address in its standard text form (IPv6 as RFC 5952), as a string.
+    pub fn ip(&mut self, key: &str, value: IpAddr) -> &mut Self {
+        self.key(key);
+        self.out.push(b'"');
+        write!(self.out, "{value}").expect("writing into memory");
+        self.out.push(b'"');
+        self
+    }
+
+    /// A time as `fields::rfc3339` spells it, as a string.
+    pub fn time(&mut self, key: &str, value: SystemTime) -> &mut Self {
+        self.key(key);
+        self.out.push(b'"');
+        fields::write_rfc3339(self.out, value);
+        self.out.push(b'"');
+        self
+    }
+
+    /// The letters of the TCP flags set, as `fields::tcp_flag_letters` spells them.
+    pub fn tcp_flags(&mut self, key: &str, flags: u8) -> &mut Self {
+        self.key(key);
+        self.out.push(b'"');
+        fields::write_tcp_flag_letters(self.out, flags);
+        self.out.push(b'"');
+        self
+    }
+
+    pub fn opt_time(&mut self, key: &str, value: Option<SystemTime>) -> &mut Self {
+        match value {
+            Some(value) => self.time(key, value),
+            None => self.null(key),
+        }
+    }
+
+    /// An array of strings.
+    pub fn strs<'s>(&mut self, key: &str, values: impl IntoIterator<Item = &'s str>) -> &mut Self {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, value) in values.into_iter().enumerate() {
+            if i != 0 {
+                self.out.push(b',');
+            }
+            write_str(self.out, value);
+        }
+        self.out.push(b']');
+        self
+    }
+
+    /// A nested object, written by `fill`.
+    pub fn object(&mut self, key: &str, fill: impl FnOnce(&mut JsonObject<'_>)) -> &mut Self {
+        self.key(key);
+        let mut inner = JsonObject::new(self.out);
+        fill(&mut inner);
+        inner.end();
+        self
+    }
+
+    /// Closes the object.
+    pub fn end(self) {
+        self.out.push(b'}');
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.empty {
+            self.out.push(b',');
+        }
+        self.empty = false;
+        write_str(self.out, key);
+        self.out.push(b':');
+    }
+}
+
+/// `value` as a JSON string: `"` and `\` escaped, control characters as their short escape
+/// or `\u00XX` (lower-case hex), everything else (non-ASCII included) as is.
+pub fn write_str(out: &mut Vec<u8>, value: &str) {
+    out.push(b'"');
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => {
+                out.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(byte >> 4)]);
+                out.push(HEX[usize::from(byte & 0x0f)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(escape);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every character class serde_json treats specially, and some it does not.
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let mut text: String = (0u8..0x80).map(char::from).collect();
+        text.push_str("ünï日本 / \u{2028}");
+        let mut out = Vec::new();
+        write_str(&mut out, &text);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            serde_json::to_string(&text).unwrap()
+        );
+    }
+
+    #[test]
+    fn objects_match_serde_json() {
+        let mut out = Vec::new();
+        let mut object = JsonObject::new(&mut out);
+        object
+            .str("a", "x\"y")
+            .uint("b", u64::MAX)
+            .opt_uint("c", None)
+            .bool("d", true)
+            .ip("e", "2001:db8::1".parse().unwrap())
+            .strs("f", ["g", "h"])
+            .strs("i", [])
+            .object("j", |inner| {
+                inner.uint("k", 0);
+            });
+        object.end();
+        let expected = serde_json::json!({
+            "a": "x\"y", "b": u64::MAX, "c": null, "d": true, "e": "2001:db8::1",
+            "f": ["g", "h"], "i": [], "j": {"k": 0},
+        });
+        assert_eq!(String::from_utf8(out).unwrap(), expected.to_string());
+    }
+}
