@@ -2,6 +2,7 @@
 //!
 //! Where things live:
 //! - `cli`: the command line and the parsers for its values.
+//! - `config`: `--config FILE`: a TOML file's options merged under the command line's.
 //! - `error`: `UserError`, a failure the user can fix (one line, exit code 2).
 //! - `filter`: the in-kernel filters' values (`--net` networks).
 //! - `preflight`: checks before touching the kernel (interfaces, capabilities).
@@ -30,6 +31,7 @@
 pub mod capture;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod detach;
 pub mod error;
 pub mod event;
