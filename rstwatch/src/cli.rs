@@ -173,6 +173,12 @@ pub struct WatchArgs {
     #[command(flatten)]
     pub syslog: SyslogArgs,
 
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. `0.0.0.0:9464`, `[::1]:9464`):
+    /// resets by class, sender, middlebox, direction and interface; the kernel's counters;
+    /// flows; records per sink.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+
     /// Flows tracked at once (1024 to 16777216); the least recently used are evicted beyond
     /// this.
     #[arg(long, value_name = "N", default_value_t = defaults::FLOWS, value_parser = parse_flows)]

@@ -8,6 +8,7 @@
 //! - `preflight`: checks before touching the kernel (interfaces, capabilities).
 //! - `features`: what the running kernel offers (TCX, BTF, reset reasons), and the fallbacks.
 //! - `kernel`: loads and attaches the eBPF programs, configures their maps, reads counters.
+//! - `metrics`: `--metrics ADDR`: the Prometheus page and its small HTTP responder.
 //! - `tc_filter`: TC egress without TCX: rstwatch's netlink filter, and its stale-filter cleanup.
 //! - `detach`: removes the egress filter a killed rstwatch left (kernels without TCX).
 //! - `watch`: the daemon: attach, hand the ring buffer to the pipeline, signals.
@@ -41,6 +42,7 @@ pub mod filter;
 pub mod hold;
 pub mod ifaces;
 pub mod kernel;
+pub mod metrics;
 pub mod offline;
 pub mod output;
 pub mod pipeline;

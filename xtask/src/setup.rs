@@ -31,6 +31,8 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "rsyslog",
     "rsyslog-gnutls",
     "gnutls-bin",
+    "prometheus",
+    "systemd",
     "openssl",
     "zlib1g-dev",
     "libzstd-dev",
