@@ -170,6 +170,12 @@ pub struct WatchArgs {
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// This host's name in every record (`host` in JSON, `host.name` in ECS,
+    /// `device.hostname` in OCSF, `dvchost` in CEF): the node's name on Kubernetes, where a
+    /// DaemonSet sets RSTWATCH_NODE_NAME from `spec.nodeName`.
+    #[arg(long, value_name = "NAME", env = "RSTWATCH_NODE_NAME")]
+    pub node_name: Option<crate::output::node::NodeName>,
+
     #[command(flatten)]
     pub syslog: SyslogArgs,
 

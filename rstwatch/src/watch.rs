@@ -30,7 +30,9 @@ use crate::{
     ifaces::{Change, Interfaces},
     kernel::{Kernel, KernelConfig, TcAttach, VerifierRejection},
     metrics::{self, Scrape, SinkRecords, Snapshot},
-    output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
+    output::{
+        cef::Cef, ecs::Ecs, json::Json, node::with_node_name, ocsf::Ocsf, text::Text, Format,
+    },
     pipeline::{aggregate::AggregateConfig, Pipeline, PipelineConfig},
     preflight,
     sink::{
@@ -142,7 +144,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         if *body == records_format {
             records_sinks.push(sink);
         } else {
-            pipeline.add_output(format(*body, false), vec![sink]);
+            pipeline.add_output(named(*body, format(*body, false), &args), vec![sink]);
         }
     }
     let resets = ResetCounts::default();
@@ -152,7 +154,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         tokio::spawn(metrics::serve(listener, scrape));
         scrapes
     });
-    pipeline.add_output(format_of(records_format), records_sinks);
+    pipeline.add_output(
+        named(records_format.format, format_of(records_format), &args),
+        records_sinks,
+    );
     let syslog = syslog.map(|(handle, _, _)| handle);
     eprintln!(
         "rstwatch: watching {} (XDP ingress{}); Ctrl-C to stop, SIGUSR1 for counters",
@@ -243,6 +248,14 @@ pub(crate) fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
         FormatArg::Ecs => Box::new(Ecs),
         FormatArg::Ocsf => Box::new(Ocsf),
         FormatArg::Cef => Box::new(Cef),
+    }
+}
+
+/// `format` (of kind `kind`) with `--node-name` added to its records, if given.
+fn named(kind: FormatArg, format: Box<dyn Format>, args: &WatchArgs) -> Box<dyn Format> {
+    match &args.node_name {
+        Some(node) => with_node_name(kind, format, node),
+        None => format,
     }
 }
 

@@ -1,5 +1,6 @@
 //! `rstwatch watch --metrics ADDR` in a lab: real resets, then the live `/metrics` page, which
-//! `promtool check metrics` must accept and whose counters must match what happened.
+//! `promtool check metrics` must accept and whose counters must match what happened; and the
+//! records name the node they were seen on (`--node-name`).
 
 use std::{
     io::{Read as _, Write as _},
@@ -20,6 +21,8 @@ const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Inside the lab client's namespace: no other process can hold it.
 const METRICS_ADDR: &str = "127.0.0.1:9464";
 const REFUSED_CONNECTIONS: usize = 3;
+/// What the DaemonSet would pass from `spec.nodeName`.
+const NODE_NAME: &str = "worker-7";
 
 /// One HTTP/1.1 request for `path` to the metrics endpoint in namespace `ns`: the status line
 /// and the body.
@@ -95,6 +98,8 @@ fn metrics_count_the_resets_the_lab_provoked_and_promtool_accepts_them() -> Resu
             "off",
             "--metrics",
             METRICS_ADDR,
+            "--node-name",
+            NODE_NAME,
         ],
     )?;
     let mut flows = Vec::new();
@@ -103,7 +108,7 @@ fn metrics_count_the_resets_the_lab_provoked_and_promtool_accepts_them() -> Resu
     }
     let forged = scenarios::forged_rst(&lab, Family::V4)?;
     let refused_seen = std::cell::Cell::new(0);
-    watcher.events_until(
+    let events = watcher.events_until(
         |event: &Value| {
             if event["class"] == "refused" {
                 refused_seen.set(refused_seen.get() + 1);
@@ -113,6 +118,10 @@ fn metrics_count_the_resets_the_lab_provoked_and_promtool_accepts_them() -> Resu
         EVENT_TIMEOUT,
     )?;
     watcher.events_until(|event| event["middlebox"] == true, EVENT_TIMEOUT)?;
+    assert!(
+        events.iter().all(|event| event["host"] == NODE_NAME),
+        "every record names the node: {events:?}"
+    );
 
     let (status, page) = http_get(lab.client_ns(), "/metrics")?;
     assert_eq!(status, "HTTP/1.1 200 OK", "{page}");

@@ -5,6 +5,7 @@ pub mod cef;
 pub mod ecs;
 pub mod fields;
 pub mod json;
+pub mod node;
 pub mod ocsf;
 #[cfg(test)]
 pub(crate) mod sample;
