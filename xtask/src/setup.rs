@@ -33,6 +33,7 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "gnutls-bin",
     "prometheus",
     "systemd",
+    "python3-yaml",
     "openssl",
     "zlib1g-dev",
     "libzstd-dev",
