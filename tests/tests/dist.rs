@@ -233,3 +233,66 @@ fn the_daemonset_runs_on_the_host_network_with_three_capabilities_and_its_config
         .unwrap();
     assert_eq!(container["ports"][0]["containerPort"], metrics_port);
 }
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_rstwatch_serves() {
+    use rstwatch::{
+        kernel::Counters,
+        metrics::{render, SinkRecords, Snapshot},
+        pipeline::PipelineStats,
+        sink::metrics::{ResetCounts, ResetLabels},
+    };
+    // A family appears once it has a series: one reset, one table, one sink.
+    let resets = ResetCounts::default();
+    resets
+        .get_or_create(&ResetLabels {
+            class: "refused",
+            sender: "responder",
+            middlebox: "false",
+            direction: "ingress",
+            interface: "eth0".into(),
+        })
+        .inc();
+    let page = render(
+        &resets,
+        &Snapshot {
+            kernel: Counters([0; rstwatch_common::COUNTER_COUNT as usize]),
+            flows_live: 0,
+            flow_capacity: vec![("main", 1024)],
+            pipeline: PipelineStats::default(),
+            held: 0,
+            sinks: vec![SinkRecords {
+                sink: "output",
+                sent: 1,
+                dropped: 0,
+                spooled: 0,
+            }],
+        },
+    );
+    let served: Vec<&str> = page
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split(' ').next())
+        .collect();
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(dist("grafana-dashboard.json")).unwrap())
+            .unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for (start, _) in expr.match_indices("rstwatch_") {
+                let name: String = expr[start..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                assert!(
+                    served.contains(&name.as_str()),
+                    "{name} is not served: {served:?}"
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 10, "the dashboard queries {queried} metrics");
+}
