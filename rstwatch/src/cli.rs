@@ -98,6 +98,9 @@ pub struct ExplainArgs {
 
     #[command(flatten)]
     pub syslog: SyslogArgs,
+
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -167,8 +170,20 @@ pub struct WatchArgs {
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
 
+    /// This host's name in every record (`host` in JSON, `host.name` in ECS,
+    /// `device.hostname` in OCSF, `dvchost` in CEF): the node's name on Kubernetes, where a
+    /// DaemonSet sets RSTWATCH_NODE_NAME from `spec.nodeName`.
+    #[arg(long, value_name = "NAME", env = "RSTWATCH_NODE_NAME")]
+    pub node_name: Option<crate::output::node::NodeName>,
+
     #[command(flatten)]
     pub syslog: SyslogArgs,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. `0.0.0.0:9464`, `[::1]:9464`):
+    /// resets by class, sender, middlebox, direction and interface; the kernel's counters;
+    /// flows; records per sink.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 
     /// Flows tracked at once (1024 to 16777216); the least recently used are evicted beyond
     /// this.
@@ -184,6 +199,25 @@ pub struct WatchArgs {
     /// Ring buffer between kernel and daemon, in MiB (a power of two).
     #[arg(long, value_name = "MIB", default_value_t = defaults::RING_BYTES >> 20, value_parser = parse_ring_mib)]
     pub ring_mib: u32,
+
+    #[command(flatten)]
+    pub config: ConfigArgs,
+}
+
+/// Options from a file; read before the rest of the command line is parsed (`crate::config`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Configuration file")]
+pub struct ConfigArgs {
+    /// Read options from this TOML file: each key is a long option's name (`iface =
+    /// ["eth0"]`, `idle-timeout = "45s"`, `no-egress = true`). Options on the command line
+    /// replace the file's.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print the configuration in effect (command line, then `--config`, then the defaults)
+    /// as TOML, and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

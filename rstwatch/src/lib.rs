@@ -2,11 +2,13 @@
 //!
 //! Where things live:
 //! - `cli`: the command line and the parsers for its values.
+//! - `config`: `--config FILE`: a TOML file's options merged under the command line's.
 //! - `error`: `UserError`, a failure the user can fix (one line, exit code 2).
 //! - `filter`: the in-kernel filters' values (`--net` networks).
 //! - `preflight`: checks before touching the kernel (interfaces, capabilities).
 //! - `features`: what the running kernel offers (TCX, BTF, reset reasons), and the fallbacks.
 //! - `kernel`: loads and attaches the eBPF programs, configures their maps, reads counters.
+//! - `metrics`: `--metrics ADDR`: the Prometheus page and its small HTTP responder.
 //! - `tc_filter`: TC egress without TCX: rstwatch's netlink filter, and its stale-filter cleanup.
 //! - `detach`: removes the egress filter a killed rstwatch left (kernels without TCX).
 //! - `watch`: the daemon: attach, hand the ring buffer to the pipeline, signals.
@@ -30,6 +32,7 @@
 pub mod capture;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod detach;
 pub mod error;
 pub mod event;
@@ -39,6 +42,7 @@ pub mod filter;
 pub mod hold;
 pub mod ifaces;
 pub mod kernel;
+pub mod metrics;
 pub mod offline;
 pub mod output;
 pub mod pipeline;

@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
-use clap::Parser as _;
+use clap::{CommandFactory as _, FromArgMatches as _};
 use rstwatch::{
     cli::{Cli, Command},
+    config,
     error::UserError,
 };
 
@@ -27,26 +28,42 @@ impl log::Log for StderrLogger {
 
 static LOGGER: StderrLogger = StderrLogger;
 
-/// Parses the command line; a mistake gets one line on stderr and exit code 2 (help and
-/// version requests print as clap renders them).
+/// Parses the command line, with the options of its `--config` file; a mistake gets one line
+/// on stderr and exit code 2 (help, version and `--print-config` print and exit 0).
 fn parse_cli() -> Result<Cli, ExitCode> {
-    Cli::try_parse().map_err(|err| {
-        if !err.use_stderr() {
-            let _ = err.print();
-            return ExitCode::SUCCESS;
-        }
-        // Clap's first paragraph says what is wrong; usage and tips follow after a blank line.
-        let rendered = err.render().to_string();
-        let paragraph: Vec<&str> = rendered
-            .lines()
-            .take_while(|line| !line.trim().is_empty())
-            .map(str::trim)
-            .collect();
-        let joined = paragraph.join(" ");
-        let message = joined.strip_prefix("error: ").unwrap_or(&joined);
-        eprintln!("rstwatch: error: {message} (rstwatch --help explains every option)");
-        ExitCode::from(2)
-    })
+    let command = Cli::command();
+    let argv =
+        config::with_config_file(&command, std::env::args_os().collect()).map_err(|err| {
+            eprintln!("rstwatch: error: {err}");
+            ExitCode::from(2)
+        })?;
+    let matches = command
+        .clone()
+        .try_get_matches_from(argv)
+        .map_err(clap_error)?;
+    if let Some(effective) = config::print_requested(&command, &matches) {
+        print!("{effective}");
+        return Err(ExitCode::SUCCESS);
+    }
+    Cli::from_arg_matches(&matches).map_err(clap_error)
+}
+
+fn clap_error(err: clap::Error) -> ExitCode {
+    if !err.use_stderr() {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    // Clap's first paragraph says what is wrong; usage and tips follow after a blank line.
+    let rendered = err.render().to_string();
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .take_while(|line| !line.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let joined = paragraph.join(" ");
+    let message = joined.strip_prefix("error: ").unwrap_or(&joined);
+    eprintln!("rstwatch: error: {message} (rstwatch --help explains every option)");
+    ExitCode::from(2)
 }
 
 fn main() -> ExitCode {

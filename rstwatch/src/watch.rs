@@ -1,6 +1,6 @@
 //! `rstwatch watch`: attach, hand the ring buffer's records to the pipeline, signals (SIGINT
 //! and SIGTERM flush what is pending and print the totals, SIGUSR1 prints them, SIGHUP reopens
-//! `--output`), and watched interfaces that go away and come back.
+//! `--output`), `--metrics` scrapes, and watched interfaces that go away and come back.
 
 use std::{
     collections::HashMap,
@@ -18,6 +18,7 @@ use rstwatch_common::{Counter, FlowKey, FlowState, Settings};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
+    sync::mpsc,
 };
 
 use crate::{
@@ -28,11 +29,15 @@ use crate::{
     features::KernelFeatures,
     ifaces::{Change, Interfaces},
     kernel::{Kernel, KernelConfig, TcAttach, VerifierRejection},
-    output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
+    metrics::{self, Scrape, SinkRecords, Snapshot},
+    output::{
+        cef::Cef, ecs::Ecs, json::Json, node::with_node_name, ocsf::Ocsf, text::Text, Format,
+    },
     pipeline::{aggregate::AggregateConfig, Pipeline, PipelineConfig},
     preflight,
     sink::{
         file::{Destination, LineSink, LineStats, WriterSink},
+        metrics::{MetricsSink, ResetCounts},
         syslog::{self, SyslogHandle, SyslogSink},
         transport::TlsTrust,
         Sink, SyslogConfig,
@@ -66,6 +71,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let (syslog, syslog_task) = match start_syslog(&args.syslog, args.format)? {
         Some((syslog, task)) => (Some(syslog), Some(task)),
         None => (None, None),
+    };
+    let metrics_listener = match args.metrics {
+        Some(addr) => Some(metrics::listen(addr).await?),
+        None => None,
     };
     // Before anything is attached, and long before the line saying so: a signal that came
     // earlier would get its default action, which for SIGUSR1 and SIGHUP is to exit.
@@ -135,10 +144,20 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         if *body == records_format {
             records_sinks.push(sink);
         } else {
-            pipeline.add_output(format(*body, false), vec![sink]);
+            pipeline.add_output(named(*body, format(*body, false), &args), vec![sink]);
         }
     }
-    pipeline.add_output(format_of(records_format), records_sinks);
+    let resets = ResetCounts::default();
+    let mut scrapes = metrics_listener.map(|listener| {
+        records_sinks.push(Box::new(MetricsSink::new(resets.clone())));
+        let (scrape, scrapes) = mpsc::channel(1);
+        tokio::spawn(metrics::serve(listener, scrape));
+        scrapes
+    });
+    pipeline.add_output(
+        named(records_format.format, format_of(records_format), &args),
+        records_sinks,
+    );
     let syslog = syslog.map(|(handle, _, _)| handle);
     eprintln!(
         "rstwatch: watching {} (XDP ingress{}); Ctrl-C to stop, SIGUSR1 for counters",
@@ -163,6 +182,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
             _ = user1.recv() => eprint!("{}", totals(&pipeline, &kernel, &interfaces, &records, syslog.as_ref())?),
             _ = hangup.recv() => reopen(&records),
+            scrape = next_scrape(&mut scrapes) => {
+                let page = metrics_page(&resets, &pipeline, &kernel, &args, &records, syslog.as_ref())?;
+                // The client may have gone: its page is simply not sent.
+                let _ = scrape.send(page);
+            }
             _ = interface_tick.tick() => {
                 let egress = (!args.no_egress).then_some(tc_attach);
                 follow_interfaces(&mut interfaces, &mut pipeline, &mut kernel, mode, egress);
@@ -224,6 +248,14 @@ pub(crate) fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
         FormatArg::Ecs => Box::new(Ecs),
         FormatArg::Ocsf => Box::new(Ocsf),
         FormatArg::Cef => Box::new(Cef),
+    }
+}
+
+/// `format` (of kind `kind`) with `--node-name` added to its records, if given.
+fn named(kind: FormatArg, format: Box<dyn Format>, args: &WatchArgs) -> Box<dyn Format> {
+    match &args.node_name {
+        Some(node) => with_node_name(kind, format, node),
+        None => format,
     }
 }
 
@@ -376,6 +408,58 @@ fn follow_interfaces(
             }
         }
     }
+}
+
+/// The next `--metrics` scrape; never, without `--metrics`.
+async fn next_scrape(scrapes: &mut Option<mpsc::Receiver<Scrape>>) -> Scrape {
+    match scrapes {
+        Some(scrapes) => match scrapes.recv().await {
+            Some(scrape) => scrape,
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The `--metrics` page: the reset counts and what the kernel, the pipeline and the sinks
+/// counted until now.
+fn metrics_page(
+    resets: &ResetCounts,
+    pipeline: &Pipeline,
+    kernel: &Kernel,
+    args: &WatchArgs,
+    records: &LineSink,
+    syslog: Option<&SyslogHandle>,
+) -> anyhow::Result<String> {
+    let output = records.stats();
+    let mut sinks = vec![SinkRecords {
+        sink: "output",
+        sent: output.written,
+        dropped: output.dropped(),
+        spooled: 0,
+    }];
+    if let Some(syslog) = syslog {
+        let stats = syslog.stats();
+        sinks.push(SinkRecords {
+            sink: "syslog",
+            sent: stats.sent + stats.resent,
+            dropped: stats.dropped(),
+            spooled: stats.spooled,
+        });
+    }
+    let config = kernel_config(args);
+    let snapshot = Snapshot {
+        kernel: kernel.counters()?,
+        flows_live: kernel.flow_count()? as u64,
+        flow_capacity: vec![
+            ("main", u64::from(config.flows)),
+            ("half_open", u64::from(config.half_open_flows())),
+        ],
+        pipeline: pipeline.stats(),
+        held: pipeline.held() as u64,
+        sinks,
+    };
+    Ok(metrics::render(resets, &snapshot))
 }
 
 /// The output writer's counts, for the totals.

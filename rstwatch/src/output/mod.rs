@@ -6,6 +6,7 @@ pub mod ecs;
 pub mod fields;
 pub mod json;
 pub mod json_writer;
+pub mod node;
 pub mod ocsf;
 pub mod text;
 

@@ -3,6 +3,8 @@
 //! - `file`: standard output or `--output FILE`, one record per line, written by a thread
 //!   behind a bounded queue;
 //! - `syslog`: export to a SIEM over syslog (UDP, TCP, TLS), with its sender task;
+//! - `metrics`: counts resets by class, sender, middlebox, direction and interface for
+//!   `--metrics`;
 //! - `config`: what the syslog sink is told (receiver URL, facility, spool and queue sizes);
 //! - `stats`: the syslog sink's counters;
 //! - `sender`: the task that keeps the receiver fed without ever making capture wait;
@@ -11,6 +13,7 @@
 
 pub mod config;
 pub mod file;
+pub mod metrics;
 mod sender;
 pub mod spool;
 pub mod stats;
