@@ -85,7 +85,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        output::{cef::Cef, ecs::Ecs, ocsf::Ocsf, sample::middlebox_report, Json},
+        output::{cef::Cef, ecs::Ecs, ocsf::Ocsf, Json},
+        test_support::sample::middlebox_report,
         watch::format,
     };
 
