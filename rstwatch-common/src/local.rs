@@ -84,6 +84,9 @@ pub struct SocketLayout {
     pub rcv_saddr: u32,
     pub dport: u32,
     pub num: u32,
+    /// `inet_sock.inet_sport`: the local port of a full socket, kept after close() unhashes
+    /// the socket and zeroes `skc_num`.
+    pub sport: u32,
     pub v6_daddr: u32,
     pub v6_rcv_saddr: u32,
     /// `sock.sk_cgrp_data.cgroup`, `cgroup.kn`, `kernfs_node.id`.

@@ -138,7 +138,11 @@ fn fill_from_socket(record: &mut LocalResetRecord, layout: &SocketLayout, sk: *c
     };
     record.flags |= local_flags::SOCKET;
     record.state = read::<u8>(sk, layout.state).unwrap_or(0);
-    record.local_port = read::<u16>(sk, layout.num).unwrap_or(0);
+    record.local_port = if tcp_state::is_mini_socket(record.state) {
+        read::<u16>(sk, layout.num).unwrap_or(0)
+    } else {
+        u16::from_be(read::<u16>(sk, layout.sport).unwrap_or(0))
+    };
     record.remote_port = u16::from_be(read::<u16>(sk, layout.dport).unwrap_or(0));
     match family {
         AF_INET => {

@@ -23,10 +23,17 @@ pub struct CgroupPaths {
 }
 
 impl CgroupPaths {
-    /// Paths under the cgroup v2 mount of this mount namespace, if there is one.
+    /// Paths under the cgroup v2 mount of this mount namespace, or else of the initial one
+    /// through pid 1's root (`ip netns exec` gives its command a fresh /sys without cgroups).
     pub fn new() -> Self {
+        let own = cgroup2_mount("/proc/self/mountinfo").map(PathBuf::from);
+        let initial = || {
+            cgroup2_mount("/proc/1/mountinfo")
+                .map(|mount| Path::new("/proc/1/root").join(mount.trim_start_matches('/')))
+                .filter(|root| root.is_dir())
+        };
         Self {
-            root: cgroup2_mount(),
+            root: own.or_else(initial),
             paths: HashMap::new(),
             last_scan: None,
         }
@@ -86,15 +93,15 @@ fn walk(root: &Path, dir: &Path, paths: &mut HashMap<u64, String>) {
     }
 }
 
-/// The cgroup v2 mount point, from this process's mount table.
-fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+/// The cgroup v2 mount point in a mount table (`/proc/PID/mountinfo`).
+fn cgroup2_mount(mountinfo: &str) -> Option<String> {
+    let mounts = std::fs::read_to_string(mountinfo).ok()?;
     mounts.lines().find_map(|line| {
         // Fields: id parent major:minor root mount-point options... - fstype source options.
         let (left, right) = line.split_once(" - ")?;
         let fstype = right.split_whitespace().next()?;
         let mount_point = left.split_whitespace().nth(4)?;
-        (fstype == "cgroup2").then(|| PathBuf::from(mount_point))
+        (fstype == "cgroup2").then(|| mount_point.to_owned())
     })
 }
 

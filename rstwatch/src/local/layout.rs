@@ -25,6 +25,10 @@ pub fn socket_layout(btf: &Btf) -> Result<SocketLayout, String> {
         rcv_saddr: required("sock.skc_rcv_saddr", sock(&["__sk_common", "skc_rcv_saddr"]))?,
         dport: required("sock.skc_dport", sock(&["__sk_common", "skc_dport"]))?,
         num: required("sock.skc_num", sock(&["__sk_common", "skc_num"]))?,
+        sport: required(
+            "inet_sock.inet_sport",
+            offset(btf, "inet_sock", &["inet_sport"]),
+        )?,
         skb_head: required("sk_buff.head", skb(&["head"]))?,
         skb_network_header: required("sk_buff.network_header", skb(&["network_header"]))?,
         skb_transport_header: required("sk_buff.transport_header", skb(&["transport_header"]))?,
@@ -158,6 +162,7 @@ mod tests {
         assert_eq!(layout.dport, 12);
         assert_eq!(layout.num, 14);
         assert!(layout.family > layout.num && layout.state > layout.family);
+        assert!(layout.sport > layout.cgroup_ptr, "inet_sock extends sock");
         assert_eq!(layout.cgroup_present, 1);
         assert_eq!(layout.v6_present, 1);
         assert!(layout.skb_network_header != layout.skb_transport_header);

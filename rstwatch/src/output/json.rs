@@ -101,6 +101,9 @@ struct Record<'a> {
     followups: u32,
     related_to: Option<String>,
     aggregate: Option<AggregateRecord>,
+    /// What this host's TCP stack said (`crate::local`); left out where it was not watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    local: Option<serde_json::Value>,
 }
 
 #[derive(Serialize)]
@@ -154,6 +157,7 @@ impl<'a> Record<'a> {
             followups: r.followups,
             related_to: r.related_to.map(fields::rfc3339),
             aggregate: r.aggregate.as_ref().map(AggregateRecord::of),
+            local: r.local.as_ref().map(|local| local.to_json()),
         }
     }
 }

@@ -49,6 +49,7 @@ pub fn middlebox_report() -> ResetReport {
         followups: 0,
         related_to: None,
         aggregate: None,
+        local: None,
     }
 }
 
@@ -92,6 +93,7 @@ pub fn ipv6_report() -> ResetReport {
         followups: 0,
         related_to: None,
         aggregate: None,
+        local: None,
     }
 }
 
@@ -166,5 +168,6 @@ pub fn refused_report() -> ResetReport {
         followups: 0,
         related_to: None,
         aggregate: None,
+        local: None,
     }
 }

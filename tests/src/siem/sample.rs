@@ -57,6 +57,7 @@ pub fn report(n: u32) -> ResetReport {
         followups: 0,
         related_to: None,
         aggregate: None,
+        local: None,
     }
 }
 
