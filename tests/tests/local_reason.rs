@@ -202,7 +202,15 @@ fn client_in_cgroup(cgroup: &TestCgroup, lab: &Lab, server: SocketAddr) -> Resul
 fn a_process_in_a_cgroup_the_test_created_is_named_with_that_cgroup() -> Result<()> {
     let lab = Lab::new("lcgroup")?;
     let cgroup = TestCgroup::create("owner")?;
-    let mut watcher = Watcher::on_lab_client(&lab)?;
+    // `ip netns exec` would give rstwatch a /sys without the cgroup hierarchy; entering only
+    // the network namespace keeps this host's mounts, as a daemon has them.
+    let mut command = Command::new("nsenter");
+    command
+        .arg(format!("--net=/run/netns/{}", lab.client_ns()))
+        .arg(rstwatch_binary()?)
+        .args(["watch", "-i", lab.client_iface(), "--format", "json"])
+        .args(["--hold", "100ms"]);
+    let mut watcher = Watcher::start_command(command)?;
     let server_addr = SocketAddr::new(lab.server_addr(Family::V4), SERVICE_PORT);
     let listener = Lab::in_ns(lab.server_ns(), || TcpListener::bind(server_addr))??;
     let mut child = client_in_cgroup(&cgroup, &lab, server_addr)?;

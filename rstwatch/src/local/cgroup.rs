@@ -23,17 +23,11 @@ pub struct CgroupPaths {
 }
 
 impl CgroupPaths {
-    /// Paths under the cgroup v2 mount of this mount namespace, or else of the initial one
-    /// through pid 1's root (`ip netns exec` gives its command a fresh /sys without cgroups).
+    /// Paths under the cgroup v2 mount of this mount namespace; without one (`ip netns exec`
+    /// gives its command a /sys without cgroups) only the ids are known.
     pub fn new() -> Self {
-        let own = cgroup2_mount("/proc/self/mountinfo").map(PathBuf::from);
-        let initial = || {
-            cgroup2_mount("/proc/1/mountinfo")
-                .map(|mount| Path::new("/proc/1/root").join(mount.trim_start_matches('/')))
-                .filter(|root| root.is_dir())
-        };
         Self {
-            root: own.or_else(initial),
+            root: cgroup2_mount("/proc/self/mountinfo").map(PathBuf::from),
             paths: HashMap::new(),
             last_scan: None,
         }

@@ -205,7 +205,6 @@ impl LocalJoin {
     }
 
     pub fn offer(&mut self, record: &LocalResetRecord) {
-        {use std::io::Write as _; let mut f = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/rstwatch-local-debug.log").unwrap(); writeln!(f, "{record:?}").unwrap();}
         let reset = self.decode(record);
         self.pending.push_back(reset);
     }
