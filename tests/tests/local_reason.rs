@@ -40,7 +40,10 @@ fn egress_rst_from(watcher: &mut Watcher, src: SocketAddr) -> Result<Value> {
         },
         EVENT_TIMEOUT,
     )?;
-    Ok(events.last().cloned().expect("events_until returns the wanted one last"))
+    Ok(events
+        .last()
+        .cloned()
+        .expect("events_until returns the wanted one last"))
 }
 
 fn client_connects_to_a_closed_port_and_the_stack_says_no_socket(family: Family) -> Result<()> {
@@ -53,7 +56,11 @@ fn client_connects_to_a_closed_port_and_the_stack_says_no_socket(family: Family)
     assert_eq!(local["source"], "sent", "{event}");
     assert_eq!(local["reason"], "NO_SOCKET", "{event}");
     assert_eq!(local["state"], Value::Null, "no socket, no state: {event}");
-    assert_eq!(local["pid"], Value::Null, "softirq: no process named: {event}");
+    assert_eq!(
+        local["pid"],
+        Value::Null,
+        "softirq: no process named: {event}"
+    );
     Ok(())
 }
 
@@ -100,7 +107,10 @@ fn server_closes_with_unread_data_and_the_stack_says_abort_on_close_by_this_proc
     // Raised inside close(): the closing process is the owner.
     assert_eq!(local["pid"], std::process::id(), "{event}");
     assert!(local["cgroup_id"].as_u64().is_some(), "{event}");
-    assert!(client.read(&mut [0; 64]).is_err(), "the client saw the reset");
+    assert!(
+        client.read(&mut [0; 64]).is_err(),
+        "the client saw the reset"
+    );
     Ok(())
 }
 

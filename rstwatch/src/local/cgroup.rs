@@ -137,7 +137,11 @@ mod tests {
             .unwrap()
             .to_owned();
         let id = std::fs::metadata(root.join(&relative)).unwrap().ino();
-        let expected = if relative.is_empty() { "/".into() } else { relative };
+        let expected = if relative.is_empty() {
+            "/".into()
+        } else {
+            relative
+        };
         assert_eq!(paths.path(id), Some(expected));
     }
 }

@@ -22,7 +22,10 @@ pub fn socket_layout(btf: &Btf) -> Result<SocketLayout, String> {
         family: required("sock.skc_family", sock(&["__sk_common", "skc_family"]))?,
         state: required("sock.skc_state", sock(&["__sk_common", "skc_state"]))?,
         daddr: required("sock.skc_daddr", sock(&["__sk_common", "skc_daddr"]))?,
-        rcv_saddr: required("sock.skc_rcv_saddr", sock(&["__sk_common", "skc_rcv_saddr"]))?,
+        rcv_saddr: required(
+            "sock.skc_rcv_saddr",
+            sock(&["__sk_common", "skc_rcv_saddr"]),
+        )?,
         dport: required("sock.skc_dport", sock(&["__sk_common", "skc_dport"]))?,
         num: required("sock.skc_num", sock(&["__sk_common", "skc_num"]))?,
         sport: required(
@@ -61,7 +64,10 @@ pub fn socket_layout(btf: &Btf) -> Result<SocketLayout, String> {
 /// kernels before it (Linux 6.10).
 pub fn reset_reasons(btf: &Btf) -> HashMap<u32, String> {
     let mut reasons = HashMap::new();
-    for ty in btf.resolve_types_by_name("sk_rst_reason").unwrap_or_default() {
+    for ty in btf
+        .resolve_types_by_name("sk_rst_reason")
+        .unwrap_or_default()
+    {
         if let Type::Enum(reason_enum) = ty {
             for member in &reason_enum.members {
                 if let Ok(name) = btf.resolve_name(member) {

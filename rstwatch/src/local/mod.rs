@@ -63,10 +63,7 @@ pub enum LocalEvidence {
         owner: Owner,
     },
     /// A socket of this host took it.
-    Received {
-        state: &'static str,
-        owner: Owner,
-    },
+    Received { state: &'static str, owner: Owner },
     /// An egress RST the stack did not send: a firewall REJECT on this host, another program,
     /// or a forwarded packet.
     NotFromStack,
@@ -79,7 +76,9 @@ impl LocalEvidence {
         match self {
             LocalEvidence::Sent { reason, owner, .. } => format!(
                 "kernel: {}{}",
-                reason.as_deref().unwrap_or("sent (no reason on this kernel)"),
+                reason
+                    .as_deref()
+                    .unwrap_or("sent (no reason on this kernel)"),
                 owner.describe()
             ),
             LocalEvidence::Received { owner, .. } => {

@@ -63,10 +63,14 @@ fn refused_by_stack(reason: u32) -> LocalResetRecord {
 }
 
 fn reasons() -> HashMap<u32, String> {
-    [(1, "NO_SOCKET"), (11, "TCP_ABORT_ON_CLOSE"), (14, "TCP_STATE")]
-        .into_iter()
-        .map(|(value, name)| (value, name.to_owned()))
-        .collect()
+    [
+        (1, "NO_SOCKET"),
+        (11, "TCP_ABORT_ON_CLOSE"),
+        (14, "TCP_STATE"),
+    ]
+    .into_iter()
+    .map(|(value, name)| (value, name.to_owned()))
+    .collect()
 }
 
 fn comm(name: &str) -> [u8; 16] {
@@ -114,7 +118,10 @@ fn without_complete_coverage_an_unmatched_rst_is_not_judged() {
     });
     let evidence = join.evidence_for(&wire_rst(DIRECTION_EGRESS, 0)).unwrap();
     assert_eq!(evidence.reason(), None);
-    assert_eq!(evidence.describe(), "kernel: sent (no reason on this kernel)");
+    assert_eq!(
+        evidence.describe(),
+        "kernel: sent (no reason on this kernel)"
+    );
 }
 
 #[test]
@@ -131,7 +138,10 @@ fn a_close_with_unread_data_names_the_closing_process_and_the_cgroup() {
     });
     let evidence = join.evidence_for(&wire_rst(DIRECTION_EGRESS, 9)).unwrap();
     let owner = evidence.owner().unwrap();
-    assert_eq!((owner.pid, owner.comm.as_deref()), (Some(412), Some("nginx")));
+    assert_eq!(
+        (owner.pid, owner.comm.as_deref()),
+        (Some(412), Some("nginx"))
+    );
     assert_eq!(owner.cgroup_id, Some(u64::MAX));
     assert!(evidence
         .describe()
@@ -180,7 +190,10 @@ fn a_received_rst_names_the_local_socket_and_ingress_is_never_called_not_from_st
     });
     let evidence = join.evidence_for(&wire_rst(DIRECTION_INGRESS, 0)).unwrap();
     assert_eq!(evidence.source(), "received");
-    assert_eq!(evidence.describe(), "kernel: taken by the socket by curl[5]");
+    assert_eq!(
+        evidence.describe(),
+        "kernel: taken by the socket by curl[5]"
+    );
     assert_eq!(evidence.to_json()["state"], "SYN-SENT");
 }
 
@@ -193,4 +206,107 @@ fn old_records_are_forgotten_and_far_records_never_match() {
     assert_eq!(join.evidence_for(&late), Some(LocalEvidence::NotFromStack));
     join.forget_before(late.ts_ns, 0);
     assert!(join.pending.is_empty());
+}
+
+mod formats {
+    use crate::output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, sample, text::Text, Format};
+    use crate::report::{Direction, ResetReport};
+
+    use super::super::{LocalEvidence, Owner};
+
+    const CONTAINER: &str = "3f4e5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7081";
+
+    fn nginx_abort() -> ResetReport {
+        let mut report = sample::middlebox_report();
+        report.direction = Direction::Egress;
+        report.local = Some(LocalEvidence::Sent {
+            reason: Some("TCP_ABORT_ON_CLOSE".to_owned()),
+            state: Some("CLOSE"),
+            owner: Owner {
+                cgroup_id: Some(4242),
+                cgroup: Some(format!("system.slice/docker-{CONTAINER}.scope")),
+                container_id: Some(CONTAINER.to_owned()),
+                pid: Some(412),
+                comm: Some("nginx".to_owned()),
+            },
+        });
+        report
+    }
+
+    fn render(format: &dyn Format, report: &ResetReport) -> String {
+        let mut out = Vec::new();
+        format.render(report, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn json(format: &dyn Format, report: &ResetReport) -> serde_json::Value {
+        serde_json::from_str(&render(format, report)).unwrap()
+    }
+
+    #[test]
+    fn the_text_line_names_the_reason_the_process_and_the_cgroup() {
+        let line = render(&Text::new(false), &nginx_abort());
+        assert!(
+            line.contains(&format!(
+                "; kernel: TCP_ABORT_ON_CLOSE by nginx[412] (system.slice/docker-{CONTAINER}.scope);"
+            )),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_has_local_only_when_known() {
+        let record = json(&Json, &nginx_abort());
+        assert_eq!(record["local"]["reason"], "TCP_ABORT_ON_CLOSE");
+        assert_eq!(record["local"]["pid"], 412);
+        assert_eq!(record["local"]["container_id"], CONTAINER);
+        let without = json(&Json, &sample::middlebox_report());
+        assert!(without.get("local").is_none());
+    }
+
+    #[test]
+    fn ecs_maps_the_owner_to_process_and_container() {
+        let doc = json(&Ecs, &nginx_abort());
+        assert_eq!(doc["process"]["pid"], 412);
+        assert_eq!(doc["process"]["name"], "nginx");
+        assert_eq!(doc["container"]["id"], CONTAINER);
+        assert_eq!(doc["rstwatch"]["local"]["reason"], "TCP_ABORT_ON_CLOSE");
+    }
+
+    #[test]
+    fn ocsf_maps_the_owner_to_the_actors_process() {
+        let event = json(&Ocsf, &nginx_abort());
+        assert_eq!(event["actor"]["process"]["pid"], 412);
+        assert_eq!(event["actor"]["process"]["name"], "nginx");
+        assert_eq!(event["unmapped"]["local"]["cgroup_id"], 4242);
+    }
+
+    #[test]
+    fn cef_names_the_source_process_and_says_what_the_kernel_said() {
+        let record = render(&Cef, &nginx_abort());
+        assert!(record.contains(" spid=412 sproc=nginx "), "{record}");
+        assert!(
+            record.contains("msg=kernel: TCP_ABORT_ON_CLOSE by nginx[412]"),
+            "{record}"
+        );
+    }
+
+    #[test]
+    fn every_format_says_when_the_stack_did_not_send_it() {
+        let mut report = sample::middlebox_report();
+        report.direction = Direction::Egress;
+        report.local = Some(LocalEvidence::NotFromStack);
+        let said = "not sent by this host's TCP stack";
+        assert!(render(&Text::new(false), &report).contains(said));
+        assert!(render(&Cef, &report).contains(said));
+        assert_eq!(json(&Json, &report)["local"]["source"], "not_tcp_stack");
+        assert_eq!(
+            json(&Ecs, &report)["rstwatch"]["local"]["source"],
+            "not_tcp_stack"
+        );
+        assert_eq!(
+            json(&Ocsf, &report)["unmapped"]["local"]["source"],
+            "not_tcp_stack"
+        );
+    }
 }

@@ -29,11 +29,14 @@ pub struct Unavailable(pub String);
 
 /// Attaches the programs the kernel supports to `ebpf` (they stay attached while it lives).
 pub fn attach(ebpf: &mut Ebpf) -> Result<Witness, Unavailable> {
-    let unavailable = |what: String| Unavailable(format!("no reset evidence from the stack: {what}"));
+    let unavailable =
+        |what: String| Unavailable(format!("no reset evidence from the stack: {what}"));
     let btf = btf_rs::Btf::from_file(layout::VMLINUX_BTF)
         .map_err(|err| unavailable(format!("cannot read {}: {err}", layout::VMLINUX_BTF)))?;
     if !layout::has_tracepoint(&btf, "tcp_send_reset") {
-        return Err(unavailable("the kernel has no tcp_send_reset tracepoint".into()));
+        return Err(unavailable(
+            "the kernel has no tcp_send_reset tracepoint".into(),
+        ));
     }
     let socket_layout = layout::socket_layout(&btf).map_err(unavailable)?;
     let reasons = layout::reset_reasons(&btf);
@@ -80,7 +83,12 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Witness, Unavailable> {
     })
 }
 
-fn attach_one(ebpf: &mut Ebpf, program: &str, tracepoint: &str, btf: &aya::Btf) -> Result<(), String> {
+fn attach_one(
+    ebpf: &mut Ebpf,
+    program: &str,
+    tracepoint: &str,
+    btf: &aya::Btf,
+) -> Result<(), String> {
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(program)
         .ok_or_else(|| format!("no program {program} in the object"))?
