@@ -285,13 +285,12 @@ impl LocalJoin {
                 owner,
             }
         };
-        let rst_seq = has(local_flags::ANSWERS_SEGMENT).then(|| {
-            if record.answered_flags & ACK != 0 {
-                record.answered_ack
-            } else {
-                0
-            }
-        });
+        let implied_seq = if record.answered_flags & ACK != 0 {
+            record.answered_ack
+        } else {
+            0
+        };
+        let rst_seq = has(local_flags::ANSWERS_SEGMENT).then_some(implied_seq);
         StackReset {
             ts_ns: record.ts_ns,
             kind: record.kind,
