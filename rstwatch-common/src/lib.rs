@@ -10,6 +10,7 @@ pub mod config;
 pub mod defaults;
 pub mod event;
 pub mod flow;
+pub mod local;
 pub mod packet;
 pub mod zero;
 

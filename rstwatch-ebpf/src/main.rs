@@ -1,12 +1,14 @@
 //! rstwatch's kernel side: an XDP program for ingress and a TC classifier for egress, both
 //! feeding every TCP segment through the same parser and flow table, and reporting each RST
-//! through a ring buffer.
+//! through a ring buffer. Apart from them, `local` holds the tracepoints through which the
+//! host's own TCP stack says why it reset a connection and whose socket it was.
 //!
 //! Neither program ever alters traffic: every path, errors included, returns `XDP_PASS` or
 //! `TC_ACT_UNSPEC`.
 #![no_std]
 #![no_main]
 
+mod local;
 mod parse;
 mod track;
 

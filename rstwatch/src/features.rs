@@ -1,5 +1,6 @@
 //! What the running kernel offers, detected once at start-up, so that a missing feature is
-//! reported in one line with the fallback used instead of failing later.
+//! reported in one line with the fallback used instead of failing later. (The reset
+//! tracepoints report their own, `crate::local::witness`.)
 
 use aya::{util::KernelVersion, Btf};
 
@@ -12,22 +13,13 @@ pub struct KernelFeatures {
     pub tcx: bool,
     /// The kernel's BTF is readable.
     pub btf: bool,
-    /// `tcp_send_reset` carries `enum sk_rst_reason` (Linux 6.10).
-    pub reset_reason: bool,
 }
 
 impl KernelFeatures {
     pub fn detect() -> Self {
-        let btf = Btf::from_sys_fs().ok();
-        // The tracepoint's `reason` field has the type of this enum, introduced with it.
-        let reset_reason = btf.as_ref().is_some_and(|btf| {
-            btf.id_by_type_name_kind("sk_rst_reason", aya_obj::btf::BtfKind::Enum)
-                .is_ok()
-        });
         Self {
             tcx: KernelVersion::current().is_ok_and(|v| v >= KernelVersion::new(6, 6, 0)),
-            btf: btf.is_some(),
-            reset_reason,
+            btf: Btf::from_sys_fs().is_ok(),
         }
     }
 
@@ -49,13 +41,6 @@ impl KernelFeatures {
                  (untested; a kernel built with CONFIG_DEBUG_INFO_BTF is the supported setup)"
             ));
         }
-        if !self.reset_reason {
-            missing.push(
-                "no reset-reason tracepoint (tcp_send_reset with sk_rst_reason, Linux 6.10): \
-                 resets are explained from packets alone"
-                    .to_owned(),
-            );
-        }
         if missing.is_empty() {
             return None;
         }
@@ -75,7 +60,6 @@ mod tests {
         let all = KernelFeatures {
             tcx: true,
             btf: true,
-            reset_reason: true,
         };
         assert_eq!(all.missing(), None);
     }
@@ -85,12 +69,10 @@ mod tests {
         let old = KernelFeatures {
             tcx: false,
             btf: true,
-            reset_reason: false,
         };
         let line = old.missing().unwrap();
         assert!(!line.contains('\n'));
         assert!(line.contains("no TCX") && line.contains("netlink filter"));
-        assert!(line.contains("no reset-reason tracepoint"));
         assert!(!line.contains("no kernel BTF"));
     }
 }

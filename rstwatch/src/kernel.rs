@@ -265,6 +265,14 @@ impl Kernel {
         Ok(RingBuf::try_from(events)?)
     }
 
+    /// Attaches the tracepoints through which the host's TCP stack reports its resets
+    /// (`crate::local`), where the kernel has them.
+    pub fn attach_stack_witness(
+        &mut self,
+    ) -> Result<crate::local::witness::Witness, crate::local::witness::Unavailable> {
+        crate::local::witness::attach(&mut self.ebpf)
+    }
+
     /// Counters summed over all CPUs.
     pub fn counters(&self) -> anyhow::Result<Counters> {
         let map = self

@@ -14,6 +14,8 @@
 //! - `watch`: the daemon: attach, hand the ring buffer to the pipeline, signals.
 //! - `pipeline`: the one path from kernel records to written records (decode, hold, explain,
 //!   aggregate, render once, sinks), used by `watch` and the benchmark alike.
+//! - `local`: the host's own TCP stack on its resets (the kernel's reason, the socket's
+//!   owner), from tracepoints, joined with the RSTs on the wire.
 //! - `event`: the kernel event's raw fields as types (`Hook`, `FlowSide`, `Origin`).
 //! - `ifaces`: watched interfaces that disappear and come back.
 //! - `hold`: keeps each RST briefly so its follow-up evidence joins the verdict.
@@ -42,6 +44,7 @@ pub mod filter;
 pub mod hold;
 pub mod ifaces;
 pub mod kernel;
+pub mod local;
 pub mod metrics;
 pub mod offline;
 pub mod output;

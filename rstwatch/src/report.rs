@@ -241,6 +241,8 @@ pub struct ResetReport {
     /// answer to it, or a RST that came after that report's hold.
     pub related_to: Option<SystemTime>,
     pub aggregate: Option<Aggregate>,
+    /// What this host's own TCP stack said about the RST, where it was watched.
+    pub local: Option<crate::local::LocalEvidence>,
 }
 
 impl ResetReport {

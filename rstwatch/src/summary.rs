@@ -170,6 +170,7 @@ mod tests {
             followups: 0,
             related_to: None,
             aggregate: None,
+            local: None,
         }
     }
 

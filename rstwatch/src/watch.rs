@@ -118,6 +118,18 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             );
         }
     }
+    let witness = match kernel.attach_stack_witness() {
+        Ok(witness) => {
+            if let Some(degraded) = &witness.degraded {
+                eprintln!("rstwatch: {degraded}");
+            }
+            Some(witness)
+        }
+        Err(unavailable) => {
+            eprintln!("rstwatch: {}", unavailable.0);
+            None
+        }
+    };
     // SAFETY: the ring buffer owns its fd and lives inside the AsyncFd until both drop.
     let mut events =
         unsafe { AsyncFd::register_with_interest(kernel.take_events()?, Interest::READABLE) }
@@ -137,6 +149,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             AggregateRate::Off => None,
             AggregateRate::PerSecond(rate) => Some(AggregateConfig::per_second(rate)),
         },
+    });
+    let mut stack_ring = witness.map(|witness| {
+        pipeline.witness_stack(witness.join);
+        witness.ring
     });
     let mut records_sinks: Vec<Box<dyn Sink>> = vec![Box::new(records.clone())];
     if let Some((handle, config, body)) = &syslog {
@@ -176,6 +192,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                drain_stack(&mut pipeline, stack_ring.as_mut());
                 drain(&mut pipeline, events.get_mut());
                 pipeline.release(monotonic_ns(), &flows(&kernel))?;
             }
@@ -195,6 +212,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
         }
     }
+    drain_stack(&mut pipeline, stack_ring.as_mut());
     drain(&mut pipeline, events.get_mut());
     pipeline.release(u64::MAX, &flows(&kernel))?;
     pipeline.report_storms(&kernel.storms()?)?;
@@ -481,6 +499,15 @@ fn describe_output(records: &LineSink) -> String {
 fn drain(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) {
     while let Some(item) = ring.next() {
         pipeline.offer_record(&item);
+    }
+}
+
+/// Hands every record of the TCP stack's own ring buffer to the pipeline.
+fn drain_stack(pipeline: &mut Pipeline, ring: Option<&mut RingBuf<MapData>>) {
+    if let Some(ring) = ring {
+        while let Some(item) = ring.next() {
+            pipeline.offer_stack_record(&item);
+        }
     }
 }
 

@@ -106,6 +106,14 @@ impl Watcher {
         Ok(watcher)
     }
 
+    /// Runs `command` (an rstwatch watching with `--format json`) and returns once it has
+    /// attached.
+    pub fn start_command(command: Command) -> Result<Watcher> {
+        let mut watcher = Watcher::spawn(command)?;
+        watcher.wait_ready()?;
+        Ok(watcher)
+    }
+
     /// The watcher's process id (`ip netns exec` execs rstwatch, so it is rstwatch's).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -5,7 +5,8 @@
 #  - two namespaces joined by a veth (198.18.7.1 <-> 198.18.7.2), a clsact qdisc and a u32
 #    filter of our own on the watched side (someone else's, for rstwatch);
 #  - rstwatch watching: a connect to a closed port must be reported `refused` on ingress, a
-#    SO_LINGER-0 close `abort` on egress;
+#    SO_LINGER-0 close `abort` on egress, with the stack's own word on it (`local`): the reason
+#    TCP_STATE from 6.10 on; before, no reason and one start-up line saying so;
 #  - SIGKILL: no XDP program may stay; on kernels without TCX exactly rstwatch's own filter
 #    (pref 29299, handle 0x1) stays, and the next start says it removed it; SIGINT then leaves
 #    nothing; after another SIGKILL `rstwatch detach` removes it; the foreign filter and the
@@ -37,6 +38,7 @@ foreign_intact() {
 }
 xdp_attached() { ip -n "$A" link show dev kmva | grep -q 'xdp'; }
 tcx=0; [ "$(printf '%s\n' 6.6 "$(uname -r)" | sort -V | head -1)" = 6.6 ] && tcx=1
+reasons=0; [ "$(printf '%s\n' 6.10 "$(uname -r)" | sort -V | head -1)" = 6.10 ] && reasons=1
 
 # start_watch NAME [ARGS...]: rstwatch in namespace A; waits for its "watching" line (dies ->
 # fails).
@@ -112,6 +114,16 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 s.close()'
     if wait_event '"class":"abort"' '"direction":"egress"' '"dst_port":8080,'; then ok abort-egress
     else fail abort-egress "no abort egress RST reported: $(tr '\n' ' ' < "$OUT/stdout")"; fi
+    degraded=0; grep -q 'tcp_send_reset has no reason' "$OUT/stderr" && degraded=1
+    if [ "$reasons" = 1 ]; then
+        if [ "$degraded" = 0 ] && wait_event '"direction":"egress"' '"dst_port":8080,' '"reason":"TCP_STATE"'
+        then ok local-reason
+        else fail local-reason "no TCP_STATE reason on the egress RST: $(tr '\n' ' ' < "$OUT/stdout") / $(tr '\n' ' ' < "$OUT/stderr")"; fi
+    else
+        if [ "$degraded" = 1 ] && wait_event '"direction":"egress"' '"dst_port":8080,' '"source":"sent"' '"reason":null'
+        then ok local-degraded; grep 'tcp_send_reset has no reason' "$OUT/stderr"
+        else fail local-degraded "expected the stack's RST without a reason and the line saying why: $(tr '\n' ' ' < "$OUT/stdout") / $(tr '\n' ' ' < "$OUT/stderr")"; fi
+    fi
 
     sigkill
     if xdp_attached; then fail sigkill-xdp "an XDP program stayed after SIGKILL: $(ip -n "$A" link show dev kmva | tr "\n" " ")"; else ok sigkill-xdp; fi

@@ -168,6 +168,7 @@ pub fn explain_at_hold_end(
         followups: followups.len() as u32,
         related_to: None,
         aggregate: None,
+        local: None,
     }
 }
 

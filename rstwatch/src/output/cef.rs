@@ -100,6 +100,20 @@ impl Format for Cef {
         if let Some(earlier) = r.related_to {
             ext.labelled("deviceCustomDate1", "relatedTo", unix_millis(earlier));
         }
+        if let Some(local) = &r.local {
+            // The socket's process is on this host's end: the source of a RST it sent, the
+            // destination of one it took.
+            let owner = local.owner();
+            if let Some((pid, name)) = owner.and_then(|o| o.pid.zip(o.comm.as_ref())) {
+                let (pid_key, name_key) = match r.direction {
+                    Direction::Egress => ("spid", "sproc"),
+                    Direction::Ingress => ("dpid", "dproc"),
+                };
+                ext.put(pid_key, pid);
+                ext.put(name_key, name);
+            }
+            ext.put("msg", local.describe());
+        }
         out.extend_from_slice(record.as_bytes());
     }
 }

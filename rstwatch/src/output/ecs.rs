@@ -62,6 +62,16 @@ fn document(r: &ResetReport) -> Value {
     if r.vlan != 0 {
         doc["network"]["vlan"] = json!({ "id": r.vlan.to_string() });
     }
+    if let Some(local) = &r.local {
+        let owner = local.owner();
+        if let Some((pid, name)) = owner.and_then(|o| o.pid.zip(o.comm.as_ref())) {
+            doc["process"] = json!({ "pid": pid, "name": name });
+        }
+        if let Some(id) = owner.and_then(|o| o.container_id.as_ref()) {
+            doc["container"] = json!({ "id": id });
+        }
+        doc["rstwatch"]["local"] = local.to_json();
+    }
     doc
 }
 

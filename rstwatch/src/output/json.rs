@@ -99,6 +99,10 @@ impl Format for Json {
             }),
             None => record.null("aggregate"),
         };
+        // What this host's TCP stack said (`crate::local`); left out where it was not watched.
+        if let Some(local) = &r.local {
+            record.value("local", &local.to_json());
+        }
         record.end();
     }
 }

@@ -99,6 +99,13 @@ impl<'a> JsonObject<'a> {
         self
     }
 
+    /// A value built elsewhere, for the rare records that carry one.
+    pub fn value(&mut self, key: &str, value: &serde_json::Value) -> &mut Self {
+        self.key(key);
+        serde_json::to_writer(&mut *self.out, value).expect("a JSON value always serialises");
+        self
+    }
+
     /// A nested object, written by `fill`.
     pub fn object(&mut self, key: &str, fill: impl FnOnce(&mut JsonObject<'_>)) -> &mut Self {
         self.key(key);

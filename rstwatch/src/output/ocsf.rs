@@ -123,6 +123,13 @@ fn event(r: &ResetReport) -> Value {
         event["start_time"] = unix_millis(first).into();
         event["end_time"] = unix_millis(last).into();
     }
+    if let Some(local) = &r.local {
+        let owner = local.owner();
+        if let Some((pid, name)) = owner.and_then(|o| o.pid.zip(o.comm.as_ref())) {
+            event["actor"] = json!({ "process": { "pid": pid, "name": name } });
+        }
+        event["unmapped"]["local"] = local.to_json();
+    }
     event
 }
 

@@ -60,6 +60,9 @@ fn line(r: &ResetReport) -> String {
     if let Some(a) = &r.aggregate {
         parts.push(format!("{}x since {}", a.count, fields::rfc3339(a.first)));
     }
+    if let Some(local) = &r.local {
+        parts.push(local.describe());
+    }
     parts.push(format!("wireshark: {}", r.wireshark_filter));
     parts.join("; ")
 }

@@ -26,6 +26,7 @@ use crate::{
     clock::WallClock,
     explain::{explain, explain_held, ExplainSettings},
     hold::{FlowStateSource, HoldQueue, Offer},
+    local::LocalJoin,
     output::Format,
     report::{Aggregate, ResetReport},
     sink::Sink,
@@ -79,6 +80,9 @@ pub struct Pipeline {
     stats: PipelineStats,
     /// Reports leaving the aggregator, reused between releases.
     publish: Vec<ResetReport>,
+    /// The host's TCP stack's own records of its resets, where they are watched.
+    local: Option<LocalJoin>,
+    hold_ns: u64,
 }
 
 impl Pipeline {
@@ -94,6 +98,20 @@ impl Pipeline {
             storms: StormTally::new(),
             stats: PipelineStats::default(),
             publish: Vec::new(),
+            local: None,
+            hold_ns: config.hold_ns,
+        }
+    }
+
+    /// Joins every RST with what the host's TCP stack recorded about it (`crate::local`).
+    pub fn witness_stack(&mut self, join: LocalJoin) {
+        self.local = Some(join);
+    }
+
+    /// Takes one record of the stack's ring buffer.
+    pub fn offer_stack_record(&mut self, bytes: &[u8]) {
+        if let Some(local) = &mut self.local {
+            local.offer_record(bytes);
         }
     }
 
@@ -130,6 +148,9 @@ impl Pipeline {
     pub fn release(&mut self, now_ns: u64, flows: &impl FlowStateSource) -> anyhow::Result<()> {
         let released = self.hold.release(now_ns);
         self.explain_and_publish(released, flows)?;
+        if let Some(local) = &mut self.local {
+            local.forget_before(now_ns, self.hold_ns);
+        }
         if let Some(aggregator) = &mut self.aggregator {
             aggregator.flush_due(Instant::now(), &mut self.publish);
             self.write_published()?;
@@ -216,9 +237,13 @@ impl Pipeline {
                 .get(&held.event.ifindex)
                 .map_or("?", String::as_str);
             let clock = self.clock;
-            let report = explain_held(&held, flows, &self.explain, iface, |ns| {
+            let mut report = explain_held(&held, flows, &self.explain, iface, |ns| {
                 clock.to_system_time(ns)
             });
+            report.local = self
+                .local
+                .as_mut()
+                .and_then(|local| local.evidence_for(&held.event));
             self.publish(report)?;
         }
         Ok(())

@@ -49,6 +49,7 @@ pub fn middlebox_report() -> ResetReport {
         followups: 0,
         related_to: None,
         aggregate: None,
+        local: None,
     }
 }
 

@@ -34,8 +34,10 @@ fn main() -> Result<()> {
     // The router forgets idle flows after ROUTER_IDLE_TIMEOUT; rstwatch's idle threshold sits
     // just below it so that the router's reset reads as the idle timeout it is.
     let idle = format!("{}ms", ROUTER_IDLE_TIMEOUT.as_millis() * 2 / 3);
-    let mut rstwatch = Command::new("ip")
-        .args(["netns", "exec", lab.client_ns()])
+    // Only the network namespace is entered: `ip netns exec` would hide the cgroup hierarchy,
+    // and with it the cgroup paths of the sockets the kernel names for egress resets.
+    let mut rstwatch = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.client_ns()))
         .arg(&binary)
         .args(["watch", "-i", lab.client_iface(), "--format", "text"])
         .args(["--idle-timeout", &idle, "--hold", "200ms"])

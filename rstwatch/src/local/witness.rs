@@ -1,0 +1,102 @@
+//! Loads and attaches the stack's tracepoint programs, where the running kernel has them.
+
+use aya::{
+    maps::{Array, MapData, RingBuf},
+    programs::BtfTracePoint,
+    Ebpf,
+};
+use rstwatch_common::local::SocketLayout;
+
+use super::{layout, LocalJoin};
+
+pub const SEND_RESET: &str = "rstwatch_send_reset";
+pub const SEND_RESET_NO_REASON: &str = "rstwatch_send_reset_no_reason";
+pub const RECEIVE_RESET: &str = "rstwatch_receive_reset";
+pub const SOCK_OWNER: &str = "rstwatch_sock_owner";
+
+/// The attached programs' ring buffer and the join of their records.
+pub struct Witness {
+    pub ring: RingBuf<MapData>,
+    pub join: LocalJoin,
+    /// One line naming what this kernel lacks, for the start-up message; `None` when all is
+    /// there.
+    pub degraded: Option<String>,
+}
+
+/// Why the stack's evidence is not available at all.
+#[derive(Debug)]
+pub struct Unavailable(pub String);
+
+/// Attaches the programs the kernel supports to `ebpf` (they stay attached while it lives).
+pub fn attach(ebpf: &mut Ebpf) -> Result<Witness, Unavailable> {
+    let unavailable =
+        |what: String| Unavailable(format!("no reset evidence from the stack: {what}"));
+    let btf = btf_rs::Btf::from_file(layout::VMLINUX_BTF)
+        .map_err(|err| unavailable(format!("cannot read {}: {err}", layout::VMLINUX_BTF)))?;
+    if !layout::has_tracepoint(&btf, "tcp_send_reset") {
+        return Err(unavailable(
+            "the kernel has no tcp_send_reset tracepoint".into(),
+        ));
+    }
+    let socket_layout = layout::socket_layout(&btf).map_err(unavailable)?;
+    let reasons = layout::reset_reasons(&btf);
+    let aya_btf = aya::Btf::from_sys_fs()
+        .map_err(|err| unavailable(format!("cannot read the kernel's BTF: {err}")))?;
+    let layout_map = ebpf
+        .map_mut("SOCKET_LAYOUT")
+        .ok_or_else(|| unavailable("no SOCKET_LAYOUT map in the object".into()))?;
+    Array::<_, SocketLayout>::try_from(layout_map)
+        .and_then(|mut map| map.set(0, socket_layout, 0))
+        .map_err(|err| unavailable(format!("cannot write the socket layout: {err}")))?;
+
+    let with_reason = !reasons.is_empty();
+    let send = if with_reason {
+        SEND_RESET
+    } else {
+        SEND_RESET_NO_REASON
+    };
+    attach_one(ebpf, send, "tcp_send_reset", &aya_btf).map_err(unavailable)?;
+    let mut missing = Vec::new();
+    if !with_reason {
+        missing.push(
+            "tcp_send_reset has no reason (enum sk_rst_reason, Linux 6.10): the stack's \
+             resets are reported without one, and egress RSTs it did not send are not told \
+             apart (it does not report every reset it sends)",
+        );
+    }
+    if attach_one(ebpf, RECEIVE_RESET, "tcp_receive_reset", &aya_btf).is_err() {
+        missing.push("no tcp_receive_reset: received RSTs carry no socket owner");
+    }
+    if attach_one(ebpf, SOCK_OWNER, "inet_sock_set_state", &aya_btf).is_err() {
+        missing.push("no inet_sock_set_state: owners are known only for resets sent in close()");
+    }
+    let ring = ebpf
+        .take_map("LOCAL_EVENTS")
+        .ok_or_else(|| unavailable("no LOCAL_EVENTS map in the object".into()))
+        .and_then(|map| {
+            RingBuf::try_from(map).map_err(|err| unavailable(format!("LOCAL_EVENTS: {err}")))
+        })?;
+    Ok(Witness {
+        ring,
+        join: LocalJoin::new(reasons, with_reason),
+        degraded: (!missing.is_empty()).then(|| missing.join("; ")),
+    })
+}
+
+fn attach_one(
+    ebpf: &mut Ebpf,
+    program: &str,
+    tracepoint: &str,
+    btf: &aya::Btf,
+) -> Result<(), String> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(program)
+        .ok_or_else(|| format!("no program {program} in the object"))?
+        .try_into()
+        .map_err(|err| format!("{program}: {err}"))?;
+    prog.load(tracepoint, btf)
+        .map_err(|err| format!("{program} refused on {tracepoint}: {err}"))?;
+    prog.attach()
+        .map_err(|err| format!("{program} not attached to {tracepoint}: {err}"))?;
+    Ok(())
+}
