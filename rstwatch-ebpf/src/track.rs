@@ -19,7 +19,8 @@ use rstwatch_common::{
     event::{record, EventKind, FlowRecord, PacketRecord, RecordHeader},
     flow::Step,
     packet::tcp_flags,
-    Counter, FlowKey, FlowState, PacketMeta, Settings, StormCount, StormKey, COUNTER_COUNT,
+    Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
+    COUNTER_COUNT,
 };
 
 /// Half-open table's size before userspace resizes it.
@@ -34,7 +35,6 @@ const RECENT_RSTS: usize = 16;
 const WAKEUP_FILL_SHIFT: u64 = 4;
 /// What the ring adds to each record.
 const RING_RECORD_HEADER: u64 = 8;
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(defaults::FLOWS, 0);
@@ -77,30 +77,6 @@ pub struct Scratch {
     /// Half-open flows inserted in this CPU's current second.
     half_open: RateWindow,
     recent: [RecentRst; RECENT_RSTS],
-}
-
-/// A per-CPU budget per second.
-#[repr(C)]
-pub struct RateWindow {
-    start_ns: u64,
-    used: u32,
-    _pad: u32,
-}
-
-impl RateWindow {
-    /// Takes one from the budget of `per_sec` if this second has any left.
-    #[inline(always)]
-    fn take(&mut self, now: u64, per_sec: u32) -> bool {
-        if now.saturating_sub(self.start_ns) >= NS_PER_SEC {
-            self.start_ns = now;
-            self.used = 0;
-        }
-        if self.used >= per_sec {
-            return false;
-        }
-        self.used += 1;
-        true
-    }
 }
 
 #[map]
