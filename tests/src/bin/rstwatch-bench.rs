@@ -315,9 +315,9 @@ fn mode() -> Result<Mode> {
         (Some("--userspace"), None) => Ok(Mode::Userspace),
         (Some("--capture"), None) => Ok(Mode::Capture),
         (Some("--flood"), None) => Ok(Mode::Flood),
-        _ => anyhow::bail!(
-            "usage: rstwatch-bench [--json FILE | --userspace | --capture | --flood]"
-        ),
+        _ => {
+            anyhow::bail!("usage: rstwatch-bench [--json FILE | --userspace | --capture | --flood]")
+        }
     }
 }
 
