@@ -6,6 +6,7 @@
 //! exact logic the kernel runs.
 #![no_std]
 
+pub mod budget;
 pub mod config;
 pub mod defaults;
 pub mod event;
@@ -14,6 +15,7 @@ pub mod local;
 pub mod packet;
 pub mod zero;
 
+pub use budget::RateWindow;
 pub use config::{Counter, FilterConfig, Settings, COUNTER_COUNT};
 pub use event::{EventKind, RstEvent, StormCount, StormKey};
 pub use flow::{DirState, FlowKey, FlowState};

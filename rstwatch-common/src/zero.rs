@@ -1,4 +1,4 @@
-//! Zeroing plain-old-data values in place, cheaply on BPF.
+//! Zeroing and copying plain-old-data values in place, cheaply on BPF.
 
 /// Sets every byte of `*value` to zero with 32-bit volatile stores.
 ///
@@ -20,6 +20,26 @@ pub unsafe fn zero_in_place<T>(value: *mut T) {
     }
 }
 
+/// Copies `*src` to `*dst` with 64-bit volatile loads and stores.
+///
+/// A plain copy of a large value may become a call to `memcpy`, a byte-at-a-time loop on the
+/// BPF target; volatile accesses stay a short run of inline loads and stores.
+///
+/// # Safety
+/// `src` must be valid for reads and `dst` for writes, the two must not overlap, and `T` must
+/// be plain old data.
+#[inline(always)]
+pub unsafe fn copy_words<T>(src: *const T, dst: *mut T) {
+    const { assert!(core::mem::size_of::<T>().is_multiple_of(8) && core::mem::align_of::<T>() >= 8) };
+    let (from, to) = (src.cast::<u64>(), dst.cast::<u64>());
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 8 {
+        // SAFETY: i < size_of::<T>() / 8 keeps both accesses inside their 8-aligned values.
+        unsafe { core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i))) };
+        i += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +55,19 @@ mod tests {
         flow.dir[1].window = 7;
         unsafe { zero_in_place(&mut flow) };
         assert_eq!(flow, FlowState::default());
+    }
+
+    #[test]
+    fn copies_every_byte() {
+        let mut from = FlowState {
+            rtt_ns: 12_345,
+            history_len: 3,
+            ..FlowState::default()
+        };
+        from.dir[1].window = 7;
+        from.history[31] = 0x85;
+        let mut to = FlowState::default();
+        unsafe { copy_words(&from, &mut to) };
+        assert_eq!(to, from);
     }
 }

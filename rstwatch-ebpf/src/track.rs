@@ -19,7 +19,9 @@ use rstwatch_common::{
     event::{record, EventKind, FlowRecord, PacketRecord, RecordHeader},
     flow::Step,
     packet::tcp_flags,
-    Counter, FlowKey, FlowState, PacketMeta, Settings, StormCount, StormKey, COUNTER_COUNT,
+    zero::copy_words,
+    Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
+    COUNTER_COUNT,
 };
 
 /// Half-open table's size before userspace resizes it.
@@ -34,7 +36,6 @@ const RECENT_RSTS: usize = 16;
 const WAKEUP_FILL_SHIFT: u64 = 4;
 /// What the ring adds to each record.
 const RING_RECORD_HEADER: u64 = 8;
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 #[map]
 static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(defaults::FLOWS, 0);
@@ -70,37 +71,14 @@ pub struct Scratch {
     /// Where the parser puts the TCP header's offset to drop its per-path bounds.
     tcp_offset: usize,
     key: FlowKey,
-    new_flow: FlowState,
+    /// The flow `rstwatch_step` steps: a copy of its table entry, or a new flow's state.
+    flow: FlowState,
     storm: StormCount,
     /// Unknown-flow RSTs sent one by one in this CPU's current second.
     unknown_rsts: RateWindow,
     /// Half-open flows inserted in this CPU's current second.
     half_open: RateWindow,
     recent: [RecentRst; RECENT_RSTS],
-}
-
-/// A per-CPU budget per second.
-#[repr(C)]
-pub struct RateWindow {
-    start_ns: u64,
-    used: u32,
-    _pad: u32,
-}
-
-impl RateWindow {
-    /// Takes one from the budget of `per_sec` if this second has any left.
-    #[inline(always)]
-    fn take(&mut self, now: u64, per_sec: u32) -> bool {
-        if now.saturating_sub(self.start_ns) >= NS_PER_SEC {
-            self.start_ns = now;
-            self.used = 0;
-        }
-        if self.used >= per_sec {
-            return false;
-        }
-        self.used += 1;
-        true
-    }
 }
 
 #[map]
@@ -192,9 +170,32 @@ fn track(hook: Hook) {
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let dir = scratch.key.fill_from(&scratch.pkt);
-    let step =
-        |table: u32| rstwatch_step(table, dir as u32, now, hook.direction as u32, hook.ifindex);
-    if step(IN_FLOWS) == FLOW_STEPPED || step(IN_HALF_OPEN) == FLOW_STEPPED {
+    let step = || rstwatch_step(dir as u32, now, hook.direction as u32, hook.ifindex);
+    // Each flow is stepped on this CPU's scratch copy and written back: `rstwatch_step` then
+    // works on one kind of pointer, so the verifier walks it once, not once per table. A
+    // packet of the same flow on another CPU in between can lose its update to this write;
+    // updates in place interleaved field by field just as badly.
+    if let Some(entry) = FLOWS.get_ptr_mut(&scratch.key) {
+        // SAFETY: a value of `FLOWS` and this CPU's scratch, both valid for the whole run.
+        unsafe { copy_words(entry, &mut scratch.flow) };
+        step();
+        unsafe { copy_words(&scratch.flow, entry) };
+        return;
+    }
+    if let Some(entry) = HALF_OPEN.get_ptr_mut(&scratch.key) {
+        // SAFETY: a value of `HALF_OPEN` and this CPU's scratch, both valid for the whole run.
+        unsafe { copy_words(entry, &mut scratch.flow) };
+        step();
+        if completes_handshake(&scratch.pkt) {
+            match FLOWS.insert(&scratch.key, &scratch.flow, 0) {
+                Ok(()) => {
+                    let _ = HALF_OPEN.remove(&scratch.key);
+                    return count(Counter::FlowsPromoted);
+                }
+                Err(_) => count(Counter::FlowInsertFailed),
+            }
+        }
+        unsafe { copy_words(&scratch.flow, entry) };
         return;
     }
     let (key, pkt) = (&scratch.key, &scratch.pkt);
@@ -229,73 +230,38 @@ fn track(hook: Hook) {
     if opening && !scratch.half_open.take(now, settings.half_open_per_sec) {
         return count(Counter::SynsUntracked);
     }
-    scratch.new_flow.reset(pkt, dir);
-    step(NEW_FLOW);
+    scratch.flow.reset(pkt, dir);
+    step();
     let table = if opening { &HALF_OPEN } else { &FLOWS };
-    match table.insert(&scratch.key, &scratch.new_flow, 0) {
+    match table.insert(&scratch.key, &scratch.flow, 0) {
         Ok(()) => count(Counter::FlowsInserted),
         Err(_) => count(Counter::FlowInsertFailed),
     }
 }
 
-/// `rstwatch_step`'s flows: the entry in `FLOWS` or in `HALF_OPEN` under the scratch key, or
-/// the scratch `new_flow`.
-const IN_FLOWS: u32 = 0;
-const IN_HALF_OPEN: u32 = 1;
-const NEW_FLOW: u32 = 2;
-/// What `rstwatch_step` returns: it stepped the flow, or the table has no entry for the key.
-const FLOW_STEPPED: u32 = 0;
-const NO_SUCH_FLOW: u32 = 1;
-
-/// Steps the flow `table` names (`IN_FLOWS`, `IN_HALF_OPEN`, `NEW_FLOW`) with the scratch
-/// packet sent in direction `dir` and reports what it emits; a half-open flow whose handshake
-/// this packet completes moves into `FLOWS`.
+/// Steps this CPU's scratch `flow` with the scratch packet, sent in direction `dir`, and
+/// reports what it emits. Returns 0.
 ///
 /// A global function, verified once on its own rather than at each of its three call sites
 /// and along every path leading to them: the flow update (Zeek history, repeats, baselines)
 /// branches on nearly every flag, and inlined it multiplies the paths past the 6.1
-/// verifier's budget. Global functions take no pointers to map values, hence the table
-/// number and the re-lookup of the scratch inside.
+/// verifier's budget. Global functions take no pointers to map values, hence the re-lookup of
+/// the scratch inside.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn rstwatch_step(
-    table: u32,
-    dir: u32,
-    now: u64,
-    direction: u32,
-    ifindex: u32,
-) -> u32 {
+pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32) -> u32 {
     let (Some(scratch), Some(settings)) = (SCRATCH.get_ptr_mut(0), SETTINGS.get(0)) else {
-        return NO_SUCH_FLOW;
+        return 0;
     };
     let scratch = unsafe { &mut *scratch };
     let hook = Hook {
         direction: direction as u8,
         ifindex,
     };
-    let (key, pkt) = (&scratch.key, &scratch.pkt);
-    let flow = match table {
-        IN_FLOWS => FLOWS.get_ptr_mut(key),
-        IN_HALF_OPEN => HALF_OPEN.get_ptr_mut(key),
-        _ => Some(&mut scratch.new_flow as *mut FlowState),
-    };
-    let Some(flow) = flow else {
-        return NO_SUCH_FLOW;
-    };
-    // SAFETY: a map value or this CPU's scratch, valid for the whole program run.
-    let flow = unsafe { &mut *flow };
+    let pkt = &scratch.pkt;
     let emit = |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, flow);
-    count_step(flow.step(pkt, dir as u8, now, settings, emit));
-    if table == IN_HALF_OPEN && completes_handshake(pkt) {
-        match FLOWS.insert(key, &*flow, 0) {
-            Ok(()) => {
-                let _ = HALF_OPEN.remove(key);
-                count(Counter::FlowsPromoted);
-            }
-            Err(_) => count(Counter::FlowInsertFailed),
-        }
-    }
-    FLOW_STEPPED
+    count_step(scratch.flow.step(pkt, dir as u8, now, settings, emit));
+    0
 }
 
 /// The originator's ACK that ends a handshake, or anything after it: a SYN-ACK does not

@@ -14,12 +14,10 @@ use std::collections::HashMap;
 
 use rstwatch_common::{
     event::RecordHeader, packet::tcp_flags, Counter, EventKind, FlowKey, FlowState, PacketMeta,
-    RstEvent, Settings, StormCount, StormKey, COUNTER_COUNT,
+    RateWindow, RstEvent, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
 use crate::{filter::Cidr, hold::FlowStateSource, kernel::Counters};
-
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// Where the packet was seen: the event header's fields that do not depend on the event.
 #[derive(Clone, Copy, Debug)]
@@ -78,27 +76,6 @@ struct RecentRst {
     rst_ns: u64,
     rst_dir: u8,
     followups: u8,
-}
-
-/// A budget per second of capture time.
-#[derive(Clone, Copy, Debug, Default)]
-struct RateWindow {
-    start_ns: u64,
-    used: u32,
-}
-
-impl RateWindow {
-    fn take(&mut self, now: u64, per_sec: u32) -> bool {
-        if now.saturating_sub(self.start_ns) >= NS_PER_SEC {
-            self.start_ns = now;
-            self.used = 0;
-        }
-        if self.used >= per_sec {
-            return false;
-        }
-        self.used += 1;
-        true
-    }
 }
 
 /// The flow tables and counters of one replay.

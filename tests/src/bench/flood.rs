@@ -471,7 +471,14 @@ impl VethPair {
         seconds: u64,
         kind: FloodKind,
     ) -> Result<(Run, RstwatchSide)> {
-        let mut watcher = Watcher::start(rstwatch, &self.rx_ns, RX_IFACE, &["--no-egress"])?;
+        // The established connections are reset together after the SYN flood: each must be
+        // its own report to be judged, not folded into a storm aggregate of identical aborts.
+        // The SYN flood itself sends no resets, so this changes nothing of the daemon's load.
+        let args: &[&str] = match kind {
+            FloodKind::Syn => &["--no-egress", "--aggregate-rate", "off"],
+            FloodKind::Rst => &["--no-egress"],
+        };
+        let mut watcher = Watcher::start(rstwatch, &self.rx_ns, RX_IFACE, args)?;
         let established = match kind {
             FloodKind::Syn => Some(Established::open(self)?),
             FloodKind::Rst => None,

@@ -122,6 +122,7 @@ fn main() -> Result<()> {
     let json_path = match mode {
         Mode::All { json_path } => json_path,
         Mode::Userspace => return userspace_only(),
+        Mode::Flood => return floods_only(),
         Mode::Capture => {
             let capture = capture_replay::measure(&rstwatch_binary()?, &std::env::temp_dir())?;
             println!("{}", capture.markdown());
@@ -261,19 +262,7 @@ fn main() -> Result<()> {
 
     eprintln!("bench: userspace throughput");
     let throughput = userspace::measure(Path::new(USERSPACE_SCRATCH))?;
-    let mut floods = Vec::new();
-    for kind in [FloodKind::Rst, FloodKind::Syn] {
-        eprintln!(
-            "bench: {}, {FLOOD_REPETITIONS} x {FLOOD_SECONDS} s per watcher, alternating",
-            kind.name()
-        );
-        floods.push(flood::measure(
-            &rstwatch,
-            kind,
-            FLOOD_SECONDS,
-            FLOOD_REPETITIONS,
-        )?);
-    }
+    let floods = measure_floods(&rstwatch)?;
 
     eprintln!("bench: capture files, rstwatch explain and tshark alternating");
     let capture = capture_replay::measure(&rstwatch, &std::env::temp_dir())?;
@@ -308,11 +297,12 @@ fn main() -> Result<()> {
 
 /// What to run: everything, with the report written to `--json FILE` if given, or only the
 /// userspace pipeline (`--userspace`, for profiling it), or only `rstwatch explain` against
-/// tshark (`--capture`).
+/// tshark (`--capture`), or only the two floods (`--flood`, to iterate on the kernel path).
 enum Mode {
     All { json_path: Option<PathBuf> },
     Userspace,
     Capture,
+    Flood,
 }
 
 fn mode() -> Result<Mode> {
@@ -324,7 +314,10 @@ fn mode() -> Result<Mode> {
         }),
         (Some("--userspace"), None) => Ok(Mode::Userspace),
         (Some("--capture"), None) => Ok(Mode::Capture),
-        _ => anyhow::bail!("usage: rstwatch-bench [--json FILE | --userspace | --capture]"),
+        (Some("--flood"), None) => Ok(Mode::Flood),
+        _ => {
+            anyhow::bail!("usage: rstwatch-bench [--json FILE | --userspace | --capture | --flood]")
+        }
     }
 }
 
@@ -357,6 +350,33 @@ fn userspace_only() -> Result<()> {
     let throughput = userspace::measure(Path::new(USERSPACE_SCRATCH))?;
     let mut md = String::new();
     userspace_markdown(&mut md, &throughput);
+    println!("{md}");
+    Ok(())
+}
+
+/// The RST flood and the SYN flood, each watcher in turn.
+fn measure_floods(rstwatch: &Path) -> Result<Vec<Flood>> {
+    let mut floods = Vec::new();
+    for kind in [FloodKind::Rst, FloodKind::Syn] {
+        eprintln!(
+            "bench: {}, {FLOOD_REPETITIONS} x {FLOOD_SECONDS} s per watcher, alternating",
+            kind.name()
+        );
+        floods.push(flood::measure(
+            rstwatch,
+            kind,
+            FLOOD_SECONDS,
+            FLOOD_REPETITIONS,
+        )?);
+    }
+    Ok(floods)
+}
+
+fn floods_only() -> Result<()> {
+    let mut md = String::new();
+    for flood in measure_floods(&rstwatch_binary()?)? {
+        flood_markdown(&mut md, &flood);
+    }
     println!("{md}");
     Ok(())
 }
