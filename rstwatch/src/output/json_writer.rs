@@ -53,29 +53,14 @@ impl<'a> JsonObject<'a> {
 
     /// An address in its standard text form (IPv6 as RFC 5952), as a string.
     pub fn ip(&mut self, key: &str, value: IpAddr) -> &mut Self {
-        self.key(key);
-        self.out.push(b'"');
-        write!(self.out, "{value}").expect("writing into memory");
-        self.out.push(b'"');
-        self
+        self.plain_str(key, |out| {
+            write!(out, "{value}").expect("writing into memory");
+        })
     }
 
     /// A time as `fields::rfc3339` spells it, as a string.
     pub fn time(&mut self, key: &str, value: SystemTime) -> &mut Self {
-        self.key(key);
-        self.out.push(b'"');
-        fields::write_rfc3339(self.out, value);
-        self.out.push(b'"');
-        self
-    }
-
-    /// The letters of the TCP flags set, as `fields::tcp_flag_letters` spells them.
-    pub fn tcp_flags(&mut self, key: &str, flags: u8) -> &mut Self {
-        self.key(key);
-        self.out.push(b'"');
-        fields::write_tcp_flag_letters(self.out, flags);
-        self.out.push(b'"');
-        self
+        self.plain_str(key, |out| fields::write_rfc3339(out, value))
     }
 
     pub fn opt_time(&mut self, key: &str, value: Option<SystemTime>) -> &mut Self {
@@ -111,6 +96,15 @@ impl<'a> JsonObject<'a> {
     /// Closes the object.
     pub fn end(self) {
         self.out.push(b'}');
+    }
+
+    /// A string `write` puts in place, with nothing in it to escape.
+    fn plain_str(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        self.key(key);
+        self.out.push(b'"');
+        write(self.out);
+        self.out.push(b'"');
+        self
     }
 
     fn key(&mut self, key: &str) {
