@@ -38,6 +38,14 @@ impl<'a> JsonObject<'a> {
         }
     }
 
+    /// The key and its value when the value is known; nothing otherwise.
+    pub fn known_uint(&mut self, key: &str, value: Option<u64>) -> &mut Self {
+        match value {
+            Some(value) => self.uint(key, value),
+            None => self,
+        }
+    }
+
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key);
         self.out
@@ -79,6 +87,27 @@ impl<'a> JsonObject<'a> {
                 self.out.push(b',');
             }
             write_str(self.out, value);
+        }
+        self.out.push(b']');
+        self
+    }
+
+    /// An array of objects, each written by `fill` from one item.
+    pub fn objects<T>(
+        &mut self,
+        key: &str,
+        items: impl IntoIterator<Item = T>,
+        fill: impl Fn(&mut JsonObject<'_>, T),
+    ) -> &mut Self {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i != 0 {
+                self.out.push(b',');
+            }
+            let mut object = JsonObject::new(self.out);
+            fill(&mut object, item);
+            object.end();
         }
         self.out.push(b']');
         self
@@ -187,17 +216,21 @@ mod tests {
             .str("a", "x\"y")
             .uint("b", u64::MAX)
             .opt_uint("c", None)
+            .known_uint("unknown", None)
             .bool("d", true)
             .ip("e", "2001:db8::1".parse().unwrap())
             .strs("f", ["g", "h"])
             .strs("i", [])
             .object("j", |inner| {
                 inner.uint("k", 0);
+            })
+            .objects("l", [1, 2], |item, n| {
+                item.uint("m", n);
             });
         object.end();
         let expected = serde_json::json!({
             "a": "x\"y", "b": u64::MAX, "c": null, "d": true, "e": "2001:db8::1",
-            "f": ["g", "h"], "i": [], "j": {"k": 0},
+            "f": ["g", "h"], "i": [], "j": {"k": 0}, "l": [{"m": 1}, {"m": 2}],
         });
         assert_eq!(String::from_utf8(out).unwrap(), expected.to_string());
     }
