@@ -14,9 +14,9 @@
 //!   (1 unless a storm was folded), and `event.start`/`event.end` plus `rstwatch.aggregate` give
 //!   the span of a folded storm.
 
-use serde_json::{json, Value};
+use std::net::SocketAddr;
 
-use super::Format;
+use super::{json_writer::JsonObject, Format};
 use crate::report::{Aggregate, ResetClass, ResetReport, Severity};
 
 /// The ECS release whose field reference this mapping follows.
@@ -27,147 +27,165 @@ pub const ECS_VERSION: &str = "8.11.0";
 pub struct Ecs;
 
 impl Format for Ecs {
-    fn render(&self, report: &ResetReport, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, &document(report))
-            .expect("writing a JSON value into memory cannot fail");
+    /// Keys are written in sorted order at every level, as a document of sorted maps would
+    /// have them.
+    fn render(&self, r: &ResetReport, out: &mut Vec<u8>) {
+        let explanation = r.explanation();
+        let mut doc = JsonObject::new(out);
+        doc.time("@timestamp", r.ts).object("client", |client| {
+            endpoint_counts(client, r.orig, r.orig_pkts, r.orig_bytes)
+        });
+        let owner = r.local.as_ref().and_then(|local| local.owner());
+        if let Some(id) = owner.and_then(|o| o.container_id.as_deref()) {
+            doc.object("container", |container| {
+                container.str("id", id);
+            });
+        }
+        doc.object("destination", |destination| endpoint(destination, r.dst))
+            .object("ecs", |ecs| {
+                ecs.str("version", ECS_VERSION);
+            })
+            .object("event", |event| event_fields(event, r, &explanation))
+            .str("message", &explanation)
+            .object("network", |network| {
+                network
+                    .str("community_id", &r.community_id)
+                    .str("direction", r.direction.as_str())
+                    .str("iana_number", "6")
+                    .str("transport", "tcp")
+                    .str("type", if r.src.is_ipv4() { "ipv4" } else { "ipv6" });
+                if r.vlan != 0 {
+                    network.object("vlan", |vlan| {
+                        vlan.str("id", &r.vlan.to_string());
+                    });
+                }
+            })
+            .object("observer", |observer| {
+                observer
+                    .object(r.direction.as_str(), |side| {
+                        side.object("interface", |interface| {
+                            interface.str("name", &r.iface);
+                        });
+                    })
+                    .str("product", "rstwatch")
+                    .str("type", "sensor")
+                    .str("vendor", "rstwatch")
+                    .str("version", env!("CARGO_PKG_VERSION"));
+            });
+        if let Some((pid, name)) = owner.and_then(|o| o.pid.zip(o.comm.as_deref())) {
+            doc.object("process", |process| {
+                process.str("name", name).uint("pid", pid.into());
+            });
+        }
+        doc.object("rstwatch", |details| details_fields(details, r))
+            .object("server", |server| {
+                endpoint_counts(server, r.resp, r.resp_pkts, r.resp_bytes)
+            })
+            .object("source", |source| endpoint(source, r.src));
+        doc.end();
     }
 }
 
-fn document(r: &ResetReport) -> Value {
-    let mut doc = json!({
-        "@timestamp": rfc3339(r.ts),
-        "ecs": { "version": ECS_VERSION },
-        "message": r.explanation(),
-        "event": event(r),
-        "observer": observer(r),
-        "source": { "ip": r.src.ip().to_string(), "port": r.src.port() },
-        "destination": { "ip": r.dst.ip().to_string(), "port": r.dst.port() },
-        "client": {
-            "ip": r.orig.ip().to_string(), "port": r.orig.port(),
-            "packets": r.orig_pkts, "bytes": r.orig_bytes,
-        },
-        "server": {
-            "ip": r.resp.ip().to_string(), "port": r.resp.port(),
-            "packets": r.resp_pkts, "bytes": r.resp_bytes,
-        },
-        "network": {
-            "transport": "tcp",
-            "iana_number": "6",
-            "type": if r.src.is_ipv4() { "ipv4" } else { "ipv6" },
-            "direction": r.direction.as_str(),
-            "community_id": r.community_id,
-        },
-        "rstwatch": details(r),
-    });
-    if r.vlan != 0 {
-        doc["network"]["vlan"] = json!({ "id": r.vlan.to_string() });
-    }
-    if let Some(local) = &r.local {
-        let owner = local.owner();
-        if let Some((pid, name)) = owner.and_then(|o| o.pid.zip(o.comm.as_ref())) {
-            doc["process"] = json!({ "pid": pid, "name": name });
-        }
-        if let Some(id) = owner.and_then(|o| o.container_id.as_ref()) {
-            doc["container"] = json!({ "id": id });
-        }
-        doc["rstwatch"]["local"] = local.to_json();
-    }
-    doc
+fn endpoint(object: &mut JsonObject<'_>, address: SocketAddr) {
+    object
+        .ip("ip", address.ip())
+        .uint("port", address.port().into());
 }
 
-fn event(r: &ResetReport) -> Value {
+fn endpoint_counts(object: &mut JsonObject<'_>, address: SocketAddr, packets: u64, bytes: u64) {
+    object
+        .uint("bytes", bytes)
+        .ip("ip", address.ip())
+        .uint("packets", packets)
+        .uint("port", address.port().into());
+}
+
+fn event_fields(event: &mut JsonObject<'_>, r: &ResetReport, explanation: &str) {
     let kind = if r.middlebox { "alert" } else { "event" };
     let outcome_type = match r.class {
         ResetClass::Refused => "denied",
         _ => "end",
     };
-    let mut event = json!({
-        "kind": kind,
-        "category": ["network"],
-        "type": ["connection", outcome_type],
-        "action": r.class.as_str(),
-        "reason": r.explanation(),
-        "severity": severity_number(r.severity()),
-        "module": "rstwatch",
-        "dataset": "rstwatch.reset",
-    });
-    if let Some(Aggregate { first, last, .. }) = r.aggregate {
-        event["start"] = rfc3339(first).into();
-        event["end"] = rfc3339(last).into();
+    event
+        .str("action", r.class.as_str())
+        .strs("category", ["network"])
+        .str("dataset", "rstwatch.reset");
+    if let Some(Aggregate { last, .. }) = r.aggregate {
+        event.time("end", last);
     }
     event
+        .str("kind", kind)
+        .str("module", "rstwatch")
+        .str("reason", explanation)
+        .uint("severity", severity_number(r.severity()).into());
+    if let Some(Aggregate { first, .. }) = r.aggregate {
+        event.time("start", first);
+    }
+    event.strs("type", ["connection", outcome_type]);
 }
 
-fn observer(r: &ResetReport) -> Value {
-    let mut observer = json!({
-        "product": "rstwatch",
-        "vendor": "rstwatch",
-        "version": env!("CARGO_PKG_VERSION"),
-        "type": "sensor",
-    });
-    observer[r.direction.as_str()] = json!({ "interface": { "name": r.iface } });
-    observer
-}
-
-fn details(r: &ResetReport) -> Value {
-    let evidence: Vec<&str> = r.evidence.iter().map(|e| e.as_str()).collect();
-    let mut details = json!({
-        "class": r.class.as_str(),
-        "severity": r.severity().as_str(),
-        "sender": r.sender.as_str(),
-        "middlebox": r.middlebox,
-        "evidence": evidence,
-        "direction": r.direction.as_str(),
-        "ttl": r.ttl,
-        "df": r.df,
-        "seq": r.seq,
-        "ack": r.ack,
-        "flags": tcp_flag_names(r.flags),
-        "window": r.window,
-        "payload_len": r.payload_len,
-        "conn_state": r.conn_state.as_str(),
-        "history": r.history,
-        "wireshark_filter": r.wireshark_filter,
-        "orig": { "ip": r.orig.ip().to_string(), "port": r.orig.port() },
-        "resp": { "ip": r.resp.ip().to_string(), "port": r.resp.port() },
-        "originator_inferred": r.originator_inferred,
-        "followups": r.followups,
-        "count": r.count(),
-    });
-    if let Some(ttl) = r.expected_ttl {
-        details["expected_ttl"] = ttl.into();
-    }
-    if let Some(earlier) = r.related_to {
-        details["related_to"] = rfc3339(earlier).into();
-    }
-    if let Some(ip_id) = r.ip_id {
-        details["ip_id"] = ip_id.into();
-    }
-    if let Some(idle_ms) = r.idle_ms {
-        details["idle_ms"] = idle_ms.into();
-    }
-    if let Some(rtt_us) = r.rtt_us {
-        details["rtt_us"] = rtt_us.into();
-    }
+fn details_fields(details: &mut JsonObject<'_>, r: &ResetReport) {
+    details.uint("ack", r.ack.into());
     if let Some(Aggregate { count, first, last }) = r.aggregate {
-        details["aggregate"] = json!({
-            "count": count,
-            "first": rfc3339(first),
-            "last": rfc3339(last),
+        details.object("aggregate", |aggregate| {
+            aggregate
+                .uint("count", count)
+                .time("first", first)
+                .time("last", last);
         });
     }
     details
+        .str("class", r.class.as_str())
+        .str("conn_state", r.conn_state.as_str())
+        .uint("count", r.count())
+        .bool("df", r.df)
+        .str("direction", r.direction.as_str())
+        .strs("evidence", r.evidence.iter().map(|e| e.as_str()));
+    if let Some(ttl) = r.expected_ttl {
+        details.uint("expected_ttl", ttl.into());
+    }
+    details
+        .strs("flags", tcp_flag_names(r.flags))
+        .uint("followups", r.followups.into())
+        .str("history", &r.history);
+    if let Some(idle_ms) = r.idle_ms {
+        details.uint("idle_ms", idle_ms);
+    }
+    if let Some(ip_id) = r.ip_id {
+        details.uint("ip_id", ip_id.into());
+    }
+    if let Some(local) = &r.local {
+        details.value("local", &local.to_json());
+    }
+    details
+        .bool("middlebox", r.middlebox)
+        .object("orig", |orig| endpoint(orig, r.orig))
+        .bool("originator_inferred", r.originator_inferred)
+        .uint("payload_len", r.payload_len.into());
+    if let Some(earlier) = r.related_to {
+        details.time("related_to", earlier);
+    }
+    details.object("resp", |resp| endpoint(resp, r.resp));
+    if let Some(rtt_us) = r.rtt_us {
+        details.uint("rtt_us", rtt_us);
+    }
+    details
+        .str("sender", r.sender.as_str())
+        .uint("seq", r.seq.into())
+        .str("severity", r.severity().as_str())
+        .uint("ttl", r.ttl.into())
+        .uint("window", r.window.into())
+        .str("wireshark_filter", &r.wireshark_filter);
 }
 
 /// The flag names of a TCP header, lowest bit first, as Wireshark spells them.
-fn tcp_flag_names(flags: u8) -> Vec<&'static str> {
+fn tcp_flag_names(flags: u8) -> impl Iterator<Item = &'static str> {
     const NAMES: [&str; 8] = ["FIN", "SYN", "RST", "PSH", "ACK", "URG", "ECE", "CWR"];
     NAMES
-        .iter()
+        .into_iter()
         .enumerate()
-        .filter(|(bit, _)| flags & (1 << bit) != 0)
-        .map(|(_, name)| *name)
-        .collect()
+        .filter(move |(bit, _)| flags & (1 << bit) != 0)
+        .map(|(_, name)| name)
 }
 
 fn severity_number(severity: Severity) -> u8 {
@@ -178,13 +196,11 @@ fn severity_number(severity: Severity) -> u8 {
     }
 }
 
-fn rfc3339(time: std::time::SystemTime) -> String {
-    humantime::format_rfc3339_micros(time).to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use serde_json::{json, Value};
 
     use super::*;
     use crate::report::{Direction, Evidence};

@@ -23,30 +23,20 @@ pub fn write_rfc3339(out: &mut Vec<u8>, ts: SystemTime) {
     .expect("writing into memory");
 }
 
-/// `tcp_flag_letters(flags)` appended to `out`.
-pub fn write_tcp_flag_letters(out: &mut Vec<u8>, flags: u8) {
-    for (bit, letter) in FLAG_LETTERS {
-        if flags & bit != 0 {
-            out.push(letter as u8);
-        }
-    }
-}
-
-const FLAG_LETTERS: [(u8, char); 8] = [
-    (tcp_flags::FIN, 'F'),
-    (tcp_flags::SYN, 'S'),
-    (tcp_flags::RST, 'R'),
-    (tcp_flags::PSH, 'P'),
-    (tcp_flags::ACK, 'A'),
-    (tcp_flags::URG, 'U'),
-    (tcp_flags::ECE, 'E'),
-    (tcp_flags::CWR, 'C'),
-];
-
 /// Letters of the TCP flags set, in header bit order from FIN: `F S R P A U E C` (FIN, SYN,
 /// RST, PSH, ACK, URG, ECE, CWR). A RST with ACK is `RA`.
 pub fn tcp_flag_letters(flags: u8) -> String {
-    FLAG_LETTERS
+    const LETTERS: [(u8, char); 8] = [
+        (tcp_flags::FIN, 'F'),
+        (tcp_flags::SYN, 'S'),
+        (tcp_flags::RST, 'R'),
+        (tcp_flags::PSH, 'P'),
+        (tcp_flags::ACK, 'A'),
+        (tcp_flags::URG, 'U'),
+        (tcp_flags::ECE, 'E'),
+        (tcp_flags::CWR, 'C'),
+    ];
+    LETTERS
         .iter()
         .filter(|(bit, _)| flags & bit != 0)
         .map(|&(_, letter)| letter)

@@ -7,7 +7,7 @@
 //! without state, `rtt_us` without a handshake, `aggregate` for a single reset, `related_to`
 //! for a RST that follows no earlier report; else the `ts` of the connection's first report).
 
-use super::{json_writer::JsonObject, Format};
+use super::{fields, json_writer::JsonObject, Format};
 use crate::report::ResetReport;
 
 /// The keys docs/design.md promises in every record, in the order they are written; more may
@@ -70,7 +70,7 @@ impl Format for Json {
             .opt_uint("ip_id", r.ip_id.map(u64::from))
             .uint("seq", r.seq.into())
             .uint("ack", r.ack.into())
-            .tcp_flags("flags", r.flags)
+            .str("flags", &fields::tcp_flag_letters(r.flags))
             .opt_uint("idle_ms", r.idle_ms)
             .opt_uint("rtt_us", r.rtt_us)
             .str("conn_state", r.conn_state.as_str())

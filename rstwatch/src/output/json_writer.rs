@@ -38,6 +38,14 @@ impl<'a> JsonObject<'a> {
         }
     }
 
+    /// The key and its value when the value is known; nothing otherwise.
+    pub fn known_uint(&mut self, key: &str, value: Option<u64>) -> &mut Self {
+        match value {
+            Some(value) => self.uint(key, value),
+            None => self,
+        }
+    }
+
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key);
         self.out
@@ -53,29 +61,14 @@ impl<'a> JsonObject<'a> {
 
     /// An address in its standard text form (IPv6 as RFC 5952), as a string.
     pub fn ip(&mut self, key: &str, value: IpAddr) -> &mut Self {
-        self.key(key);
-        self.out.push(b'"');
-        write!(self.out, "{value}").expect("writing into memory");
-        self.out.push(b'"');
-        self
+        self.plain_str(key, |out| {
+            write!(out, "{value}").expect("writing into memory");
+        })
     }
 
     /// A time as `fields::rfc3339` spells it, as a string.
     pub fn time(&mut self, key: &str, value: SystemTime) -> &mut Self {
-        self.key(key);
-        self.out.push(b'"');
-        fields::write_rfc3339(self.out, value);
-        self.out.push(b'"');
-        self
-    }
-
-    /// The letters of the TCP flags set, as `fields::tcp_flag_letters` spells them.
-    pub fn tcp_flags(&mut self, key: &str, flags: u8) -> &mut Self {
-        self.key(key);
-        self.out.push(b'"');
-        fields::write_tcp_flag_letters(self.out, flags);
-        self.out.push(b'"');
-        self
+        self.plain_str(key, |out| fields::write_rfc3339(out, value))
     }
 
     pub fn opt_time(&mut self, key: &str, value: Option<SystemTime>) -> &mut Self {
@@ -106,6 +99,27 @@ impl<'a> JsonObject<'a> {
         self
     }
 
+    /// An array of objects, each written by `fill` from one item.
+    pub fn objects<T>(
+        &mut self,
+        key: &str,
+        items: impl IntoIterator<Item = T>,
+        fill: impl Fn(&mut JsonObject<'_>, T),
+    ) -> &mut Self {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, item) in items.into_iter().enumerate() {
+            if i != 0 {
+                self.out.push(b',');
+            }
+            let mut object = JsonObject::new(self.out);
+            fill(&mut object, item);
+            object.end();
+        }
+        self.out.push(b']');
+        self
+    }
+
     /// A nested object, written by `fill`.
     pub fn object(&mut self, key: &str, fill: impl FnOnce(&mut JsonObject<'_>)) -> &mut Self {
         self.key(key);
@@ -118,6 +132,15 @@ impl<'a> JsonObject<'a> {
     /// Closes the object.
     pub fn end(self) {
         self.out.push(b'}');
+    }
+
+    /// A string `write` puts in place, with nothing in it to escape.
+    fn plain_str(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        self.key(key);
+        self.out.push(b'"');
+        write(self.out);
+        self.out.push(b'"');
+        self
     }
 
     fn key(&mut self, key: &str) {
@@ -137,32 +160,43 @@ pub fn write_str(out: &mut Vec<u8>, value: &str) {
     let bytes = value.as_bytes();
     let mut start = 0;
     for (i, &byte) in bytes.iter().enumerate() {
-        let escape: &[u8] = match byte {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => {
-                out.extend_from_slice(&bytes[start..i]);
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(byte >> 4)]);
-                out.push(HEX[usize::from(byte & 0x0f)]);
-                start = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
+        let escape = ESCAPE[usize::from(byte)];
+        if escape == 0 {
+            continue;
+        }
         out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
         start = i + 1;
+        if escape == b'u' {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0x0f)]);
+        } else {
+            out.extend_from_slice(&[b'\\', escape]);
+        }
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
 }
+
+/// For each byte, 0 when it stands as is, else the letter after the backslash of its escape
+/// (`u` for `\u00XX`): one table lookup per byte on the common path.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = b'u';
+        byte += 1;
+    }
+    table[0x08] = b'b';
+    table[0x0c] = b'f';
+    table[b'\n' as usize] = b'n';
+    table[b'\r' as usize] = b'r';
+    table[b'\t' as usize] = b't';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -189,17 +223,21 @@ mod tests {
             .str("a", "x\"y")
             .uint("b", u64::MAX)
             .opt_uint("c", None)
+            .known_uint("unknown", None)
             .bool("d", true)
             .ip("e", "2001:db8::1".parse().unwrap())
             .strs("f", ["g", "h"])
             .strs("i", [])
             .object("j", |inner| {
                 inner.uint("k", 0);
+            })
+            .objects("l", [1, 2], |item, n| {
+                item.uint("m", n);
             });
         object.end();
         let expected = serde_json::json!({
             "a": "x\"y", "b": u64::MAX, "c": null, "d": true, "e": "2001:db8::1",
-            "f": ["g", "h"], "i": [], "j": {"k": 0},
+            "f": ["g", "h"], "i": [], "j": {"k": 0}, "l": [{"m": 1}, {"m": 2}],
         });
         assert_eq!(String::from_utf8(out).unwrap(), expected.to_string());
     }

@@ -16,10 +16,10 @@
 //! - `count` is always present (1 unless a storm was folded); a folded storm adds `start_time`
 //!   and `end_time`.
 
-use serde_json::{json, Value};
+use std::net::SocketAddr;
 
-use super::{fields, Format};
-use crate::report::{unix_millis, Aggregate, ResetClass, ResetReport, Severity};
+use super::{json_writer::JsonObject, Format};
+use crate::report::{unix_millis, ResetClass, ResetReport, Severity};
 
 /// The OCSF schema release this mapping follows.
 pub const OCSF_VERSION: &str = "1.3.0";
@@ -33,9 +33,84 @@ const OBSERVABLE_IP_ADDRESS: u8 = 2;
 pub struct Ocsf;
 
 impl Format for Ocsf {
-    fn render(&self, report: &ResetReport, out: &mut Vec<u8>) {
-        serde_json::to_writer(out, &event(report))
-            .expect("writing a JSON value into memory cannot fail");
+    /// Keys are written in sorted order at every level, as a document of sorted maps would
+    /// have them.
+    fn render(&self, r: &ResetReport, out: &mut Vec<u8>) {
+        let (activity_id, activity_name) = activity(r.class);
+        let (severity_id, severity_name) = severity(r.severity());
+        let (status_id, status) = match r.class {
+            ResetClass::Teardown => (1, "Success"),
+            _ => (2, "Failure"),
+        };
+        let mut event = JsonObject::new(out);
+        event
+            .uint("activity_id", activity_id.into())
+            .str("activity_name", activity_name);
+        let owner = r.local.as_ref().and_then(|local| local.owner());
+        if let Some((pid, name)) = owner.and_then(|o| o.pid.zip(o.comm.as_deref())) {
+            event.object("actor", |actor| {
+                actor.object("process", |process| {
+                    process.str("name", name).uint("pid", pid.into());
+                });
+            });
+        }
+        event
+            .str("category_name", "Network Activity")
+            .uint("category_uid", CATEGORY_UID.into())
+            .str("class_name", "Network Activity")
+            .uint("class_uid", CLASS_UID.into())
+            .object("connection_info", |info| connection_info(info, r))
+            .uint("count", r.count())
+            .object("dst_endpoint", |endpoint_| {
+                endpoint(endpoint_, r.resp, r.vlan)
+            })
+            .known_uint("end_time", r.aggregate.map(|a| unix_millis(a.last)))
+            .str("message", &r.explanation())
+            .object("metadata", |metadata| {
+                metadata
+                    .str("event_code", r.class.as_str())
+                    .object("product", |product| {
+                        product
+                            .str("name", "rstwatch")
+                            .str("vendor_name", "rstwatch")
+                            .str("version", env!("CARGO_PKG_VERSION"));
+                    })
+                    .str("version", OCSF_VERSION);
+            })
+            .objects(
+                "observables",
+                [("src_endpoint.ip", r.orig), ("dst_endpoint.ip", r.resp)],
+                |observable, (name, address)| {
+                    observable
+                        .str("name", name)
+                        .str("type", "IP Address")
+                        .uint("type_id", OBSERVABLE_IP_ADDRESS.into())
+                        .ip("value", address.ip());
+                },
+            )
+            .str("severity", severity_name)
+            .uint("severity_id", severity_id.into())
+            .object("src_endpoint", |endpoint_| {
+                endpoint(endpoint_, r.orig, r.vlan)
+            })
+            .known_uint("start_time", r.aggregate.map(|a| unix_millis(a.first)))
+            .str("status", status)
+            .str("status_detail", r.class.describe())
+            .uint("status_id", status_id)
+            .uint("time", unix_millis(r.ts))
+            .object("traffic", |traffic| {
+                traffic
+                    .uint("bytes", r.orig_bytes + r.resp_bytes)
+                    .uint("bytes_in", r.resp_bytes)
+                    .uint("bytes_out", r.orig_bytes)
+                    .uint("packets", r.orig_pkts + r.resp_pkts)
+                    .uint("packets_in", r.resp_pkts)
+                    .uint("packets_out", r.orig_pkts);
+            })
+            .str("type_name", &format!("Network Activity: {activity_name}"))
+            .uint("type_uid", (CLASS_UID * 100 + activity_id).into())
+            .object("unmapped", |unmapped_| unmapped(unmapped_, r));
+        event.end();
     }
 }
 
@@ -59,89 +134,16 @@ fn severity(severity: Severity) -> (u8, &'static str) {
     }
 }
 
-fn event(r: &ResetReport) -> Value {
-    let (activity_id, activity_name) = activity(r.class);
-    let (severity_id, severity_name) = severity(r.severity());
-    let (status_id, status) = match r.class {
-        ResetClass::Teardown => (1, "Success"),
-        _ => (2, "Failure"),
-    };
-    let mut event = json!({
-        "class_uid": CLASS_UID,
-        "class_name": "Network Activity",
-        "category_uid": CATEGORY_UID,
-        "category_name": "Network Activity",
-        "activity_id": activity_id,
-        "activity_name": activity_name,
-        "type_uid": CLASS_UID * 100 + activity_id,
-        "type_name": format!("Network Activity: {activity_name}"),
-        "time": unix_millis(r.ts),
-        "severity_id": severity_id,
-        "severity": severity_name,
-        "status_id": status_id,
-        "status": status,
-        "status_detail": r.class.describe(),
-        "message": r.explanation(),
-        "count": r.count(),
-        "metadata": {
-            "version": OCSF_VERSION,
-            "event_code": r.class.as_str(),
-            "product": {
-                "name": "rstwatch",
-                "vendor_name": "rstwatch",
-                "version": env!("CARGO_PKG_VERSION"),
-            },
-        },
-        "src_endpoint": endpoint(r.orig, r.vlan),
-        "dst_endpoint": endpoint(r.resp, r.vlan),
-        "connection_info": connection_info(r),
-        "traffic": {
-            "packets_out": r.orig_pkts,
-            "packets_in": r.resp_pkts,
-            "packets": r.orig_pkts + r.resp_pkts,
-            "bytes_out": r.orig_bytes,
-            "bytes_in": r.resp_bytes,
-            "bytes": r.orig_bytes + r.resp_bytes,
-        },
-        "observables": [
-            {
-                "name": "src_endpoint.ip",
-                "type_id": OBSERVABLE_IP_ADDRESS,
-                "type": "IP Address",
-                "value": r.orig.ip().to_string(),
-            },
-            {
-                "name": "dst_endpoint.ip",
-                "type_id": OBSERVABLE_IP_ADDRESS,
-                "type": "IP Address",
-                "value": r.resp.ip().to_string(),
-            },
-        ],
-        "unmapped": unmapped(r),
-    });
-    if let Some(Aggregate { first, last, .. }) = r.aggregate {
-        event["start_time"] = unix_millis(first).into();
-        event["end_time"] = unix_millis(last).into();
-    }
-    if let Some(local) = &r.local {
-        let owner = local.owner();
-        if let Some((pid, name)) = owner.and_then(|o| o.pid.zip(o.comm.as_ref())) {
-            event["actor"] = json!({ "process": { "pid": pid, "name": name } });
-        }
-        event["unmapped"]["local"] = local.to_json();
-    }
-    event
-}
-
-fn endpoint(address: std::net::SocketAddr, vlan: u16) -> Value {
-    let mut endpoint = json!({ "ip": address.ip().to_string(), "port": address.port() });
-    if vlan != 0 {
-        endpoint["vlan_uid"] = vlan.to_string().into();
-    }
+fn endpoint(endpoint: &mut JsonObject<'_>, address: SocketAddr, vlan: u16) {
     endpoint
+        .ip("ip", address.ip())
+        .uint("port", address.port().into());
+    if vlan != 0 {
+        endpoint.str("vlan_uid", &vlan.to_string());
+    }
 }
 
-fn connection_info(r: &ResetReport) -> Value {
+fn connection_info(info: &mut JsonObject<'_>, r: &ResetReport) {
     let (direction_id, direction) = match r.originator_is_local() {
         Some(false) => (1, "Inbound"),
         Some(true) => (2, "Outbound"),
@@ -152,66 +154,74 @@ fn connection_info(r: &ResetReport) -> Value {
     } else {
         (6, "Internet Protocol version 6 (IPv6)")
     };
-    json!({
-        "direction_id": direction_id,
-        "direction": direction,
-        "protocol_num": 6,
-        "protocol_name": "tcp",
-        "protocol_ver_id": protocol_ver_id,
-        "protocol_ver": protocol_ver,
-        "tcp_flags": r.flags,
-        "community_uid": r.community_id,
-        "flag_history": r.history,
-    })
+    info.str("community_uid", &r.community_id)
+        .str("direction", direction)
+        .uint("direction_id", direction_id)
+        .str("flag_history", &r.history)
+        .str("protocol_name", "tcp")
+        .uint("protocol_num", 6)
+        .str("protocol_ver", protocol_ver)
+        .uint("protocol_ver_id", protocol_ver_id)
+        .uint("tcp_flags", r.flags.into());
 }
 
-fn unmapped(r: &ResetReport) -> Value {
-    let evidence: Vec<&str> = r.evidence.iter().map(|e| e.as_str()).collect();
-    let mut unmapped = json!({
-        "class": r.class.as_str(),
-        "sender": r.sender.as_str(),
-        "middlebox": r.middlebox,
-        "evidence": evidence,
-        "iface": r.iface,
-        "direction": r.direction.as_str(),
-        "rst_src": { "ip": r.src.ip().to_string(), "port": r.src.port() },
-        "rst_dst": { "ip": r.dst.ip().to_string(), "port": r.dst.port() },
-        "originator_inferred": r.originator_inferred,
-        "ttl": r.ttl,
-        "df": r.df,
-        "seq": r.seq,
-        "ack": r.ack,
-        "window": r.window,
-        "payload_len": r.payload_len,
-        "conn_state": r.conn_state.as_str(),
-        "history": r.history,
-        "wireshark_filter": r.wireshark_filter,
-        "followups": r.followups,
-    });
+fn unmapped(unmapped: &mut JsonObject<'_>, r: &ResetReport) {
+    unmapped
+        .uint("ack", r.ack.into())
+        .str("class", r.class.as_str())
+        .str("conn_state", r.conn_state.as_str())
+        .bool("df", r.df)
+        .str("direction", r.direction.as_str())
+        .strs("evidence", r.evidence.iter().map(|e| e.as_str()));
     if let Some(ttl) = r.expected_ttl {
-        unmapped["expected_ttl"] = ttl.into();
-    }
-    if let Some(earlier) = r.related_to {
-        unmapped["related_to"] = fields::rfc3339(earlier).into();
-    }
-    if let Some(ip_id) = r.ip_id {
-        unmapped["ip_id"] = ip_id.into();
-    }
-    if let Some(idle_ms) = r.idle_ms {
-        unmapped["idle_ms"] = idle_ms.into();
-    }
-    if let Some(rtt_us) = r.rtt_us {
-        unmapped["rtt_us"] = rtt_us.into();
+        unmapped.uint("expected_ttl", ttl.into());
     }
     unmapped
+        .uint("followups", r.followups.into())
+        .str("history", &r.history);
+    if let Some(idle_ms) = r.idle_ms {
+        unmapped.uint("idle_ms", idle_ms);
+    }
+    unmapped.str("iface", &r.iface);
+    if let Some(ip_id) = r.ip_id {
+        unmapped.uint("ip_id", ip_id.into());
+    }
+    if let Some(local) = &r.local {
+        unmapped.value("local", &local.to_json());
+    }
+    unmapped
+        .bool("middlebox", r.middlebox)
+        .bool("originator_inferred", r.originator_inferred)
+        .uint("payload_len", r.payload_len.into());
+    if let Some(earlier) = r.related_to {
+        unmapped.time("related_to", earlier);
+    }
+    unmapped
+        .object("rst_dst", |dst| {
+            dst.ip("ip", r.dst.ip()).uint("port", r.dst.port().into());
+        })
+        .object("rst_src", |src| {
+            src.ip("ip", r.src.ip()).uint("port", r.src.port().into());
+        });
+    if let Some(rtt_us) = r.rtt_us {
+        unmapped.uint("rtt_us", rtt_us);
+    }
+    unmapped
+        .str("sender", r.sender.as_str())
+        .uint("seq", r.seq.into())
+        .uint("ttl", r.ttl.into())
+        .uint("window", r.window.into())
+        .str("wireshark_filter", &r.wireshark_filter);
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
+    use serde_json::{json, Value};
+
     use super::*;
-    use crate::report::{Direction, Evidence, Sender};
+    use crate::report::{Aggregate, Direction, Evidence, Sender};
 
     fn render(report: &ResetReport) -> Value {
         let mut out = Vec::new();

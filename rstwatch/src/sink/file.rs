@@ -560,6 +560,16 @@ mod tests {
         std::env::temp_dir().join(format!("rstwatch-file-{}-{name}", std::process::id()))
     }
 
+    /// A new FIFO named after `name`.
+    fn fifo(name: &str) -> PathBuf {
+        let path = temp_path(name);
+        let _ = std::fs::remove_file(&path);
+        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        path
+    }
+
     #[test]
     fn lines_reach_the_file_in_order_and_are_counted() {
         let path = temp_path("order");
@@ -617,11 +627,7 @@ mod tests {
 
     #[test]
     fn a_fifo_without_reader_waits_in_the_writer_not_in_start() {
-        let path = temp_path("fifo");
-        let _ = std::fs::remove_file(&path);
-        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let path = fifo("fifo");
         let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
         sink.add_line(b"queued");
         sink.end_batch();
@@ -636,11 +642,7 @@ mod tests {
 
     #[test]
     fn a_batch_beyond_the_queues_room_is_cut_at_a_line_and_the_rest_counted() {
-        let path = temp_path("full-queue");
-        let _ = std::fs::remove_file(&path);
-        let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        let path = fifo("full-queue");
         // Without a reader the writer waits to open the FIFO: nothing leaves the queue.
         let mut sink = LineSink::start(Destination::File(path.clone())).unwrap();
         let extra = 100;
