@@ -79,10 +79,10 @@ impl LocalEvidence {
                 reason
                     .as_deref()
                     .unwrap_or("sent (no reason on this kernel)"),
-                owner.describe()
+                owner.describe("by")
             ),
             LocalEvidence::Received { owner, .. } => {
-                format!("kernel: taken by the socket{}", owner.describe())
+                format!("kernel: received by a socket{}", owner.describe("of"))
             }
             LocalEvidence::NotFromStack => {
                 "kernel: not sent by this host's TCP stack (firewall REJECT or another program)"
@@ -142,11 +142,11 @@ impl LocalEvidence {
 }
 
 impl Owner {
-    /// ` by comm[pid] (cgroup)`, with what is known.
-    fn describe(&self) -> String {
+    /// ` by comm[pid] (cgroup)` (`process_word` "by"), with what is known.
+    fn describe(&self, process_word: &str) -> String {
         let mut text = String::new();
         if let (Some(pid), Some(comm)) = (self.pid, &self.comm) {
-            text.push_str(&format!(" by {comm}[{pid}]"));
+            text.push_str(&format!(" {process_word} {comm}[{pid}]"));
         }
         if let Some(cgroup) = &self.cgroup {
             text.push_str(&format!(" ({cgroup})"));

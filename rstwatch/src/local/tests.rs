@@ -192,7 +192,7 @@ fn a_received_rst_names_the_local_socket_and_ingress_is_never_called_not_from_st
     assert_eq!(evidence.source(), "received");
     assert_eq!(
         evidence.describe(),
-        "kernel: taken by the socket by curl[5]"
+        "kernel: received by a socket of curl[5]"
     );
     assert_eq!(evidence.to_json()["state"], "SYN-SENT");
 }
