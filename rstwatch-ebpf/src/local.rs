@@ -12,7 +12,7 @@ use aya_ebpf::{
         generated::bpf_get_socket_cookie,
     },
     macros::{btf_tracepoint, map},
-    maps::{Array, LruHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
 use rstwatch_common::local::{
@@ -30,6 +30,11 @@ const AF_INET6: u16 = 10;
 
 #[map]
 static LOCAL_EVENTS: RingBuf = RingBuf::with_byte_size(LOCAL_RING_BYTES, 0);
+
+/// Records the full ring refused: userspace makes no "not from the stack" claim while any
+/// may be missing.
+#[map]
+static LOCAL_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static SOCKET_LAYOUT: Array<SocketLayout> = Array::with_max_entries(1, 0);
@@ -70,7 +75,7 @@ pub fn rstwatch_receive_reset(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     fill_owner(&mut record, sk);
-    let _ = LOCAL_EVENTS.output::<LocalResetRecord>(&record, 0);
+    emit(&record);
     0
 }
 
@@ -118,7 +123,16 @@ fn sent(sk: *const u8, skb: *const u8, reason: Option<u32>) {
     if !skb.is_null() && !fill_from_segment(&mut record, layout, skb) {
         return;
     }
-    let _ = LOCAL_EVENTS.output::<LocalResetRecord>(&record, 0);
+    emit(&record);
+}
+
+#[inline(always)]
+fn emit(record: &LocalResetRecord) {
+    if LOCAL_EVENTS.output::<LocalResetRecord>(record, 0).is_err() {
+        if let Some(lost) = LOCAL_LOST.get_ptr_mut(0) {
+            unsafe { *lost += 1 };
+        }
+    }
 }
 
 #[inline(always)]
