@@ -12,7 +12,7 @@ use aya_ebpf::{
         generated::bpf_get_socket_cookie,
     },
     macros::{btf_tracepoint, map},
-    maps::{Array, LruHashMap, RingBuf},
+    maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
 use rstwatch_common::local::{
@@ -30,6 +30,11 @@ const AF_INET6: u16 = 10;
 
 #[map]
 static LOCAL_EVENTS: RingBuf = RingBuf::with_byte_size(LOCAL_RING_BYTES, 0);
+
+/// Records the full ring refused: userspace makes no "not from the stack" claim while any
+/// may be missing.
+#[map]
+static LOCAL_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static SOCKET_LAYOUT: Array<SocketLayout> = Array::with_max_entries(1, 0);
@@ -70,7 +75,7 @@ pub fn rstwatch_receive_reset(ctx: BtfTracePointContext) -> i32 {
         return 0;
     }
     fill_owner(&mut record, sk);
-    let _ = LOCAL_EVENTS.output::<LocalResetRecord>(&record, 0);
+    emit(&record);
     0
 }
 
@@ -93,6 +98,9 @@ pub fn rstwatch_sock_owner(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
+// Inlined, as every function here: the 6.1 verifier refuses a BTF-typed pointer (the socket,
+// the skb) as the argument of a BPF-to-BPF call.
+#[inline(always)]
 fn sent(sk: *const u8, skb: *const u8, reason: Option<u32>) {
     let Some(layout) = SOCKET_LAYOUT.get(0) else {
         return;
@@ -115,9 +123,19 @@ fn sent(sk: *const u8, skb: *const u8, reason: Option<u32>) {
     if !skb.is_null() && !fill_from_segment(&mut record, layout, skb) {
         return;
     }
-    let _ = LOCAL_EVENTS.output::<LocalResetRecord>(&record, 0);
+    emit(&record);
 }
 
+#[inline(always)]
+fn emit(record: &LocalResetRecord) {
+    if LOCAL_EVENTS.output::<LocalResetRecord>(record, 0).is_err() {
+        if let Some(lost) = LOCAL_LOST.get_ptr_mut(0) {
+            unsafe { *lost += 1 };
+        }
+    }
+}
+
+#[inline(always)]
 fn new_record(kind: u8) -> LocalResetRecord {
     LocalResetRecord {
         ts_ns: unsafe { bpf_ktime_get_ns() },
@@ -132,6 +150,7 @@ fn read<T>(base: *const u8, offset: u32) -> Option<T> {
 }
 
 /// Addresses, ports, state and cgroup from the socket; `false` when it is not TCP over IP.
+#[inline(always)]
 fn fill_from_socket(record: &mut LocalResetRecord, layout: &SocketLayout, sk: *const u8) -> bool {
     let Some(family) = read::<u16>(sk, layout.family) else {
         return false;
@@ -174,6 +193,7 @@ fn fill_from_socket(record: &mut LocalResetRecord, layout: &SocketLayout, sk: *c
     true
 }
 
+#[inline(always)]
 fn fill_owner(record: &mut LocalResetRecord, sk: *const u8) {
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
     if let Some(owner) = unsafe { SOCKET_OWNERS.get(&cookie) } {
@@ -185,6 +205,7 @@ fn fill_owner(record: &mut LocalResetRecord, sk: *const u8) {
 
 /// The received segment's addresses, ports, sequence, acknowledgment and flags; `false` when
 /// its headers cannot be read.
+#[inline(always)]
 fn fill_from_segment(record: &mut LocalResetRecord, layout: &SocketLayout, skb: *const u8) -> bool {
     let Some(head) = read::<u64>(skb, layout.skb_head) else {
         return false;
@@ -230,6 +251,7 @@ fn fill_from_segment(record: &mut LocalResetRecord, layout: &SocketLayout, skb: 
     true
 }
 
+#[inline(always)]
 fn v4_mapped(addr: [u8; 4]) -> [u8; 16] {
     let mut mapped = [0u8; 16];
     mapped[10] = 0xff;

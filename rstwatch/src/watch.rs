@@ -29,6 +29,7 @@ use crate::{
     features::KernelFeatures,
     ifaces::{Change, Interfaces},
     kernel::{Kernel, KernelConfig, TcAttach, VerifierRejection},
+    local::witness,
     metrics::{self, Scrape, SinkRecords, Snapshot},
     output::{
         cef::Cef, ecs::Ecs, json::Json, node::with_node_name, ocsf::Ocsf, text::Text, Format,
@@ -150,9 +151,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             AggregateRate::PerSecond(rate) => Some(AggregateConfig::per_second(rate)),
         },
     });
-    let mut stack_ring = witness.map(|witness| {
+    let mut stack = witness.map(|witness| {
         pipeline.witness_stack(witness.join);
-        witness.ring
+        (witness.ring, witness.lost)
     });
     let mut records_sinks: Vec<Box<dyn Sink>> = vec![Box::new(records.clone())];
     if let Some((handle, config, body)) = &syslog {
@@ -192,7 +193,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                drain_stack(&mut pipeline, stack_ring.as_mut());
+                drain_stack(&mut pipeline, stack.as_mut());
                 drain(&mut pipeline, events.get_mut());
                 pipeline.release(monotonic_ns(), &flows(&kernel))?;
             }
@@ -212,7 +213,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
         }
     }
-    drain_stack(&mut pipeline, stack_ring.as_mut());
+    drain_stack(&mut pipeline, stack.as_mut());
     drain(&mut pipeline, events.get_mut());
     pipeline.release(u64::MAX, &flows(&kernel))?;
     pipeline.report_storms(&kernel.storms()?)?;
@@ -502,14 +503,18 @@ fn drain(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) {
     }
 }
 
-/// Hands every record of the TCP stack's own ring buffer to the pipeline.
-fn drain_stack(pipeline: &mut Pipeline, ring: Option<&mut RingBuf<MapData>>) {
-    if let Some(ring) = ring {
+/// Hands every record of the TCP stack's own ring buffer to the pipeline, with the count of
+/// those the kernel lost.
+fn drain_stack(pipeline: &mut Pipeline, stack: Option<&mut (RingBuf<MapData>, LocalLost)>) {
+    if let Some((ring, lost)) = stack {
+        pipeline.stack_records_lost(witness::lost_records(lost), monotonic_ns());
         while let Some(item) = ring.next() {
             pipeline.offer_stack_record(&item);
         }
     }
 }
+
+type LocalLost = aya::maps::PerCpuArray<MapData, u64>;
 
 /// The summary by class and peer, the kernel's counters and the daemon's own.
 fn totals(

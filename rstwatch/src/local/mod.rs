@@ -79,10 +79,10 @@ impl LocalEvidence {
                 reason
                     .as_deref()
                     .unwrap_or("sent (no reason on this kernel)"),
-                owner.describe()
+                owner.describe("by")
             ),
             LocalEvidence::Received { owner, .. } => {
-                format!("kernel: taken by the socket{}", owner.describe())
+                format!("kernel: received by a socket{}", owner.describe("of"))
             }
             LocalEvidence::NotFromStack => {
                 "kernel: not sent by this host's TCP stack (firewall REJECT or another program)"
@@ -142,11 +142,11 @@ impl LocalEvidence {
 }
 
 impl Owner {
-    /// ` by comm[pid] (cgroup)`, with what is known.
-    fn describe(&self) -> String {
+    /// ` by comm[pid] (cgroup)` (`process_word` "by"), with what is known.
+    fn describe(&self, process_word: &str) -> String {
         let mut text = String::new();
         if let (Some(pid), Some(comm)) = (self.pid, &self.comm) {
-            text.push_str(&format!(" by {comm}[{pid}]"));
+            text.push_str(&format!(" {process_word} {comm}[{pid}]"));
         }
         if let Some(cgroup) = &self.cgroup {
             text.push_str(&format!(" ({cgroup})"));
@@ -179,6 +179,10 @@ pub struct LocalJoin {
     pending: VecDeque<StackReset>,
     /// Records that could not be used (short).
     pub short_records: u64,
+    /// Records the kernel lost, as last read.
+    lost_records: u64,
+    /// RSTs up to this kernel time may have lost their record: no "not from the stack" claim.
+    unsure_until_ns: u64,
 }
 
 impl LocalJoin {
@@ -189,6 +193,17 @@ impl LocalJoin {
             sees_every_sent_reset,
             pending: VecDeque::new(),
             short_records: 0,
+            lost_records: 0,
+            unsure_until_ns: 0,
+        }
+    }
+
+    /// The kernel's count of records it could not push (`lost_total`), read at kernel time
+    /// `now_ns`: if it grew, RSTs up to a match window past now may lack their record.
+    pub fn note_lost(&mut self, lost_total: u64, now_ns: u64) {
+        if lost_total > self.lost_records {
+            self.lost_records = lost_total;
+            self.unsure_until_ns = now_ns.saturating_add(MATCH_WINDOW_NS);
         }
     }
 
@@ -234,7 +249,9 @@ impl LocalJoin {
         });
         match found {
             Some(index) => self.pending.remove(index).map(|reset| reset.evidence),
-            None if egress && self.sees_every_sent_reset => Some(LocalEvidence::NotFromStack),
+            None if egress && self.sees_every_sent_reset && event.ts_ns > self.unsure_until_ns => {
+                Some(LocalEvidence::NotFromStack)
+            }
             None => None,
         }
     }

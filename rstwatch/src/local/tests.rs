@@ -192,9 +192,21 @@ fn a_received_rst_names_the_local_socket_and_ingress_is_never_called_not_from_st
     assert_eq!(evidence.source(), "received");
     assert_eq!(
         evidence.describe(),
-        "kernel: taken by the socket by curl[5]"
+        "kernel: received by a socket of curl[5]"
     );
     assert_eq!(evidence.to_json()["state"], "SYN-SENT");
+}
+
+#[test]
+fn while_records_were_lost_an_unmatched_rst_is_not_judged() {
+    let mut join = LocalJoin::new(reasons(), true);
+    let rst = wire_rst(DIRECTION_EGRESS, 0);
+    join.note_lost(3, rst.ts_ns);
+    assert_eq!(join.evidence_for(&rst), None);
+    let mut later = rst;
+    later.ts_ns += 2 * MATCH_WINDOW_NS;
+    join.note_lost(3, later.ts_ns);
+    assert_eq!(join.evidence_for(&later), Some(LocalEvidence::NotFromStack));
 }
 
 #[test]

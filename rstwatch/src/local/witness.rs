@@ -1,7 +1,7 @@
 //! Loads and attaches the stack's tracepoint programs, where the running kernel has them.
 
 use aya::{
-    maps::{Array, MapData, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::BtfTracePoint,
     Ebpf,
 };
@@ -17,6 +17,8 @@ pub const SOCK_OWNER: &str = "rstwatch_sock_owner";
 /// The attached programs' ring buffer and the join of their records.
 pub struct Witness {
     pub ring: RingBuf<MapData>,
+    /// Records the kernel could not push into `ring`, per CPU.
+    pub lost: PerCpuArray<MapData, u64>,
     pub join: LocalJoin,
     /// One line naming what this kernel lacks, for the start-up message; `None` when all is
     /// there.
@@ -76,11 +78,25 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Witness, Unavailable> {
         .and_then(|map| {
             RingBuf::try_from(map).map_err(|err| unavailable(format!("LOCAL_EVENTS: {err}")))
         })?;
+    let lost = ebpf
+        .take_map("LOCAL_LOST")
+        .ok_or_else(|| unavailable("no LOCAL_LOST map in the object".into()))
+        .and_then(|map| {
+            PerCpuArray::try_from(map).map_err(|err| unavailable(format!("LOCAL_LOST: {err}")))
+        })?;
     Ok(Witness {
         ring,
+        lost,
         join: LocalJoin::new(reasons, with_reason),
         degraded: (!missing.is_empty()).then(|| missing.join("; ")),
     })
+}
+
+/// Records lost so far, over all CPUs (0 when the map cannot be read).
+pub fn lost_records(lost: &PerCpuArray<MapData, u64>) -> u64 {
+    lost.get(&0, 0)
+        .map(|per_cpu| per_cpu.iter().sum())
+        .unwrap_or(0)
 }
 
 fn attach_one(

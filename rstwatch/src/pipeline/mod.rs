@@ -108,6 +108,13 @@ impl Pipeline {
         self.local = Some(join);
     }
 
+    /// The kernel's count of the stack's records it lost, read at kernel time `now_ns`.
+    pub fn stack_records_lost(&mut self, lost_total: u64, now_ns: u64) {
+        if let Some(local) = &mut self.local {
+            local.note_lost(lost_total, now_ns);
+        }
+    }
+
     /// Takes one record of the stack's ring buffer.
     pub fn offer_stack_record(&mut self, bytes: &[u8]) {
         if let Some(local) = &mut self.local {
