@@ -16,7 +16,6 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
@@ -302,14 +301,35 @@ fn delete_namespace(ns: &str) -> Result<()> {
     Ok(())
 }
 
+/// Held while stale namespaces are looked for and removed, by every lab of every test process:
+/// labs built in parallel must not race to delete the same namespace, and a lab must not list
+/// a namespace's processes while another one is still entering it.
+pub struct StaleCleanupLock {
+    _locked: File,
+}
+
+impl StaleCleanupLock {
+    /// Blocks until no other lab, in this process or another, is removing stale namespaces.
+    pub fn acquire() -> Result<Self> {
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/run/rstwatch-lab.lock")
+            .context("opening /run/rstwatch-lab.lock")?;
+        // SAFETY: flock on an open descriptor has no memory-safety preconditions; the lock is
+        // released when the file (its open description) is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("locking /run/rstwatch-lab.lock");
+        }
+        Ok(Self { _locked: file })
+    }
+}
+
 /// A lab namespace is stale when the process named in it (`rw-LABEL-PID-N-ROLE`) is gone,
 /// e.g. a test run that was killed before its `Drop` could run.
 fn remove_stale_namespaces() -> Result<()> {
-    // Labs built in parallel must not race to delete the same namespace.
-    static CLEANING: Mutex<()> = Mutex::new(());
-    let _cleaning = CLEANING
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _cleaning = StaleCleanupLock::acquire()?;
     for ns in run("ip", &["netns", "list"])?
         .lines()
         .filter_map(|line| line.split_whitespace().next())

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Result;
 use rstwatch_tests::capture::{Capture, ALL_TCP, RSTS_ONLY};
 use rstwatch_tests::frame::{TcpSegment, ACK, FIN, RST};
-use rstwatch_tests::lab::{Family, Lab, INITIAL_TTL, TTL_VIA_ROUTER};
+use rstwatch_tests::lab::{Family, Lab, StaleCleanupLock, INITIAL_TTL, TTL_VIA_ROUTER};
 use rstwatch_tests::scenarios::{
     self, Flow, FORGED_RST_TTL, STREAMED_BEFORE_ABORT, UNSOLICITED_CLIENT_PORT,
 };
@@ -305,6 +305,9 @@ impl Drop for KillOnDrop {
 fn a_new_lab_removes_what_a_dead_run_left() -> Result<()> {
     // Above Linux's PID_MAX_LIMIT, so this owner is certainly not running.
     let stale = "rw-stale-4194305-0-client";
+    // No lab may look for stale namespaces until the sleep is inside this one: one that listed
+    // its (still empty) process list before would delete it and leave the sleep running.
+    let cleanup = StaleCleanupLock::acquire()?;
     let made = Command::new("ip").args(["netns", "add", stale]).status()?;
     assert!(made.success());
     let mut left_running = KillOnDrop(
@@ -312,22 +315,15 @@ fn a_new_lab_removes_what_a_dead_run_left() -> Result<()> {
             .args(["netns", "exec", stale, "sleep", "30"])
             .spawn()?,
     );
-    // The lab finds leftovers by `ip netns pids`: wait until the sleep is inside, or until
-    // another test's lab, built in parallel, has already removed it.
-    let mut settled = || {
-        left_running
-            .0
-            .try_wait()
-            .is_ok_and(|status| status.is_some())
-            || Command::new("ip")
-                .args(["netns", "pids", stale])
-                .output()
-                .is_ok_and(|out| !out.stdout.trim_ascii().is_empty())
-    };
-    assert!(
-        wait_until(Duration::from_secs(10), &mut settled),
-        "sleep neither entered {stale} nor ended"
-    );
+    // The lab finds leftovers by `ip netns pids`: wait until the sleep is inside.
+    let entered = wait_until(Duration::from_secs(10), || {
+        Command::new("ip")
+            .args(["netns", "pids", stale])
+            .output()
+            .is_ok_and(|out| !out.stdout.trim_ascii().is_empty())
+    });
+    assert!(entered, "sleep did not enter {stale}");
+    drop(cleanup);
     let _lab = Lab::new("fresh")?;
     assert!(!netns_exists(stale));
     let ended = wait_until(Duration::from_secs(5), || {
