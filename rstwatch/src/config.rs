@@ -112,6 +112,12 @@ fn arguments(
     for (key, value) in table.get_ref() {
         let name: &str = key.get_ref();
         let location = at(key.span().start);
+        if name == CONFIG || name == PRINT_CONFIG {
+            return Err(UserError(format!(
+                "{location}: '{name}' cannot be set in a configuration file: give it on the \
+                 command line"
+            )));
+        }
         let Some(arg) = option_named(subcommand, name) else {
             return Err(UserError(format!(
                 "{location}: unknown key '{name}': the keys are the long options of `rstwatch \
@@ -358,6 +364,12 @@ mod tests {
         assert!(err.0.contains("true or false"), "{err}");
         let err = merged("format = [\"json\"]\n", &["rstwatch", "watch"]).unwrap_err();
         assert!(err.0.contains("not an array"), "{err}");
+    }
+
+    #[test]
+    fn a_file_cannot_name_another_file() {
+        let err = merged("config = \"other.toml\"\n", &["rstwatch", "watch"]).unwrap_err();
+        assert!(err.0.contains("'config' cannot be set"), "{err}");
     }
 
     #[test]
