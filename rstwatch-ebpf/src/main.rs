@@ -14,6 +14,7 @@ mod track;
 
 use aya_ebpf::{
     bindings::{xdp_action::XDP_PASS, TC_ACT_UNSPEC},
+    helpers::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -30,7 +31,11 @@ pub fn rstwatch_xdp(ctx: XdpContext) -> u32 {
         direction: DIRECTION_INGRESS,
         ifindex,
     };
-    track::observe(ctx.data(), ctx.data_end(), 0, hook);
+    let (data, data_end) = (ctx.data(), ctx.data_end());
+    let xdp = ctx.ctx;
+    // SAFETY: the helper writes at most `len` bytes to `to`, which the caller sized.
+    let load = |to, len| unsafe { bpf_xdp_load_bytes(xdp, 0, to, len) };
+    track::observe(data, data_end, 0, hook, (data_end - data) as u32, load);
     XDP_PASS
 }
 
@@ -53,7 +58,10 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
         direction: DIRECTION_EGRESS,
         ifindex: skb.ifindex,
     };
-    track::observe(ctx.data(), ctx.data_end(), vlan_hint, hook);
+    let skb_ptr = ctx.skb.skb.cast::<core::ffi::c_void>();
+    // SAFETY: the helper writes at most `len` bytes to `to`, which the caller sized.
+    let load = |to, len| unsafe { bpf_skb_load_bytes(skb_ptr, 0, to, len) };
+    track::observe(ctx.data(), ctx.data_end(), vlan_hint, hook, ctx.len(), load);
     TC_ACT_UNSPEC
 }
 

@@ -6,6 +6,8 @@
 //! knows creates no entry at all: it is reported (or, beyond a per-CPU rate, counted in
 //! `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{
         BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
@@ -16,7 +18,7 @@ use aya_ebpf::{
 };
 use rstwatch_common::{
     defaults,
-    event::{record, EventKind, FlowRecord, PacketRecord, RecordHeader},
+    event::{record, EventKind, FlowRecord, Frame, PacketRecord, RecordHeader, FRAME_BYTES},
     flow::Step,
     packet::tcp_flags,
     zero::copy_words,
@@ -79,6 +81,8 @@ pub struct Scratch {
     /// Half-open flows inserted in this CPU's current second.
     half_open: RateWindow,
     recent: [RecentRst; RECENT_RSTS],
+    /// The start of the current packet's frame when it is a RST, for its record.
+    frame: Frame,
 }
 
 #[map]
@@ -118,9 +122,18 @@ pub struct Hook {
     pub ifindex: u32,
 }
 
-/// Parses, filters and tracks one packet. Never fails: every outcome is a counter.
+/// Parses, filters and tracks one packet, `wire_len` bytes long. Never fails: every outcome is
+/// a counter. `load_bytes(to, len)` copies the frame's first `len` bytes to `to` (0, or a
+/// negative errno): `bpf_xdp_load_bytes` or `bpf_skb_load_bytes`, as the hook allows.
 #[inline(always)]
-pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
+pub fn observe(
+    data: usize,
+    data_end: usize,
+    vlan_hint: u16,
+    hook: Hook,
+    wire_len: u32,
+    load_bytes: impl Fn(*mut c_void, u32) -> i64,
+) {
     count(Counter::Packets);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
@@ -130,7 +143,33 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
     if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, pkt, tcp_offset) {
         return count(reason);
     }
+    // Copied here, where the hook's context is at hand (the global functions below cannot
+    // take it), and only for a RST: every other packet pays one flag test.
+    if scratch.pkt.is_rst() {
+        capture(&mut scratch.frame, wire_len, load_bytes);
+    }
     rstwatch_track(hook.direction as u32, hook.ifindex);
+}
+
+/// Copies up to `FRAME_BYTES` of the frame into `frame`.
+#[inline(always)]
+fn capture(frame: &mut Frame, wire_len: u32, load_bytes: impl Fn(*mut c_void, u32) -> i64) {
+    frame.wire_len = wire_len;
+    frame.captured = 0;
+    // The helpers take a length the verifier must bound to the buffer and know non-zero: a
+    // constant for a long frame, a mask and a zero test right before the call otherwise (the
+    // 6.1 verifier does not carry a `min` through to the call).
+    let len = if wire_len >= FRAME_BYTES as u32 {
+        FRAME_BYTES as u32
+    } else {
+        wire_len & (FRAME_BYTES as u32 - 1)
+    };
+    if len == 0 {
+        return;
+    }
+    if load_bytes(frame.bytes.as_mut_ptr().cast(), len) == 0 {
+        frame.captured = len;
+    }
 }
 
 /// Filters and tracks the segment the parser left in this CPU's scratch `pkt`. Returns 0.
@@ -198,14 +237,14 @@ fn track(hook: Hook) {
         unsafe { copy_words(&scratch.flow, entry) };
         return;
     }
-    let (key, pkt) = (&scratch.key, &scratch.pkt);
+    let (key, pkt, frame) = (&scratch.key, &scratch.pkt, &scratch.frame);
     let slot = &mut scratch.recent[recent_slot(key)];
     let recent = slot.rst_ns != 0
         && now.saturating_sub(slot.rst_ns) <= settings.grace_ns
         && same_key(&slot.key, key);
     if pkt.is_rst() {
         if recent {
-            return followup_of_recent(slot, now, hook, pkt, settings);
+            return followup_of_recent(slot, now, hook, pkt, frame, settings);
         }
         if !scratch
             .unknown_rsts
@@ -213,7 +252,7 @@ fn track(hook: Hook) {
         {
             return aggregate(&mut scratch.storm, now, hook, pkt);
         }
-        send_packet_event(record::RST_NO_STATE, now, hook, pkt);
+        send_packet_event(record::RST_NO_STATE, now, hook, pkt, frame);
         slot.key = *key;
         slot.rst_ns = now;
         slot.rst_dir = dir;
@@ -221,7 +260,7 @@ fn track(hook: Hook) {
         return;
     }
     if recent && dir == slot.rst_dir && pkt.payload_len > 0 {
-        followup_of_recent(slot, now, hook, pkt, settings);
+        followup_of_recent(slot, now, hook, pkt, frame, settings);
     }
     // A SYN alone proves nothing about its sender (a flood spoofs millions): it waits in
     // the half-open table, where evicting it costs no established flow its state, and beyond
@@ -258,8 +297,9 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
         direction: direction as u8,
         ifindex,
     };
-    let pkt = &scratch.pkt;
-    let emit = |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, flow);
+    let (pkt, frame) = (&scratch.pkt, &scratch.frame);
+    let emit =
+        |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, frame, flow);
     count_step(scratch.flow.step(pkt, dir as u8, now, settings, emit));
     0
 }
@@ -302,10 +342,11 @@ fn followup_of_recent(
     now: u64,
     hook: Hook,
     pkt: &PacketMeta,
+    frame: &Frame,
     settings: &Settings,
 ) {
     if (slot.followups as u32) < settings.followup_limit.min(u8::MAX as u32) {
-        send_packet_event(record::FOLLOW_UP, now, hook, pkt);
+        send_packet_event(record::FOLLOW_UP, now, hook, pkt, frame);
         slot.followups += 1;
     } else {
         count(Counter::FollowUpsSuppressed);
@@ -365,11 +406,18 @@ fn header(kind: u8, len: usize, now: u64, hook: Hook) -> RecordHeader {
 /// A RST carries the flow's state; payload after a RST only adds its own packet to the
 /// evidence.
 #[inline(always)]
-fn send_flow_event(kind: EventKind, now: u64, hook: Hook, pkt: &PacketMeta, flow: &FlowState) {
+fn send_flow_event(
+    kind: EventKind,
+    now: u64,
+    hook: Hook,
+    pkt: &PacketMeta,
+    frame: &Frame,
+    flow: &FlowState,
+) {
     let kind = match kind {
         EventKind::Rst => record::RST,
         EventKind::FollowUp if pkt.is_rst() => record::FOLLOW_UP_RST,
-        EventKind::FollowUp => return send_packet_event(record::FOLLOW_UP, now, hook, pkt),
+        EventKind::FollowUp => return send_packet_event(record::FOLLOW_UP, now, hook, pkt, frame),
     };
     let Some(mut entry) = EVENTS.reserve::<FlowRecord>(0) else {
         return count(Counter::EventsLost);
@@ -382,13 +430,14 @@ fn send_flow_event(kind: EventKind, now: u64, hook: Hook, pkt: &PacketMeta, flow
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
         (*event)._pad = 0;
         core::ptr::copy_nonoverlapping(flow, &mut (*event).flow, 1);
+        copy_frame(pkt, frame, &mut (*event).frame);
     }
     entry.submit(wakeup_flag(size_of::<FlowRecord>()));
     count(Counter::EventsSent);
 }
 
 #[inline(always)]
-fn send_packet_event(kind: u8, now: u64, hook: Hook, pkt: &PacketMeta) {
+fn send_packet_event(kind: u8, now: u64, hook: Hook, pkt: &PacketMeta, frame: &Frame) {
     let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
         return count(Counter::EventsLost);
     };
@@ -397,9 +446,23 @@ fn send_packet_event(kind: u8, now: u64, hook: Hook, pkt: &PacketMeta) {
         (*event).header = header(kind, size_of::<PacketRecord>(), now, hook);
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
         (*event)._pad = 0;
+        copy_frame(pkt, frame, &mut (*event).frame);
     }
     entry.submit(wakeup_flag(size_of::<PacketRecord>()));
     count(Counter::EventsSent);
+}
+
+/// A RST's record carries the frame `observe` copied for it; a data follow-up's says it has
+/// none (its bytes are left as the ring had them: only counted bytes are ever read).
+#[inline(always)]
+fn copy_frame(pkt: &PacketMeta, frame: &Frame, to: &mut Frame) {
+    if pkt.is_rst() {
+        // SAFETY: this CPU's scratch and a reserved record, both valid and 8-aligned.
+        unsafe { copy_words(frame, to) };
+    } else {
+        to.captured = 0;
+        to.wire_len = 0;
+    }
 }
 
 /// No wakeup while the ring holds little: the reader drains it on a short timer anyway, and
