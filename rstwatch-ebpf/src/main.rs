@@ -34,7 +34,7 @@ pub fn rstwatch_xdp(ctx: XdpContext) -> u32 {
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let xdp = ctx.ctx;
     // SAFETY: the helper writes at most `len` bytes to `to`, which the caller sized.
-    let load = |to, len| unsafe { bpf_xdp_load_bytes(xdp, 0, to, len) };
+    let load = |to, offset, len| unsafe { bpf_xdp_load_bytes(xdp, offset, to, len) };
     track::observe(data, data_end, 0, hook, (data_end - data) as u32, load);
     XDP_PASS
 }
@@ -60,7 +60,7 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
     };
     let skb_ptr = ctx.skb.skb.cast::<core::ffi::c_void>();
     // SAFETY: the helper writes at most `len` bytes to `to`, which the caller sized.
-    let load = |to, len| unsafe { bpf_skb_load_bytes(skb_ptr, 0, to, len) };
+    let load = |to, offset, len| unsafe { bpf_skb_load_bytes(skb_ptr, offset, to, len) };
     track::observe(ctx.data(), ctx.data_end(), vlan_hint, hook, ctx.len(), load);
     TC_ACT_UNSPEC
 }

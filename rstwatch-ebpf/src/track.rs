@@ -123,8 +123,8 @@ pub struct Hook {
 }
 
 /// Parses, filters and tracks one packet, `wire_len` bytes long. Never fails: every outcome is
-/// a counter. `load_bytes(to, len)` copies the frame's first `len` bytes to `to` (0, or a
-/// negative errno): `bpf_xdp_load_bytes` or `bpf_skb_load_bytes`, as the hook allows.
+/// a counter. `load_bytes(to, offset, len)` copies `len` bytes of the frame from `offset` to
+/// `to` (0, or a negative errno): `bpf_xdp_load_bytes` or `bpf_skb_load_bytes`, as the hook allows.
 #[inline(always)]
 pub fn observe(
     data: usize,
@@ -132,7 +132,7 @@ pub fn observe(
     vlan_hint: u16,
     hook: Hook,
     wire_len: u32,
-    load_bytes: impl Fn(*mut c_void, u32) -> i64,
+    load_bytes: impl Fn(*mut c_void, u32, u32) -> i64,
 ) {
     count(Counter::Packets);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -153,23 +153,47 @@ pub fn observe(
 
 /// Copies up to `FRAME_BYTES` of the frame into `frame`.
 #[inline(always)]
-fn capture(frame: &mut Frame, wire_len: u32, load_bytes: impl Fn(*mut c_void, u32) -> i64) {
+fn capture(frame: &mut Frame, wire_len: u32, load_bytes: impl Fn(*mut c_void, u32, u32) -> i64) {
     frame.wire_len = wire_len;
     frame.captured = 0;
-    // The helpers take a length the verifier must bound to the buffer and know non-zero: a
-    // constant for a long frame, a mask and a zero test right before the call otherwise (the
-    // 6.1 verifier does not carry a `min` through to the call).
-    let len = if wire_len >= FRAME_BYTES as u32 {
-        FRAME_BYTES as u32
-    } else {
-        wire_len & (FRAME_BYTES as u32 - 1)
-    };
-    if len == 0 {
+    let to = frame.bytes.as_mut_ptr();
+    // Each copy has a constant length: the helpers need one the verifier can bound, and a
+    // variable length, however masked, loses its bounds on the way to the call on 6.1. A
+    // shorter frame is copied in pieces, one per bit of its length.
+    if wire_len >= FRAME_BYTES as u32 {
+        if load_bytes(to.cast(), 0, FRAME_BYTES as u32) == 0 {
+            frame.captured = FRAME_BYTES as u32;
+        }
         return;
     }
-    if load_bytes(frame.bytes.as_mut_ptr().cast(), len) == 0 {
-        frame.captured = len;
+    let len = wire_len as usize;
+    let copied = piece::<64>(len, to, &load_bytes)
+        && piece::<32>(len, to, &load_bytes)
+        && piece::<16>(len, to, &load_bytes)
+        && piece::<8>(len, to, &load_bytes)
+        && piece::<4>(len, to, &load_bytes)
+        && piece::<2>(len, to, &load_bytes)
+        && piece::<1>(len, to, &load_bytes);
+    if copied {
+        frame.captured = wire_len;
     }
+}
+
+/// Copies the `CHUNK` bytes of a frame `len` (< `FRAME_BYTES`) bytes long that its `CHUNK` bit
+/// stands for, after those of its higher bits; false if the helper failed.
+#[inline(always)]
+fn piece<const CHUNK: usize>(
+    len: usize,
+    to: *mut u8,
+    load_bytes: &impl Fn(*mut c_void, u32, u32) -> i64,
+) -> bool {
+    if len & CHUNK == 0 {
+        return true;
+    }
+    // The higher bits' sum, masked so the verifier sees `at + CHUNK <= FRAME_BYTES`.
+    let at = len & (FRAME_BYTES - 1) & !(2 * CHUNK - 1);
+    // SAFETY: `at + CHUNK <= FRAME_BYTES` keeps the copy inside `bytes`.
+    load_bytes(unsafe { to.add(at) }.cast(), at as u32, CHUNK as u32) == 0
 }
 
 /// Filters and tracks the segment the parser left in this CPU's scratch `pkt`. Returns 0.
