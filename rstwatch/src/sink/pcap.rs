@@ -350,14 +350,24 @@ mod tests {
         assert!(std::fs::metadata(&path).unwrap().len() <= 1500);
         assert!(std::fs::metadata(&rotated).unwrap().len() <= 1500);
         let fresh = blocks(&path);
-        assert!(matches!(fresh[..2], [Block::InterfaceDescription(_), Block::InterfaceDescription(_)]));
+        assert!(matches!(
+            fresh[..2],
+            [
+                Block::InterfaceDescription(_),
+                Block::InterfaceDescription(_)
+            ]
+        ));
 
         // A reopen starts the file afresh (after a rotation by logrotate, say).
         std::fs::remove_file(&path).unwrap();
         reopen.request();
         sink.flush().unwrap();
         let reopened = blocks(&path);
-        assert_eq!(reopened.len(), 2, "the two interface blocks (the reader keeps the section)");
+        assert_eq!(
+            reopened.len(),
+            2,
+            "the two interface blocks (the reader keeps the section)"
+        );
         assert!(reopened
             .iter()
             .all(|block| matches!(block, Block::InterfaceDescription(_))));

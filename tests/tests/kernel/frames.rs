@@ -62,7 +62,13 @@ fn a_rst_record_carries_the_start_of_its_frame_from_either_hook() {
 #[test]
 fn a_data_follow_up_carries_no_frame() {
     let mut probe = Probe::new();
-    let rst = v4(SERVER, CLIENT, 60, 1, tcp(HTTP, 42_000, RST | ACK, 7_000, 9));
+    let rst = v4(
+        SERVER,
+        CLIENT,
+        60,
+        1,
+        tcp(HTTP, 42_000, RST | ACK, 7_000, 9),
+    );
     let data = v4(
         SERVER,
         CLIENT,
@@ -76,7 +82,11 @@ fn a_data_follow_up_carries_no_frame() {
     probe.ingress(&rst);
     probe.ingress(&data);
     let events = probe.events();
-    assert_eq!(events.len(), 2, "the RST and its data follow-up: {events:#?}");
+    assert_eq!(
+        events.len(),
+        2,
+        "the RST and its data follow-up: {events:#?}"
+    );
     assert_eq!(events[0].frame.captured_bytes(), &rst.bytes()[..]);
     assert_eq!(events[1].frame.captured, 0);
     assert_eq!(events[1].frame.wire_len, 0);
