@@ -13,7 +13,7 @@ mod parse;
 mod track;
 
 use aya_ebpf::{
-    bindings::{xdp_action::XDP_PASS, TC_ACT_UNSPEC},
+    bindings::{__sk_buff, xdp_action::XDP_PASS, xdp_md, TC_ACT_UNSPEC},
     helpers::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
@@ -33,9 +33,10 @@ pub fn rstwatch_xdp(ctx: XdpContext) -> u32 {
     };
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let xdp = ctx.ctx;
-    // SAFETY: the helper writes at most `len` bytes to `to`, which the caller sized.
-    let load = |to, offset, len| unsafe { bpf_xdp_load_bytes(xdp, offset, to, len) };
-    track::observe(data, data_end, 0, hook, (data_end - data) as u32, load);
+    let capture = || {
+        rstwatch_capture_xdp(xdp, (data_end - data) as u32);
+    };
+    track::observe(data, data_end, 0, hook, capture);
     XDP_PASS
 }
 
@@ -58,11 +59,37 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
         direction: DIRECTION_EGRESS,
         ifindex: skb.ifindex,
     };
-    let skb_ptr = ctx.skb.skb.cast::<core::ffi::c_void>();
-    // SAFETY: the helper writes at most `len` bytes to `to`, which the caller sized.
-    let load = |to, offset, len| unsafe { bpf_skb_load_bytes(skb_ptr, offset, to, len) };
-    track::observe(ctx.data(), ctx.data_end(), vlan_hint, hook, ctx.len(), load);
+    let (skb_ptr, wire_len) = (ctx.skb.skb, ctx.len());
+    let capture = || {
+        rstwatch_capture_tc(skb_ptr, wire_len);
+    };
+    track::observe(ctx.data(), ctx.data_end(), vlan_hint, hook, capture);
     TC_ACT_UNSPEC
+}
+
+/// Copies the start of a RST's frame for its record (`track::capture_rst`). Returns 0.
+///
+/// A global function: the verifier checks the copy once, not after each parse path. It takes
+/// the XDP context, which global functions may, and a scalar.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_capture_xdp(ctx: *mut xdp_md, wire_len: u32) -> u32 {
+    // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_rst` sized.
+    track::capture_rst(wire_len, |to, offset, len| unsafe {
+        bpf_xdp_load_bytes(ctx, offset, to, len)
+    });
+    0
+}
+
+/// `rstwatch_capture_xdp` for the TC egress program's context.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_capture_tc(skb: *mut __sk_buff, wire_len: u32) -> u32 {
+    // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_rst` sized.
+    track::capture_rst(wire_len, |to, offset, len| unsafe {
+        bpf_skb_load_bytes(skb.cast(), offset, to, len)
+    });
+    0
 }
 
 #[cfg(not(test))]

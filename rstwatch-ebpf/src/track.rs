@@ -122,18 +122,10 @@ pub struct Hook {
     pub ifindex: u32,
 }
 
-/// Parses, filters and tracks one packet, `wire_len` bytes long. Never fails: every outcome is
-/// a counter. `load_bytes(to, offset, len)` copies `len` bytes of the frame from `offset` to
-/// `to` (0, or a negative errno): `bpf_xdp_load_bytes` or `bpf_skb_load_bytes`, as the hook allows.
+/// Parses, filters and tracks one packet. Never fails: every outcome is a counter.
+/// `capture` copies the start of the frame when it is a RST (`capture_rst`).
 #[inline(always)]
-pub fn observe(
-    data: usize,
-    data_end: usize,
-    vlan_hint: u16,
-    hook: Hook,
-    wire_len: u32,
-    load_bytes: impl Fn(*mut c_void, u32, u32) -> i64,
-) {
+pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook, capture: impl FnOnce()) {
     count(Counter::Packets);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
@@ -143,12 +135,27 @@ pub fn observe(
     if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, pkt, tcp_offset) {
         return count(reason);
     }
-    // Copied here, where the hook's context is at hand (the global functions below cannot
-    // take it), and only for a RST: every other packet pays one flag test.
+    capture();
+    rstwatch_track(hook.direction as u32, hook.ifindex);
+}
+
+/// Copies the start of the frame, `wire_len` bytes long, into this CPU's scratch when the
+/// parsed packet is a RST: only a RST's record carries it. `load_bytes(to, offset, len)`
+/// copies `len` bytes of the frame from `offset` to `to` (0, or a negative errno):
+/// `bpf_xdp_load_bytes` or `bpf_skb_load_bytes`, as the hook allows.
+///
+/// Called from a global function of each program, which takes the hook's context: verified
+/// once, not once for every parse path before it, which on 6.1 exceeds the instruction
+/// budget.
+#[inline(always)]
+pub fn capture_rst(wire_len: u32, load_bytes: impl Fn(*mut c_void, u32, u32) -> i64) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let scratch = unsafe { &mut *scratch };
     if scratch.pkt.is_rst() {
         capture(&mut scratch.frame, wire_len, load_bytes);
     }
-    rstwatch_track(hook.direction as u32, hook.ifindex);
 }
 
 /// Copies up to `FRAME_BYTES` of the frame into `frame`.
@@ -159,8 +166,7 @@ fn capture(frame: &mut Frame, wire_len: u32, load_bytes: impl Fn(*mut c_void, u3
     // Each copy has a constant length: the helpers need one the verifier can bound, and a
     // variable length, however masked, loses its bounds on the way to the call on 6.1. A
     // shorter frame is copied as two overlapping halves, its start and its end; a parsed TCP
-    // frame is at least 54 bytes long. Few branches: the verifier walks this once for every
-    // parse path, and on 6.1 the XDP program is close to its instruction budget.
+    // frame is at least 54 bytes long.
     const HALF: usize = FRAME_BYTES / 2;
     const QUARTER: usize = FRAME_BYTES / 4;
     let len = wire_len as usize;
