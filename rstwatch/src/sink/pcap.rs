@@ -154,13 +154,19 @@ impl PcapSink {
                     .map(|block| block as u32)
             })
             .unwrap_or(0);
+        let comment = comment(report, frame);
+        // The block's size as pcap-ng lays it out: 28 bytes of header and fields, the data
+        // padded to 4, the comment option (4 + text padded to 4), the flags option (8), the end
+        // of options (4) and the trailing length (4).
+        let padded = |len: usize| len.div_ceil(4) as u64 * 4;
+        let size = 28 + padded(frame.bytes.len()) + 4 + padded(comment.len()) + 8 + 4 + 4;
         let block = EnhancedPacketBlock {
             interface_id,
             timestamp: frame.ts.duration_since(UNIX_EPOCH).unwrap_or_default(),
             original_len: frame.wire_len,
             data: Cow::Borrowed(&frame.bytes),
             options: vec![
-                EnhancedPacketOption::Comment(Cow::Owned(comment(report, frame))),
+                EnhancedPacketOption::Comment(Cow::Owned(comment)),
                 EnhancedPacketOption::Flags(match frame.direction {
                     Direction::Ingress => INBOUND,
                     Direction::Egress => OUTBOUND,
@@ -168,14 +174,13 @@ impl PcapSink {
             ],
         }
         .into_block();
-        // Block header and trailer, fields, data padded to 4, the comment option and the end
-        // of options: an upper bound is enough for the cap.
-        let size = 64 + frame.bytes.len() as u64 + 256;
         if self.max_bytes.is_some_and(|max| self.written + size > max) {
             self.rotate()?;
         }
         if let Some(writer) = &mut self.writer {
-            self.written += writer.write_block(&block)? as u64;
+            let written = writer.write_block(&block)? as u64;
+            debug_assert_eq!(written, size, "the size the cap counts");
+            self.written += written;
         }
         Ok(())
     }
