@@ -33,10 +33,15 @@ pub fn rstwatch_xdp(ctx: XdpContext) -> u32 {
     };
     let (data, data_end) = (ctx.data(), ctx.data_end());
     let xdp = ctx.ctx;
-    let capture = || {
-        rstwatch_capture_xdp(xdp, (data_end - data) as u32);
+    let capture_and_track = || {
+        rstwatch_track_xdp(
+            xdp,
+            hook.direction as u32,
+            ifindex,
+            (data_end - data) as u32,
+        );
     };
-    track::observe(data, data_end, 0, hook, capture);
+    track::observe(data, data_end, 0, capture_and_track);
     XDP_PASS
 }
 
@@ -60,34 +65,51 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
         ifindex: skb.ifindex,
     };
     let (skb_ptr, wire_len) = (ctx.skb.skb, ctx.len());
-    let capture = || {
-        rstwatch_capture_tc(skb_ptr, wire_len);
+    let capture_and_track = || {
+        rstwatch_track_tc(skb_ptr, hook.direction as u32, hook.ifindex, wire_len);
     };
-    track::observe(ctx.data(), ctx.data_end(), vlan_hint, hook, capture);
+    track::observe(ctx.data(), ctx.data_end(), vlan_hint, capture_and_track);
     TC_ACT_UNSPEC
 }
 
-/// Copies the start of a RST's frame for its record (`track::capture_rst`). Returns 0.
-///
-/// A global function: the verifier checks the copy once, not after each parse path. It takes
-/// the XDP context, which global functions may, and a scalar.
+/// The XDP program's global function (`track::track` says why it is one): copies the start of
+/// a RST's frame for its record, which needs the hook's context, then tracks the packet the
+/// parser left in the scratch. Returns 0.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn rstwatch_capture_xdp(ctx: *mut xdp_md, wire_len: u32) -> u32 {
+pub extern "C" fn rstwatch_track_xdp(
+    ctx: *mut xdp_md,
+    direction: u32,
+    ifindex: u32,
+    wire_len: u32,
+) -> u32 {
     // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_rst` sized.
     track::capture_rst(wire_len, |to, offset, len| unsafe {
         bpf_xdp_load_bytes(ctx, offset, to, len)
     });
+    track::track(track::Hook {
+        direction: direction as u8,
+        ifindex,
+    });
     0
 }
 
-/// `rstwatch_capture_xdp` for the TC egress program's context.
+/// `rstwatch_track_xdp` for the TC egress program's context.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn rstwatch_capture_tc(skb: *mut __sk_buff, wire_len: u32) -> u32 {
+pub extern "C" fn rstwatch_track_tc(
+    skb: *mut __sk_buff,
+    direction: u32,
+    ifindex: u32,
+    wire_len: u32,
+) -> u32 {
     // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_rst` sized.
     track::capture_rst(wire_len, |to, offset, len| unsafe {
         bpf_skb_load_bytes(skb.cast(), offset, to, len)
+    });
+    track::track(track::Hook {
+        direction: direction as u8,
+        ifindex,
     });
     0
 }

@@ -122,10 +122,11 @@ pub struct Hook {
     pub ifindex: u32,
 }
 
-/// Parses, filters and tracks one packet. Never fails: every outcome is a counter.
-/// `capture` copies the start of the frame when it is a RST (`capture_rst`).
+/// Parses one packet, then has it captured if it is a RST and tracked by `capture_and_track`,
+/// the hook's global function (`capture_rst`, then `track`). Never fails: every outcome is a
+/// counter.
 #[inline(always)]
-pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook, capture: impl FnOnce()) {
+pub fn observe(data: usize, data_end: usize, vlan_hint: u16, capture_and_track: impl FnOnce()) {
     count(Counter::Packets);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
@@ -135,18 +136,13 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook, capture
     if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, pkt, tcp_offset) {
         return count(reason);
     }
-    capture();
-    rstwatch_track(hook.direction as u32, hook.ifindex);
+    capture_and_track();
 }
 
 /// Copies the start of the frame, `wire_len` bytes long, into this CPU's scratch when the
 /// parsed packet is a RST: only a RST's record carries it. `load_bytes(to, offset, len)`
 /// copies `len` bytes of the frame from `offset` to `to` (0, or a negative errno):
 /// `bpf_xdp_load_bytes` or `bpf_skb_load_bytes`, as the hook allows.
-///
-/// Called from a global function of each program, which takes the hook's context: verified
-/// once, not once for every parse path before it, which on 6.1 exceeds the instruction
-/// budget.
 #[inline(always)]
 pub fn capture_rst(wire_len: u32, load_bytes: impl Fn(*mut c_void, u32, u32) -> i64) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -204,27 +200,16 @@ fn overlapping_halves<const HALF: usize>(
     load_bytes(to.cast(), 0, HALF as u32) | load_bytes(last.cast(), end as u32, HALF as u32)
 }
 
-/// Filters and tracks the segment the parser left in this CPU's scratch `pkt`. Returns 0.
+/// Filters and tracks the segment the parser left in this CPU's scratch `pkt`.
 ///
-/// A global (exported, never inlined) function: the verifier checks it once on its own,
-/// instead of once for every parse path that ends here (VLAN tags times IPv6 extension
-/// chains times the option walk), which exceeds the 6.1 verifier's instruction budget. A
-/// global function may take only scalars besides the context, so the parsed segment comes
-/// through the per-CPU scratch (a program is not migrated between CPUs while it runs), and it
-/// must return a scalar.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn rstwatch_track(direction: u32, ifindex: u32) -> u32 {
-    let hook = Hook {
-        direction: direction as u8,
-        ifindex,
-    };
-    track(hook);
-    0
-}
-
+/// Each hook calls it from a global (exported, never inlined) function, which the verifier
+/// checks once on its own, instead of once for every parse path that ends here (VLAN tags
+/// times IPv6 extension chains times the option walk), which exceeds the 6.1 verifier's
+/// instruction budget. A global function may take only scalars besides the context, so the
+/// parsed segment comes through the per-CPU scratch (a program is not migrated between CPUs
+/// while it runs), and it must return a scalar.
 #[inline(always)]
-fn track(hook: Hook) {
+pub fn track(hook: Hook) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
