@@ -31,17 +31,11 @@ pub fn rstwatch_xdp(ctx: XdpContext) -> u32 {
         direction: DIRECTION_INGRESS,
         ifindex,
     };
-    let (data, data_end) = (ctx.data(), ctx.data_end());
     let xdp = ctx.ctx;
     let capture_and_track = || {
-        rstwatch_track_xdp(
-            xdp,
-            hook.direction as u32,
-            ifindex,
-            (data_end - data) as u32,
-        );
+        rstwatch_track_xdp(xdp, hook.direction as u32, ifindex);
     };
-    track::observe(data, data_end, 0, capture_and_track);
+    track::observe(ctx.data(), ctx.data_end(), 0, capture_and_track);
     XDP_PASS
 }
 
@@ -64,9 +58,9 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
         direction: DIRECTION_EGRESS,
         ifindex: skb.ifindex,
     };
-    let (skb_ptr, wire_len) = (ctx.skb.skb, ctx.len());
+    let skb_ptr = ctx.skb.skb;
     let capture_and_track = || {
-        rstwatch_track_tc(skb_ptr, hook.direction as u32, hook.ifindex, wire_len);
+        rstwatch_track_tc(skb_ptr, hook.direction as u32, hook.ifindex);
     };
     track::observe(ctx.data(), ctx.data_end(), vlan_hint, capture_and_track);
     TC_ACT_UNSPEC
@@ -77,12 +71,10 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
 /// parser left in the scratch. Returns 0.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn rstwatch_track_xdp(
-    ctx: *mut xdp_md,
-    direction: u32,
-    ifindex: u32,
-    wire_len: u32,
-) -> u32 {
+pub extern "C" fn rstwatch_track_xdp(ctx: *mut xdp_md, direction: u32, ifindex: u32) -> u32 {
+    // Read here rather than passed: every parse path ends in this call, and on 6.1 each
+    // instruction added before it counts once per path.
+    let wire_len = unsafe { (*ctx).data_end.wrapping_sub((*ctx).data) };
     // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_rst` sized.
     track::capture_rst(wire_len, |to, offset, len| unsafe {
         bpf_xdp_load_bytes(ctx, offset, to, len)
@@ -97,12 +89,8 @@ pub extern "C" fn rstwatch_track_xdp(
 /// `rstwatch_track_xdp` for the TC egress program's context.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn rstwatch_track_tc(
-    skb: *mut __sk_buff,
-    direction: u32,
-    ifindex: u32,
-    wire_len: u32,
-) -> u32 {
+pub extern "C" fn rstwatch_track_tc(skb: *mut __sk_buff, direction: u32, ifindex: u32) -> u32 {
+    let wire_len = unsafe { (*skb).len };
     // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_rst` sized.
     track::capture_rst(wire_len, |to, offset, len| unsafe {
         bpf_skb_load_bytes(skb.cast(), offset, to, len)
