@@ -64,6 +64,40 @@ pub struct RecordHeader {
     pub ts_ns: u64,
 }
 
+/// Bytes of a frame a record can carry: Ethernet, VLAN tags, IP and TCP with options of a
+/// RST fit (a RST frame is usually 54 to 86 bytes).
+pub const FRAME_BYTES: usize = 128;
+
+/// The first bytes of a RST's frame as its hook saw them, copied by the kernel for `--pcap`.
+/// Only RSTs carry bytes: copying every data follow-up would cost a copy per data packet.
+/// 8-aligned, so the kernel copies it word by word.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    /// Bytes of `bytes` that hold the frame's start; 0 when nothing was copied.
+    pub captured: u32,
+    /// The frame's whole length.
+    pub wire_len: u32,
+    pub bytes: [u8; FRAME_BYTES],
+}
+
+impl Default for Frame {
+    fn default() -> Self {
+        Self {
+            captured: 0,
+            wire_len: 0,
+            bytes: [0; FRAME_BYTES],
+        }
+    }
+}
+
+impl Frame {
+    /// The copied bytes; empty when the record carries none.
+    pub fn captured_bytes(&self) -> &[u8] {
+        &self.bytes[..(self.captured as usize).min(FRAME_BYTES)]
+    }
+}
+
 /// `record::FOLLOW_UP` and `record::RST_NO_STATE`: the packet alone.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,6 +106,8 @@ pub struct PacketRecord {
     pub pkt: PacketMeta,
     /// Explicit, so no byte of a record is left unwritten.
     pub _pad: u32,
+    /// The RST's frame; data follow-ups carry none.
+    pub frame: Frame,
 }
 
 /// `record::RST` and `record::FOLLOW_UP_RST`: the RST and the flow's state just before it.
@@ -83,6 +119,7 @@ pub struct FlowRecord {
     /// Explicit, so no byte of a record is left unwritten.
     pub _pad: u32,
     pub flow: FlowState,
+    pub frame: Frame,
 }
 
 /// A decoded record, as the rest of userspace uses it.
@@ -105,6 +142,8 @@ pub struct RstEvent {
     /// Both directions as they were just before this packet; an empty snapshot (no packets)
     /// means the table had never seen the flow.
     pub flow: FlowState,
+    /// The packet's frame as the kernel copied it (RSTs only).
+    pub frame: Frame,
 }
 
 impl RstEvent {
@@ -122,6 +161,7 @@ impl RstEvent {
             key,
             pkt,
             flow: FlowState::new(&pkt, dir),
+            frame: Frame::default(),
         }
     }
 }
@@ -143,7 +183,9 @@ pub fn decode(bytes: &[u8]) -> Result<RstEvent, DecodeError> {
     }
     match header.kind {
         record::RST | record::FOLLOW_UP_RST => {
-            let FlowRecord { pkt, flow, .. } = read(bytes).ok_or(DecodeError::Short)?;
+            let FlowRecord {
+                pkt, flow, frame, ..
+            } = read(bytes).ok_or(DecodeError::Short)?;
             let kind = if header.kind == record::RST {
                 EventKind::Rst
             } else {
@@ -151,16 +193,19 @@ pub fn decode(bytes: &[u8]) -> Result<RstEvent, DecodeError> {
             };
             let mut event = RstEvent::of_packet(&header, kind, pkt);
             event.flow = flow;
+            event.frame = frame;
             Ok(event)
         }
         record::RST_NO_STATE | record::FOLLOW_UP => {
-            let PacketRecord { pkt, .. } = read(bytes).ok_or(DecodeError::Short)?;
+            let PacketRecord { pkt, frame, .. } = read(bytes).ok_or(DecodeError::Short)?;
             let kind = if header.kind == record::RST_NO_STATE {
                 EventKind::Rst
             } else {
                 EventKind::FollowUp
             };
-            Ok(RstEvent::of_packet(&header, kind, pkt))
+            let mut event = RstEvent::of_packet(&header, kind, pkt);
+            event.frame = frame;
+            Ok(event)
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -257,6 +302,16 @@ mod tests {
             .to_vec()
     }
 
+    fn frame() -> Frame {
+        let mut frame = Frame {
+            captured: 54,
+            wire_len: 54,
+            ..Frame::default()
+        };
+        frame.bytes[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        frame
+    }
+
     fn header(kind: u8, len: usize) -> RecordHeader {
         RecordHeader {
             kind,
@@ -279,6 +334,7 @@ mod tests {
                 header: header(kind, size_of::<FlowRecord>()),
                 pkt: rst(),
                 _pad: 0,
+                frame: frame(),
                 flow,
             };
             let event = decode(&bytes(&record)).unwrap();
@@ -286,15 +342,30 @@ mod tests {
             assert_eq!(event.flow, flow);
             assert_eq!((event.key, event.dir), FlowKey::of(&rst()));
             assert_eq!((event.ts_ns, event.ifindex), (1234, 7));
+            assert_eq!(event.frame.captured_bytes().len(), 54);
+            assert_eq!(event.frame.captured_bytes()[..6], [2, 0, 0, 0, 0, 1]);
         }
         let record = PacketRecord {
             header: header(record::RST_NO_STATE, size_of::<PacketRecord>()),
             pkt: rst(),
             _pad: 0,
+            frame: Frame::default(),
         };
         let event = decode(&bytes(&record)).unwrap();
         assert_eq!(EventKind::from_u8(event.kind), Some(EventKind::Rst));
         assert_eq!(event.flow.packets(), 0, "no state: never seen");
+    }
+
+    #[test]
+    fn records_have_no_implicit_padding() {
+        use core::mem::offset_of;
+        let pkt_end = offset_of!(PacketRecord, _pad) + 4;
+        assert_eq!(offset_of!(PacketRecord, frame), pkt_end);
+        assert_eq!(size_of::<PacketRecord>(), pkt_end + size_of::<Frame>());
+        let flow_end = offset_of!(FlowRecord, flow) + size_of::<FlowState>();
+        assert_eq!(offset_of!(FlowRecord, frame), flow_end);
+        assert_eq!(size_of::<FlowRecord>(), flow_end + size_of::<Frame>());
+        assert_eq!(size_of::<Frame>(), 8 + FRAME_BYTES);
     }
 
     #[test]
@@ -303,6 +374,7 @@ mod tests {
             header: header(record::RST, size_of::<PacketRecord>()),
             pkt: rst(),
             _pad: 0,
+            frame: Frame::default(),
         };
         assert_eq!(
             decode(&bytes(&record)).unwrap_err(),
@@ -314,6 +386,7 @@ mod tests {
             header: header(99, size_of::<PacketRecord>()),
             pkt: rst(),
             _pad: 0,
+            frame: Frame::default(),
         };
         assert_eq!(
             decode(&bytes(&unknown)).unwrap_err(),

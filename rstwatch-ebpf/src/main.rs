@@ -13,7 +13,8 @@ mod parse;
 mod track;
 
 use aya_ebpf::{
-    bindings::{xdp_action::XDP_PASS, TC_ACT_UNSPEC},
+    bindings::{__sk_buff, xdp_action::XDP_PASS, xdp_md, TC_ACT_UNSPEC},
+    helpers::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
@@ -30,7 +31,11 @@ pub fn rstwatch_xdp(ctx: XdpContext) -> u32 {
         direction: DIRECTION_INGRESS,
         ifindex,
     };
-    track::observe(ctx.data(), ctx.data_end(), 0, hook);
+    let xdp = ctx.ctx;
+    let capture_and_track = || {
+        rstwatch_track_xdp(xdp, hook.direction as u32, ifindex);
+    };
+    track::observe(ctx.data(), ctx.data_end(), 0, capture_and_track);
     XDP_PASS
 }
 
@@ -53,8 +58,48 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
         direction: DIRECTION_EGRESS,
         ifindex: skb.ifindex,
     };
-    track::observe(ctx.data(), ctx.data_end(), vlan_hint, hook);
+    let skb_ptr = ctx.skb.skb;
+    let capture_and_track = || {
+        rstwatch_track_tc(skb_ptr, hook.direction as u32, hook.ifindex);
+    };
+    track::observe(ctx.data(), ctx.data_end(), vlan_hint, capture_and_track);
     TC_ACT_UNSPEC
+}
+
+/// The XDP program's global function (`track::track` says why it is one): copies the start of
+/// a RST's frame for its record, which needs the hook's context, then tracks the packet the
+/// parser left in the scratch. Returns 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_track_xdp(ctx: *mut xdp_md, direction: u32, ifindex: u32) -> u32 {
+    // Read here rather than passed: every parse path ends in this call, and on 6.1 each
+    // instruction added before it counts once per path.
+    let wire_len = unsafe { (*ctx).data_end.wrapping_sub((*ctx).data) };
+    // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_rst` sized.
+    track::capture_rst(wire_len, |to, offset, len| unsafe {
+        bpf_xdp_load_bytes(ctx, offset, to, len)
+    });
+    track::track(track::Hook {
+        direction: direction as u8,
+        ifindex,
+    });
+    0
+}
+
+/// `rstwatch_track_xdp` for the TC egress program's context.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_track_tc(skb: *mut __sk_buff, direction: u32, ifindex: u32) -> u32 {
+    let wire_len = unsafe { (*skb).len };
+    // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_rst` sized.
+    track::capture_rst(wire_len, |to, offset, len| unsafe {
+        bpf_skb_load_bytes(skb.cast(), offset, to, len)
+    });
+    track::track(track::Hook {
+        direction: direction as u8,
+        ifindex,
+    });
+    0
 }
 
 #[cfg(not(test))]

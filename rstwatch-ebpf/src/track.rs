@@ -6,6 +6,8 @@
 //! knows creates no entry at all: it is reported (or, beyond a per-CPU rate, counted in
 //! `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups.
 
+use core::ffi::c_void;
+
 use aya_ebpf::{
     bindings::{
         BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
@@ -16,7 +18,7 @@ use aya_ebpf::{
 };
 use rstwatch_common::{
     defaults,
-    event::{record, EventKind, FlowRecord, PacketRecord, RecordHeader},
+    event::{record, EventKind, FlowRecord, Frame, PacketRecord, RecordHeader, FRAME_BYTES},
     flow::Step,
     packet::tcp_flags,
     zero::copy_words,
@@ -79,6 +81,8 @@ pub struct Scratch {
     /// Half-open flows inserted in this CPU's current second.
     half_open: RateWindow,
     recent: [RecentRst; RECENT_RSTS],
+    /// The start of the current packet's frame when it is a RST, for its record.
+    frame: Frame,
 }
 
 #[map]
@@ -118,9 +122,11 @@ pub struct Hook {
     pub ifindex: u32,
 }
 
-/// Parses, filters and tracks one packet. Never fails: every outcome is a counter.
+/// Parses one packet, then has it captured if it is a RST and tracked by `capture_and_track`,
+/// the hook's global function (`capture_rst`, then `track`). Never fails: every outcome is a
+/// counter.
 #[inline(always)]
-pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
+pub fn observe(data: usize, data_end: usize, vlan_hint: u16, capture_and_track: impl FnOnce()) {
     count(Counter::Packets);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
@@ -130,30 +136,80 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, hook: Hook) {
     if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, pkt, tcp_offset) {
         return count(reason);
     }
-    rstwatch_track(hook.direction as u32, hook.ifindex);
+    capture_and_track();
 }
 
-/// Filters and tracks the segment the parser left in this CPU's scratch `pkt`. Returns 0.
-///
-/// A global (exported, never inlined) function: the verifier checks it once on its own,
-/// instead of once for every parse path that ends here (VLAN tags times IPv6 extension
-/// chains times the option walk), which exceeds the 6.1 verifier's instruction budget. A
-/// global function may take only scalars besides the context, so the parsed segment comes
-/// through the per-CPU scratch (a program is not migrated between CPUs while it runs), and it
-/// must return a scalar.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn rstwatch_track(direction: u32, ifindex: u32) -> u32 {
-    let hook = Hook {
-        direction: direction as u8,
-        ifindex,
-    };
-    track(hook);
-    0
-}
-
+/// Copies the start of the frame, `wire_len` bytes long, into this CPU's scratch when the
+/// parsed packet is a RST: only a RST's record carries it. `load_bytes(to, offset, len)`
+/// copies `len` bytes of the frame from `offset` to `to` (0, or a negative errno):
+/// `bpf_xdp_load_bytes` or `bpf_skb_load_bytes`, as the hook allows.
 #[inline(always)]
-fn track(hook: Hook) {
+pub fn capture_rst(wire_len: u32, load_bytes: impl Fn(*mut c_void, u32, u32) -> i64) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    let scratch = unsafe { &mut *scratch };
+    if scratch.pkt.is_rst() {
+        capture(&mut scratch.frame, wire_len, load_bytes);
+    }
+}
+
+/// Copies up to `FRAME_BYTES` of the frame into `frame`.
+#[inline(always)]
+fn capture(frame: &mut Frame, wire_len: u32, load_bytes: impl Fn(*mut c_void, u32, u32) -> i64) {
+    frame.wire_len = wire_len;
+    frame.captured = 0;
+    // Each copy has a constant length: the helpers need one the verifier can bound, and a
+    // variable length, however masked, loses its bounds on the way to the call on 6.1. A
+    // shorter frame is copied as two overlapping halves, its start and its end; a parsed TCP
+    // frame is at least 54 bytes long.
+    const HALF: usize = FRAME_BYTES / 2;
+    const QUARTER: usize = FRAME_BYTES / 4;
+    let len = wire_len as usize;
+    let to = frame.bytes.as_mut_ptr();
+    let failed = if len >= FRAME_BYTES {
+        load_bytes(to.cast(), 0, FRAME_BYTES as u32)
+    } else if len >= HALF {
+        overlapping_halves::<HALF>(len, to, &load_bytes)
+    } else if len >= QUARTER {
+        overlapping_halves::<QUARTER>(len, to, &load_bytes)
+    } else {
+        return;
+    };
+    if failed == 0 {
+        frame.captured = len.min(FRAME_BYTES) as u32;
+    }
+}
+
+/// Copies a frame `len` bytes long, `HALF <= len < 2 * HALF`, as its first and its last
+/// `HALF` bytes; 0 if both copies succeeded.
+#[inline(always)]
+fn overlapping_halves<const HALF: usize>(
+    len: usize,
+    to: *mut u8,
+    load_bytes: &impl Fn(*mut c_void, u32, u32) -> i64,
+) -> i64 {
+    // Masked so the verifier sees `end + HALF <= 2 * HALF <= FRAME_BYTES`; through a volatile
+    // read, or the compiler, which knows the mask changes nothing, drops it.
+    let from_end = len - HALF;
+    // SAFETY: a read of a local.
+    let end = unsafe { core::ptr::read_volatile(&from_end) } & (HALF - 1);
+    // SAFETY: `end + HALF <= FRAME_BYTES` keeps the copy inside `bytes`.
+    let last = unsafe { to.add(end) };
+    // Both copies run; one test of their results spares the verifier a branch.
+    load_bytes(to.cast(), 0, HALF as u32) | load_bytes(last.cast(), end as u32, HALF as u32)
+}
+
+/// Filters and tracks the segment the parser left in this CPU's scratch `pkt`.
+///
+/// Each hook calls it from a global (exported, never inlined) function, which the verifier
+/// checks once on its own, instead of once for every parse path that ends here (VLAN tags
+/// times IPv6 extension chains times the option walk), which exceeds the 6.1 verifier's
+/// instruction budget. A global function may take only scalars besides the context, so the
+/// parsed segment comes through the per-CPU scratch (a program is not migrated between CPUs
+/// while it runs), and it must return a scalar.
+#[inline(always)]
+pub fn track(hook: Hook) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -198,14 +254,14 @@ fn track(hook: Hook) {
         unsafe { copy_words(&scratch.flow, entry) };
         return;
     }
-    let (key, pkt) = (&scratch.key, &scratch.pkt);
+    let (key, pkt, frame) = (&scratch.key, &scratch.pkt, &scratch.frame);
     let slot = &mut scratch.recent[recent_slot(key)];
     let recent = slot.rst_ns != 0
         && now.saturating_sub(slot.rst_ns) <= settings.grace_ns
         && same_key(&slot.key, key);
     if pkt.is_rst() {
         if recent {
-            return followup_of_recent(slot, now, hook, pkt, settings);
+            return followup_of_recent(slot, now, hook, pkt, frame, settings);
         }
         if !scratch
             .unknown_rsts
@@ -213,7 +269,7 @@ fn track(hook: Hook) {
         {
             return aggregate(&mut scratch.storm, now, hook, pkt);
         }
-        send_packet_event(record::RST_NO_STATE, now, hook, pkt);
+        send_packet_event(record::RST_NO_STATE, now, hook, pkt, frame);
         slot.key = *key;
         slot.rst_ns = now;
         slot.rst_dir = dir;
@@ -221,7 +277,7 @@ fn track(hook: Hook) {
         return;
     }
     if recent && dir == slot.rst_dir && pkt.payload_len > 0 {
-        followup_of_recent(slot, now, hook, pkt, settings);
+        followup_of_recent(slot, now, hook, pkt, frame, settings);
     }
     // A SYN alone proves nothing about its sender (a flood spoofs millions): it waits in
     // the half-open table, where evicting it costs no established flow its state, and beyond
@@ -258,8 +314,9 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
         direction: direction as u8,
         ifindex,
     };
-    let pkt = &scratch.pkt;
-    let emit = |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, flow);
+    let (pkt, frame) = (&scratch.pkt, &scratch.frame);
+    let emit =
+        |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, frame, flow);
     count_step(scratch.flow.step(pkt, dir as u8, now, settings, emit));
     0
 }
@@ -302,10 +359,11 @@ fn followup_of_recent(
     now: u64,
     hook: Hook,
     pkt: &PacketMeta,
+    frame: &Frame,
     settings: &Settings,
 ) {
     if (slot.followups as u32) < settings.followup_limit.min(u8::MAX as u32) {
-        send_packet_event(record::FOLLOW_UP, now, hook, pkt);
+        send_packet_event(record::FOLLOW_UP, now, hook, pkt, frame);
         slot.followups += 1;
     } else {
         count(Counter::FollowUpsSuppressed);
@@ -365,11 +423,18 @@ fn header(kind: u8, len: usize, now: u64, hook: Hook) -> RecordHeader {
 /// A RST carries the flow's state; payload after a RST only adds its own packet to the
 /// evidence.
 #[inline(always)]
-fn send_flow_event(kind: EventKind, now: u64, hook: Hook, pkt: &PacketMeta, flow: &FlowState) {
+fn send_flow_event(
+    kind: EventKind,
+    now: u64,
+    hook: Hook,
+    pkt: &PacketMeta,
+    frame: &Frame,
+    flow: &FlowState,
+) {
     let kind = match kind {
         EventKind::Rst => record::RST,
         EventKind::FollowUp if pkt.is_rst() => record::FOLLOW_UP_RST,
-        EventKind::FollowUp => return send_packet_event(record::FOLLOW_UP, now, hook, pkt),
+        EventKind::FollowUp => return send_packet_event(record::FOLLOW_UP, now, hook, pkt, frame),
     };
     let Some(mut entry) = EVENTS.reserve::<FlowRecord>(0) else {
         return count(Counter::EventsLost);
@@ -382,13 +447,14 @@ fn send_flow_event(kind: EventKind, now: u64, hook: Hook, pkt: &PacketMeta, flow
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
         (*event)._pad = 0;
         core::ptr::copy_nonoverlapping(flow, &mut (*event).flow, 1);
+        copy_frame(pkt, frame, &mut (*event).frame);
     }
     entry.submit(wakeup_flag(size_of::<FlowRecord>()));
     count(Counter::EventsSent);
 }
 
 #[inline(always)]
-fn send_packet_event(kind: u8, now: u64, hook: Hook, pkt: &PacketMeta) {
+fn send_packet_event(kind: u8, now: u64, hook: Hook, pkt: &PacketMeta, frame: &Frame) {
     let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
         return count(Counter::EventsLost);
     };
@@ -397,9 +463,23 @@ fn send_packet_event(kind: u8, now: u64, hook: Hook, pkt: &PacketMeta) {
         (*event).header = header(kind, size_of::<PacketRecord>(), now, hook);
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
         (*event)._pad = 0;
+        copy_frame(pkt, frame, &mut (*event).frame);
     }
     entry.submit(wakeup_flag(size_of::<PacketRecord>()));
     count(Counter::EventsSent);
+}
+
+/// A RST's record carries the frame `observe` copied for it; a data follow-up's says it has
+/// none (its bytes are left as the ring had them: only counted bytes are ever read).
+#[inline(always)]
+fn copy_frame(pkt: &PacketMeta, frame: &Frame, to: &mut Frame) {
+    if pkt.is_rst() {
+        // SAFETY: this CPU's scratch and a reserved record, both valid and 8-aligned.
+        unsafe { copy_words(frame, to) };
+    } else {
+        to.captured = 0;
+        to.wire_len = 0;
+    }
 }
 
 /// No wakeup while the ring holds little: the reader drains it on a short timer anyway, and

@@ -185,6 +185,18 @@ pub struct WatchArgs {
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,
 
+    /// Write the frames of every reported RST and of its follow-up RSTs to FILE as pcap-ng
+    /// (truncated at start), up to 128 bytes each as the kernel copied them, one interface
+    /// block per watched interface, each RST with its verdict as a packet comment (Wireshark:
+    /// `frame.comment contains "middlebox"`). Data follow-ups and storm aggregates are not
+    /// written. SIGHUP reopens it.
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<PathBuf>,
+
+    /// Rotate `--pcap FILE` to FILE.1 (replacing an older one) once it would exceed N MiB.
+    #[arg(long, value_name = "N", requires = "pcap", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pcap_max_mib: Option<u64>,
+
     /// Flows tracked at once (1024 to 16777216); the least recently used are evicted beyond
     /// this.
     #[arg(long, value_name = "N", default_value_t = defaults::FLOWS, value_parser = parse_flows)]

@@ -243,6 +243,23 @@ pub struct ResetReport {
     pub aggregate: Option<Aggregate>,
     /// What this host's own TCP stack said about the RST, where it was watched.
     pub local: Option<crate::local::LocalEvidence>,
+    /// The frames of the RST and of its follow-up RSTs, as the kernel copied them; empty for
+    /// a storm aggregate and where nothing was copied.
+    pub frames: Vec<CapturedFrame>,
+}
+
+/// The start of a frame the kernel copied, for `--pcap`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CapturedFrame {
+    pub ts: SystemTime,
+    /// The interface the hook saw it on.
+    pub ifindex: u32,
+    pub direction: Direction,
+    /// A follow-up RST rather than the RST the report is about.
+    pub followup: bool,
+    /// The frame's whole length; `bytes` may hold only its start.
+    pub wire_len: u32,
+    pub bytes: Vec<u8>,
 }
 
 impl ResetReport {

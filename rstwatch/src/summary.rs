@@ -171,6 +171,7 @@ mod tests {
             related_to: None,
             aggregate: None,
             local: None,
+            frames: Vec::new(),
         }
     }
 

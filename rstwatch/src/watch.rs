@@ -1,6 +1,7 @@
 //! `rstwatch watch`: attach, hand the ring buffer's records to the pipeline, signals (SIGINT
 //! and SIGTERM flush what is pending and print the totals, SIGUSR1 prints them, SIGHUP reopens
-//! `--output`), `--metrics` scrapes, and watched interfaces that go away and come back.
+//! `--output` and `--pcap`), `--metrics` scrapes, and watched interfaces that go away and come
+//! back.
 
 use std::{
     collections::HashMap,
@@ -39,6 +40,7 @@ use crate::{
     sink::{
         file::{Destination, LineSink, LineStats, WriterSink},
         metrics::{MetricsSink, ResetCounts},
+        pcap::{Interface, PcapSink, ReopenRequest},
         syslog::{self, SyslogHandle, SyslogSink},
         transport::TlsTrust,
         Sink, SyslogConfig,
@@ -165,6 +167,20 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
     }
     let resets = ResetCounts::default();
+    let pcap_reopen = ReopenRequest::default();
+    if let Some(path) = &args.pcap {
+        let interfaces = (args.ifaces.iter())
+            .map(|name| {
+                Ok(Interface {
+                    index: preflight::interface_index(name)?,
+                    name: name.clone(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let max_bytes = args.pcap_max_mib.map(|mib| mib << 20);
+        let sink = PcapSink::create(path, max_bytes, interfaces, pcap_reopen.clone())?;
+        records_sinks.push(Box::new(sink));
+    }
     let mut scrapes = metrics_listener.map(|listener| {
         records_sinks.push(Box::new(MetricsSink::new(resets.clone())));
         let (scrape, scrapes) = mpsc::channel(1);
@@ -199,7 +215,10 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
             _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
             _ = user1.recv() => eprint!("{}", totals(&pipeline, &kernel, &interfaces, &records, syslog.as_ref())?),
-            _ = hangup.recv() => reopen(&records),
+            _ = hangup.recv() => {
+                reopen(&records);
+                pcap_reopen.request();
+            }
             scrape = next_scrape(&mut scrapes) => {
                 let page = metrics_page(&resets, &pipeline, &kernel, &args, &records, syslog.as_ref())?;
                 // The client may have gone: its page is simply not sent.

@@ -59,6 +59,7 @@ const GUEST_KERNEL_TESTS: &[&str] = &[
     "parser::syn_window_scale_is_found_anywhere_in_the_options",
     "parser::every_vlan_and_ip_header_variant_parses_and_tracks",
     "flow::handshake_data_fin_rst_and_followups_are_tracked_and_reported",
+    "frames::a_rst_record_carries_the_start_of_its_frame_from_either_hook",
 ];
 
 /// Seconds one guest may run before it is stopped.

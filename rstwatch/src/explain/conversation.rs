@@ -9,7 +9,7 @@ use std::{
 };
 
 use rstwatch_common::{
-    event::{EventKind, DIRECTION_EGRESS, DIRECTION_INGRESS},
+    event::{EventKind, Frame, DIRECTION_EGRESS, DIRECTION_INGRESS},
     flow::{FlowKey, FlowState},
     packet::{ipv4_mapped, tcp_flags::*, FAMILY_IPV4, FAMILY_IPV6, NO_WINDOW_SCALE},
     PacketMeta, RstEvent, Settings,
@@ -267,6 +267,7 @@ impl Conversation {
                 key,
                 pkt,
                 flow: snapshot,
+                frame: Frame::default(),
             });
         }
     }

@@ -27,13 +27,13 @@ mod tests;
 
 use std::time::{Duration, SystemTime};
 
-use rstwatch_common::{flow::FlowState, RstEvent, Settings};
+use rstwatch_common::{event::DIRECTION_EGRESS, flow::FlowState, RstEvent, Settings};
 
 use self::sides::Sides;
 use crate::{
     event::{FlowSide, Hook, Origin},
     hold::{FlowStateSource, Held},
-    report::{Direction, ResetReport},
+    report::{CapturedFrame, Direction, ResetReport},
 };
 
 /// What the classifier needs to know beyond the event itself.
@@ -81,7 +81,23 @@ pub fn explain_held(
         iface,
         ts,
     );
-    report.related_to = held.related_to.map(wall_clock);
+    report.related_to = held.related_to.map(&wall_clock);
+    report.frames = std::iter::once(&held.event)
+        .chain(&held.followups)
+        .filter(|event| event.frame.captured > 0)
+        .map(|event| CapturedFrame {
+            ts: wall_clock(event.ts_ns),
+            ifindex: event.ifindex,
+            direction: if event.direction == DIRECTION_EGRESS {
+                Direction::Egress
+            } else {
+                Direction::Ingress
+            },
+            followup: !std::ptr::eq(event, &held.event),
+            wire_len: event.frame.wire_len,
+            bytes: event.frame.captured_bytes().to_vec(),
+        })
+        .collect();
     report
 }
 
@@ -169,6 +185,7 @@ pub fn explain_at_hold_end(
         related_to: None,
         aggregate: None,
         local: None,
+        frames: Vec::new(),
     }
 }
 

@@ -201,6 +201,7 @@ fn event_bytes(event: &RstEvent) -> Vec<u8> {
             pkt: event.pkt,
             _pad: 0,
             flow: event.flow,
+            frame: event.frame,
         })
     } else {
         let len = std::mem::size_of::<PacketRecord>();
@@ -208,6 +209,7 @@ fn event_bytes(event: &RstEvent) -> Vec<u8> {
             header: header(len),
             pkt: event.pkt,
             _pad: 0,
+            frame: event.frame,
         })
     }
 }

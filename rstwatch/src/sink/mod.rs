@@ -5,6 +5,7 @@
 //! - `syslog`: export to a SIEM over syslog (UDP, TCP, TLS), with its sender task;
 //! - `metrics`: counts resets by class, sender, middlebox, direction and interface for
 //!   `--metrics`;
+//! - `pcap`: the kernel's copies of the reported RSTs' frames, as pcap-ng, for `--pcap`;
 //! - `config`: what the syslog sink is told (receiver URL, facility, spool and queue sizes);
 //! - `stats`: the syslog sink's counters;
 //! - `sender`: the task that keeps the receiver fed without ever making capture wait;
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod file;
 pub mod metrics;
+pub mod pcap;
 mod sender;
 pub mod spool;
 pub mod stats;

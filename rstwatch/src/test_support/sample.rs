@@ -50,6 +50,7 @@ pub fn middlebox_report() -> ResetReport {
         related_to: None,
         aggregate: None,
         local: None,
+        frames: Vec::new(),
     }
 }
 

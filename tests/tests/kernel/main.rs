@@ -10,5 +10,6 @@
 mod bounds;
 mod filters;
 mod flow;
+mod frames;
 mod parser;
 mod storms;
