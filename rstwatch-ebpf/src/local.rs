@@ -7,6 +7,7 @@
 //! (`SOCKET_LAYOUT`). A field whose offset is unknown is not read.
 
 use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::bpf_get_socket_cookie,
@@ -15,13 +16,18 @@ use aya_ebpf::{
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
     programs::BtfTracePointContext,
 };
-use rstwatch_common::local::{
-    local_flags, local_kind, tcp_state, LocalResetRecord, SocketLayout, SocketOwner,
+use rstwatch_common::{
+    local::{local_flags, local_kind, tcp_state, LocalResetRecord, SocketLayout, SocketOwner},
+    RateWindow,
 };
 
 /// Resets are rare next to packets: a small ring of their own keeps them apart from the packet
 /// events and the packet programs' record layout.
 const LOCAL_RING_BYTES: u32 = 256 * 1024;
+/// Records per CPU and second: a flood the stack answers with resets (a SYN flood on a closed
+/// port) must not become a flood of records for the daemon. Beyond it records are counted as
+/// lost, which suspends the "not from the stack" claim just as a full ring does.
+const LOCAL_RECORDS_PER_CPU_SEC: u32 = 20_000;
 /// Sockets whose owning process is remembered.
 const MAX_OWNERS: u32 = 16384;
 
@@ -35,6 +41,9 @@ static LOCAL_EVENTS: RingBuf = RingBuf::with_byte_size(LOCAL_RING_BYTES, 0);
 /// may be missing.
 #[map]
 static LOCAL_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static LOCAL_BUDGET: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static SOCKET_LAYOUT: Array<SocketLayout> = Array::with_max_entries(1, 0);
@@ -128,7 +137,17 @@ fn sent(sk: *const u8, skb: *const u8, reason: Option<u32>) {
 
 #[inline(always)]
 fn emit(record: &LocalResetRecord) {
-    if LOCAL_EVENTS.output::<LocalResetRecord>(record, 0).is_err() {
+    let Some(budget) = LOCAL_BUDGET.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: a per-CPU slot, used by this CPU only while the program runs.
+    let within = unsafe { (*budget).take(bpf_ktime_get_ns(), LOCAL_RECORDS_PER_CPU_SEC) };
+    // No wakeup: the daemon drains this ring on its release tick, not when woken.
+    if !within
+        || LOCAL_EVENTS
+            .output::<LocalResetRecord>(record, BPF_RB_NO_WAKEUP as u64)
+            .is_err()
+    {
         if let Some(lost) = LOCAL_LOST.get_ptr_mut(0) {
             unsafe { *lost += 1 };
         }
