@@ -4,13 +4,15 @@
 //! (a SYN, perhaps answered) live in the small `HALF_OPEN` table and move into `FLOWS` when
 //! the handshake's final ACK (or anything after it) is seen. A RST for a flow neither table
 //! knows creates no entry at all: it is reported (or, beyond a per-CPU rate, counted in
-//! `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups.
+//! `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups. Neither table is
+//! looked up for a key the presence filter (`PRESENCE`) proves they do not hold.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
-        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+        BPF_F_MMAPABLE, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        BPF_RB_RING_SIZE,
     },
     helpers::bpf_ktime_get_ns,
     macros::map,
@@ -21,6 +23,7 @@ use rstwatch_common::{
     event::{record, EventKind, FlowRecord, Frame, PacketRecord, RecordHeader, FRAME_BYTES},
     flow::Step,
     packet::tcp_flags,
+    presence::{self, Chunk, CHUNK_BYTES, CHUNK_SHIFT, GENERATIONS},
     zero::copy_words,
     Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
     COUNTER_COUNT,
@@ -45,6 +48,12 @@ static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(defa
 #[map]
 static HALF_OPEN: LruHashMap<FlowKey, FlowState> =
     LruHashMap::with_max_entries(DEFAULT_HALF_OPEN, 0);
+
+/// One byte per slot for the keys the flow tables may hold, two generations (see
+/// `rstwatch_common::presence`); userspace sizes it and rebuilds the inactive generation
+/// through a memory mapping.
+#[map]
+static PRESENCE: Array<Chunk> = Array::with_max_entries(GENERATIONS, BPF_F_MMAPABLE);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(defaults::RING_BYTES, 0);
@@ -231,28 +240,33 @@ pub fn track(hook: Hook) {
     // works on one kind of pointer, so the verifier walks it once, not once per table. A
     // packet of the same flow on another CPU in between can lose its update to this write;
     // updates in place interleaved field by field just as badly.
-    if let Some(entry) = FLOWS.get_ptr_mut(&scratch.key) {
-        // SAFETY: a value of `FLOWS` and this CPU's scratch, both valid for the whole run.
-        unsafe { copy_words(entry, &mut scratch.flow) };
-        step();
-        unsafe { copy_words(&scratch.flow, entry) };
-        return;
-    }
-    if let Some(entry) = HALF_OPEN.get_ptr_mut(&scratch.key) {
-        // SAFETY: a value of `HALF_OPEN` and this CPU's scratch, both valid for the whole run.
-        unsafe { copy_words(entry, &mut scratch.flow) };
-        step();
-        if completes_handshake(&scratch.pkt) {
-            match FLOWS.insert(&scratch.key, &scratch.flow, 0) {
-                Ok(()) => {
-                    let _ = HALF_OPEN.remove(&scratch.key);
-                    return count(Counter::FlowsPromoted);
-                }
-                Err(_) => count(Counter::FlowInsertFailed),
-            }
+    if maybe_tracked(&scratch.key, settings) {
+        if let Some(entry) = FLOWS.get_ptr_mut(&scratch.key) {
+            // SAFETY: a value of `FLOWS` and this CPU's scratch, both valid for the whole run.
+            unsafe { copy_words(entry, &mut scratch.flow) };
+            step();
+            unsafe { copy_words(&scratch.flow, entry) };
+            return;
         }
-        unsafe { copy_words(&scratch.flow, entry) };
-        return;
+        if let Some(entry) = HALF_OPEN.get_ptr_mut(&scratch.key) {
+            // SAFETY: a value of `HALF_OPEN` and this CPU's scratch, both valid for the run.
+            unsafe { copy_words(entry, &mut scratch.flow) };
+            step();
+            if completes_handshake(&scratch.pkt) {
+                match FLOWS.insert(&scratch.key, &scratch.flow, 0) {
+                    Ok(()) => {
+                        // Already marked as a half-open flow; marked again in case the daemon
+                        // walked `FLOWS` before this insert and `HALF_OPEN` after the remove.
+                        mark_tracked(&scratch.key, settings);
+                        let _ = HALF_OPEN.remove(&scratch.key);
+                        return count(Counter::FlowsPromoted);
+                    }
+                    Err(_) => count(Counter::FlowInsertFailed),
+                }
+            }
+            unsafe { copy_words(&scratch.flow, entry) };
+            return;
+        }
     }
     let (key, pkt, frame) = (&scratch.key, &scratch.pkt, &scratch.frame);
     let slot = &mut scratch.recent[recent_slot(key)];
@@ -290,7 +304,10 @@ pub fn track(hook: Hook) {
     step();
     let table = if opening { &HALF_OPEN } else { &FLOWS };
     match table.insert(&scratch.key, &scratch.flow, 0) {
-        Ok(()) => count(Counter::FlowsInserted),
+        Ok(()) => {
+            mark_tracked(&scratch.key, settings);
+            count(Counter::FlowsInserted)
+        }
         Err(_) => count(Counter::FlowInsertFailed),
     }
 }
@@ -319,6 +336,49 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
         |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, frame, flow);
     count_step(scratch.flow.step(pkt, dir as u8, now, settings, emit));
     0
+}
+
+/// Whether a flow table may hold `key`: false only when the active generation of the
+/// presence filter proves neither does. True while the filter is not sized.
+#[inline(always)]
+fn maybe_tracked(key: &FlowKey, settings: &Settings) -> bool {
+    let Some((chunk, byte, per_generation)) = presence_slot(key, settings) else {
+        return true;
+    };
+    let generation = (settings.presence_generation as u32) & (GENERATIONS - 1);
+    match PRESENCE.get(chunk + generation * per_generation) {
+        Some(bytes) => bytes[byte & (CHUNK_BYTES - 1)] != 0,
+        None => true,
+    }
+}
+
+/// Sets `key`'s byte in every generation of the presence filter, after its insert: the
+/// daemon's rebuild then either finds the key in its table or keeps this byte.
+#[inline(always)]
+fn mark_tracked(key: &FlowKey, settings: &Settings) {
+    let Some((chunk, byte, per_generation)) = presence_slot(key, settings) else {
+        return;
+    };
+    let mut generation = 0;
+    while generation < GENERATIONS {
+        if let Some(bytes) = PRESENCE.get_ptr_mut(chunk + generation * per_generation) {
+            // SAFETY: a value of `PRESENCE`; the index is masked into the chunk.
+            unsafe { (*bytes)[byte & (CHUNK_BYTES - 1)] = 1 };
+        }
+        generation += 1;
+    }
+}
+
+/// The chunk within a generation, the byte within the chunk and the chunks per generation of
+/// `key`'s slot; `None` while the filter is not sized.
+#[inline(always)]
+fn presence_slot(key: &FlowKey, settings: &Settings) -> Option<(u32, usize, u32)> {
+    let log2 = settings.presence_slots_log2;
+    if !(CHUNK_SHIFT as u8..64).contains(&log2) {
+        return None;
+    }
+    let (chunk, byte) = presence::locate(key, log2);
+    Some((chunk, byte, 1 << (log2 as u32 - CHUNK_SHIFT)))
 }
 
 /// The originator's ACK that ends a handshake, or anything after it: a SYN-ACK does not
