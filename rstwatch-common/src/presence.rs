@@ -1,35 +1,37 @@
-//! The presence filter: one byte per slot, set for every flow key the kernel puts in a flow
+//! The presence filter: one bit per slot, set for every flow key the kernel puts in a flow
 //! table, so that a packet of a flow neither table holds (a flood of new 4-tuples) is known
 //! as such from a small array that stays in the CPU's cache, instead of from two hash-table
 //! lookups whose buckets do not.
 //!
-//! A clear byte proves the key is in no table; a set byte only says it may be (another key
-//! with the same slot, or a flow evicted since). Bytes are never cleared one by one: the
-//! kernel sets a key's byte in both generations whenever it inserts the key, and the daemon
+//! A clear bit proves the key is in no table; a set bit only says it may be (another key
+//! with the same slot, or a flow evicted since). Bits are never cleared one by one: the
+//! kernel sets a key's bit in both generations whenever it inserts the key, and the daemon
 //! rebuilds the inactive generation from the tables' keys, then makes it the active one.
-//! Bytes, not bits: BPF programs built for the baseline instruction set have no atomic OR,
-//! and a byte store needs none (two CPUs storing 1 cannot undo each other).
+//! Both sides set bits with an atomic OR, so neither undoes the other's.
 
 use crate::flow::FlowKey;
 
 /// Bytes of one element of the filter's array map: the kernel indexes chunks by the slot's
-/// high bits and bytes within a chunk by its low bits.
+/// high bits and words within a chunk by its low bits.
 pub const CHUNK_BYTES: usize = 4096;
-pub const CHUNK_SHIFT: u32 = CHUNK_BYTES.trailing_zeros();
+pub const CHUNK_WORDS: usize = CHUNK_BYTES / 8;
+/// Slots (bits) per chunk, log2.
+pub const CHUNK_SHIFT: u32 = (CHUNK_BYTES * 8).trailing_zeros();
 /// The filter keeps two generations, the active one and the one being rebuilt.
 pub const GENERATIONS: u32 = 2;
 /// Slots per flow-table entry (rounded up to a power of two): at full tables at most one slot
-/// in five is set (1 - e^(-1/4)), so most keys no table holds are told apart without a
-/// lookup, and the default tables' filter (1 MiB) stays within a core's L2 cache.
-pub const SLOTS_PER_FLOW: u64 = 4;
+/// in fifteen is set (1 - e^(-1/8)), so nearly every key no table holds is told apart without
+/// a lookup, and the default tables' filter (256 KiB a generation) stays in a core's L2
+/// cache, which decides its cost under a flood.
+pub const SLOTS_PER_FLOW: u64 = 8;
 
 /// One element of the filter's array map.
-pub type Chunk = [u8; CHUNK_BYTES];
+pub type Chunk = [u64; CHUNK_WORDS];
 
-/// Slots of one generation for tables holding `entries` flows in all: a power of two, at
-/// least one chunk.
+/// Slots of one generation for tables holding `entries` flows in all, log2: a power of two,
+/// at least one chunk.
 pub fn slots_log2(entries: u64) -> u8 {
-    let wanted = (entries * SLOTS_PER_FLOW).max(CHUNK_BYTES as u64);
+    let wanted = (entries * SLOTS_PER_FLOW).max(1 << CHUNK_SHIFT);
     wanted.next_power_of_two().trailing_zeros() as u8
 }
 
@@ -38,14 +40,31 @@ pub const fn chunks(slots_log2: u8) -> u32 {
     GENERATIONS << (slots_log2 as u32 - CHUNK_SHIFT)
 }
 
-/// Where a key's byte is: the chunk within a generation and the byte within the chunk.
+/// Where a key's bit is within a generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Slot {
+    pub chunk: u32,
+    /// Word within the chunk.
+    pub word: usize,
+    pub mask: u64,
+}
+
+impl Slot {
+    /// Word index within a whole generation.
+    pub const fn generation_word(&self) -> usize {
+        self.chunk as usize * CHUNK_WORDS + self.word
+    }
+}
+
+/// The slot of `key` in a generation of `2^slots_log2` slots.
 #[inline(always)]
-pub fn locate(key: &FlowKey, slots_log2: u8) -> (u32, usize) {
+pub fn locate(key: &FlowKey, slots_log2: u8) -> Slot {
     let slot = key.presence_hash() >> (64 - slots_log2 as u32);
-    (
-        (slot >> CHUNK_SHIFT) as u32,
-        slot as usize & (CHUNK_BYTES - 1),
-    )
+    Slot {
+        chunk: (slot >> CHUNK_SHIFT) as u32,
+        word: (slot >> 6) as usize & (CHUNK_WORDS - 1),
+        mask: 1 << (slot & 63),
+    }
 }
 
 impl FlowKey {
@@ -94,10 +113,11 @@ mod tests {
 
     #[test]
     fn sizes_are_powers_of_two_of_at_least_one_chunk_per_generation() {
-        assert_eq!(slots_log2(0), 12);
-        assert_eq!(slots_log2(131_072 + 16_384), 20);
-        assert_eq!(chunks(20), 2 * 256);
-        assert_eq!(chunks(12), 2);
+        assert_eq!(slots_log2(0), 15);
+        // The default tables: 256 KiB a generation.
+        assert_eq!(slots_log2(131_072 + 16_384), 21);
+        assert_eq!(chunks(21), 2 * 64);
+        assert_eq!(chunks(15), 2);
     }
 
     #[test]
@@ -105,21 +125,19 @@ mod tests {
         // 100,000 keys that differ only in ports and the last address bytes, as a flood's
         // do, into 2^20 slots: a uniform hash fills 1 - e^(-100000/2^20) = 9.1 % of them.
         let log2 = 20;
-        let slots: HashSet<(u32, usize)> = (0..100_000).map(|n| locate(&key(n), log2)).collect();
+        let slots: HashSet<Slot> = (0..100_000).map(|n| locate(&key(n), log2)).collect();
         let filled = slots.len() as f64 / f64::from(1u32 << log2);
         assert!((0.085..0.097).contains(&filled), "{filled}");
     }
 
     #[test]
     fn every_slot_lies_inside_its_generation() {
-        let log2 = 13;
+        let log2 = 17;
         let per_generation = chunks(log2) / GENERATIONS;
-        let located: Vec<(u32, usize)> = (0..10_000).map(|n| locate(&key(n), log2)).collect();
-        assert!(located
-            .iter()
-            .all(|&(chunk, byte)| chunk < per_generation && byte < CHUNK_BYTES));
-        assert!(located
-            .iter()
-            .any(|&(chunk, _)| chunk == per_generation - 1));
+        let located: Vec<Slot> = (0..10_000).map(|n| locate(&key(n), log2)).collect();
+        assert!(located.iter().all(|slot| slot.chunk < per_generation
+            && slot.generation_word() < (1 << log2) / 64
+            && slot.mask.count_ones() == 1));
+        assert!(located.iter().any(|slot| slot.chunk == per_generation - 1));
     }
 }

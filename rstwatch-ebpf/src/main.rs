@@ -7,6 +7,9 @@
 //! `TC_ACT_UNSPEC`.
 #![no_std]
 #![no_main]
+// `core::intrinsics::atomic_or`: see `track::atomic_or`.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod local;
 mod parse;

@@ -23,7 +23,7 @@ use rstwatch_common::{
     event::{record, EventKind, FlowRecord, Frame, PacketRecord, RecordHeader, FRAME_BYTES},
     flow::Step,
     packet::tcp_flags,
-    presence::{self, Chunk, CHUNK_BYTES, CHUNK_SHIFT, GENERATIONS},
+    presence::{self, Chunk, Slot, CHUNK_SHIFT, CHUNK_WORDS, GENERATIONS},
     zero::copy_words,
     Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
     COUNTER_COUNT,
@@ -49,7 +49,7 @@ static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(defa
 static HALF_OPEN: LruHashMap<FlowKey, FlowState> =
     LruHashMap::with_max_entries(DEFAULT_HALF_OPEN, 0);
 
-/// One byte per slot for the keys the flow tables may hold, two generations (see
+/// One bit per slot for the keys the flow tables may hold, two generations (see
 /// `rstwatch_common::presence`); userspace sizes it and rebuilds the inactive generation
 /// through a memory mapping.
 #[map]
@@ -342,43 +342,54 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
 /// presence filter proves neither does. True while the filter is not sized.
 #[inline(always)]
 fn maybe_tracked(key: &FlowKey, settings: &Settings) -> bool {
-    let Some((chunk, byte, per_generation)) = presence_slot(key, settings) else {
+    let Some((slot, per_generation)) = presence_slot(key, settings) else {
         return true;
     };
     let generation = (settings.presence_generation as u32) & (GENERATIONS - 1);
-    match PRESENCE.get(chunk + generation * per_generation) {
-        Some(bytes) => bytes[byte & (CHUNK_BYTES - 1)] != 0,
+    match PRESENCE.get(slot.chunk + generation * per_generation) {
+        Some(words) => words[slot.word & (CHUNK_WORDS - 1)] & slot.mask != 0,
         None => true,
     }
 }
 
-/// Sets `key`'s byte in every generation of the presence filter, after its insert: the
-/// daemon's rebuild then either finds the key in its table or keeps this byte.
+/// Sets `key`'s bit in every generation of the presence filter, after its insert: the
+/// daemon's rebuild then either finds the key in its table or keeps this bit.
 #[inline(always)]
 fn mark_tracked(key: &FlowKey, settings: &Settings) {
-    let Some((chunk, byte, per_generation)) = presence_slot(key, settings) else {
+    let Some((slot, per_generation)) = presence_slot(key, settings) else {
         return;
     };
     let mut generation = 0;
     while generation < GENERATIONS {
-        if let Some(bytes) = PRESENCE.get_ptr_mut(chunk + generation * per_generation) {
-            // SAFETY: a value of `PRESENCE`; the index is masked into the chunk.
-            unsafe { (*bytes)[byte & (CHUNK_BYTES - 1)] = 1 };
+        if let Some(words) = PRESENCE.get_ptr_mut(slot.chunk + generation * per_generation) {
+            // SAFETY: a word of a `PRESENCE` value; the index is masked into the chunk.
+            unsafe { atomic_or(&mut (*words)[slot.word & (CHUNK_WORDS - 1)], slot.mask) };
         }
         generation += 1;
     }
 }
 
-/// The chunk within a generation, the byte within the chunk and the chunks per generation of
-/// `key`'s slot; `None` while the filter is not sized.
+/// `*word |= bits` as one atomic instruction (BPF_ATOMIC | BPF_OR, Linux 5.12+): another
+/// CPU, or the daemon's rebuild, may set a bit of the same word at the same moment. Through
+/// the compiler intrinsic: the BPF target has no `AtomicU64::fetch_or`.
 #[inline(always)]
-fn presence_slot(key: &FlowKey, settings: &Settings) -> Option<(u32, usize, u32)> {
+unsafe fn atomic_or(word: *mut u64, bits: u64) {
+    use core::intrinsics::{atomic_or, AtomicOrdering};
+    // SAFETY: the caller's `word` is a valid, 8-aligned u64.
+    unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word, bits) };
+}
+
+/// `key`'s slot and the chunks per generation; `None` while the filter is not sized.
+#[inline(always)]
+fn presence_slot(key: &FlowKey, settings: &Settings) -> Option<(Slot, u32)> {
     let log2 = settings.presence_slots_log2;
     if !(CHUNK_SHIFT as u8..64).contains(&log2) {
         return None;
     }
-    let (chunk, byte) = presence::locate(key, log2);
-    Some((chunk, byte, 1 << (log2 as u32 - CHUNK_SHIFT)))
+    Some((
+        presence::locate(key, log2),
+        1 << (log2 as u32 - CHUNK_SHIFT),
+    ))
 }
 
 /// The originator's ACK that ends a handshake, or anything after it: a SYN-ACK does not

@@ -1,18 +1,22 @@
 //! Keeps the kernel's presence filter useful (`rstwatch_common::presence`): the kernel only
-//! ever sets bytes, so flows evicted from the tables leave theirs set and the filter fills up.
+//! ever sets bits, so flows evicted from the tables leave theirs set and the filter fills up.
 //! Once enough keys have been inserted since the last rebuild, a thread of its own clears the
-//! inactive generation, sets the byte of every key the two flow tables hold, and makes that
+//! inactive generation, sets the bit of every key the two flow tables hold, and makes that
 //! generation the active one.
 //!
-//! No key a table holds can lose its byte: the kernel sets a key's byte in both generations
-//! after inserting it, so a key inserted after the clear keeps its byte, and one inserted
+//! No key a table holds can lose its bit: the kernel sets a key's bit in both generations
+//! after inserting it, so a key inserted after the clear keeps its bit, and one inserted
 //! before it is in its table for the whole walk that follows (a batch walk visits every
-//! entry that stays in the table while it runs).
+//! entry that stays in the table while it runs). Bits are set with an atomic OR on both
+//! sides, so setting one never undoes another in the same word.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
-    sync::mpsc::{self, RecvTimeoutError},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc::{self, RecvTimeoutError},
+    },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
@@ -50,7 +54,7 @@ pub struct PresenceKeeper {
 
 impl PresenceKeeper {
     /// Starts the thread. A failed rebuild is reported on stderr and leaves the filter as it
-    /// is: stale bytes cost lookups, never a flow.
+    /// is: stale bits cost lookups, never a flow.
     pub fn start(filter: PresenceFilter) -> anyhow::Result<Self> {
         let (stop, stopped) = mpsc::channel();
         let thread = thread::Builder::new()
@@ -132,48 +136,52 @@ impl PresenceFilter {
         Ok(total)
     }
 
-    /// Whether the active generation has `key`'s byte set: false proves the kernel's tables
+    /// Whether the active generation has `key`'s bit set: false proves the kernel's tables
     /// do not hold it.
     pub fn may_hold(&self, key: &FlowKey) -> anyhow::Result<bool> {
         let settings = self.settings.get(&0, 0)?;
-        let slots = 1usize << self.slots_log2;
-        let generation = self
-            .filter
-            .generation(settings.presence_generation as usize, slots);
-        let (chunk, byte) = presence::locate(key, self.slots_log2);
-        // SAFETY: `locate` keeps the offset below `slots`.
-        let byte = unsafe {
-            generation
-                .as_ptr()
-                .add(chunk as usize * CHUNK_BYTES + byte)
-                .read_volatile()
-        };
-        Ok(byte != 0)
+        let slot = presence::locate(key, self.slots_log2);
+        let word = self.word(
+            settings.presence_generation as usize,
+            slot.generation_word(),
+        );
+        Ok(word.load(Ordering::Relaxed) & slot.mask != 0)
     }
 
-    /// Clears the inactive generation, sets the byte of every key the tables hold and makes
+    /// Clears the inactive generation, sets the bit of every key the tables hold and makes
     /// it the active one. Calls must be `MIN_INTERVAL` apart while programs run, so that no
     /// program still reads the generation being cleared (tests running programs one at a
     /// time call it at will).
     pub fn rebuild(&mut self) -> anyhow::Result<()> {
         let mut settings = self.settings.get(&0, 0)?;
         let next = (settings.presence_generation as u32 + 1) % GENERATIONS;
-        let slots = 1usize << self.slots_log2;
-        let generation = self.filter.generation(next as usize, slots);
-        // SAFETY: the mapping outlives this call; the kernel only stores 1s into it, which a
-        // store of 0 here may undo only for keys the walk below then finds.
-        unsafe { std::ptr::write_bytes(generation.as_ptr(), 0, slots) };
+        for word in 0..self.generation_words() {
+            self.word(next as usize, word).store(0, Ordering::Relaxed);
+        }
         for table in &self.tables {
             walk_keys(table, |key| {
-                let (chunk, byte) = presence::locate(key, self.slots_log2);
-                let at = chunk as usize * CHUNK_BYTES + byte;
-                // SAFETY: `locate` keeps `at` below `slots`.
-                unsafe { generation.as_ptr().add(at).write_volatile(1) };
+                let slot = presence::locate(key, self.slots_log2);
+                self.word(next as usize, slot.generation_word())
+                    .fetch_or(slot.mask, Ordering::Relaxed);
             })?;
         }
         settings.presence_generation = next as u8;
         self.settings.set(0, settings, 0)?;
         Ok(())
+    }
+
+    fn generation_words(&self) -> usize {
+        (1usize << self.slots_log2) / 64
+    }
+
+    /// Word `index` of generation `generation`, shared with the kernel.
+    fn word(&self, generation: usize, index: usize) -> &AtomicU64 {
+        let words = self.generation_words();
+        let at = generation * words + index;
+        assert!(index < words && (at + 1) * 8 <= self.filter.len);
+        // SAFETY: an 8-aligned u64 inside the mapping (page-aligned, asserted above), which
+        // lives as long as `self`; the kernel only touches it with atomic ORs.
+        unsafe { AtomicU64::from_ptr(self.filter.start.as_ptr().cast::<u64>().add(at)) }
     }
 }
 
@@ -268,13 +276,6 @@ impl Mapping {
         }
         let start = NonNull::new(start.cast()).context("mmap returned null")?;
         Ok(Self { start, len })
-    }
-
-    /// The start of generation `index`, `slots` bytes long.
-    fn generation(&self, index: usize, slots: usize) -> NonNull<u8> {
-        assert!((index + 1) * slots <= self.len);
-        // SAFETY: inside the mapping, as asserted.
-        unsafe { self.start.add(index * slots) }
     }
 }
 

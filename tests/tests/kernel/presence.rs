@@ -1,6 +1,6 @@
-//! The presence filter under BPF_PROG_TEST_RUN: a key a flow table holds always has its byte
+//! The presence filter under BPF_PROG_TEST_RUN: a key a flow table holds always has its bit
 //! set in the active generation, through rebuilds and while flows are inserted during them,
-//! and a rebuild clears the bytes of flows the tables no longer hold.
+//! and a rebuild clears the bits of flows the tables no longer hold.
 
 use std::{sync::mpsc, thread};
 
@@ -41,7 +41,7 @@ fn an_established_flow_keeps_its_state_through_rebuilds_while_others_are_evicted
         syn_ack(HTTP, port, 5000, 1001, 7),
     ));
     probe.ingress(&v4(CLIENT, SERVER, 64, 2, tcp(port, HTTP, ACK, 1001, 5001)));
-    assert!(filter.may_hold(&key).unwrap(), "a new flow's byte is set");
+    assert!(filter.may_hold(&key).unwrap(), "a new flow's bit is set");
 
     // Three tables' worth of other flows, the established one kept recent among them.
     let others: Vec<u16> = (0..3 * TABLE as u16).map(|i| 1000 + i).collect();
@@ -64,16 +64,16 @@ fn an_established_flow_keeps_its_state_through_rebuilds_while_others_are_evicted
     assert_eq!(
         set(&filter, &evicted),
         evicted.len(),
-        "bytes are only cleared by rebuilds"
+        "bits are only cleared by rebuilds"
     );
 
-    // Both generations rebuilt: the held flows keep their bytes, most evicted ones lose them.
+    // Both generations rebuilt: the held flows keep their bits, most evicted ones lose them.
     filter.rebuild().expect("first rebuild");
     filter.rebuild().expect("second rebuild");
     assert_eq!(
         set(&filter, &held),
         held.len(),
-        "every held key has its byte"
+        "every held key has its bit"
     );
     let stale = set(&filter, &evicted) as f64 / evicted.len() as f64;
     assert!(stale < 0.3, "{stale:.2} of evicted keys still set");
@@ -97,7 +97,7 @@ fn an_established_flow_keeps_its_state_through_rebuilds_while_others_are_evicted
 }
 
 #[test]
-fn flows_inserted_while_the_filter_is_rebuilt_keep_their_bytes() {
+fn flows_inserted_while_the_filter_is_rebuilt_keep_their_bits() {
     const ROUNDS: u16 = 12;
     const PER_ROUND: u16 = 400;
     let probe = small_tables();
@@ -120,7 +120,7 @@ fn flows_inserted_while_the_filter_is_rebuilt_keep_their_bytes() {
         done.recv().unwrap().expect("a rebuild");
         let held = probe.flow_keys();
         let missing = held.iter().filter(|k| !reader.may_hold(k).unwrap()).count();
-        assert_eq!(missing, 0, "round {round}: held keys without their byte");
+        assert_eq!(missing, 0, "round {round}: held keys without their bit");
     }
     drop(go);
     worker.join().unwrap();
