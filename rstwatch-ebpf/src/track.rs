@@ -131,11 +131,10 @@ pub struct Hook {
     pub ifindex: u32,
 }
 
-/// Parses one packet, then has it captured if it is a RST and tracked by `capture_and_track`,
-/// the hook's global function (`capture_rst`, then `track`). Never fails: every outcome is a
-/// counter.
+/// Parses one packet, then has it tracked by `track`, the hook's global function (which runs
+/// `track`). Never fails: every outcome is a counter.
 #[inline(always)]
-pub fn observe(data: usize, data_end: usize, vlan_hint: u16, capture_and_track: impl FnOnce()) {
+pub fn observe(data: usize, data_end: usize, vlan_hint: u16, track: impl FnOnce()) {
     count(Counter::Packets);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
@@ -145,22 +144,20 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, capture_and_track: 
     if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, pkt, tcp_offset) {
         return count(reason);
     }
-    capture_and_track();
+    track();
 }
 
-/// Copies the start of the frame, `wire_len` bytes long, into this CPU's scratch when the
-/// parsed packet is a RST: only a RST's record carries it. `load_bytes(to, offset, len)`
-/// copies `len` bytes of the frame from `offset` to `to` (0, or a negative errno):
-/// `bpf_xdp_load_bytes` or `bpf_skb_load_bytes`, as the hook allows.
+/// Copies the start of the frame, `wire_len` bytes long, into this CPU's scratch, for the
+/// record of the RST being tracked. `load_bytes(to, offset, len)` copies `len` bytes of the
+/// frame from `offset` to `to` (0, or a negative errno): `bpf_xdp_load_bytes` or
+/// `bpf_skb_load_bytes`, as the hook allows.
 #[inline(always)]
-pub fn capture_rst(wire_len: u32, load_bytes: impl Fn(*mut c_void, u32, u32) -> i64) {
+pub fn capture_frame(wire_len: u32, load_bytes: impl Fn(*mut c_void, u32, u32) -> i64) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     let scratch = unsafe { &mut *scratch };
-    if scratch.pkt.is_rst() {
-        capture(&mut scratch.frame, wire_len, load_bytes);
-    }
+    capture(&mut scratch.frame, wire_len, load_bytes);
 }
 
 /// Copies up to `FRAME_BYTES` of the frame into `frame`.
@@ -210,6 +207,8 @@ fn overlapping_halves<const HALF: usize>(
 }
 
 /// Filters and tracks the segment the parser left in this CPU's scratch `pkt`.
+/// `capture_frame` (the hook's) copies the start of the frame into the scratch; it runs only
+/// for a RST whose record is sent, not for one a storm aggregate counts.
 ///
 /// Each hook calls it from a global (exported, never inlined) function, which the verifier
 /// checks once on its own, instead of once for every parse path that ends here (VLAN tags
@@ -218,7 +217,7 @@ fn overlapping_halves<const HALF: usize>(
 /// parsed segment comes through the per-CPU scratch (a program is not migrated between CPUs
 /// while it runs), and it must return a scalar.
 #[inline(always)]
-pub fn track(hook: Hook) {
+pub fn track(hook: Hook, capture_frame: impl Fn()) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -242,6 +241,10 @@ pub fn track(hook: Hook) {
     // updates in place interleaved field by field just as badly.
     if maybe_tracked(&scratch.key, settings) {
         if let Some(entry) = FLOWS.get_ptr_mut(&scratch.key) {
+            // Every RST of a flow a table holds is sent, with its frame.
+            if scratch.pkt.is_rst() {
+                capture_frame();
+            }
             // SAFETY: a value of `FLOWS` and this CPU's scratch, both valid for the whole run.
             unsafe { copy_words(entry, &mut scratch.flow) };
             step();
@@ -249,6 +252,9 @@ pub fn track(hook: Hook) {
             return;
         }
         if let Some(entry) = HALF_OPEN.get_ptr_mut(&scratch.key) {
+            if scratch.pkt.is_rst() {
+                capture_frame();
+            }
             // SAFETY: a value of `HALF_OPEN` and this CPU's scratch, both valid for the run.
             unsafe { copy_words(entry, &mut scratch.flow) };
             step();
@@ -268,14 +274,16 @@ pub fn track(hook: Hook) {
             return;
         }
     }
-    let (key, pkt, frame) = (&scratch.key, &scratch.pkt, &scratch.frame);
+    let (key, pkt) = (&scratch.key, &scratch.pkt);
     let slot = &mut scratch.recent[recent_slot(key)];
     let recent = slot.rst_ns != 0
         && now.saturating_sub(slot.rst_ns) <= settings.grace_ns
         && same_key(&slot.key, key);
     if pkt.is_rst() {
         if recent {
-            return followup_of_recent(slot, now, hook, pkt, frame, settings);
+            return followup_of_recent(slot, now, hook, pkt, &scratch.frame, settings, || {
+                capture_frame()
+            });
         }
         if !scratch
             .unknown_rsts
@@ -283,7 +291,8 @@ pub fn track(hook: Hook) {
         {
             return aggregate(&mut scratch.storm, now, hook, pkt);
         }
-        send_packet_event(record::RST_NO_STATE, now, hook, pkt, frame);
+        capture_frame();
+        send_packet_event(record::RST_NO_STATE, now, hook, pkt, &scratch.frame);
         slot.key = *key;
         slot.rst_ns = now;
         slot.rst_dir = dir;
@@ -291,7 +300,8 @@ pub fn track(hook: Hook) {
         return;
     }
     if recent && dir == slot.rst_dir && pkt.payload_len > 0 {
-        followup_of_recent(slot, now, hook, pkt, frame, settings);
+        // Data carries no frame: nothing to capture.
+        followup_of_recent(slot, now, hook, pkt, &scratch.frame, settings, || {});
     }
     // A SYN alone proves nothing about its sender (a flood spoofs millions): it waits in
     // the half-open table, where evicting it costs no established flow its state, and beyond
@@ -424,17 +434,22 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
     true
 }
 
+/// Sends a follow-up of an unknown-flow RST unless the limit is reached; `capture_frame`
+/// runs first when it is sent.
 #[inline(always)]
 fn followup_of_recent(
     slot: &mut RecentRst,
     now: u64,
     hook: Hook,
     pkt: &PacketMeta,
-    frame: &Frame,
+    frame: *const Frame,
     settings: &Settings,
+    capture_frame: impl FnOnce(),
 ) {
     if (slot.followups as u32) < settings.followup_limit.min(u8::MAX as u32) {
-        send_packet_event(record::FOLLOW_UP, now, hook, pkt, frame);
+        capture_frame();
+        // SAFETY: this CPU's scratch frame, read only after `capture_frame` wrote it.
+        send_packet_event(record::FOLLOW_UP, now, hook, pkt, unsafe { &*frame });
         slot.followups += 1;
     } else {
         count(Counter::FollowUpsSuppressed);
