@@ -222,8 +222,9 @@ fn read<T: Copy>(bytes: &[u8]) -> Option<T> {
 }
 
 /// Where unknown-flow RSTs beyond the per-CPU rate are counted: one entry per sender prefix
-/// (IPv4 /24, IPv6 /64), sender service port, family and hook.
-#[repr(C)]
+/// (IPv4 /24, IPv6 /64), sender service port, family and hook. 8-aligned so that keys
+/// compare as three words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct StormKey {
     /// The RST sender's address, IPv4-mapped for IPv4, with the host bits cleared.
@@ -234,6 +235,7 @@ pub struct StormKey {
     pub family: u8,
     /// `DIRECTION_INGRESS` or `DIRECTION_EGRESS`.
     pub direction: u8,
+    pub _pad: [u8; 4],
 }
 
 /// One CPU's count of the resets under a `StormKey`, since the entry was made.
@@ -270,8 +272,45 @@ impl StormKey {
             sender_port: if pkt.src_port < 1024 { pkt.src_port } else { 0 },
             family: pkt.family,
             direction,
+            _pad: [0; 4],
         }
     }
+
+    /// Whether two keys are the same, word by word: an array comparison would lower to
+    /// `memcmp`, which BPF cannot call.
+    #[inline(always)]
+    pub fn same(&self, other: &StormKey) -> bool {
+        let (a, b) = (self.words(), other.words());
+        a[0] == b[0] && a[1] == b[1] && a[2] == b[2]
+    }
+
+    /// Index of the key's slot among `2^slots_log2` (a multiplicative hash of its words).
+    #[inline(always)]
+    pub fn slot(&self, slots_log2: u32) -> u32 {
+        const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+        let w = self.words();
+        let hash = ((w[0].wrapping_mul(MUL) ^ w[1]).wrapping_mul(MUL) ^ w[2]).wrapping_mul(MUL);
+        (hash >> (64 - slots_log2)) as u32
+    }
+
+    #[inline(always)]
+    fn words(&self) -> [u64; 3] {
+        // SAFETY: StormKey is 8-aligned, three words long and has no implicit padding.
+        unsafe { core::ptr::read(self as *const StormKey as *const [u64; 3]) }
+    }
+}
+
+/// Per-CPU storm slots, log2: more storms at once than slots go to the storm hash map.
+pub const STORM_SLOTS_LOG2: u32 = 7;
+
+/// A per-CPU slot of the kernel's direct-mapped storm counts: the key the slot counts (the
+/// first to take it) and its count. A key whose slot holds another goes to the storm hash
+/// map instead.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StormSlot {
+    pub key: StormKey,
+    pub count: StormCount,
 }
 
 #[cfg(test)]
@@ -400,4 +439,5 @@ mod pod {
     unsafe impl aya::Pod for super::RstEvent {}
     unsafe impl aya::Pod for super::StormKey {}
     unsafe impl aya::Pod for super::StormCount {}
+    unsafe impl aya::Pod for super::StormSlot {}
 }

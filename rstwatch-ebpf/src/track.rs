@@ -14,13 +14,16 @@ use aya_ebpf::{
         BPF_F_MMAPABLE, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
         BPF_RB_RING_SIZE,
     },
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns},
     macros::map,
     maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use rstwatch_common::{
     defaults,
-    event::{record, EventKind, FlowRecord, Frame, PacketRecord, RecordHeader, FRAME_BYTES},
+    event::{
+        record, EventKind, FlowRecord, Frame, PacketRecord, RecordHeader, StormSlot, FRAME_BYTES,
+        STORM_SLOTS_LOG2,
+    },
     flow::Step,
     packet::tcp_flags,
     presence::{self, Chunk, Slot, CHUNK_SHIFT, CHUNK_WORDS, GENERATIONS},
@@ -57,6 +60,13 @@ static PRESENCE: Array<Chunk> = Array::with_max_entries(GENERATIONS, BPF_F_MMAPA
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(defaults::RING_BYTES, 0);
+
+/// Each CPU counts the storms it sees in these slots, one storm per slot, found by the hash
+/// of its key without a map lookup; a storm whose slot another holds goes to `STORMS`.
+/// Slots are never freed: userspace reports each slot's growth since its last reading.
+#[map]
+static STORM_SLOTS: PerCpuArray<StormSlot> =
+    PerCpuArray::with_max_entries(1 << STORM_SLOTS_LOG2, 0);
 
 /// Not an LRU map: a storm's count must never vanish. When it is full, `StormMapFull` counts.
 #[map]
@@ -232,9 +242,14 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     if scratch.pkt.is_rst() {
         count(Counter::Rsts);
     }
-    let now = unsafe { bpf_ktime_get_ns() };
+    // Two clocks: what enters a flow's state or a record reads the fine one (the RTT and a
+    // RST's timing need it); the per-CPU budgets, the unknown-RST cache's grace period and
+    // the storm counts read the coarse one (a tick's resolution), a fraction of the cost on
+    // the path every packet of a flood of new 4-tuples takes.
+    let coarse_now = unsafe { bpf_ktime_get_coarse_ns() };
+    let fine_now = || unsafe { bpf_ktime_get_ns() };
     let dir = scratch.key.fill_from(&scratch.pkt);
-    let step = || rstwatch_step(dir as u32, now, hook.direction as u32, hook.ifindex);
+    let step = || rstwatch_step(dir as u32, fine_now(), hook.direction as u32, hook.ifindex);
     // Each flow is stepped on this CPU's scratch copy and written back: `rstwatch_step` then
     // works on one kind of pointer, so the verifier walks it once, not once per table. A
     // packet of the same flow on another CPU in between can lose its update to this write;
@@ -277,21 +292,28 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     let (key, pkt) = (&scratch.key, &scratch.pkt);
     let slot = &mut scratch.recent[recent_slot(key)];
     let recent = slot.rst_ns != 0
-        && now.saturating_sub(slot.rst_ns) <= settings.grace_ns
+        && coarse_now.saturating_sub(slot.rst_ns) <= settings.grace_ns
         && same_key(&slot.key, key);
     if pkt.is_rst() {
         if recent {
-            return followup_of_recent(slot, now, hook, pkt, &scratch.frame, settings, || {
-                capture_frame()
-            });
+            return followup_of_recent(
+                slot,
+                fine_now(),
+                hook,
+                pkt,
+                &scratch.frame,
+                settings,
+                || capture_frame(),
+            );
         }
         if !scratch
             .unknown_rsts
-            .take(now, settings.unknown_rsts_per_sec)
+            .take(coarse_now, settings.unknown_rsts_per_sec)
         {
-            return aggregate(&mut scratch.storm, now, hook, pkt);
+            return aggregate(&mut scratch.storm, coarse_now, hook, pkt);
         }
         capture_frame();
+        let now = fine_now();
         send_packet_event(record::RST_NO_STATE, now, hook, pkt, &scratch.frame);
         slot.key = *key;
         slot.rst_ns = now;
@@ -301,13 +323,17 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     }
     if recent && dir == slot.rst_dir && pkt.payload_len > 0 {
         // Data carries no frame: nothing to capture.
-        followup_of_recent(slot, now, hook, pkt, &scratch.frame, settings, || {});
+        followup_of_recent(slot, fine_now(), hook, pkt, &scratch.frame, settings, || {});
     }
     // A SYN alone proves nothing about its sender (a flood spoofs millions): it waits in
     // the half-open table, where evicting it costs no established flow its state, and beyond
     // a per-CPU budget it is not tracked at all (its flow starts at its next packet).
     let opening = pkt.has(tcp_flags::SYN) && !pkt.has(tcp_flags::ACK);
-    if opening && !scratch.half_open.take(now, settings.half_open_per_sec) {
+    if opening
+        && !scratch
+            .half_open
+            .take(coarse_now, settings.half_open_per_sec)
+    {
         return count(Counter::SynsUntracked);
     }
     scratch.flow.reset(pkt, dir);
@@ -456,26 +482,47 @@ fn followup_of_recent(
     }
 }
 
-/// Counts an unknown-flow RST under its sender prefix and port; userspace reports the counts.
+/// Counts an unknown-flow RST under its sender prefix and port: in its slot when the slot is
+/// free or already counts this storm, else in `STORMS`; userspace reports the counts.
 #[inline(always)]
 fn aggregate(storm: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
     count(Counter::RstsAggregated);
     let key = StormKey::of(pkt, hook.direction);
+    if let Some(slot) = STORM_SLOTS.get_ptr_mut(key.slot(STORM_SLOTS_LOG2)) {
+        // SAFETY: this CPU's slot, used by this CPU only while the program runs.
+        let slot = unsafe { &mut *slot };
+        if slot.count.resets == 0 {
+            slot.key = key;
+            start_storm(&mut slot.count, now, hook, pkt);
+            return;
+        }
+        if slot.key.same(&key) {
+            slot.count.resets += 1;
+            slot.count.last_ns = now;
+            return;
+        }
+    }
     if let Some(counted) = STORMS.get_ptr_mut(&key) {
         let counted = unsafe { &mut *counted };
         counted.resets += 1;
         counted.last_ns = now;
         return;
     }
-    storm.resets = 1;
-    storm.first_ns = now;
-    storm.last_ns = now;
-    storm.ifindex = hook.ifindex;
-    storm._pad = 0;
-    storm.sample = *pkt;
+    start_storm(storm, now, hook, pkt);
     if STORMS.insert(&key, &*storm, BPF_NOEXIST as u64).is_err() {
         count(Counter::StormMapFull);
     }
+}
+
+/// Makes `count` the count of a storm whose first reset is `pkt`.
+#[inline(always)]
+fn start_storm(count: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
+    count.resets = 1;
+    count.first_ns = now;
+    count.last_ns = now;
+    count.ifindex = hook.ifindex;
+    count._pad = 0;
+    count.sample = *pkt;
 }
 
 #[inline(always)]

@@ -5,7 +5,7 @@
 //! (6.6+): nothing outlives the process, even on SIGKILL. Older kernels get a netlink filter
 //! (see `tc_filter`), removed when `Kernel` drops.
 
-use std::{fmt, io, path::PathBuf};
+use std::{collections::HashMap, fmt, io, path::PathBuf};
 
 use aya::{
     maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -16,7 +16,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use rstwatch_common::{
-    defaults, presence, Counter, FlowKey, FlowState, Settings, StormCount, StormKey, COUNTER_COUNT,
+    defaults,
+    event::{StormSlot, STORM_SLOTS_LOG2},
+    presence, Counter, FlowKey, FlowState, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
 use crate::{
@@ -381,19 +383,40 @@ impl Kernel {
         Ok(aya::maps::HashMap::try_from(map)?)
     }
 
-    /// The in-kernel storm counts: every key with each CPU's count since it was made.
+    /// The in-kernel storm counts: every key with its counts since they were made, from the
+    /// storm map at index `cpu` and from the CPU's storm slot at index `cpus + cpu` (a storm
+    /// may be counted in a slot on one CPU and in the map on another). Each position only
+    /// ever grows, which is what `storm::StormReader` needs.
     pub fn storms(&self) -> anyhow::Result<Vec<(StormKey, Vec<StormCount>)>> {
-        let map = self
-            .ebpf
-            .map("STORMS")
-            .ok_or_else(|| anyhow::anyhow!("STORMS map missing from the eBPF object"))?;
-        let storms = PerCpuHashMap::<_, StormKey, StormCount>::try_from(map)?;
-        let mut all = Vec::new();
+        let storms = PerCpuHashMap::<_, StormKey, StormCount>::try_from(self.named_map("STORMS")?)?;
+        let slots = PerCpuArray::<_, StormSlot>::try_from(self.named_map("STORM_SLOTS")?)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, err)| err)?;
+        let mut by_key: HashMap<StormKey, Vec<StormCount>> = HashMap::new();
+        let mut put = |key: StormKey, at: usize, count: StormCount| {
+            by_key
+                .entry(key)
+                .or_insert_with(|| vec![StormCount::default(); 2 * cpus])[at] = count;
+        };
         for entry in storms.iter() {
             let (key, per_cpu) = entry?;
-            all.push((key, per_cpu.iter().copied().collect()));
+            for (cpu, count) in per_cpu.iter().enumerate().take(cpus) {
+                put(key, cpu, *count);
+            }
         }
-        Ok(all)
+        for index in 0..1u32 << STORM_SLOTS_LOG2 {
+            for (cpu, slot) in slots.get(&index, 0)?.iter().enumerate().take(cpus) {
+                if slot.count.resets != 0 {
+                    put(slot.key, cpus + cpu, slot.count);
+                }
+            }
+        }
+        Ok(by_key.into_iter().collect())
+    }
+
+    fn named_map(&self, name: &str) -> anyhow::Result<&aya::maps::Map> {
+        self.ebpf
+            .map(name)
+            .ok_or_else(|| anyhow::anyhow!("{name} map missing from the eBPF object"))
     }
 
     /// The XDP program, e.g. for BPF_PROG_TEST_RUN.

@@ -242,10 +242,6 @@ pub fn measure(
     ));
     fs::write(&config, kind.trafgen_config()).context("writing the trafgen configuration")?;
     let _remove_config = RemoveOnDrop(config.clone());
-    // On for every run, not only rstwatch's: the accounting adds a clock read before and
-    // after each program run, a cost the empty program (and tcpdump's filter) must pay too
-    // for the rates to compare.
-    let _stats = enable_bpf_stats()?;
     let mut flood = Flood {
         kind,
         runs: Vec::new(),
@@ -268,7 +264,8 @@ pub fn measure(
                     run
                 }
                 Hooked::Rstwatch => {
-                    let (run, side) = pair.flood_rstwatch(rstwatch, &config, seconds, kind)?;
+                    let (run, side) =
+                        pair.flood_rstwatch(rstwatch, &config, seconds, kind, Accounting::Off)?;
                     flood.rstwatch.push(side);
                     run
                 }
@@ -289,7 +286,18 @@ pub fn measure(
             flood.runs.push((hooked, run));
         }
     }
+    // The XDP program's own time per run, from one more run that is not among the rates:
+    // the kernel's run-time accounting adds two clock reads to every program run.
+    let (_, side) = pair.flood_rstwatch(rstwatch, &config, seconds, kind, Accounting::On)?;
+    flood.rstwatch.push(side);
     Ok(flood)
+}
+
+/// Whether the kernel's BPF run-time accounting is on during a run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Accounting {
+    Off,
+    On,
 }
 
 /// Connections from the sending namespace to the receiving one, with a little data each way.
@@ -474,6 +482,7 @@ impl VethPair {
         config: &Path,
         seconds: u64,
         kind: FloodKind,
+        accounting: Accounting,
     ) -> Result<(Run, RstwatchSide)> {
         // The established connections are reset together after the SYN flood: each must be
         // its own report to be judged, not folded into a storm aggregate of identical aborts.
@@ -487,9 +496,13 @@ impl VethPair {
             FloodKind::Syn => Some(Established::open(self)?),
             FloodKind::Rst => None,
         };
+        let stats = (accounting == Accounting::On)
+            .then(enable_bpf_stats)
+            .transpose()?;
         let xdp_before = xdp_run_stats(watcher.pid())?;
         let run = self.flood(config, seconds, Some(watcher.pid()))?;
         let xdp_after = xdp_run_stats(watcher.pid())?;
+        drop(stats);
         let mut side = RstwatchSide {
             xdp_cpu_s: (xdp_after.0 - xdp_before.0) as f64 / 1e9,
             xdp_runs: xdp_after.1 - xdp_before.1,

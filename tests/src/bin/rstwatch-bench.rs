@@ -574,7 +574,7 @@ fn results_markdown(
         md,
         "\nFlow tables: {} flows held after {} new flows; memlock {:.1} MiB for {} entries = \
          {:.0} bytes/flow (key {} B, value {} B), plus the half-open table {:.1} MiB for {} \
-         entries: {:.1} MiB in all (target <= {} MiB: {}).",
+         entries and the presence filter {:.1} MiB: {:.1} MiB in all (target <= {} MiB: {}).",
         flows,
         FULL_TABLE + 2 * SAMPLE,
         memory.main.mib(),
@@ -584,6 +584,7 @@ fn results_markdown(
         memory.main.value_bytes,
         memory.half_open.mib(),
         memory.half_open.max_entries,
+        memory.presence_mib(),
         memory.mib(),
         TARGET_TABLE_MIB,
         verdict(Some(memory.mib() <= TARGET_TABLE_MIB))
@@ -706,6 +707,7 @@ fn json_report(
             "memlock_bytes": memory.main.memlock_bytes,
             "half_open_max_entries": memory.half_open.max_entries,
             "half_open_memlock_bytes": memory.half_open.memlock_bytes,
+            "presence_memlock_bytes": memory.presence_memlock_bytes,
             "mib": memory.mib(),
             "bytes_per_flow": memory.main.bytes_per_flow(),
             "key_bytes": memory.main.key_bytes,

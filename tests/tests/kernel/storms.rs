@@ -4,7 +4,12 @@
 use std::net::Ipv4Addr;
 
 use rstwatch::kernel::KernelConfig;
-use rstwatch_common::{flow::seen, packet::ipv4_mapped, Counter, EventKind, Settings};
+use rstwatch_common::{
+    event::{DIRECTION_INGRESS, STORM_SLOTS_LOG2},
+    flow::seen,
+    packet::{ipv4_mapped, FAMILY_IPV4},
+    Counter, EventKind, Settings, StormCount, StormKey,
+};
 use rstwatch_tests::{
     frames::{
         flags::{ACK, PSH, RST},
@@ -243,4 +248,65 @@ fn syns_beyond_the_per_cpu_budget_are_counted_untracked() {
         probe.ingress(&v4(CLIENT, SERVER, 64, 2, tcp(port, HTTP, ACK, 2, 1)));
         assert!(probe.flow(&key).is_some(), "the ACK starts the flow");
     }
+}
+
+#[test]
+fn storms_that_share_a_slot_are_both_counted_in_full() {
+    const PER_STORM: u16 = 10;
+    let mut probe = Probe::load(KernelConfig {
+        settings: Settings {
+            unknown_rsts_per_sec: 1,
+            ..Settings::default()
+        },
+        ..config()
+    });
+    // Two sender /24s whose storms hash to the same per-CPU slot.
+    let prefix = |third: u8| Ipv4Addr::new(198, 18, third, 0);
+    let key_of = |third: u8| StormKey {
+        sender_prefix: ipv4_mapped(prefix(third).octets()),
+        sender_port: 443,
+        family: FAMILY_IPV4,
+        direction: DIRECTION_INGRESS,
+        _pad: [0; 4],
+    };
+    let first = 1u8;
+    let slot = key_of(first).slot(STORM_SLOTS_LOG2);
+    let second = (2..=255u8)
+        .find(|&third| key_of(third).slot(STORM_SLOTS_LOG2) == slot)
+        .expect("two /24s sharing a slot among 255");
+    for third in [first, second] {
+        for i in 0..PER_STORM {
+            let sender = Ipv4Addr::new(198, 18, third, 1 + i as u8);
+            probe.ingress(&v4(sender, CLIENT, 50, 1, tcp(443, 20000 + i, RST, 1, 0)));
+        }
+    }
+    let c = probe.counters();
+    assert_eq!(c.get(Counter::EventsSent), 1, "{}", c.describe());
+    assert_eq!(c.get(Counter::RstsAggregated), 2 * PER_STORM as u64 - 1);
+    assert_eq!(probe.events().len(), 1);
+
+    let storms = probe.kernel.storms().expect("reading the storm counts");
+    let cpus = storms[0].1.len() / 2;
+    let counted = |third: u8| -> (u64, u64) {
+        let (_, per_cpu) = storms
+            .iter()
+            .find(|(key, _)| *key == key_of(third))
+            .unwrap_or_else(|| panic!("no storm from {}: {storms:?}", prefix(third)));
+        let sum = |counts: &[StormCount]| counts.iter().map(|c| c.resets).sum();
+        (sum(&per_cpu[..cpus]), sum(&per_cpu[cpus..]))
+    };
+    assert_eq!(
+        counted(first),
+        (0, PER_STORM as u64 - 1),
+        "the first storm, in its slot"
+    );
+    assert_eq!(
+        counted(second),
+        (PER_STORM as u64, 0),
+        "the second, in the storm map"
+    );
+    let reported = rstwatch::storm::StormTally::new().read(&storms);
+    let mut counts: Vec<u64> = reported.iter().map(|storm| storm.count).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [PER_STORM as u64 - 1, PER_STORM as u64]);
 }
