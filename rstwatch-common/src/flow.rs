@@ -131,7 +131,7 @@ pub mod origin {
     pub const INFERRED: u8 = 3;
 }
 
-/// What one direction of a flow has shown.
+/// What one direction of a flow has shown. Fields in falling order of alignment: no padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirState {
@@ -148,40 +148,36 @@ pub struct DirState {
     pub next_seq: u32,
     /// Highest acknowledgement number sent.
     pub max_ack: u32,
-    /// Sequence number of this direction's latest RST.
-    pub rst_seq: u32,
     /// Last advertised receive window, scaled when the handshake negotiated scaling.
     pub window: u32,
-    /// Ring of this direction's latest IP IDs (IPv4, non-RST packets).
-    pub ip_ids: [u16; RECENT_IP_IDS],
-    /// `seen::*` bits.
-    pub seen: u16,
-    /// TTL / hop limit of this direction's genuine packets: the latest non-RST packet's.
-    pub ttl: u8,
-    /// Where the next IP ID goes in `ip_ids`.
-    pub ip_id_next: u8,
-    /// Valid entries in `ip_ids` (saturates at `RECENT_IP_IDS`).
-    pub ip_ids_len: u8,
-    /// Window-scale shift this direction offered in its SYN, `NO_WINDOW_SCALE` if none.
-    pub window_scale: u8,
-    pub rst_count: u8,
-    pub _pad: u8,
-    /// History letters this direction has written once (bit per `seen::HISTORY_LETTERS`
-    /// index); Zeek writes `a d i q` once and repeats the others by their own rules.
-    pub history_once: u16,
-    pub _pad2: u16,
     /// Sequence number of this direction's last SYN or SYN-ACK, last FIN (its end: sequence
     /// plus payload) and last RST, as Zeek compares them to decide whether `s h f r` repeat.
+    /// Only a packet with one of the three flags counts: a RST with SYN or FIN is `q` or `i`.
     pub history_syn_seq: u32,
     pub history_fin_seq: u32,
     pub history_rst_seq: u32,
     /// Retransmitted payload segments and zero-window advertisements: Zeek writes `t` and `w`
-    /// again at the 10th, 100th, ... occurrence.
+    /// again at the 10th, 100th, ... occurrence. Saturating; 32 bits, so every repeat up to
+    /// the billionth is written as Zeek writes it.
     pub retransmits: u32,
     pub zero_windows: u32,
-    /// The occurrence at which `t` / `w` is written next (0 before the first).
-    pub retransmit_next: u32,
-    pub zero_window_next: u32,
+    /// Ring of this direction's latest IP IDs (IPv4, non-RST packets).
+    pub ip_ids: [u16; RECENT_IP_IDS],
+    /// `seen::*` bits.
+    pub seen: u16,
+    /// History letters this direction has written once (bit per `seen::HISTORY_LETTERS`
+    /// index); Zeek writes `a d i q` once and repeats the others by their own rules.
+    pub history_once: u16,
+    /// TTL / hop limit of this direction's genuine packets: the latest non-RST packet's.
+    pub ttl: u8,
+    /// Window-scale shift this direction offered in its SYN, `NO_WINDOW_SCALE` if none.
+    pub window_scale: u8,
+    /// RSTs sent (saturates at 255).
+    pub rst_count: u8,
+    /// IP IDs put in `ip_ids`, counted 0, 1, ... 7 and then from 4 again: the low two bits
+    /// are where the next one goes, and from 4 on the ring is full.
+    pub ip_ids_pushed: u8,
+    pub _pad: u32,
 }
 
 impl DirState {
@@ -189,15 +185,36 @@ impl DirState {
         self.seen & bits != 0
     }
 
+    /// Valid entries in `ip_ids`.
+    pub const fn ip_ids_len(&self) -> usize {
+        if self.ip_ids_pushed as usize >= RECENT_IP_IDS {
+            RECENT_IP_IDS
+        } else {
+            self.ip_ids_pushed as usize
+        }
+    }
+
     /// The IP IDs in `ip_ids`, oldest first, through `f`.
     pub fn recent_ip_ids(&self, mut f: impl FnMut(u16)) {
-        let len = self.ip_ids_len as usize;
+        let len = self.ip_ids_len();
+        let next = self.ip_ids_pushed as usize % RECENT_IP_IDS;
         let mut i = 0;
-        while i < len && i < RECENT_IP_IDS {
-            let at = (self.ip_id_next as usize + RECENT_IP_IDS - len + i) % RECENT_IP_IDS;
-            f(self.ip_ids[at]);
+        while i < len {
+            f(self.ip_ids[(next + RECENT_IP_IDS - len + i) % RECENT_IP_IDS]);
             i += 1;
         }
+    }
+
+    /// Puts `id` in the ring, over the oldest one when it is full.
+    #[inline(always)]
+    pub fn push_ip_id(&mut self, id: u16) {
+        let pushed = self.ip_ids_pushed;
+        self.ip_ids[(pushed & 3) as usize] = id;
+        self.ip_ids_pushed = if pushed >= 2 * RECENT_IP_IDS as u8 - 1 {
+            RECENT_IP_IDS as u8
+        } else {
+            pushed + 1
+        };
     }
 }
 
@@ -417,7 +434,6 @@ impl FlowState {
             d.tls_alert_ns = now;
         }
         if rst {
-            d.rst_seq = pkt.seq;
             d.rst_count = d.rst_count.saturating_add(1);
             // A RST's TTL, IP ID, window and sequence are exactly what is under suspicion;
             // they must not move the baselines of genuine packets.
@@ -428,11 +444,7 @@ impl FlowState {
         }
         d.ttl = pkt.ttl;
         if pkt.family == crate::packet::FAMILY_IPV4 {
-            d.ip_ids[(d.ip_id_next & 3) as usize] = pkt.ip_id;
-            d.ip_id_next = (d.ip_id_next + 1) & 3;
-            if (d.ip_ids_len as usize) < RECENT_IP_IDS {
-                d.ip_ids_len += 1;
-            }
+            d.push_ip_id(pkt.ip_id);
         }
         if !d.has(seen::SEQ_KNOWN) || seq_after(end, d.next_seq) {
             d.next_seq = end;
@@ -498,10 +510,8 @@ impl FlowState {
         } else {
             None
         };
-        let zero_window = events & seen::ZERO_WINDOW != 0
-            && counted_repeat(&mut d.zero_windows, &mut d.zero_window_next);
-        let retransmit = events & seen::RETRANSMIT != 0
-            && counted_repeat(&mut d.retransmits, &mut d.retransmit_next);
+        let zero_window = events & seen::ZERO_WINDOW != 0 && counted_repeat(&mut d.zero_windows);
+        let retransmit = events & seen::RETRANSMIT != 0 && counted_repeat(&mut d.retransmits);
         if let Some(letter) = letter {
             self.push_history(dir, letter);
         }
@@ -552,17 +562,22 @@ const fn letter_of(bit: u16) -> u8 {
 }
 
 /// Counts one more occurrence of a counted history letter; true at the 1st, 10th, 100th...
-/// `next` is the occurrence at which the letter is written again (0: not yet counted, the
-/// 1st). A stored threshold rather than a power-of-ten test: one comparison for the verifier.
+/// (`u32::MAX`, where the count saturates, is no power of ten: nothing repeats beyond it).
 #[inline(always)]
-fn counted_repeat(count: &mut u32, next: &mut u32) -> bool {
+fn counted_repeat(count: &mut u32) -> bool {
     *count = count.saturating_add(1);
-    let due = if *next == 0 { 1 } else { *next };
-    if *count != due {
-        return false;
-    }
-    *next = due.saturating_mul(10);
-    true
+    matches!(
+        *count,
+        1 | 10
+            | 100
+            | 1_000
+            | 10_000
+            | 100_000
+            | 1_000_000
+            | 10_000_000
+            | 100_000_000
+            | 1_000_000_000
+    )
 }
 
 /// What `FlowState::step` did besides recording the packet, for the counters.
@@ -685,7 +700,7 @@ mod tests {
         assert_eq!(client.bytes, 100);
         assert_eq!(client.pkts, 3);
         assert_eq!(server.ttl, 63, "the RST must not move the genuine TTL");
-        assert_eq!(server.rst_seq, 5001);
+        assert_eq!(server.history_rst_seq, 5001);
         assert_eq!(client.window_scale, 7);
         assert_eq!(
             flow.rtt_ns, 2_000_000,
@@ -854,14 +869,33 @@ mod tests {
     #[test]
     fn recent_ip_ids_keep_the_last_four_in_order() {
         let mut dir = DirState::default();
-        for id in [1u16, 2, 3, 4, 5, 6] {
-            dir.ip_ids[(dir.ip_id_next & 3) as usize] = id;
-            dir.ip_id_next = (dir.ip_id_next + 1) & 3;
-            dir.ip_ids_len = (dir.ip_ids_len + 1).min(RECENT_IP_IDS as u8);
-        }
         let mut ids = Vec::new();
+        for id in [1u16, 2] {
+            dir.push_ip_id(id);
+        }
         dir.recent_ip_ids(|id| ids.push(id));
-        assert_eq!(ids, [3, 4, 5, 6]);
+        assert_eq!(ids, [1, 2]);
+        for id in 3..=13 {
+            dir.push_ip_id(id);
+            if id < 4 {
+                continue;
+            }
+            ids.clear();
+            dir.recent_ip_ids(|id| ids.push(id));
+            assert_eq!(ids, [id - 3, id - 2, id - 1, id], "after {id}");
+        }
+    }
+
+    #[test]
+    fn counted_letters_repeat_at_powers_of_ten() {
+        let mut count = 0;
+        let repeats: Vec<u32> = (1..=2_000_000)
+            .filter(|_| counted_repeat(&mut count))
+            .collect();
+        assert_eq!(repeats, [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]);
+        let mut count = u32::MAX - 1;
+        assert!(!counted_repeat(&mut count) && !counted_repeat(&mut count));
+        assert_eq!(count, u32::MAX, "saturates");
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub fn ip_id_anomaly(s: &Sides) -> bool {
 }
 
 fn recent_ip_ids(d: &DirState) -> Vec<u16> {
-    let mut ids = Vec::with_capacity(d.ip_ids_len as usize);
+    let mut ids = Vec::with_capacity(d.ip_ids_len());
     d.recent_ip_ids(|id| ids.push(id));
     ids
 }

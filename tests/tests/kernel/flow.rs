@@ -193,7 +193,7 @@ fn handshake_data_fin_rst_and_followups_are_tracked_and_reported() {
     assert_eq!(server.max_ack, 1102);
     assert_eq!(server.window_scale, 9);
     assert_eq!(server.window, 509 << 9, "the RST's zero window is not kept");
-    assert_eq!((server.rst_count, server.rst_seq), (2, 9999));
+    assert_eq!((server.rst_count, server.history_rst_seq), (2, 9999));
 
     assert!(flow.syn_ns > 0 && flow.syn_ns == client.first_ns);
     assert!(flow.rtt_ns > 0, "handshake RTT");
