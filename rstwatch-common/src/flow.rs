@@ -5,6 +5,7 @@ use crate::{
     config::Settings,
     event::EventKind,
     packet::{tcp_flags, PacketMeta, NO_WINDOW_SCALE},
+    span::Span,
 };
 
 /// Direction index of a packet within its flow: sent from `FlowKey::addr[0]`/`port[0]`.
@@ -104,7 +105,9 @@ pub mod seen {
     /// Bits that are history events.
     pub const HISTORY_MASK: u16 = (1 << 9) - 1;
 
-    /// A TLS alert record (content type 21) was sent.
+    /// The direction sent a packet: `DirState::first` holds a value.
+    pub const SENT: u16 = 1 << 11;
+    /// A TLS alert record (content type 21) was sent: `DirState::tls_alert` holds a value.
     pub const TLS_ALERT: u16 = 1 << 12;
     /// `next_seq` holds a value.
     pub const SEQ_KNOWN: u16 = 1 << 13;
@@ -135,14 +138,18 @@ pub mod origin {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirState {
-    pub first_ns: u64,
+    /// Time of this direction's last packet, in full: `fast_rst` and the idle time before a
+    /// RST measure from it.
     pub last_ns: u64,
-    /// Silence on the flow (both directions) right before this direction's last packet.
-    pub gap_before_last_ns: u64,
     /// Payload bytes.
     pub bytes: u64,
-    /// Time of the last TLS alert record from this direction, 0 if none.
-    pub tls_alert_ns: u64,
+    /// This direction's first packet (with `seen::SENT`) and last TLS alert record (with
+    /// `seen::TLS_ALERT`), since `FlowState::start_ns`: read them with `FlowState::first_ns`
+    /// and `FlowState::tls_alert_ns`.
+    pub first: Span,
+    pub tls_alert: Span,
+    /// Silence on the flow (both directions) right before this direction's last packet.
+    pub gap_before_last: Span,
     pub pkts: u32,
     /// Highest sequence number sent plus the segment's length: where the next segment starts.
     pub next_seq: u32,
@@ -177,12 +184,17 @@ pub struct DirState {
     /// IP IDs put in `ip_ids`, counted 0, 1, ... 7 and then from 4 again: the low two bits
     /// are where the next one goes, and from 4 on the ring is full.
     pub ip_ids_pushed: u8,
-    pub _pad: u32,
 }
 
 impl DirState {
     pub const fn has(&self, bits: u16) -> bool {
         self.seen & bits != 0
+    }
+
+    /// Silence on the flow right before this direction's last packet, in ns (kept in the
+    /// finest unit that holds it: exact in whole ms below 12.4 days).
+    pub const fn gap_before_last_ns(&self) -> u64 {
+        self.gap_before_last.ns()
     }
 
     /// Valid entries in `ip_ids`.
@@ -219,17 +231,27 @@ impl DirState {
 }
 
 /// The flow table's value: both directions plus what belongs to the conversation.
+///
+/// Times are kept in full only where the evidence needs every ns at any age of the flow (each
+/// direction's last packet); the others are `Span`s since the flow's first packet, exact in
+/// the first 1.07 s, where a handshake's times are, and then in µs, ms or s as the flow ages
+/// (a time before the start, from a capture out of order, reads as the start). Read them
+/// through the methods, which give absolute ns as the kernel's clock does, 0 for none.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
     /// Indexed by direction: `DIR_FROM_LOW`, `DIR_FROM_HIGH`.
     pub dir: [DirState; 2],
-    /// Time of the originator's first SYN, 0 if none seen.
-    pub syn_ns: u64,
-    /// Handshake round trip as seen here: originator's SYN to its handshake-completing ACK.
-    pub rtt_ns: u64,
-    /// Time of the flow's first RST, 0 if none; the follow-up grace period runs from here.
-    pub rst_ns: u64,
+    /// Time of the flow's first packet, the base of the `Span`s since the start.
+    pub start_ns: u64,
+    /// Since the start: the originator's first SYN, when the originator has `seen::SYN`.
+    pub syn: Span,
+    /// Handshake round trip as seen here: originator's SYN to its handshake-completing ACK;
+    /// `Span::ZERO` if not seen.
+    pub rtt: Span,
+    /// Since the start: the flow's first RST, when either direction has `seen::RST`; the
+    /// follow-up grace period runs from here.
+    pub rst: Span,
     /// Zeek history events in the order they were first seen.
     pub history: [u8; HISTORY_CAPACITY],
     pub history_len: u8,
@@ -242,7 +264,7 @@ pub struct FlowState {
     /// Data follow-up events sent since the first RST (RSTs are always sent, never counted
     /// against `Settings::followup_limit`).
     pub followups: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 7],
 }
 
 impl FlowState {
@@ -270,6 +292,69 @@ impl FlowState {
         };
         self.dir[0].window_scale = NO_WINDOW_SCALE;
         self.dir[1].window_scale = NO_WINDOW_SCALE;
+    }
+
+    /// Time of direction `dir`'s first packet, 0 if it sent none.
+    pub const fn first_ns(&self, dir: usize) -> u64 {
+        let d = &self.dir[dir & 1];
+        self.time_or_zero(d.has(seen::SENT), d.first)
+    }
+
+    /// Time of direction `dir`'s last TLS alert record, 0 if none.
+    pub const fn tls_alert_ns(&self, dir: usize) -> u64 {
+        let d = &self.dir[dir & 1];
+        self.time_or_zero(d.has(seen::TLS_ALERT), d.tls_alert)
+    }
+
+    /// Time of the originator's first SYN, 0 if none seen.
+    pub const fn syn_ns(&self) -> u64 {
+        self.time_or_zero(self.has_syn(), self.syn)
+    }
+
+    /// Handshake round trip, 0 if not seen.
+    pub const fn rtt_ns(&self) -> u64 {
+        self.rtt.ns()
+    }
+
+    /// Time of the flow's first RST, 0 if none.
+    pub const fn rst_ns(&self) -> u64 {
+        self.time_or_zero(self.has_rst(), self.rst)
+    }
+
+    /// `ns` as this flow would keep it as a time since its start: what a time recorded then
+    /// reads as now, to compare one with the other. A time before the start is returned as it
+    /// is: it is no time of this flow.
+    pub const fn as_kept(&self, ns: u64) -> u64 {
+        if ns < self.start_ns {
+            return ns;
+        }
+        self.start_ns
+            .saturating_add(Span::from_ns(ns - self.start_ns).ns())
+    }
+
+    /// A RST was seen on the flow (and `rst` holds a value).
+    #[inline(always)]
+    pub const fn has_rst(&self) -> bool {
+        (self.dir[0].seen | self.dir[1].seen) & seen::RST != 0
+    }
+
+    /// The originator sent a SYN (and `syn` holds a value).
+    #[inline(always)]
+    const fn has_syn(&self) -> bool {
+        self.dir[(self.originator & 1) as usize].has(seen::SYN)
+    }
+
+    const fn time_or_zero(&self, valid: bool, since_start: Span) -> u64 {
+        if valid {
+            self.start_ns.saturating_add(since_start.ns())
+        } else {
+            0
+        }
+    }
+
+    #[inline(always)]
+    fn since_start(&self, now: u64) -> Span {
+        Span::from_ns(now.saturating_sub(self.start_ns))
     }
 
     /// Total packets seen on the flow, both directions.
@@ -309,12 +394,12 @@ impl FlowState {
             // Every RST on the wire reaches userspace: the first of the flow as `Rst`, the
             // later ones as `FollowUp`, which userspace folds into the first report or reports
             // on their own.
-            Some(if self.rst_ns == 0 {
+            Some(if !self.has_rst() {
                 EventKind::Rst
             } else {
                 EventKind::FollowUp
             })
-        } else if self.rst_ns != 0 && dir == self.rst_dir && pkt.payload_len > 0 {
+        } else if self.has_rst() && dir == self.rst_dir && pkt.payload_len > 0 {
             // `followups` is a u8: a limit above 255 means 255, not a counter that wraps.
             data_followup = (self.followups as u32) < settings.followup_limit.min(u8::MAX as u32);
             if !data_followup {
@@ -338,7 +423,7 @@ impl FlowState {
     /// connection on a 4-tuple that was reset, closed or never seen opening.
     #[inline(always)]
     fn starts_over(&self, pkt: &PacketMeta, dir: u8, now: u64, settings: &Settings) -> bool {
-        if self.rst_ns != 0 && now.saturating_sub(self.rst_ns) > settings.grace_ns {
+        if self.has_rst() && now.saturating_sub(self.rst_ns()) > settings.grace_ns {
             return true;
         }
         if !pkt.has(tcp_flags::SYN) || pkt.has(tcp_flags::ACK) || pkt.is_rst() {
@@ -347,7 +432,7 @@ impl FlowState {
         // A RST ends the connection on both ends (RFC 9293 3.10.7): a SYN after it can only
         // open a new one, even with the same initial sequence number (a client retrying a
         // refused connection from the same socket, or a raw-socket scanner).
-        if self.rst_ns != 0 {
+        if self.has_rst() {
             return true;
         }
         let d = &self.dir[dir as usize];
@@ -359,6 +444,9 @@ impl FlowState {
 
     #[inline(always)]
     fn record(&mut self, pkt: &PacketMeta, dir: u8, now: u64) {
+        if !self.dir[0].has(seen::SENT) && !self.dir[1].has(seen::SENT) {
+            self.start_ns = now;
+        }
         let flow_last = self.last_ns();
         let syn = pkt.has(tcp_flags::SYN);
         let ack = pkt.has(tcp_flags::ACK);
@@ -397,41 +485,44 @@ impl FlowState {
         }
         self.note_history(pkt, dir, events);
 
-        if syn && !ack && self.syn_ns == 0 && dir == self.originator {
-            self.syn_ns = now;
+        // `seen` takes this packet's events only below: `has_syn` and `has_rst` still say
+        // whether an earlier packet set the time.
+        if syn && !ack && dir == self.originator && !self.has_syn() {
+            self.syn = self.since_start(now);
         }
-        if self.rtt_ns == 0
-            && self.syn_ns != 0
+        if self.rtt == Span::ZERO
+            && self.has_syn()
             && dir == self.originator
             && ack
             && !syn
             && self.dir[(dir ^ 1) as usize].has(seen::SYN_ACK)
         {
-            self.rtt_ns = now.saturating_sub(self.syn_ns);
+            self.rtt = Span::from_ns(now.saturating_sub(self.syn_ns()));
         }
-        if rst && self.rst_ns == 0 {
-            self.rst_ns = now;
+        if rst && !self.has_rst() {
+            self.rst = self.since_start(now);
             self.rst_dir = dir;
             self.followups = 0;
         }
+        let since_start = self.since_start(now);
         let peer_scale = self.dir[(dir ^ 1) as usize].window_scale;
 
         let d = &mut self.dir[dir as usize];
-        d.seen |= events;
-        if d.first_ns == 0 {
-            d.first_ns = now;
+        if !d.has(seen::SENT) {
+            d.first = since_start;
         }
-        d.gap_before_last_ns = if flow_last == 0 {
-            0
+        d.seen |= events | seen::SENT;
+        d.gap_before_last = if flow_last == 0 {
+            Span::ZERO
         } else {
-            now.saturating_sub(flow_last)
+            Span::from_ns(now.saturating_sub(flow_last))
         };
         d.last_ns = now;
         d.pkts = d.pkts.wrapping_add(1);
         d.bytes += pkt.payload_len as u64;
         if pkt.tls_alert != 0 {
             d.seen |= seen::TLS_ALERT;
-            d.tls_alert_ns = now;
+            d.tls_alert = since_start;
         }
         if rst {
             d.rst_count = d.rst_count.saturating_add(1);
@@ -703,10 +794,14 @@ mod tests {
         assert_eq!(server.history_rst_seq, 5001);
         assert_eq!(client.window_scale, 7);
         assert_eq!(
-            flow.rtt_ns, 2_000_000,
+            flow.rtt_ns(),
+            2_000_000,
             "SYN at 1 ms, completing ACK at 3 ms"
         );
-        assert_eq!(flow.rst_ns, 6_000_000);
+        assert_eq!(flow.rst_ns(), 6_000_000);
+        assert_eq!(flow.syn_ns(), 1_000_000);
+        assert_eq!(flow.first_ns(client_dir as usize ^ 1), 2_000_000);
+        assert_eq!(server.gap_before_last_ns(), 1_000_000);
 
         assert_eq!(events.len(), 1);
         let (kind, before) = &events[0];

@@ -48,7 +48,7 @@ mod tests {
     #[test]
     fn zeroes_every_byte() {
         let mut flow = FlowState {
-            rtt_ns: u64::MAX,
+            start_ns: u64::MAX,
             history_len: 3,
             ..FlowState::default()
         };
@@ -60,7 +60,7 @@ mod tests {
     #[test]
     fn copies_every_byte() {
         let mut from = FlowState {
-            rtt_ns: 12_345,
+            start_ns: 12_345,
             history_len: 3,
             ..FlowState::default()
         };

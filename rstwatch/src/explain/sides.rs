@@ -58,12 +58,12 @@ impl<'a> Sides<'a> {
     pub fn sender_is_far(&self) -> Option<bool> {
         let flow = self.flow;
         let responder = &flow.dir[self.originator.other().index()];
-        if self.origin != Origin::Syn || flow.rtt_ns == 0 || !responder.has(seen::SYN_ACK) {
+        if self.origin != Origin::Syn || flow.rtt_ns() == 0 || !responder.has(seen::SYN_ACK) {
             return None;
         }
-        let syn_ack_ns = responder.first_ns;
-        let ack_ns = flow.syn_ns.saturating_add(flow.rtt_ns);
-        let responder_answer = syn_ack_ns.saturating_sub(flow.syn_ns);
+        let syn_ack_ns = flow.first_ns(self.originator.other().index());
+        let ack_ns = flow.syn_ns().saturating_add(flow.rtt_ns());
+        let responder_answer = syn_ack_ns.saturating_sub(flow.syn_ns());
         let originator_answer = ack_ns.saturating_sub(syn_ack_ns);
         let originator_is_far = originator_answer > responder_answer;
         Some(if self.sender_side == self.originator {
