@@ -374,8 +374,8 @@ mod tests {
             size_of::<DirState>()
         );
         assert_eq!(offset_of!(FlowState, start_ns), 2 * size_of::<DirState>());
-        assert_eq!(offset_of!(FlowState, _pad) + 7, size_of::<FlowState>());
-        assert_eq!(size_of::<FlowState>(), 224);
+        assert_eq!(offset_of!(FlowState, _pad) + 3, size_of::<FlowState>());
+        assert_eq!(size_of::<FlowState>(), 208);
     }
 
     #[test]

@@ -119,10 +119,15 @@ pub mod seen {
 pub const RECENT_IP_IDS: usize = 4;
 /// Zeek history letters kept per flow, in order. Zeek repeats some letters (a FIN or RST with a
 /// new sequence number, retransmissions at 1, 10, 100, ...), so a history has no fixed length;
-/// letters beyond this are not recorded. A power of two: the kernel masks its index with it.
+/// letters beyond this are not recorded. One bit each in `FlowState::history_from_high`.
 pub const HISTORY_CAPACITY: usize = 32;
-/// A history byte: bit index of `seen` in the low bits, this flag when sent by `DIR_FROM_HIGH`.
+/// A history byte (`FlowState::history_events`): bit index of `seen` in the low bits, this
+/// flag when sent by `DIR_FROM_HIGH`.
 pub const HISTORY_FROM_HIGH: u8 = 0x80;
+/// Bits of a history letter in `FlowState::history_letters`: a `seen` bit index, below 16.
+const HISTORY_LETTER_BITS: usize = 4;
+/// History letters per word of `FlowState::history_letters`.
+const HISTORY_LETTERS_PER_WORD: usize = 64 / HISTORY_LETTER_BITS;
 
 /// `FlowState::origin`: how the originator was decided.
 pub mod origin {
@@ -244,6 +249,11 @@ pub struct FlowState {
     pub dir: [DirState; 2],
     /// Time of the flow's first packet, the base of the `Span`s since the start.
     pub start_ns: u64,
+    /// Zeek history events in the order they were first seen (`history_len` of them), read
+    /// through `history_events`: the `seen` bit index of event `i` in bits `4 * (i % 16)` up
+    /// of word `i / 16` here, and bit `i` of `history_from_high` set when `DIR_FROM_HIGH` sent
+    /// it.
+    pub history_letters: [u64; HISTORY_CAPACITY / HISTORY_LETTERS_PER_WORD],
     /// Since the start: the originator's first SYN, when the originator has `seen::SYN`.
     pub syn: Span,
     /// Handshake round trip as seen here: originator's SYN to its handshake-completing ACK;
@@ -252,8 +262,7 @@ pub struct FlowState {
     /// Since the start: the flow's first RST, when either direction has `seen::RST`; the
     /// follow-up grace period runs from here.
     pub rst: Span,
-    /// Zeek history events in the order they were first seen.
-    pub history: [u8; HISTORY_CAPACITY],
+    pub history_from_high: u32,
     pub history_len: u8,
     /// Direction index of the originator.
     pub originator: u8,
@@ -264,7 +273,7 @@ pub struct FlowState {
     /// Data follow-up events sent since the first RST (RSTs are always sent, never counted
     /// against `Settings::followup_limit`).
     pub followups: u8,
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 3],
 }
 
 impl FlowState {
@@ -355,6 +364,21 @@ impl FlowState {
     #[inline(always)]
     fn since_start(&self, now: u64) -> Span {
         Span::from_ns(now.saturating_sub(self.start_ns))
+    }
+
+    /// The Zeek history events in order, each a history byte: the `seen` bit index, with
+    /// `HISTORY_FROM_HIGH` when `DIR_FROM_HIGH` sent it.
+    pub fn history_events(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..(self.history_len as usize).min(HISTORY_CAPACITY)).map(|i| {
+            let word = self.history_letters[i / HISTORY_LETTERS_PER_WORD];
+            let letter = (word >> (HISTORY_LETTER_BITS * (i % HISTORY_LETTERS_PER_WORD))) & 0xf;
+            let from_high = if self.history_from_high & (1 << i) != 0 {
+                HISTORY_FROM_HIGH
+            } else {
+                0
+            };
+            letter as u8 | from_high
+        })
     }
 
     /// Total packets seen on the flow, both directions.
@@ -624,13 +648,12 @@ impl FlowState {
         if len >= HISTORY_CAPACITY {
             return;
         }
-        let from_high = if dir == DIR_FROM_HIGH {
-            HISTORY_FROM_HIGH
-        } else {
-            0
-        };
-        // The mask repeats the bound for verifiers that lose it across the check above.
-        self.history[len & (HISTORY_CAPACITY - 1)] = letter | from_high;
+        // The mask repeats the bound for verifiers that lose it across the check above. The
+        // slot is still zero: the state starts zeroed and the history only grows.
+        let word = (len / HISTORY_LETTERS_PER_WORD) & 1;
+        let shift = HISTORY_LETTER_BITS * (len % HISTORY_LETTERS_PER_WORD);
+        self.history_letters[word] |= ((letter & 0xf) as u64) << shift;
+        self.history_from_high |= ((dir & 1) as u32) << (len & (HISTORY_CAPACITY - 1));
         self.history_len += 1;
     }
 }
@@ -747,9 +770,8 @@ mod tests {
     }
 
     fn history(flow: &FlowState, originator: u8) -> String {
-        flow.history[..flow.history_len as usize]
-            .iter()
-            .map(|&h| {
+        flow.history_events()
+            .map(|h| {
                 let letter = seen::HISTORY_LETTERS[(h & 0x0f) as usize] as char;
                 let dir = u8::from(h & HISTORY_FROM_HIGH != 0);
                 if dir == originator {
@@ -898,6 +920,27 @@ mod tests {
         packets.extend((0..40).map(|i| segment(false, RST, 100 + i, 0, 0)));
         let (flow, _) = replay(&packets);
         assert_eq!(flow.history_len as usize, HISTORY_CAPACITY);
+        assert_eq!(
+            history(&flow, flow.originator),
+            String::from("S") + &"r".repeat(31)
+        );
+    }
+
+    #[test]
+    fn history_events_read_back_as_pushed() {
+        let mut flow = FlowState::default();
+        let pushed: Vec<(u8, u8)> = (0..HISTORY_CAPACITY as u8 + 3)
+            .map(|i| ((i * 7) % seen::HISTORY_LETTERS.len() as u8, (i / 3) & 1))
+            .collect();
+        for &(letter, dir) in &pushed {
+            flow.push_history(dir, letter);
+        }
+        let expected: Vec<u8> = pushed[..HISTORY_CAPACITY]
+            .iter()
+            .map(|&(letter, dir)| letter | if dir == 1 { HISTORY_FROM_HIGH } else { 0 })
+            .collect();
+        assert_eq!(flow.history_events().collect::<Vec<_>>(), expected);
+        assert!(expected.contains(&(9 | HISTORY_FROM_HIGH)) && expected.contains(&0));
     }
 
     #[test]

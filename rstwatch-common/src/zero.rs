@@ -65,7 +65,7 @@ mod tests {
             ..FlowState::default()
         };
         from.dir[1].window = 7;
-        from.history[31] = 0x85;
+        from.history_letters[1] = 0x5 << 60;
         let mut to = FlowState::default();
         unsafe { copy_words(&from, &mut to) };
         assert_eq!(to, from);

@@ -99,7 +99,6 @@ impl<'a> Sides<'a> {
             0
         };
         let wanted = bit.trailing_zeros() as u8 | from_high;
-        let len = (self.flow.history_len as usize).min(self.flow.history.len());
-        self.flow.history[..len].iter().position(|&b| b == wanted)
+        self.flow.history_events().position(|b| b == wanted)
     }
 }
