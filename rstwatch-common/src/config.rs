@@ -16,7 +16,12 @@ pub struct Settings {
     /// costs no table insert, and the few real connections among it are tracked from their
     /// second packet on.
     pub half_open_per_sec: u32,
-    pub _pad: u32,
+    /// The presence filter's slots per generation, log2; 0 while it is not sized, when every
+    /// key counts as present.
+    pub presence_slots_log2: u8,
+    /// The generation of the presence filter the programs read.
+    pub presence_generation: u8,
+    pub _pad: [u8; 2],
     pub filter: FilterConfig,
 }
 
@@ -34,7 +39,9 @@ impl Default for Settings {
             followup_limit: Self::DEFAULT_FOLLOWUP_LIMIT,
             unknown_rsts_per_sec: Self::DEFAULT_UNKNOWN_RSTS_PER_SEC,
             half_open_per_sec: Self::DEFAULT_HALF_OPEN_PER_SEC,
-            _pad: 0,
+            presence_slots_log2: 0,
+            presence_generation: 0,
+            _pad: [0; 2],
             filter: FilterConfig::default(),
         }
     }

@@ -13,6 +13,7 @@ pub mod event;
 pub mod flow;
 pub mod local;
 pub mod packet;
+pub mod presence;
 pub mod span;
 pub mod zero;
 

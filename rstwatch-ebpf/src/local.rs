@@ -37,8 +37,8 @@ const AF_INET6: u16 = 10;
 #[map]
 static LOCAL_EVENTS: RingBuf = RingBuf::with_byte_size(LOCAL_RING_BYTES, 0);
 
-/// Records the full ring refused: userspace makes no "not from the stack" claim while any
-/// may be missing.
+/// Records not delivered, over the per-CPU budget or refused by a full ring: userspace makes no
+/// "not from the stack" claim while any may be missing.
 #[map]
 static LOCAL_LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
@@ -79,7 +79,10 @@ pub fn rstwatch_receive_reset(ctx: BtfTracePointContext) -> i32 {
     let Some(layout) = SOCKET_LAYOUT.get(0) else {
         return 0;
     };
-    let mut record = new_record(local_kind::RECEIVED);
+    let Some(now) = admit() else {
+        return 0;
+    };
+    let mut record = new_record(local_kind::RECEIVED, now);
     if !fill_from_socket(&mut record, layout, sk) {
         return 0;
     }
@@ -114,7 +117,10 @@ fn sent(sk: *const u8, skb: *const u8, reason: Option<u32>) {
     let Some(layout) = SOCKET_LAYOUT.get(0) else {
         return;
     };
-    let mut record = new_record(local_kind::SENT);
+    let Some(now) = admit() else {
+        return;
+    };
+    let mut record = new_record(local_kind::SENT, now);
     if let Some(reason) = reason {
         record.reason = reason;
         record.flags |= local_flags::REASON;
@@ -135,29 +141,44 @@ fn sent(sk: *const u8, skb: *const u8, reason: Option<u32>) {
     emit(&record);
 }
 
+/// The time of a record this CPU may still send within its budget, checked before anything
+/// is read for it: over the budget (a flood the stack answers with resets) a record costs a
+/// clock read and a counter. `None`, counted as lost, when the budget is spent.
 #[inline(always)]
-fn emit(record: &LocalResetRecord) {
-    let Some(budget) = LOCAL_BUDGET.get_ptr_mut(0) else {
-        return;
-    };
+fn admit() -> Option<u64> {
+    let budget = LOCAL_BUDGET.get_ptr_mut(0)?;
+    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a per-CPU slot, used by this CPU only while the program runs.
-    let within = unsafe { (*budget).take(bpf_ktime_get_ns(), LOCAL_RECORDS_PER_CPU_SEC) };
-    // No wakeup: the daemon drains this ring on its release tick, not when woken.
-    if !within
-        || LOCAL_EVENTS
-            .output::<LocalResetRecord>(record, BPF_RB_NO_WAKEUP as u64)
-            .is_err()
-    {
-        if let Some(lost) = LOCAL_LOST.get_ptr_mut(0) {
-            unsafe { *lost += 1 };
-        }
+    if unsafe { (*budget).take(now, LOCAL_RECORDS_PER_CPU_SEC) } {
+        Some(now)
+    } else {
+        count_lost();
+        None
     }
 }
 
 #[inline(always)]
-fn new_record(kind: u8) -> LocalResetRecord {
+fn emit(record: &LocalResetRecord) {
+    // No wakeup: the daemon drains this ring on its release tick, not when woken.
+    if LOCAL_EVENTS
+        .output::<LocalResetRecord>(record, BPF_RB_NO_WAKEUP as u64)
+        .is_err()
+    {
+        count_lost();
+    }
+}
+
+#[inline(always)]
+fn count_lost() {
+    if let Some(lost) = LOCAL_LOST.get_ptr_mut(0) {
+        unsafe { *lost += 1 };
+    }
+}
+
+#[inline(always)]
+fn new_record(kind: u8, now: u64) -> LocalResetRecord {
     LocalResetRecord {
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now,
         kind,
         ..LocalResetRecord::default()
     }

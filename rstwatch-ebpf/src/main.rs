@@ -7,6 +7,9 @@
 //! `TC_ACT_UNSPEC`.
 #![no_std]
 #![no_main]
+// `core::intrinsics::atomic_or`: see `track::atomic_or`.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod local;
 mod parse;
@@ -32,10 +35,10 @@ pub fn rstwatch_xdp(ctx: XdpContext) -> u32 {
         ifindex,
     };
     let xdp = ctx.ctx;
-    let capture_and_track = || {
+    let track = || {
         rstwatch_track_xdp(xdp, hook.direction as u32, ifindex);
     };
-    track::observe(ctx.data(), ctx.data_end(), 0, capture_and_track);
+    track::observe(ctx.data(), ctx.data_end(), 0, track);
     XDP_PASS
 }
 
@@ -59,29 +62,38 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
         ifindex: skb.ifindex,
     };
     let skb_ptr = ctx.skb.skb;
-    let capture_and_track = || {
+    let track = || {
         rstwatch_track_tc(skb_ptr, hook.direction as u32, hook.ifindex);
     };
-    track::observe(ctx.data(), ctx.data_end(), vlan_hint, capture_and_track);
+    track::observe(ctx.data(), ctx.data_end(), vlan_hint, track);
     TC_ACT_UNSPEC
 }
 
-/// The XDP program's global function (`track::track` says why it is one): copies the start of
-/// a RST's frame for its record, which needs the hook's context, then tracks the packet the
-/// parser left in the scratch. Returns 0.
+/// The XDP program's global function (`track::track` says why it is one): tracks the packet
+/// the parser left in the scratch, with `rstwatch_capture_xdp` to copy the start of a RST's
+/// frame when its record is sent. Returns 0.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn rstwatch_track_xdp(ctx: *mut xdp_md, direction: u32, ifindex: u32) -> u32 {
-    // Read here rather than passed: every parse path ends in this call, and on 6.1 each
-    // instruction added before it counts once per path.
-    let wire_len = unsafe { (*ctx).data_end.wrapping_sub((*ctx).data) };
-    // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_rst` sized.
-    track::capture_rst(wire_len, |to, offset, len| unsafe {
-        bpf_xdp_load_bytes(ctx, offset, to, len)
-    });
-    track::track(track::Hook {
+    let hook = track::Hook {
         direction: direction as u8,
         ifindex,
+    };
+    track::track(hook, || {
+        rstwatch_capture_xdp(ctx);
+    });
+    0
+}
+
+/// Copies the start of the XDP frame into the scratch for a RST's record. A global function
+/// of its own, verified once however many places of `track` send a RST's record. Returns 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_capture_xdp(ctx: *mut xdp_md) -> u32 {
+    let wire_len = unsafe { (*ctx).data_end.wrapping_sub((*ctx).data) };
+    // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_frame` sized.
+    track::capture_frame(wire_len, |to, offset, len| unsafe {
+        bpf_xdp_load_bytes(ctx, offset, to, len)
     });
     0
 }
@@ -90,14 +102,24 @@ pub extern "C" fn rstwatch_track_xdp(ctx: *mut xdp_md, direction: u32, ifindex: 
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn rstwatch_track_tc(skb: *mut __sk_buff, direction: u32, ifindex: u32) -> u32 {
-    let wire_len = unsafe { (*skb).len };
-    // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_rst` sized.
-    track::capture_rst(wire_len, |to, offset, len| unsafe {
-        bpf_skb_load_bytes(skb.cast(), offset, to, len)
-    });
-    track::track(track::Hook {
+    let hook = track::Hook {
         direction: direction as u8,
         ifindex,
+    };
+    track::track(hook, || {
+        rstwatch_capture_tc(skb);
+    });
+    0
+}
+
+/// `rstwatch_capture_xdp` for the TC egress program's context.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_capture_tc(skb: *mut __sk_buff) -> u32 {
+    let wire_len = unsafe { (*skb).len };
+    // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_frame` sized.
+    track::capture_frame(wire_len, |to, offset, len| unsafe {
+        bpf_skb_load_bytes(skb.cast(), offset, to, len)
     });
     0
 }

@@ -4,13 +4,15 @@
 //! (a SYN, perhaps answered) live in the small `HALF_OPEN` table and move into `FLOWS` when
 //! the handshake's final ACK (or anything after it) is seen. A RST for a flow neither table
 //! knows creates no entry at all: it is reported (or, beyond a per-CPU rate, counted in
-//! `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups.
+//! `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups. Neither table is
+//! looked up for a key the presence filter (`PRESENCE`) proves they do not hold.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
-        BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE,
+        BPF_F_MMAPABLE, BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP,
+        BPF_RB_RING_SIZE,
     },
     helpers::bpf_ktime_get_ns,
     macros::map,
@@ -21,6 +23,7 @@ use rstwatch_common::{
     event::{record, EventKind, FlowRecord, Frame, PacketRecord, RecordHeader, FRAME_BYTES},
     flow::Step,
     packet::tcp_flags,
+    presence::{self, Chunk, Slot, CHUNK_SHIFT, CHUNK_WORDS, GENERATIONS},
     zero::copy_words,
     Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
     COUNTER_COUNT,
@@ -45,6 +48,12 @@ static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(defa
 #[map]
 static HALF_OPEN: LruHashMap<FlowKey, FlowState> =
     LruHashMap::with_max_entries(DEFAULT_HALF_OPEN, 0);
+
+/// One bit per slot for the keys the flow tables may hold, two generations (see
+/// `rstwatch_common::presence`); userspace sizes it and rebuilds the inactive generation
+/// through a memory mapping.
+#[map]
+static PRESENCE: Array<Chunk> = Array::with_max_entries(GENERATIONS, BPF_F_MMAPABLE);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(defaults::RING_BYTES, 0);
@@ -122,11 +131,10 @@ pub struct Hook {
     pub ifindex: u32,
 }
 
-/// Parses one packet, then has it captured if it is a RST and tracked by `capture_and_track`,
-/// the hook's global function (`capture_rst`, then `track`). Never fails: every outcome is a
-/// counter.
+/// Parses one packet, then has it tracked by `track`, the hook's global function (which runs
+/// `track`). Never fails: every outcome is a counter.
 #[inline(always)]
-pub fn observe(data: usize, data_end: usize, vlan_hint: u16, capture_and_track: impl FnOnce()) {
+pub fn observe(data: usize, data_end: usize, vlan_hint: u16, track: impl FnOnce()) {
     count(Counter::Packets);
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
@@ -136,22 +144,20 @@ pub fn observe(data: usize, data_end: usize, vlan_hint: u16, capture_and_track: 
     if let Err(reason) = crate::parse::parse(data, data_end, vlan_hint, pkt, tcp_offset) {
         return count(reason);
     }
-    capture_and_track();
+    track();
 }
 
-/// Copies the start of the frame, `wire_len` bytes long, into this CPU's scratch when the
-/// parsed packet is a RST: only a RST's record carries it. `load_bytes(to, offset, len)`
-/// copies `len` bytes of the frame from `offset` to `to` (0, or a negative errno):
-/// `bpf_xdp_load_bytes` or `bpf_skb_load_bytes`, as the hook allows.
+/// Copies the start of the frame, `wire_len` bytes long, into this CPU's scratch, for the
+/// record of the RST being tracked. `load_bytes(to, offset, len)` copies `len` bytes of the
+/// frame from `offset` to `to` (0, or a negative errno): `bpf_xdp_load_bytes` or
+/// `bpf_skb_load_bytes`, as the hook allows.
 #[inline(always)]
-pub fn capture_rst(wire_len: u32, load_bytes: impl Fn(*mut c_void, u32, u32) -> i64) {
+pub fn capture_frame(wire_len: u32, load_bytes: impl Fn(*mut c_void, u32, u32) -> i64) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
     let scratch = unsafe { &mut *scratch };
-    if scratch.pkt.is_rst() {
-        capture(&mut scratch.frame, wire_len, load_bytes);
-    }
+    capture(&mut scratch.frame, wire_len, load_bytes);
 }
 
 /// Copies up to `FRAME_BYTES` of the frame into `frame`.
@@ -201,6 +207,8 @@ fn overlapping_halves<const HALF: usize>(
 }
 
 /// Filters and tracks the segment the parser left in this CPU's scratch `pkt`.
+/// `capture_frame` (the hook's) copies the start of the frame into the scratch; it runs only
+/// for a RST whose record is sent, not for one a storm aggregate counts.
 ///
 /// Each hook calls it from a global (exported, never inlined) function, which the verifier
 /// checks once on its own, instead of once for every parse path that ends here (VLAN tags
@@ -209,7 +217,7 @@ fn overlapping_halves<const HALF: usize>(
 /// parsed segment comes through the per-CPU scratch (a program is not migrated between CPUs
 /// while it runs), and it must return a scalar.
 #[inline(always)]
-pub fn track(hook: Hook) {
+pub fn track(hook: Hook, capture_frame: impl Fn()) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -231,37 +239,51 @@ pub fn track(hook: Hook) {
     // works on one kind of pointer, so the verifier walks it once, not once per table. A
     // packet of the same flow on another CPU in between can lose its update to this write;
     // updates in place interleaved field by field just as badly.
-    if let Some(entry) = FLOWS.get_ptr_mut(&scratch.key) {
-        // SAFETY: a value of `FLOWS` and this CPU's scratch, both valid for the whole run.
-        unsafe { copy_words(entry, &mut scratch.flow) };
-        step();
-        unsafe { copy_words(&scratch.flow, entry) };
-        return;
-    }
-    if let Some(entry) = HALF_OPEN.get_ptr_mut(&scratch.key) {
-        // SAFETY: a value of `HALF_OPEN` and this CPU's scratch, both valid for the whole run.
-        unsafe { copy_words(entry, &mut scratch.flow) };
-        step();
-        if completes_handshake(&scratch.pkt) {
-            match FLOWS.insert(&scratch.key, &scratch.flow, 0) {
-                Ok(()) => {
-                    let _ = HALF_OPEN.remove(&scratch.key);
-                    return count(Counter::FlowsPromoted);
-                }
-                Err(_) => count(Counter::FlowInsertFailed),
+    if maybe_tracked(&scratch.key, settings) {
+        if let Some(entry) = FLOWS.get_ptr_mut(&scratch.key) {
+            // Every RST of a flow a table holds is sent, with its frame.
+            if scratch.pkt.is_rst() {
+                capture_frame();
             }
+            // SAFETY: a value of `FLOWS` and this CPU's scratch, both valid for the whole run.
+            unsafe { copy_words(entry, &mut scratch.flow) };
+            step();
+            unsafe { copy_words(&scratch.flow, entry) };
+            return;
         }
-        unsafe { copy_words(&scratch.flow, entry) };
-        return;
+        if let Some(entry) = HALF_OPEN.get_ptr_mut(&scratch.key) {
+            if scratch.pkt.is_rst() {
+                capture_frame();
+            }
+            // SAFETY: a value of `HALF_OPEN` and this CPU's scratch, both valid for the run.
+            unsafe { copy_words(entry, &mut scratch.flow) };
+            step();
+            if completes_handshake(&scratch.pkt) {
+                match FLOWS.insert(&scratch.key, &scratch.flow, 0) {
+                    Ok(()) => {
+                        // Already marked as a half-open flow; marked again in case the daemon
+                        // walked `FLOWS` before this insert and `HALF_OPEN` after the remove.
+                        mark_tracked(&scratch.key, settings);
+                        let _ = HALF_OPEN.remove(&scratch.key);
+                        return count(Counter::FlowsPromoted);
+                    }
+                    Err(_) => count(Counter::FlowInsertFailed),
+                }
+            }
+            unsafe { copy_words(&scratch.flow, entry) };
+            return;
+        }
     }
-    let (key, pkt, frame) = (&scratch.key, &scratch.pkt, &scratch.frame);
+    let (key, pkt) = (&scratch.key, &scratch.pkt);
     let slot = &mut scratch.recent[recent_slot(key)];
     let recent = slot.rst_ns != 0
         && now.saturating_sub(slot.rst_ns) <= settings.grace_ns
         && same_key(&slot.key, key);
     if pkt.is_rst() {
         if recent {
-            return followup_of_recent(slot, now, hook, pkt, frame, settings);
+            return followup_of_recent(slot, now, hook, pkt, &scratch.frame, settings, || {
+                capture_frame()
+            });
         }
         if !scratch
             .unknown_rsts
@@ -269,7 +291,8 @@ pub fn track(hook: Hook) {
         {
             return aggregate(&mut scratch.storm, now, hook, pkt);
         }
-        send_packet_event(record::RST_NO_STATE, now, hook, pkt, frame);
+        capture_frame();
+        send_packet_event(record::RST_NO_STATE, now, hook, pkt, &scratch.frame);
         slot.key = *key;
         slot.rst_ns = now;
         slot.rst_dir = dir;
@@ -277,7 +300,8 @@ pub fn track(hook: Hook) {
         return;
     }
     if recent && dir == slot.rst_dir && pkt.payload_len > 0 {
-        followup_of_recent(slot, now, hook, pkt, frame, settings);
+        // Data carries no frame: nothing to capture.
+        followup_of_recent(slot, now, hook, pkt, &scratch.frame, settings, || {});
     }
     // A SYN alone proves nothing about its sender (a flood spoofs millions): it waits in
     // the half-open table, where evicting it costs no established flow its state, and beyond
@@ -290,7 +314,10 @@ pub fn track(hook: Hook) {
     step();
     let table = if opening { &HALF_OPEN } else { &FLOWS };
     match table.insert(&scratch.key, &scratch.flow, 0) {
-        Ok(()) => count(Counter::FlowsInserted),
+        Ok(()) => {
+            mark_tracked(&scratch.key, settings);
+            count(Counter::FlowsInserted)
+        }
         Err(_) => count(Counter::FlowInsertFailed),
     }
 }
@@ -319,6 +346,60 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
         |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, frame, flow);
     count_step(scratch.flow.step(pkt, dir as u8, now, settings, emit));
     0
+}
+
+/// Whether a flow table may hold `key`: false only when the active generation of the
+/// presence filter proves neither does. True while the filter is not sized.
+#[inline(always)]
+fn maybe_tracked(key: &FlowKey, settings: &Settings) -> bool {
+    let Some((slot, per_generation)) = presence_slot(key, settings) else {
+        return true;
+    };
+    let generation = (settings.presence_generation as u32) & (GENERATIONS - 1);
+    match PRESENCE.get(slot.chunk + generation * per_generation) {
+        Some(words) => words[slot.word & (CHUNK_WORDS - 1)] & slot.mask != 0,
+        None => true,
+    }
+}
+
+/// Sets `key`'s bit in every generation of the presence filter, after its insert: the
+/// daemon's rebuild then either finds the key in its table or keeps this bit.
+#[inline(always)]
+fn mark_tracked(key: &FlowKey, settings: &Settings) {
+    let Some((slot, per_generation)) = presence_slot(key, settings) else {
+        return;
+    };
+    let mut generation = 0;
+    while generation < GENERATIONS {
+        if let Some(words) = PRESENCE.get_ptr_mut(slot.chunk + generation * per_generation) {
+            // SAFETY: a word of a `PRESENCE` value; the index is masked into the chunk.
+            unsafe { atomic_or(&mut (*words)[slot.word & (CHUNK_WORDS - 1)], slot.mask) };
+        }
+        generation += 1;
+    }
+}
+
+/// `*word |= bits` as one atomic instruction (BPF_ATOMIC | BPF_OR, Linux 5.12+): another
+/// CPU, or the daemon's rebuild, may set a bit of the same word at the same moment. Through
+/// the compiler intrinsic: the BPF target has no `AtomicU64::fetch_or`.
+#[inline(always)]
+unsafe fn atomic_or(word: *mut u64, bits: u64) {
+    use core::intrinsics::{atomic_or, AtomicOrdering};
+    // SAFETY: the caller's `word` is a valid, 8-aligned u64.
+    unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word, bits) };
+}
+
+/// `key`'s slot and the chunks per generation; `None` while the filter is not sized.
+#[inline(always)]
+fn presence_slot(key: &FlowKey, settings: &Settings) -> Option<(Slot, u32)> {
+    let log2 = settings.presence_slots_log2;
+    if !(CHUNK_SHIFT as u8..64).contains(&log2) {
+        return None;
+    }
+    Some((
+        presence::locate(key, log2),
+        1 << (log2 as u32 - CHUNK_SHIFT),
+    ))
 }
 
 /// The originator's ACK that ends a handshake, or anything after it: a SYN-ACK does not
@@ -353,17 +434,22 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
     true
 }
 
+/// Sends a follow-up of an unknown-flow RST unless the limit is reached; `capture_frame`
+/// runs first when it is sent.
 #[inline(always)]
 fn followup_of_recent(
     slot: &mut RecentRst,
     now: u64,
     hook: Hook,
     pkt: &PacketMeta,
-    frame: &Frame,
+    frame: *const Frame,
     settings: &Settings,
+    capture_frame: impl FnOnce(),
 ) {
     if (slot.followups as u32) < settings.followup_limit.min(u8::MAX as u32) {
-        send_packet_event(record::FOLLOW_UP, now, hook, pkt, frame);
+        capture_frame();
+        // SAFETY: this CPU's scratch frame, read only after `capture_frame` wrote it.
+        send_packet_event(record::FOLLOW_UP, now, hook, pkt, unsafe { &*frame });
         slot.followups += 1;
     } else {
         count(Counter::FollowUpsSuppressed);

@@ -16,12 +16,13 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use rstwatch_common::{
-    defaults, Counter, FlowKey, FlowState, Settings, StormCount, StormKey, COUNTER_COUNT,
+    defaults, presence, Counter, FlowKey, FlowState, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
 use crate::{
     error::UserError,
     filter::Cidr,
+    presence::{PresenceFilter, PresenceKeeper, PresenceMaps},
     tc_filter::{self, EgressFilter, EgressLock, LockState},
 };
 
@@ -53,6 +54,11 @@ impl KernelConfig {
     /// Entries of the half-open (SYN-only) flow table.
     pub fn half_open_flows(&self) -> u32 {
         (self.flows / HALF_OPEN_SHARE).max(MIN_HALF_OPEN)
+    }
+
+    /// The presence filter's slots per generation, log2, for both tables' entries.
+    pub fn presence_slots_log2(&self) -> u8 {
+        presence::slots_log2(u64::from(self.flows) + u64::from(self.half_open_flows()))
     }
 }
 
@@ -126,9 +132,11 @@ impl Kernel {
             .map_max_entries("FLOWS", config.flows)
             .map_max_entries("HALF_OPEN", config.half_open_flows())
             .map_max_entries("EVENTS", config.ring_bytes)
+            .map_max_entries("PRESENCE", presence::chunks(config.presence_slots_log2()))
             .load(EBPF_OBJECT)
             .map_err(|err| load_error(&err))?;
         let mut settings = config.settings;
+        settings.presence_slots_log2 = config.presence_slots_log2();
         settings.filter.ports = u8::from(!config.ports.is_empty());
         settings.filter.nets = u8::from(!config.nets.is_empty());
         Array::<_, Settings>::try_from(map(&mut ebpf, "SETTINGS")?)?.set(0, settings, 0)?;
@@ -151,6 +159,42 @@ impl Kernel {
             ebpf,
             egress_locks: Vec::new(),
         })
+    }
+
+    /// Starts the thread that rebuilds the presence filter from the flow tables' keys; the
+    /// filter stays correct without it, but fills up.
+    pub fn keep_presence_filter(&self) -> anyhow::Result<PresenceKeeper> {
+        PresenceKeeper::start(self.presence_filter()?)
+    }
+
+    /// The presence filter, mapped into this process.
+    pub fn presence_filter(&self) -> anyhow::Result<PresenceFilter> {
+        let id = |name: &str| -> anyhow::Result<u32> {
+            let map = self
+                .ebpf
+                .map(name)
+                .ok_or_else(|| anyhow::anyhow!("{name} map missing from the eBPF object"))?;
+            let data = match map {
+                aya::maps::Map::Array(data)
+                | aya::maps::Map::PerCpuArray(data)
+                | aya::maps::Map::LruHashMap(data) => data,
+                _ => anyhow::bail!("{name} is not the map type rstwatch made"),
+            };
+            Ok(data.info()?.id())
+        };
+        let maps = PresenceMaps {
+            filter: id("PRESENCE")?,
+            settings: id("SETTINGS")?,
+            counters: id("COUNTERS")?,
+            tables: [id(FLOW_TABLES[0])?, id(FLOW_TABLES[1])?],
+        };
+        let settings = Array::<_, Settings>::try_from(
+            self.ebpf
+                .map("SETTINGS")
+                .ok_or_else(|| anyhow::anyhow!("SETTINGS map missing from the eBPF object"))?,
+        )?
+        .get(&0, 0)?;
+        PresenceFilter::open(&maps, settings.presence_slots_log2)
     }
 
     /// Attaches XDP (ingress) and, unless `egress` is `None`, TC egress to `iface`. Returns
@@ -315,6 +359,15 @@ impl Kernel {
             total += self.flow_table(table)?.keys().filter(Result::is_ok).count();
         }
         Ok(total)
+    }
+
+    /// The keys of both tables now (walks them whole, as `flow_count`).
+    pub fn flow_keys(&self) -> anyhow::Result<Vec<FlowKey>> {
+        let mut keys = Vec::new();
+        for table in FLOW_TABLES {
+            keys.extend(self.flow_table(table)?.keys().filter_map(Result::ok));
+        }
+        Ok(keys)
     }
 
     fn flow_table(

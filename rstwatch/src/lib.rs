@@ -50,6 +50,7 @@ pub mod offline;
 pub mod output;
 pub mod pipeline;
 pub mod preflight;
+pub mod presence;
 pub mod replay;
 pub mod report;
 pub mod sink;

@@ -121,6 +121,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // Stopped when `watch` returns; it holds its own handles on the maps.
+    let _presence = kernel.keep_presence_filter()?;
     let witness = match kernel.attach_stack_witness() {
         Ok(witness) => {
             if let Some(degraded) = &witness.degraded {

@@ -191,6 +191,10 @@ impl Probe {
         self.kernel.flow_count().expect("walking FLOWS")
     }
 
+    pub fn flow_keys(&self) -> Vec<FlowKey> {
+        self.kernel.flow_keys().expect("walking the flow tables")
+    }
+
     /// Everything in the ring buffer, oldest first.
     pub fn events(&mut self) -> Vec<RstEvent> {
         let mut events = Vec::new();

@@ -242,6 +242,10 @@ pub fn measure(
     ));
     fs::write(&config, kind.trafgen_config()).context("writing the trafgen configuration")?;
     let _remove_config = RemoveOnDrop(config.clone());
+    // On for every run, not only rstwatch's: the accounting adds a clock read before and
+    // after each program run, a cost the empty program (and tcpdump's filter) must pay too
+    // for the rates to compare.
+    let _stats = enable_bpf_stats()?;
     let mut flood = Flood {
         kind,
         runs: Vec::new(),
@@ -483,11 +487,9 @@ impl VethPair {
             FloodKind::Syn => Some(Established::open(self)?),
             FloodKind::Rst => None,
         };
-        let stats = enable_bpf_stats()?;
         let xdp_before = xdp_run_stats(watcher.pid())?;
         let run = self.flood(config, seconds, Some(watcher.pid()))?;
         let xdp_after = xdp_run_stats(watcher.pid())?;
-        drop(stats);
         let mut side = RstwatchSide {
             xdp_cpu_s: (xdp_after.0 - xdp_before.0) as f64 / 1e9,
             xdp_runs: xdp_after.1 - xdp_before.1,

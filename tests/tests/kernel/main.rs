@@ -12,4 +12,5 @@ mod filters;
 mod flow;
 mod frames;
 mod parser;
+mod presence;
 mod storms;

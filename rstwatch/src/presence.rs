@@ -1,0 +1,287 @@
+//! Keeps the kernel's presence filter useful (`rstwatch_common::presence`): the kernel only
+//! ever sets bits, so flows evicted from the tables leave theirs set and the filter fills up.
+//! Once enough keys have been inserted since the last rebuild, a thread of its own clears the
+//! inactive generation, sets the bit of every key the two flow tables hold, and makes that
+//! generation the active one.
+//!
+//! No key a table holds can lose its bit: the kernel sets a key's bit in both generations
+//! after inserting it, so a key inserted after the clear keeps its bit, and one inserted
+//! before it is in its table for the whole walk that follows (a batch walk visits every
+//! entry that stays in the table while it runs). Bits are set with an atomic OR on both
+//! sides, so setting one never undoes another in the same word.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc::{self, RecvTimeoutError},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use aya::maps::{Array, Map, MapData, PerCpuArray};
+use rstwatch_common::{
+    presence::{self, CHUNK_BYTES, GENERATIONS},
+    Counter, FlowKey, FlowState, Settings,
+};
+
+/// How often the thread looks at the insert counters.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// Rebuilds are at least this far apart, which also keeps a program that read the old
+/// generation number from ever reading the generation being cleared.
+const MIN_INTERVAL: Duration = Duration::from_secs(10);
+/// A rebuild is due once this share of a generation's slots may have filled since the last.
+const INSERTS_PER_SLOT_DUE: u64 = 8;
+/// Entries fetched per batch of the walk.
+const BATCH_ENTRIES: usize = 1024;
+
+/// The kernel maps the filter lives in, by id, so that its keeper holds handles of its own.
+pub struct PresenceMaps {
+    pub filter: u32,
+    pub settings: u32,
+    pub counters: u32,
+    pub tables: [u32; 2],
+}
+
+/// The rebuild thread; dropping it stops the thread.
+pub struct PresenceKeeper {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PresenceKeeper {
+    /// Starts the thread. A failed rebuild is reported on stderr and leaves the filter as it
+    /// is: stale bits cost lookups, never a flow.
+    pub fn start(filter: PresenceFilter) -> anyhow::Result<Self> {
+        let (stop, stopped) = mpsc::channel();
+        let thread = thread::Builder::new()
+            .name("presence".into())
+            .spawn(move || keep(filter, &stopped))
+            .context("starting the presence filter's thread")?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+fn keep(mut filter: PresenceFilter, stopped: &mpsc::Receiver<()>) {
+    let mut inserts_at_rebuild = 0;
+    let mut rebuilt_at = Instant::now();
+    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECK_EVERY) {
+        let inserts = match filter.inserts() {
+            Ok(inserts) => inserts,
+            Err(err) => {
+                eprintln!("rstwatch: presence filter: {err:#}");
+                continue;
+            }
+        };
+        let due = inserts.saturating_sub(inserts_at_rebuild)
+            >= (1u64 << filter.slots_log2) / INSERTS_PER_SLOT_DUE;
+        if due && rebuilt_at.elapsed() >= MIN_INTERVAL {
+            rebuilt_at = Instant::now();
+            match filter.rebuild() {
+                Ok(()) => inserts_at_rebuild = inserts,
+                Err(err) => eprintln!("rstwatch: presence filter not rebuilt: {err:#}"),
+            }
+        }
+    }
+}
+
+impl Drop for PresenceKeeper {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The kernel's presence filter, mapped into this process, with the maps its rebuild reads.
+pub struct PresenceFilter {
+    filter: Mapping,
+    settings: Array<MapData, Settings>,
+    counters: PerCpuArray<MapData, u64>,
+    tables: [MapData; 2],
+    slots_log2: u8,
+}
+
+impl PresenceFilter {
+    pub fn open(maps: &PresenceMaps, slots_log2: u8) -> anyhow::Result<Self> {
+        let by_id =
+            |id: u32| -> anyhow::Result<Map> { Ok(Map::from_map_data(MapData::from_id(id)?)?) };
+        let filter = MapData::from_id(maps.filter)?;
+        let len = presence::chunks(slots_log2) as usize * CHUNK_BYTES;
+        Ok(Self {
+            filter: Mapping::new(&filter, len)?,
+            settings: Array::try_from(by_id(maps.settings)?)?,
+            counters: PerCpuArray::try_from(by_id(maps.counters)?)?,
+            tables: [
+                MapData::from_id(maps.tables[0])?,
+                MapData::from_id(maps.tables[1])?,
+            ],
+            slots_log2,
+        })
+    }
+
+    /// Keys inserted into either table since the start.
+    fn inserts(&self) -> anyhow::Result<u64> {
+        let mut total = 0;
+        for counter in [Counter::FlowsInserted, Counter::FlowsPromoted] {
+            total += self.counters.get(&(counter as u32), 0)?.iter().sum::<u64>();
+        }
+        Ok(total)
+    }
+
+    /// Whether the active generation has `key`'s bit set: false proves the kernel's tables
+    /// do not hold it.
+    pub fn may_hold(&self, key: &FlowKey) -> anyhow::Result<bool> {
+        let settings = self.settings.get(&0, 0)?;
+        let slot = presence::locate(key, self.slots_log2);
+        let word = self.word(
+            settings.presence_generation as usize,
+            slot.generation_word(),
+        );
+        Ok(word.load(Ordering::Relaxed) & slot.mask != 0)
+    }
+
+    /// Clears the inactive generation, sets the bit of every key the tables hold and makes
+    /// it the active one. Calls must be `MIN_INTERVAL` apart while programs run, so that no
+    /// program still reads the generation being cleared (tests running programs one at a
+    /// time call it at will).
+    pub fn rebuild(&mut self) -> anyhow::Result<()> {
+        let mut settings = self.settings.get(&0, 0)?;
+        let next = (settings.presence_generation as u32 + 1) % GENERATIONS;
+        for word in 0..self.generation_words() {
+            self.word(next as usize, word).store(0, Ordering::Relaxed);
+        }
+        for table in &self.tables {
+            walk_keys(table, |key| {
+                let slot = presence::locate(key, self.slots_log2);
+                self.word(next as usize, slot.generation_word())
+                    .fetch_or(slot.mask, Ordering::Relaxed);
+            })?;
+        }
+        settings.presence_generation = next as u8;
+        self.settings.set(0, settings, 0)?;
+        Ok(())
+    }
+
+    fn generation_words(&self) -> usize {
+        (1usize << self.slots_log2) / 64
+    }
+
+    /// Word `index` of generation `generation`, shared with the kernel.
+    fn word(&self, generation: usize, index: usize) -> &AtomicU64 {
+        let words = self.generation_words();
+        let at = generation * words + index;
+        assert!(index < words && (at + 1) * 8 <= self.filter.len);
+        // SAFETY: an 8-aligned u64 inside the mapping (page-aligned, asserted above), which
+        // lives as long as `self`; the kernel only touches it with atomic ORs.
+        unsafe { AtomicU64::from_ptr(self.filter.start.as_ptr().cast::<u64>().add(at)) }
+    }
+}
+
+/// Calls `f` with every key of a flow table, walking it with `BPF_MAP_LOOKUP_BATCH`, which
+/// walks bucket by bucket and so sees every entry that stays in the table while it runs
+/// (aya has no batch walk; key by key, a key evicted under the walk restarts it).
+fn walk_keys(table: &MapData, mut f: impl FnMut(&FlowKey)) -> anyhow::Result<()> {
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let fd = table.fd().as_fd().as_raw_fd();
+    let mut keys = vec![FlowKey::default(); BATCH_ENTRIES];
+    let mut values = vec![FlowState::default(); BATCH_ENTRIES];
+    // The position between batches: a bucket index for hash tables.
+    let mut tokens = [[0u8; 8]; 2];
+    let mut first = true;
+    loop {
+        let (token_in, token_out) = tokens.split_at_mut(1);
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                token_in[0].as_ptr() as u64
+            },
+            out_batch: token_out[0].as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH_ENTRIES as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: the buffers hold `count` keys and values of the table's sizes and outlive
+        // the call; the attribute is the kernel's `batch` layout.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let error = (rc < 0).then(std::io::Error::last_os_error);
+        keys[..attr.count as usize].iter().for_each(&mut f);
+        match error {
+            None => {}
+            Some(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Some(err) => bail!("walking a flow table (BPF_MAP_LOOKUP_BATCH): {err}"),
+        }
+        tokens.swap(0, 1);
+        first = false;
+    }
+}
+
+/// The filter's array map, mapped into this process (`BPF_F_MMAPABLE`).
+struct Mapping {
+    start: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory, owned by the one thread that holds it.
+unsafe impl Send for Mapping {}
+
+impl Mapping {
+    fn new(map: &MapData, len: usize) -> anyhow::Result<Self> {
+        let fd = map.fd().as_fd().as_raw_fd();
+        // SAFETY: a shared mapping of the map's whole value area, unmapped on drop.
+        let start = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if start == libc::MAP_FAILED {
+            bail!(
+                "mapping the presence filter: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        let start = NonNull::new(start.cast()).context("mmap returned null")?;
+        Ok(Self { start, len })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer used.
+        unsafe { libc::munmap(self.start.as_ptr().cast(), self.len) };
+    }
+}
