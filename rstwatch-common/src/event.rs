@@ -405,6 +405,16 @@ mod tests {
         assert_eq!(offset_of!(FlowRecord, frame), flow_end);
         assert_eq!(size_of::<FlowRecord>(), flow_end + size_of::<Frame>());
         assert_eq!(size_of::<Frame>(), 8 + FRAME_BYTES);
+        // The flow's state is copied into records whole: its fields, in falling order of
+        // alignment, end where it does.
+        use crate::flow::DirState;
+        assert_eq!(
+            offset_of!(DirState, ip_ids_pushed) + 1,
+            size_of::<DirState>()
+        );
+        assert_eq!(offset_of!(FlowState, start_ns), 2 * size_of::<DirState>());
+        assert_eq!(offset_of!(FlowState, _pad) + 3, size_of::<FlowState>());
+        assert_eq!(size_of::<FlowState>(), 208);
     }
 
     #[test]

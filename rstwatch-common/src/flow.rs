@@ -5,6 +5,7 @@ use crate::{
     config::Settings,
     event::EventKind,
     packet::{tcp_flags, PacketMeta, NO_WINDOW_SCALE},
+    span::Span,
 };
 
 /// Direction index of a packet within its flow: sent from `FlowKey::addr[0]`/`port[0]`.
@@ -104,7 +105,9 @@ pub mod seen {
     /// Bits that are history events.
     pub const HISTORY_MASK: u16 = (1 << 9) - 1;
 
-    /// A TLS alert record (content type 21) was sent.
+    /// The direction sent a packet: `DirState::first` holds a value.
+    pub const SENT: u16 = 1 << 11;
+    /// A TLS alert record (content type 21) was sent: `DirState::tls_alert` holds a value.
     pub const TLS_ALERT: u16 = 1 << 12;
     /// `next_seq` holds a value.
     pub const SEQ_KNOWN: u16 = 1 << 13;
@@ -116,10 +119,15 @@ pub mod seen {
 pub const RECENT_IP_IDS: usize = 4;
 /// Zeek history letters kept per flow, in order. Zeek repeats some letters (a FIN or RST with a
 /// new sequence number, retransmissions at 1, 10, 100, ...), so a history has no fixed length;
-/// letters beyond this are not recorded. A power of two: the kernel masks its index with it.
+/// letters beyond this are not recorded. One bit each in `FlowState::history_from_high`.
 pub const HISTORY_CAPACITY: usize = 32;
-/// A history byte: bit index of `seen` in the low bits, this flag when sent by `DIR_FROM_HIGH`.
+/// A history byte (`FlowState::history_events`): bit index of `seen` in the low bits, this
+/// flag when sent by `DIR_FROM_HIGH`.
 pub const HISTORY_FROM_HIGH: u8 = 0x80;
+/// Bits of a history letter in `FlowState::history_letters`: a `seen` bit index, below 16.
+const HISTORY_LETTER_BITS: usize = 4;
+/// History letters per word of `FlowState::history_letters`.
+const HISTORY_LETTERS_PER_WORD: usize = 64 / HISTORY_LETTER_BITS;
 
 /// `FlowState::origin`: how the originator was decided.
 pub mod origin {
@@ -131,57 +139,56 @@ pub mod origin {
     pub const INFERRED: u8 = 3;
 }
 
-/// What one direction of a flow has shown.
+/// What one direction of a flow has shown. Fields in falling order of alignment: no padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DirState {
-    pub first_ns: u64,
+    /// Time of this direction's last packet, in full: `fast_rst` and the idle time before a
+    /// RST measure from it.
     pub last_ns: u64,
-    /// Silence on the flow (both directions) right before this direction's last packet.
-    pub gap_before_last_ns: u64,
     /// Payload bytes.
     pub bytes: u64,
-    /// Time of the last TLS alert record from this direction, 0 if none.
-    pub tls_alert_ns: u64,
+    /// This direction's first packet (with `seen::SENT`) and last TLS alert record (with
+    /// `seen::TLS_ALERT`), since `FlowState::start_ns`: read them with `FlowState::first_ns`
+    /// and `FlowState::tls_alert_ns`.
+    pub first: Span,
+    pub tls_alert: Span,
+    /// Silence on the flow (both directions) right before this direction's last packet.
+    pub gap_before_last: Span,
     pub pkts: u32,
     /// Highest sequence number sent plus the segment's length: where the next segment starts.
     pub next_seq: u32,
     /// Highest acknowledgement number sent.
     pub max_ack: u32,
-    /// Sequence number of this direction's latest RST.
-    pub rst_seq: u32,
     /// Last advertised receive window, scaled when the handshake negotiated scaling.
     pub window: u32,
-    /// Ring of this direction's latest IP IDs (IPv4, non-RST packets).
-    pub ip_ids: [u16; RECENT_IP_IDS],
-    /// `seen::*` bits.
-    pub seen: u16,
-    /// TTL / hop limit of this direction's genuine packets: the latest non-RST packet's.
-    pub ttl: u8,
-    /// Where the next IP ID goes in `ip_ids`.
-    pub ip_id_next: u8,
-    /// Valid entries in `ip_ids` (saturates at `RECENT_IP_IDS`).
-    pub ip_ids_len: u8,
-    /// Window-scale shift this direction offered in its SYN, `NO_WINDOW_SCALE` if none.
-    pub window_scale: u8,
-    pub rst_count: u8,
-    pub _pad: u8,
-    /// History letters this direction has written once (bit per `seen::HISTORY_LETTERS`
-    /// index); Zeek writes `a d i q` once and repeats the others by their own rules.
-    pub history_once: u16,
-    pub _pad2: u16,
     /// Sequence number of this direction's last SYN or SYN-ACK, last FIN (its end: sequence
     /// plus payload) and last RST, as Zeek compares them to decide whether `s h f r` repeat.
+    /// Only a packet with one of the three flags counts: a RST with SYN or FIN is `q` or `i`.
     pub history_syn_seq: u32,
     pub history_fin_seq: u32,
     pub history_rst_seq: u32,
     /// Retransmitted payload segments and zero-window advertisements: Zeek writes `t` and `w`
-    /// again at the 10th, 100th, ... occurrence.
+    /// again at the 10th, 100th, ... occurrence. Saturating; 32 bits, so every repeat up to
+    /// the billionth is written as Zeek writes it.
     pub retransmits: u32,
     pub zero_windows: u32,
-    /// The occurrence at which `t` / `w` is written next (0 before the first).
-    pub retransmit_next: u32,
-    pub zero_window_next: u32,
+    /// Ring of this direction's latest IP IDs (IPv4, non-RST packets).
+    pub ip_ids: [u16; RECENT_IP_IDS],
+    /// `seen::*` bits.
+    pub seen: u16,
+    /// History letters this direction has written once (bit per `seen::HISTORY_LETTERS`
+    /// index); Zeek writes `a d i q` once and repeats the others by their own rules.
+    pub history_once: u16,
+    /// TTL / hop limit of this direction's genuine packets: the latest non-RST packet's.
+    pub ttl: u8,
+    /// Window-scale shift this direction offered in its SYN, `NO_WINDOW_SCALE` if none.
+    pub window_scale: u8,
+    /// RSTs sent (saturates at 255).
+    pub rst_count: u8,
+    /// IP IDs put in `ip_ids`, counted 0, 1, ... 7 and then from 4 again: the low two bits
+    /// are where the next one goes, and from 4 on the ring is full.
+    pub ip_ids_pushed: u8,
 }
 
 impl DirState {
@@ -189,32 +196,73 @@ impl DirState {
         self.seen & bits != 0
     }
 
+    /// Silence on the flow right before this direction's last packet, in ns (kept in the
+    /// finest unit that holds it: exact in whole ms below 12.4 days).
+    pub const fn gap_before_last_ns(&self) -> u64 {
+        self.gap_before_last.ns()
+    }
+
+    /// Valid entries in `ip_ids`.
+    pub const fn ip_ids_len(&self) -> usize {
+        if self.ip_ids_pushed as usize >= RECENT_IP_IDS {
+            RECENT_IP_IDS
+        } else {
+            self.ip_ids_pushed as usize
+        }
+    }
+
     /// The IP IDs in `ip_ids`, oldest first, through `f`.
     pub fn recent_ip_ids(&self, mut f: impl FnMut(u16)) {
-        let len = self.ip_ids_len as usize;
+        let len = self.ip_ids_len();
+        let next = self.ip_ids_pushed as usize % RECENT_IP_IDS;
         let mut i = 0;
-        while i < len && i < RECENT_IP_IDS {
-            let at = (self.ip_id_next as usize + RECENT_IP_IDS - len + i) % RECENT_IP_IDS;
-            f(self.ip_ids[at]);
+        while i < len {
+            f(self.ip_ids[(next + RECENT_IP_IDS - len + i) % RECENT_IP_IDS]);
             i += 1;
         }
+    }
+
+    /// Puts `id` in the ring, over the oldest one when it is full.
+    #[inline(always)]
+    pub fn push_ip_id(&mut self, id: u16) {
+        let pushed = self.ip_ids_pushed;
+        self.ip_ids[(pushed & 3) as usize] = id;
+        self.ip_ids_pushed = if pushed >= 2 * RECENT_IP_IDS as u8 - 1 {
+            RECENT_IP_IDS as u8
+        } else {
+            pushed + 1
+        };
     }
 }
 
 /// The flow table's value: both directions plus what belongs to the conversation.
+///
+/// Times are kept in full only where the evidence needs every ns at any age of the flow (each
+/// direction's last packet); the others are `Span`s since the flow's first packet, exact in
+/// the first 1.07 s, where a handshake's times are, and then in µs, ms or s as the flow ages
+/// (a time before the start, from a capture out of order, reads as the start). Read them
+/// through the methods, which give absolute ns as the kernel's clock does, 0 for none.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowState {
     /// Indexed by direction: `DIR_FROM_LOW`, `DIR_FROM_HIGH`.
     pub dir: [DirState; 2],
-    /// Time of the originator's first SYN, 0 if none seen.
-    pub syn_ns: u64,
-    /// Handshake round trip as seen here: originator's SYN to its handshake-completing ACK.
-    pub rtt_ns: u64,
-    /// Time of the flow's first RST, 0 if none; the follow-up grace period runs from here.
-    pub rst_ns: u64,
-    /// Zeek history events in the order they were first seen.
-    pub history: [u8; HISTORY_CAPACITY],
+    /// Time of the flow's first packet, the base of the `Span`s since the start.
+    pub start_ns: u64,
+    /// Zeek history events in the order they were first seen (`history_len` of them), read
+    /// through `history_events`: the `seen` bit index of event `i` in bits `4 * (i % 16)` up
+    /// of word `i / 16` here, and bit `i` of `history_from_high` set when `DIR_FROM_HIGH` sent
+    /// it.
+    pub history_letters: [u64; HISTORY_CAPACITY / HISTORY_LETTERS_PER_WORD],
+    /// Since the start: the originator's first SYN, when the originator has `seen::SYN`.
+    pub syn: Span,
+    /// Handshake round trip as seen here: originator's SYN to its handshake-completing ACK;
+    /// `Span::ZERO` if not seen.
+    pub rtt: Span,
+    /// Since the start: the flow's first RST, when either direction has `seen::RST`; the
+    /// follow-up grace period runs from here.
+    pub rst: Span,
+    pub history_from_high: u32,
     pub history_len: u8,
     /// Direction index of the originator.
     pub originator: u8,
@@ -255,6 +303,84 @@ impl FlowState {
         self.dir[1].window_scale = NO_WINDOW_SCALE;
     }
 
+    /// Time of direction `dir`'s first packet, 0 if it sent none.
+    pub const fn first_ns(&self, dir: usize) -> u64 {
+        let d = &self.dir[dir & 1];
+        self.time_or_zero(d.has(seen::SENT), d.first)
+    }
+
+    /// Time of direction `dir`'s last TLS alert record, 0 if none.
+    pub const fn tls_alert_ns(&self, dir: usize) -> u64 {
+        let d = &self.dir[dir & 1];
+        self.time_or_zero(d.has(seen::TLS_ALERT), d.tls_alert)
+    }
+
+    /// Time of the originator's first SYN, 0 if none seen.
+    pub const fn syn_ns(&self) -> u64 {
+        self.time_or_zero(self.has_syn(), self.syn)
+    }
+
+    /// Handshake round trip, 0 if not seen.
+    pub const fn rtt_ns(&self) -> u64 {
+        self.rtt.ns()
+    }
+
+    /// Time of the flow's first RST, 0 if none.
+    pub const fn rst_ns(&self) -> u64 {
+        self.time_or_zero(self.has_rst(), self.rst)
+    }
+
+    /// `ns` as this flow would keep it as a time since its start: what a time recorded then
+    /// reads as now, to compare one with the other. A time before the start is returned as it
+    /// is: it is no time of this flow.
+    pub const fn as_kept(&self, ns: u64) -> u64 {
+        if ns < self.start_ns {
+            return ns;
+        }
+        self.start_ns
+            .saturating_add(Span::from_ns(ns - self.start_ns).ns())
+    }
+
+    /// A RST was seen on the flow (and `rst` holds a value).
+    #[inline(always)]
+    pub const fn has_rst(&self) -> bool {
+        (self.dir[0].seen | self.dir[1].seen) & seen::RST != 0
+    }
+
+    /// The originator sent a SYN (and `syn` holds a value).
+    #[inline(always)]
+    const fn has_syn(&self) -> bool {
+        self.dir[(self.originator & 1) as usize].has(seen::SYN)
+    }
+
+    const fn time_or_zero(&self, valid: bool, since_start: Span) -> u64 {
+        if valid {
+            self.start_ns.saturating_add(since_start.ns())
+        } else {
+            0
+        }
+    }
+
+    #[inline(always)]
+    fn since_start(&self, now: u64) -> Span {
+        Span::from_ns(now.saturating_sub(self.start_ns))
+    }
+
+    /// The Zeek history events in order, each a history byte: the `seen` bit index, with
+    /// `HISTORY_FROM_HIGH` when `DIR_FROM_HIGH` sent it.
+    pub fn history_events(&self) -> impl Iterator<Item = u8> + '_ {
+        (0..(self.history_len as usize).min(HISTORY_CAPACITY)).map(|i| {
+            let word = self.history_letters[i / HISTORY_LETTERS_PER_WORD];
+            let letter = (word >> (HISTORY_LETTER_BITS * (i % HISTORY_LETTERS_PER_WORD))) & 0xf;
+            let from_high = if self.history_from_high & (1 << i) != 0 {
+                HISTORY_FROM_HIGH
+            } else {
+                0
+            };
+            letter as u8 | from_high
+        })
+    }
+
     /// Total packets seen on the flow, both directions.
     pub const fn packets(&self) -> u32 {
         self.dir[0].pkts + self.dir[1].pkts
@@ -292,12 +418,12 @@ impl FlowState {
             // Every RST on the wire reaches userspace: the first of the flow as `Rst`, the
             // later ones as `FollowUp`, which userspace folds into the first report or reports
             // on their own.
-            Some(if self.rst_ns == 0 {
+            Some(if !self.has_rst() {
                 EventKind::Rst
             } else {
                 EventKind::FollowUp
             })
-        } else if self.rst_ns != 0 && dir == self.rst_dir && pkt.payload_len > 0 {
+        } else if self.has_rst() && dir == self.rst_dir && pkt.payload_len > 0 {
             // `followups` is a u8: a limit above 255 means 255, not a counter that wraps.
             data_followup = (self.followups as u32) < settings.followup_limit.min(u8::MAX as u32);
             if !data_followup {
@@ -321,7 +447,7 @@ impl FlowState {
     /// connection on a 4-tuple that was reset, closed or never seen opening.
     #[inline(always)]
     fn starts_over(&self, pkt: &PacketMeta, dir: u8, now: u64, settings: &Settings) -> bool {
-        if self.rst_ns != 0 && now.saturating_sub(self.rst_ns) > settings.grace_ns {
+        if self.has_rst() && now.saturating_sub(self.rst_ns()) > settings.grace_ns {
             return true;
         }
         if !pkt.has(tcp_flags::SYN) || pkt.has(tcp_flags::ACK) || pkt.is_rst() {
@@ -330,7 +456,7 @@ impl FlowState {
         // A RST ends the connection on both ends (RFC 9293 3.10.7): a SYN after it can only
         // open a new one, even with the same initial sequence number (a client retrying a
         // refused connection from the same socket, or a raw-socket scanner).
-        if self.rst_ns != 0 {
+        if self.has_rst() {
             return true;
         }
         let d = &self.dir[dir as usize];
@@ -342,6 +468,9 @@ impl FlowState {
 
     #[inline(always)]
     fn record(&mut self, pkt: &PacketMeta, dir: u8, now: u64) {
+        if !self.dir[0].has(seen::SENT) && !self.dir[1].has(seen::SENT) {
+            self.start_ns = now;
+        }
         let flow_last = self.last_ns();
         let syn = pkt.has(tcp_flags::SYN);
         let ack = pkt.has(tcp_flags::ACK);
@@ -380,44 +509,46 @@ impl FlowState {
         }
         self.note_history(pkt, dir, events);
 
-        if syn && !ack && self.syn_ns == 0 && dir == self.originator {
-            self.syn_ns = now;
+        // `seen` takes this packet's events only below: `has_syn` and `has_rst` still say
+        // whether an earlier packet set the time.
+        if syn && !ack && dir == self.originator && !self.has_syn() {
+            self.syn = self.since_start(now);
         }
-        if self.rtt_ns == 0
-            && self.syn_ns != 0
+        if self.rtt == Span::ZERO
+            && self.has_syn()
             && dir == self.originator
             && ack
             && !syn
             && self.dir[(dir ^ 1) as usize].has(seen::SYN_ACK)
         {
-            self.rtt_ns = now.saturating_sub(self.syn_ns);
+            self.rtt = Span::from_ns(now.saturating_sub(self.syn_ns()));
         }
-        if rst && self.rst_ns == 0 {
-            self.rst_ns = now;
+        if rst && !self.has_rst() {
+            self.rst = self.since_start(now);
             self.rst_dir = dir;
             self.followups = 0;
         }
+        let since_start = self.since_start(now);
         let peer_scale = self.dir[(dir ^ 1) as usize].window_scale;
 
         let d = &mut self.dir[dir as usize];
-        d.seen |= events;
-        if d.first_ns == 0 {
-            d.first_ns = now;
+        if !d.has(seen::SENT) {
+            d.first = since_start;
         }
-        d.gap_before_last_ns = if flow_last == 0 {
-            0
+        d.seen |= events | seen::SENT;
+        d.gap_before_last = if flow_last == 0 {
+            Span::ZERO
         } else {
-            now.saturating_sub(flow_last)
+            Span::from_ns(now.saturating_sub(flow_last))
         };
         d.last_ns = now;
         d.pkts = d.pkts.wrapping_add(1);
         d.bytes += pkt.payload_len as u64;
         if pkt.tls_alert != 0 {
             d.seen |= seen::TLS_ALERT;
-            d.tls_alert_ns = now;
+            d.tls_alert = since_start;
         }
         if rst {
-            d.rst_seq = pkt.seq;
             d.rst_count = d.rst_count.saturating_add(1);
             // A RST's TTL, IP ID, window and sequence are exactly what is under suspicion;
             // they must not move the baselines of genuine packets.
@@ -428,11 +559,7 @@ impl FlowState {
         }
         d.ttl = pkt.ttl;
         if pkt.family == crate::packet::FAMILY_IPV4 {
-            d.ip_ids[(d.ip_id_next & 3) as usize] = pkt.ip_id;
-            d.ip_id_next = (d.ip_id_next + 1) & 3;
-            if (d.ip_ids_len as usize) < RECENT_IP_IDS {
-                d.ip_ids_len += 1;
-            }
+            d.push_ip_id(pkt.ip_id);
         }
         if !d.has(seen::SEQ_KNOWN) || seq_after(end, d.next_seq) {
             d.next_seq = end;
@@ -498,10 +625,8 @@ impl FlowState {
         } else {
             None
         };
-        let zero_window = events & seen::ZERO_WINDOW != 0
-            && counted_repeat(&mut d.zero_windows, &mut d.zero_window_next);
-        let retransmit = events & seen::RETRANSMIT != 0
-            && counted_repeat(&mut d.retransmits, &mut d.retransmit_next);
+        let zero_window = events & seen::ZERO_WINDOW != 0 && counted_repeat(&mut d.zero_windows);
+        let retransmit = events & seen::RETRANSMIT != 0 && counted_repeat(&mut d.retransmits);
         if let Some(letter) = letter {
             self.push_history(dir, letter);
         }
@@ -523,13 +648,12 @@ impl FlowState {
         if len >= HISTORY_CAPACITY {
             return;
         }
-        let from_high = if dir == DIR_FROM_HIGH {
-            HISTORY_FROM_HIGH
-        } else {
-            0
-        };
-        // The mask repeats the bound for verifiers that lose it across the check above.
-        self.history[len & (HISTORY_CAPACITY - 1)] = letter | from_high;
+        // The mask repeats the bound for verifiers that lose it across the check above. The
+        // slot is still zero: the state starts zeroed and the history only grows.
+        let word = (len / HISTORY_LETTERS_PER_WORD) & 1;
+        let shift = HISTORY_LETTER_BITS * (len % HISTORY_LETTERS_PER_WORD);
+        self.history_letters[word] |= ((letter & 0xf) as u64) << shift;
+        self.history_from_high |= ((dir & 1) as u32) << (len & (HISTORY_CAPACITY - 1));
         self.history_len += 1;
     }
 }
@@ -552,17 +676,22 @@ const fn letter_of(bit: u16) -> u8 {
 }
 
 /// Counts one more occurrence of a counted history letter; true at the 1st, 10th, 100th...
-/// `next` is the occurrence at which the letter is written again (0: not yet counted, the
-/// 1st). A stored threshold rather than a power-of-ten test: one comparison for the verifier.
+/// (`u32::MAX`, where the count saturates, is no power of ten: nothing repeats beyond it).
 #[inline(always)]
-fn counted_repeat(count: &mut u32, next: &mut u32) -> bool {
+fn counted_repeat(count: &mut u32) -> bool {
     *count = count.saturating_add(1);
-    let due = if *next == 0 { 1 } else { *next };
-    if *count != due {
-        return false;
-    }
-    *next = due.saturating_mul(10);
-    true
+    matches!(
+        *count,
+        1 | 10
+            | 100
+            | 1_000
+            | 10_000
+            | 100_000
+            | 1_000_000
+            | 10_000_000
+            | 100_000_000
+            | 1_000_000_000
+    )
 }
 
 /// What `FlowState::step` did besides recording the packet, for the counters.
@@ -641,9 +770,8 @@ mod tests {
     }
 
     fn history(flow: &FlowState, originator: u8) -> String {
-        flow.history[..flow.history_len as usize]
-            .iter()
-            .map(|&h| {
+        flow.history_events()
+            .map(|h| {
                 let letter = seen::HISTORY_LETTERS[(h & 0x0f) as usize] as char;
                 let dir = u8::from(h & HISTORY_FROM_HIGH != 0);
                 if dir == originator {
@@ -685,13 +813,17 @@ mod tests {
         assert_eq!(client.bytes, 100);
         assert_eq!(client.pkts, 3);
         assert_eq!(server.ttl, 63, "the RST must not move the genuine TTL");
-        assert_eq!(server.rst_seq, 5001);
+        assert_eq!(server.history_rst_seq, 5001);
         assert_eq!(client.window_scale, 7);
         assert_eq!(
-            flow.rtt_ns, 2_000_000,
+            flow.rtt_ns(),
+            2_000_000,
             "SYN at 1 ms, completing ACK at 3 ms"
         );
-        assert_eq!(flow.rst_ns, 6_000_000);
+        assert_eq!(flow.rst_ns(), 6_000_000);
+        assert_eq!(flow.syn_ns(), 1_000_000);
+        assert_eq!(flow.first_ns(client_dir as usize ^ 1), 2_000_000);
+        assert_eq!(server.gap_before_last_ns(), 1_000_000);
 
         assert_eq!(events.len(), 1);
         let (kind, before) = &events[0];
@@ -788,6 +920,27 @@ mod tests {
         packets.extend((0..40).map(|i| segment(false, RST, 100 + i, 0, 0)));
         let (flow, _) = replay(&packets);
         assert_eq!(flow.history_len as usize, HISTORY_CAPACITY);
+        assert_eq!(
+            history(&flow, flow.originator),
+            String::from("S") + &"r".repeat(31)
+        );
+    }
+
+    #[test]
+    fn history_events_read_back_as_pushed() {
+        let mut flow = FlowState::default();
+        let pushed: Vec<(u8, u8)> = (0..HISTORY_CAPACITY as u8 + 3)
+            .map(|i| ((i * 7) % seen::HISTORY_LETTERS.len() as u8, (i / 3) & 1))
+            .collect();
+        for &(letter, dir) in &pushed {
+            flow.push_history(dir, letter);
+        }
+        let expected: Vec<u8> = pushed[..HISTORY_CAPACITY]
+            .iter()
+            .map(|&(letter, dir)| letter | if dir == 1 { HISTORY_FROM_HIGH } else { 0 })
+            .collect();
+        assert_eq!(flow.history_events().collect::<Vec<_>>(), expected);
+        assert!(expected.contains(&(9 | HISTORY_FROM_HIGH)) && expected.contains(&0));
     }
 
     #[test]
@@ -854,14 +1007,33 @@ mod tests {
     #[test]
     fn recent_ip_ids_keep_the_last_four_in_order() {
         let mut dir = DirState::default();
-        for id in [1u16, 2, 3, 4, 5, 6] {
-            dir.ip_ids[(dir.ip_id_next & 3) as usize] = id;
-            dir.ip_id_next = (dir.ip_id_next + 1) & 3;
-            dir.ip_ids_len = (dir.ip_ids_len + 1).min(RECENT_IP_IDS as u8);
-        }
         let mut ids = Vec::new();
+        for id in [1u16, 2] {
+            dir.push_ip_id(id);
+        }
         dir.recent_ip_ids(|id| ids.push(id));
-        assert_eq!(ids, [3, 4, 5, 6]);
+        assert_eq!(ids, [1, 2]);
+        for id in 3..=13 {
+            dir.push_ip_id(id);
+            if id < 4 {
+                continue;
+            }
+            ids.clear();
+            dir.recent_ip_ids(|id| ids.push(id));
+            assert_eq!(ids, [id - 3, id - 2, id - 1, id], "after {id}");
+        }
+    }
+
+    #[test]
+    fn counted_letters_repeat_at_powers_of_ten() {
+        let mut count = 0;
+        let repeats: Vec<u32> = (1..=2_000_000)
+            .filter(|_| counted_repeat(&mut count))
+            .collect();
+        assert_eq!(repeats, [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]);
+        let mut count = u32::MAX - 1;
+        assert!(!counted_repeat(&mut count) && !counted_repeat(&mut count));
+        assert_eq!(count, u32::MAX, "saturates");
     }
 
     #[test]

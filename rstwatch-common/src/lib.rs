@@ -14,6 +14,7 @@ pub mod flow;
 pub mod local;
 pub mod packet;
 pub mod presence;
+pub mod span;
 pub mod zero;
 
 pub use budget::RateWindow;

@@ -48,7 +48,7 @@ mod tests {
     #[test]
     fn zeroes_every_byte() {
         let mut flow = FlowState {
-            rtt_ns: u64::MAX,
+            start_ns: u64::MAX,
             history_len: 3,
             ..FlowState::default()
         };
@@ -60,12 +60,12 @@ mod tests {
     #[test]
     fn copies_every_byte() {
         let mut from = FlowState {
-            rtt_ns: 12_345,
+            start_ns: 12_345,
             history_len: 3,
             ..FlowState::default()
         };
         from.dir[1].window = 7;
-        from.history[31] = 0x85;
+        from.history_letters[1] = 0x5 << 60;
         let mut to = FlowState::default();
         unsafe { copy_words(&from, &mut to) };
         assert_eq!(to, from);

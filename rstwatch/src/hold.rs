@@ -30,14 +30,16 @@ impl Held {
     /// connection this RST belongs to (its first RST is the same); `None` otherwise, and for a
     /// RST whose flow has no entry at all.
     pub fn state_at_hold_end(&self, flows: &impl FlowStateSource) -> Option<FlowState> {
-        let first_rst_ns = if self.event.flow.rst_ns != 0 {
-            self.event.flow.rst_ns
+        let first_rst_ns = if self.event.flow.has_rst() {
+            self.event.flow.rst_ns()
         } else {
             self.event.ts_ns
         };
+        // Compared as the flow keeps its times: a RST long after the flow's start is kept to
+        // the µs, ms or s.
         flows
             .current(&self.event.key)
-            .filter(|flow| flow.rst_ns == first_rst_ns)
+            .filter(|flow| flow.has_rst() && flow.rst_ns() == flow.as_kept(first_rst_ns))
     }
 }
 
@@ -144,7 +146,7 @@ impl HoldQueue {
             Reported {
                 first_rst_ns: related_to.unwrap_or(event.ts_ns),
                 last_rst_ns: event.ts_ns,
-                syn_ns: event.flow.syn_ns,
+                syn_ns: event.flow.syn_ns(),
             },
         );
         self.reported_order.push_back((event.ts_ns, event.key));
@@ -162,8 +164,8 @@ impl HoldQueue {
     fn earlier_report(&self, kind: EventKind, event: &RstEvent) -> Option<u64> {
         let earlier = self.reported.get(&event.key)?;
         let same_connection = kind == EventKind::FollowUp
-            || event.flow.syn_ns == 0
-            || event.flow.syn_ns == earlier.syn_ns;
+            || event.flow.syn_ns() == 0
+            || event.flow.syn_ns() == earlier.syn_ns;
         let recent = event.ts_ns.saturating_sub(earlier.last_rst_ns) <= self.link_ns;
         (same_connection && recent).then_some(earlier.first_rst_ns)
     }
@@ -227,7 +229,10 @@ impl HoldQueue {
 
 #[cfg(test)]
 mod tests {
-    use rstwatch_common::packet::tcp_flags::{ACK, PSH, RST};
+    use rstwatch_common::{
+        packet::tcp_flags::{ACK, PSH, RST, SYN},
+        PacketMeta, Settings,
+    };
 
     use super::*;
 
@@ -242,6 +247,23 @@ mod tests {
         event.pkt.tcp_flags = flags;
         event.pkt.payload_len = if flags & RST == 0 { 10 } else { 0 };
         event
+    }
+
+    /// A flow whose packets, all from direction 0, had `flags` and came at `times`.
+    fn flow_of(flags: u8, times: &[u64]) -> FlowState {
+        let pkt = PacketMeta {
+            tcp_flags: flags,
+            ..PacketMeta::default()
+        };
+        let mut flow = FlowState::new(&pkt, 0);
+        let settings = Settings {
+            grace_ns: u64::MAX,
+            ..Settings::default()
+        };
+        for &now in times {
+            flow.step(&pkt, 0, now, &settings, |_, _| {});
+        }
+        flow
     }
 
     fn rst(port: u16, dir: u8, ts_ns: u64) -> RstEvent {
@@ -336,13 +358,14 @@ mod tests {
     fn a_new_connection_on_the_same_four_tuple_is_not_related() {
         let mut queue = HoldQueue::new(100, 1000);
         let mut first = rst(1000, 1, 10);
-        first.flow.syn_ns = 5;
+        first.flow = flow_of(SYN, &[5]);
         queue.offer(first);
         let mut retry = rst(1000, 1, 500);
-        retry.flow.syn_ns = 490;
+        retry.flow = flow_of(SYN, &[490]);
         queue.offer(retry);
         let mut lost_state = rst(1000, 1, 600);
-        lost_state.flow.syn_ns = 0;
+        lost_state.flow = flow_of(ACK, &[590]);
+        assert_eq!(lost_state.flow.syn_ns(), 0);
         queue.offer(lost_state);
         let released = queue.release_all();
         let related: Vec<_> = released.iter().map(|h| h.related_to).collect();
@@ -356,15 +379,33 @@ mod tests {
         let held = queue.release_all().remove(0);
         let mut table = HashMap::new();
         assert_eq!(held.state_at_hold_end(&table), None, "no entry");
-        let mut same = FlowState {
-            rst_ns: 10,
-            ..FlowState::default()
-        };
-        same.dir[0].pkts = 3;
+        let same = flow_of(RST, &[10, 20, 30]);
         table.insert(held.event.key, same);
         assert_eq!(held.state_at_hold_end(&table), Some(same));
-        table.get_mut(&held.event.key).unwrap().rst_ns = 0;
+        table.insert(held.event.key, flow_of(SYN, &[40]));
         assert_eq!(held.state_at_hold_end(&table), None, "started over");
+        table.insert(held.event.key, flow_of(RST, &[11]));
+        assert_eq!(held.state_at_hold_end(&table), None, "another RST");
+    }
+
+    #[test]
+    fn the_state_at_the_hold_end_is_found_for_a_rst_long_after_the_flow_began() {
+        let start = 1_000;
+        let rst_ns = start + 3 * 3_600 * 1_000_000_000 + 123_456_789;
+        let mut queue = HoldQueue::new(100, 1000);
+        let mut late = rst(1000, 0, rst_ns);
+        late.flow = flow_of(SYN, &[start]);
+        queue.offer(late);
+        let held = queue.release_all().remove(0);
+        let mut after = flow_of(SYN, &[start]);
+        let pkt = PacketMeta {
+            tcp_flags: RST,
+            ..PacketMeta::default()
+        };
+        after.step(&pkt, 0, rst_ns, &Settings::default(), |_, _| {});
+        assert_ne!(after.rst_ns(), rst_ns, "kept to the ms three hours in");
+        let table = HashMap::from([(held.event.key, after)]);
+        assert_eq!(held.state_at_hold_end(&table), Some(after));
     }
 
     #[test]

@@ -346,7 +346,7 @@ pub fn v6(src: Ipv6Addr, dst: Ipv6Addr, extensions: &[Extension], tcp: Tcp) -> F
 }
 
 pub fn history(flow: &FlowState) -> Vec<u8> {
-    flow.history[..flow.history_len as usize].to_vec()
+    flow.history_events().collect()
 }
 
 pub fn ip_ids(flow: &FlowState, dir: u8) -> Vec<u16> {

@@ -51,7 +51,7 @@ pub fn idle_before_rst(sides: &Sides) -> Option<Duration> {
     }
     let before_rst = sides.event.ts_ns.saturating_sub(flow_last);
     let before_answered = if sides.receiver_spoke_last() {
-        sides.receiver.gap_before_last_ns
+        sides.receiver.gap_before_last_ns()
     } else {
         0
     };

@@ -82,7 +82,7 @@ pub fn ip_id_anomaly(s: &Sides) -> bool {
 }
 
 fn recent_ip_ids(d: &DirState) -> Vec<u16> {
-    let mut ids = Vec::with_capacity(d.ip_ids_len as usize);
+    let mut ids = Vec::with_capacity(d.ip_ids_len());
     d.recent_ip_ids(|id| ids.push(id));
     ids
 }
@@ -159,16 +159,17 @@ const FAST_RST_MARGIN_NS: u64 = 1_000_000;
 pub fn fast_rst(s: &Sides) -> bool {
     let answered_after = s.event.ts_ns.saturating_sub(s.receiver.last_ns);
     s.hook == Hook::XdpIngress
-        && s.flow.rtt_ns != 0
+        && s.flow.rtt_ns() != 0
         && s.sender_is_far() == Some(true)
         && s.receiver_spoke_last()
-        && answered_after + FAST_RST_MARGIN_NS < s.flow.rtt_ns / 2
+        && answered_after + FAST_RST_MARGIN_NS < s.flow.rtt_ns() / 2
 }
 
 /// `tls_alert_before` (context only): either side sent a TLS alert record at most `window_ns`
 /// before the RST, as TLS stacks do when they close.
 pub fn tls_alert_before(s: &Sides, window_ns: u128) -> bool {
-    s.flow.dir.iter().any(|d| {
-        d.tls_alert_ns != 0 && (s.event.ts_ns.saturating_sub(d.tls_alert_ns) as u128) <= window_ns
+    (0..s.flow.dir.len()).any(|dir| {
+        let alert_ns = s.flow.tls_alert_ns(dir);
+        alert_ns != 0 && (s.event.ts_ns.saturating_sub(alert_ns) as u128) <= window_ns
     })
 }

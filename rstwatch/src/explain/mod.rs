@@ -172,7 +172,7 @@ pub fn explain_at_hold_end(
         window: pkt.window,
         payload_len: pkt.payload_len,
         idle_ms: classify::idle_before_rst(&sides).map(|idle| idle.as_millis() as u64),
-        rtt_us: (event.flow.rtt_ns != 0).then_some(event.flow.rtt_ns / 1_000),
+        rtt_us: (event.flow.rtt_ns() != 0).then_some(event.flow.rtt_ns() / 1_000),
         conn_state: zeek::conn_state(&after),
         history: zeek::history(&after),
         community_id: community_id::tcp(src, dst),

@@ -58,12 +58,12 @@ impl<'a> Sides<'a> {
     pub fn sender_is_far(&self) -> Option<bool> {
         let flow = self.flow;
         let responder = &flow.dir[self.originator.other().index()];
-        if self.origin != Origin::Syn || flow.rtt_ns == 0 || !responder.has(seen::SYN_ACK) {
+        if self.origin != Origin::Syn || flow.rtt_ns() == 0 || !responder.has(seen::SYN_ACK) {
             return None;
         }
-        let syn_ack_ns = responder.first_ns;
-        let ack_ns = flow.syn_ns.saturating_add(flow.rtt_ns);
-        let responder_answer = syn_ack_ns.saturating_sub(flow.syn_ns);
+        let syn_ack_ns = flow.first_ns(self.originator.other().index());
+        let ack_ns = flow.syn_ns().saturating_add(flow.rtt_ns());
+        let responder_answer = syn_ack_ns.saturating_sub(flow.syn_ns());
         let originator_answer = ack_ns.saturating_sub(syn_ack_ns);
         let originator_is_far = originator_answer > responder_answer;
         Some(if self.sender_side == self.originator {
@@ -99,7 +99,6 @@ impl<'a> Sides<'a> {
             0
         };
         let wanted = bit.trailing_zeros() as u8 | from_high;
-        let len = (self.flow.history_len as usize).min(self.flow.history.len());
-        self.flow.history[..len].iter().position(|&b| b == wanted)
+        self.flow.history_events().position(|b| b == wanted)
     }
 }

@@ -146,6 +146,36 @@ mod class {
         assert_eq!(r.idle_ms, Some(300_000));
     }
 
+    /// A flow's times are kept coarser as it ages (`rstwatch_common::span::Span`): three
+    /// days in, an idle time still shows to the ms and the handshake's RTT to the µs.
+    #[test]
+    fn flows_lasting_days_keep_their_idle_time_and_rtt() {
+        let three_days = || {
+            let mut c = established();
+            for _ in 0..3 {
+                c.wait_s(86_400).data(Client, 10).wait_ms(1).ack(Server);
+            }
+            c
+        };
+        let mut answered = three_days();
+        answered
+            .wait_s(3 * 3_600)
+            .wait_us(123_456)
+            .data(Client, 10)
+            .wait_ms(2)
+            .rst_ack(Server);
+        let r = answered.explain();
+        assert_eq!(r.class, ResetClass::IdleTimeout);
+        assert_eq!(r.idle_ms, Some(3 * 3_600_000 + 123));
+        assert_eq!(r.rtt_us, Some(RTT_MS * 1_000));
+
+        let mut silent = three_days();
+        silent.wait_s(3 * 3_600).wait_us(7_999).rst(Server);
+        let r = silent.explain();
+        assert_eq!(r.class, ResetClass::IdleTimeout);
+        assert_eq!(r.idle_ms, Some(3 * 3_600_000 + 7));
+    }
+
     #[test]
     fn silence_shorter_than_the_idle_timeout_is_abort() {
         let mut c = established();

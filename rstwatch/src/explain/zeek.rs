@@ -47,8 +47,7 @@ struct Event {
 }
 
 fn events(flow: &FlowState) -> impl Iterator<Item = Event> + '_ {
-    let len = (flow.history_len as usize).min(flow.history.len());
-    flow.history[..len].iter().filter_map(|&b| {
+    flow.history_events().filter_map(|b| {
         let bit = b & !HISTORY_FROM_HIGH;
         let side = if b & HISTORY_FROM_HIGH != 0 {
             FlowSide::High

@@ -193,18 +193,19 @@ fn handshake_data_fin_rst_and_followups_are_tracked_and_reported() {
     assert_eq!(server.max_ack, 1102);
     assert_eq!(server.window_scale, 9);
     assert_eq!(server.window, 509 << 9, "the RST's zero window is not kept");
-    assert_eq!((server.rst_count, server.rst_seq), (2, 9999));
+    assert_eq!((server.rst_count, server.history_rst_seq), (2, 9999));
 
-    assert!(flow.syn_ns > 0 && flow.syn_ns == client.first_ns);
-    assert!(flow.rtt_ns > 0, "handshake RTT");
-    assert!(flow.rtt_ns < server.last_ns - flow.syn_ns);
-    assert_eq!(flow.rst_ns, events[0].ts_ns);
+    assert!(flow.syn_ns() > 0 && flow.syn_ns() == flow.first_ns(C as usize));
+    assert_eq!(flow.start_ns, flow.syn_ns(), "the SYN starts the flow");
+    assert!(flow.rtt_ns() > 0, "handshake RTT");
+    assert!(flow.rtt_ns() < server.last_ns - flow.syn_ns());
+    assert_eq!(flow.rst_ns(), flow.as_kept(events[0].ts_ns));
     assert_eq!(
         (flow.rst_dir, flow.followups),
         (S, 1),
         "data follow-ups are counted, RSTs are always sent"
     );
-    assert!(client.last_ns < server.last_ns && client.gap_before_last_ns > 0);
+    assert!(client.last_ns < server.last_ns && client.gap_before_last_ns() > 0);
     assert_counts(
         &probe.counters(),
         &[
@@ -244,7 +245,7 @@ fn egress_syn_and_ingress_syn_ack_share_one_flow() {
     assert_eq!(flow.dir[C as usize].pkts, 3);
     assert_eq!(flow.dir[S as usize].pkts, 2);
     assert!(flow.dir[S as usize].has(seen::SYN_ACK | seen::RST));
-    assert!(flow.rtt_ns > 0);
+    assert!(flow.rtt_ns() > 0);
     let events = probe.events();
     let seen_as: Vec<_> = events
         .iter()
@@ -385,7 +386,7 @@ fn after_the_grace_period_the_flow_starts_over() {
     );
     let flow = probe.expect_flow(&key);
     assert_eq!(flow.packets(), 1);
-    assert_eq!((flow.rst_ns, flow.syn_ns, flow.rtt_ns), (0, 0, 0));
+    assert_eq!((flow.rst_ns(), flow.syn_ns(), flow.rtt_ns()), (0, 0, 0));
     assert_eq!((flow.originator, flow.origin), (S, origin::INFERRED));
     assert_eq!(history(&flow), [H_DATA]);
     assert_eq!(flow.dir[S as usize].bytes, 10);
@@ -531,7 +532,7 @@ fn retransmission_zero_window_syn_rst_and_tls_alert_are_noted() {
     assert!(!client.has(seen::TLS_ALERT));
     let server = &flow.dir[S as usize];
     assert!(server.has(seen::TLS_ALERT));
-    assert_eq!(server.tls_alert_ns, server.last_ns);
+    assert_eq!(flow.tls_alert_ns(S as usize), flow.as_kept(server.last_ns));
 
     let port = 40001;
     probe.ingress(&v4(CLIENT, SERVER, 64, 1, syn(port, HTTP, 1, 7)));

@@ -156,7 +156,7 @@ fn a_syn_flood_never_evicts_established_flows() {
             event.flow.dir[C as usize].pkts, 3,
             "the RST carries the handshake and data seen before the flood"
         );
-        assert!(event.flow.rtt_ns > 0);
+        assert!(event.flow.rtt_ns() > 0);
     }
 
     // A RST answering a SYN (a refused connection) still finds the SYN's state.
