@@ -14,7 +14,8 @@ pub struct Settings {
     pub unknown_rsts_per_sec: u32,
     /// SYNs of new flows put in the half-open table per CPU and second; beyond it a SYN flood
     /// costs no table insert, and the few real connections among it are tracked from their
-    /// second packet on.
+    /// second packet on. With 20,000 per CPU and second, the inserts (an LRU eviction each)
+    /// took a SYN flood's XDP run from 135 to 177 ns on average and 5-8 % of the packet rate.
     pub half_open_per_sec: u32,
     /// The presence filter's slots per generation, log2; 0 while it is not sized, when every
     /// key counts as present.
@@ -29,7 +30,7 @@ impl Settings {
     pub const DEFAULT_GRACE_NS: u64 = crate::defaults::GRACE_NS;
     pub const DEFAULT_FOLLOWUP_LIMIT: u32 = 4;
     pub const DEFAULT_UNKNOWN_RSTS_PER_SEC: u32 = 200;
-    pub const DEFAULT_HALF_OPEN_PER_SEC: u32 = 20_000;
+    pub const DEFAULT_HALF_OPEN_PER_SEC: u32 = 5_000;
 }
 
 impl Default for Settings {
