@@ -10,7 +10,7 @@ use aya_ebpf::{
     bindings::BPF_RB_NO_WAKEUP,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{bpf_get_socket_cookie, bpf_ktime_get_coarse_ns},
+        generated::bpf_get_socket_cookie,
     },
     macros::{btf_tracepoint, map},
     maps::{Array, LruHashMap, PerCpuArray, RingBuf},
@@ -143,13 +143,15 @@ fn sent(sk: *const u8, skb: *const u8, reason: Option<u32>) {
 
 /// The time of a record this CPU may still send within its budget, checked before anything
 /// is read for it: over the budget (a flood the stack answers with resets) a record costs a
-/// read of the coarse clock and a counter. `None`, counted as lost, when the budget is spent.
+/// clock read and a counter. `None`, counted as lost, when the budget is spent. (Not the
+/// coarse clock, cheaper as it is: tracing programs that call it do not load.)
 #[inline(always)]
 fn admit() -> Option<u64> {
     let budget = LOCAL_BUDGET.get_ptr_mut(0)?;
+    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a per-CPU slot, used by this CPU only while the program runs.
-    if unsafe { (*budget).take(bpf_ktime_get_coarse_ns(), LOCAL_RECORDS_PER_CPU_SEC) } {
-        Some(unsafe { bpf_ktime_get_ns() })
+    if unsafe { (*budget).take(now, LOCAL_RECORDS_PER_CPU_SEC) } {
+        Some(now)
     } else {
         count_lost();
         None
