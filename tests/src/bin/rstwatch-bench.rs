@@ -449,7 +449,11 @@ fn flood_markdown(md: &mut String, flood: &Flood) {
         md,
         "\n{}, trafgen into a veth, {} runs of each watcher alternating (medians):\n",
         flood.kind.name(),
-        flood.rstwatch.len()
+        flood
+            .runs
+            .iter()
+            .filter(|(hooked, _)| *hooked == Hooked::Rstwatch)
+            .count()
     );
     let _ = writeln!(
         md,
