@@ -172,11 +172,7 @@ impl Kernel {
     /// The presence filter, mapped into this process.
     pub fn presence_filter(&self) -> anyhow::Result<PresenceFilter> {
         let id = |name: &str| -> anyhow::Result<u32> {
-            let map = self
-                .ebpf
-                .map(name)
-                .ok_or_else(|| anyhow::anyhow!("{name} map missing from the eBPF object"))?;
-            let data = match map {
+            let data = match self.named_map(name)? {
                 aya::maps::Map::Array(data)
                 | aya::maps::Map::PerCpuArray(data)
                 | aya::maps::Map::LruHashMap(data) => data,
@@ -190,12 +186,7 @@ impl Kernel {
             counters: id("COUNTERS")?,
             tables: [id(FLOW_TABLES[0])?, id(FLOW_TABLES[1])?],
         };
-        let settings = Array::<_, Settings>::try_from(
-            self.ebpf
-                .map("SETTINGS")
-                .ok_or_else(|| anyhow::anyhow!("SETTINGS map missing from the eBPF object"))?,
-        )?
-        .get(&0, 0)?;
+        let settings = Array::<_, Settings>::try_from(self.named_map("SETTINGS")?)?.get(&0, 0)?;
         PresenceFilter::open(&maps, settings.presence_slots_log2)
     }
 
@@ -321,11 +312,7 @@ impl Kernel {
 
     /// Counters summed over all CPUs.
     pub fn counters(&self) -> anyhow::Result<Counters> {
-        let map = self
-            .ebpf
-            .map("COUNTERS")
-            .ok_or_else(|| anyhow::anyhow!("COUNTERS map missing from the eBPF object"))?;
-        let counters = PerCpuArray::<_, u64>::try_from(map)?;
+        let counters = PerCpuArray::<_, u64>::try_from(self.named_map("COUNTERS")?)?;
         let mut totals = [0u64; COUNTER_COUNT as usize];
         for (index, total) in totals.iter_mut().enumerate() {
             *total = counters.get(&(index as u32), 0)?.iter().sum();
@@ -376,11 +363,7 @@ impl Kernel {
         &self,
         name: &str,
     ) -> anyhow::Result<aya::maps::HashMap<&MapData, FlowKey, FlowState>> {
-        let map = self
-            .ebpf
-            .map(name)
-            .ok_or_else(|| anyhow::anyhow!("{name} map missing from the eBPF object"))?;
-        Ok(aya::maps::HashMap::try_from(map)?)
+        Ok(aya::maps::HashMap::try_from(self.named_map(name)?)?)
     }
 
     /// The in-kernel storm counts: every key with its counts since they were made, from the
