@@ -310,6 +310,19 @@ impl Kernel {
         crate::local::witness::attach(&mut self.ebpf)
     }
 
+    /// Attaches or detaches the stack witness's reset programs (`crate::local::gate`).
+    pub fn set_reset_probes(
+        &mut self,
+        probes: &mut crate::local::witness::ResetProbes,
+        attached: bool,
+    ) -> Result<(), String> {
+        if attached {
+            probes.attach(&mut self.ebpf)
+        } else {
+            probes.detach(&mut self.ebpf)
+        }
+    }
+
     /// Counters summed over all CPUs.
     pub fn counters(&self) -> anyhow::Result<Counters> {
         let counters = PerCpuArray::<_, u64>::try_from(self.named_map("COUNTERS")?)?;

@@ -30,7 +30,10 @@ use crate::{
     features::KernelFeatures,
     ifaces::{Change, Interfaces},
     kernel::{Kernel, KernelConfig, TcAttach, VerifierRejection},
-    local::witness,
+    local::{
+        gate::{FloodGate, GateAction},
+        witness,
+    },
     metrics::{self, Scrape, SinkRecords, Snapshot},
     output::{
         cef::Cef, ecs::Ecs, json::Json, node::with_node_name, ocsf::Ocsf, text::Text, Format,
@@ -157,7 +160,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     });
     let mut stack = witness.map(|witness| {
         pipeline.witness_stack(witness.join);
-        (witness.ring, witness.lost)
+        let gate = FloodGate::new(witness::lost_records(&witness.lost), monotonic_ns());
+        StackWitness {
+            ring: witness.ring,
+            lost: witness.lost,
+            probes: witness.probes,
+            gate,
+        }
     });
     let mut records_sinks: Vec<Box<dyn Sink>> = vec![Box::new(records.clone())];
     if let Some((handle, config, body)) = &syslog {
@@ -211,12 +220,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => {
-                drain_stack(&mut pipeline, stack.as_mut());
+                drain_stack(&mut pipeline, stack.as_mut(), &mut kernel);
                 drain(&mut pipeline, events.get_mut());
                 pipeline.release(monotonic_ns(), &flows(&kernel))?;
             }
             _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
-            _ = user1.recv() => eprint!("{}", totals(&pipeline, &kernel, &interfaces, &records, syslog.as_ref())?),
+            _ = user1.recv() => eprint!("{}", totals(&pipeline, &kernel, &interfaces, &records, syslog.as_ref(), stack.as_ref())?),
             _ = hangup.recv() => {
                 reopen(&records);
                 pcap_reopen.request();
@@ -234,7 +243,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             _ = terminate.recv() => break,
         }
     }
-    drain_stack(&mut pipeline, stack.as_mut());
+    drain_stack(&mut pipeline, stack.as_mut(), &mut kernel);
     drain(&mut pipeline, events.get_mut());
     pipeline.release(u64::MAX, &flows(&kernel))?;
     pipeline.report_storms(&kernel.storms()?)?;
@@ -242,7 +251,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let output = records.close(OUTPUT_SHUTDOWN_GRACE);
     eprint!(
         "{}",
-        totals(&pipeline, &kernel, &interfaces, &records, syslog.as_ref())?
+        totals(
+            &pipeline,
+            &kernel,
+            &interfaces,
+            &records,
+            syslog.as_ref(),
+            stack.as_ref()
+        )?
     );
     if output.queued > 0 {
         eprintln!(
@@ -524,18 +540,55 @@ fn drain(pipeline: &mut Pipeline, ring: &mut RingBuf<MapData>) {
     }
 }
 
-/// Hands every record of the TCP stack's own ring buffer to the pipeline, with the count of
-/// those the kernel lost.
-fn drain_stack(pipeline: &mut Pipeline, stack: Option<&mut (RingBuf<MapData>, LocalLost)>) {
-    if let Some((ring, lost)) = stack {
-        pipeline.stack_records_lost(witness::lost_records(lost), monotonic_ns());
-        while let Some(item) = ring.next() {
-            pipeline.offer_stack_record(&item);
-        }
-    }
+/// The host's TCP stack as a witness, while the kernel has it.
+struct StackWitness {
+    ring: RingBuf<MapData>,
+    lost: aya::maps::PerCpuArray<MapData, u64>,
+    probes: witness::ResetProbes,
+    gate: FloodGate,
 }
 
-type LocalLost = aya::maps::PerCpuArray<MapData, u64>;
+/// Hands every record of the TCP stack's own ring buffer to the pipeline, with the count of
+/// those the kernel lost, and steps the reset programs aside while they lose records to a
+/// flood (`crate::local::gate`).
+fn drain_stack(pipeline: &mut Pipeline, stack: Option<&mut StackWitness>, kernel: &mut Kernel) {
+    let Some(stack) = stack else {
+        return;
+    };
+    let now = monotonic_ns();
+    let lost = witness::lost_records(&stack.lost);
+    pipeline.stack_records_lost(lost, now);
+    while let Some(item) = stack.ring.next() {
+        pipeline.offer_stack_record(&item);
+    }
+    match stack.gate.observe(lost, now) {
+        GateAction::Keep => {}
+        GateAction::StepAside => {
+            let pause = stack.gate.aside_until_ns() - now;
+            match kernel.set_reset_probes(&mut stack.probes, false) {
+                Ok(()) => eprintln!(
+                    "rstwatch: the stack's reset tracepoints lost records (a reset flood): \
+                     detached for {}s, no \"not from the TCP stack\" claim meanwhile",
+                    pause / 1_000_000_000
+                ),
+                Err(err) => eprintln!("rstwatch: stack witness: {err}"),
+            }
+        }
+        GateAction::Return => match kernel.set_reset_probes(&mut stack.probes, true) {
+            Ok(()) => eprintln!("rstwatch: the stack's reset tracepoints are attached again"),
+            Err(err) => {
+                stack.gate.stay_aside(now);
+                eprintln!(
+                    "rstwatch: stack witness: {err}; the stack's resets are no longer \
+                     reported"
+                );
+            }
+        },
+    }
+    if stack.gate.is_aside() {
+        pipeline.stack_blind(now);
+    }
+}
 
 /// The summary by class and peer, the kernel's counters and the daemon's own.
 fn totals(
@@ -544,6 +597,7 @@ fn totals(
     interfaces: &Interfaces,
     records: &LineSink,
     syslog: Option<&SyslogHandle>,
+    stack: Option<&StackWitness>,
 ) -> anyhow::Result<String> {
     let mut totals = pipeline.summary().render(SUMMARY_PEERS);
     let counters = kernel.counters()?;
@@ -563,6 +617,16 @@ fn totals(
         interfaces.lost
     ));
     totals.push_str(&describe_output(records));
+    if let Some(stack) = stack {
+        let gate = &stack.gate;
+        totals.push_str(&format!(
+            "rstwatch: stack witness records_lost={} floods_stepped_aside={} aside={:.1}s{}\n",
+            witness::lost_records(&stack.lost),
+            gate.steps_aside,
+            gate.aside_total_ns(monotonic_ns()) as f64 / 1e9,
+            if gate.is_aside() { " (aside now)" } else { "" }
+        ));
+    }
     if let Some(syslog) = syslog {
         let sink = syslog.stats();
         totals.push_str(&format!(

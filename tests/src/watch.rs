@@ -190,6 +190,23 @@ impl Watcher {
         }
     }
 
+    /// Reads stderr until a line satisfies `wanted` and returns it; `None` when `timeout`
+    /// passes first (a zero timeout reads only what is already there).
+    pub fn stderr_line(
+        &mut self,
+        wanted: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.stderr.recv_timeout(left).ok()?;
+            if wanted(&line) {
+                return Some(line);
+            }
+        }
+    }
+
     /// Waits for `count` events (or for `timeout`), then stops the watcher, which must exit
     /// cleanly; returns every event it printed, including any beyond `count`.
     pub fn stop_after(mut self, count: usize, timeout: Duration) -> Result<Vec<Value>> {

@@ -3,6 +3,7 @@
 //!
 //! - `layout`: struct offsets and reason names from the running kernel's BTF.
 //! - `witness`: loads and attaches the tracepoint programs where the kernel has them.
+//! - `gate`: when the reset programs step aside for a flood the stack answers with resets.
 //! - `cgroup`: a cgroup id to its path and container id.
 //!
 //! The join: an egress RST matches the stack's record of the same 4-tuple whose sequence
@@ -14,6 +15,7 @@
 //! produced by this host's TCP stack.
 
 pub mod cgroup;
+pub mod gate;
 pub mod layout;
 pub mod witness;
 
@@ -205,6 +207,19 @@ impl LocalJoin {
             self.lost_records = lost_total;
             self.unsure_until_ns = now_ns.saturating_add(MATCH_WINDOW_NS);
         }
+    }
+
+    /// The reset programs are detached at kernel time `now_ns`: RSTs up to a match window
+    /// past now may have no record.
+    pub fn note_blind(&mut self, now_ns: u64) {
+        self.unsure_until_ns = self
+            .unsure_until_ns
+            .max(now_ns.saturating_add(MATCH_WINDOW_NS));
+    }
+
+    /// Records the kernel lost, as last read.
+    pub const fn lost_records(&self) -> u64 {
+        self.lost_records
     }
 
     /// Takes one record of the stack's ring buffer.

@@ -2,7 +2,7 @@
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
+    programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint},
     Ebpf,
 };
 use rstwatch_common::local::SocketLayout;
@@ -20,6 +20,8 @@ pub struct Witness {
     /// Records the kernel could not push into `ring`, per CPU.
     pub lost: PerCpuArray<MapData, u64>,
     pub join: LocalJoin,
+    /// The programs on the reset tracepoints, which step aside during a reset flood.
+    pub probes: ResetProbes,
     /// One line naming what this kernel lacks, for the start-up message; `None` when all is
     /// there.
     pub degraded: Option<String>,
@@ -57,7 +59,9 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Witness, Unavailable> {
     } else {
         SEND_RESET_NO_REASON
     };
-    attach_one(ebpf, send, "tcp_send_reset", &aya_btf).map_err(unavailable)?;
+    let mut probes = ResetProbes(Vec::new());
+    let link = attach_one(ebpf, send, "tcp_send_reset", &aya_btf).map_err(unavailable)?;
+    probes.0.push((send, Some(link)));
     let mut missing = Vec::new();
     if !with_reason {
         missing.push(
@@ -66,8 +70,9 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Witness, Unavailable> {
              apart (it does not report every reset it sends)",
         );
     }
-    if attach_one(ebpf, RECEIVE_RESET, "tcp_receive_reset", &aya_btf).is_err() {
-        missing.push("no tcp_receive_reset: received RSTs carry no socket owner");
+    match attach_one(ebpf, RECEIVE_RESET, "tcp_receive_reset", &aya_btf) {
+        Ok(link) => probes.0.push((RECEIVE_RESET, Some(link))),
+        Err(_) => missing.push("no tcp_receive_reset: received RSTs carry no socket owner"),
     }
     if attach_one(ebpf, SOCK_OWNER, "inet_sock_set_state", &aya_btf).is_err() {
         missing.push("no inet_sock_set_state: owners are known only for resets sent in close()");
@@ -88,6 +93,7 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Witness, Unavailable> {
         ring,
         lost,
         join: LocalJoin::new(reasons, with_reason),
+        probes,
         degraded: (!missing.is_empty()).then(|| missing.join("; ")),
     })
 }
@@ -99,20 +105,54 @@ pub fn lost_records(lost: &PerCpuArray<MapData, u64>) -> u64 {
         .unwrap_or(0)
 }
 
+/// The loaded programs on `tcp_send_reset` and `tcp_receive_reset`, each with its link while
+/// attached.
+pub struct ResetProbes(Vec<(&'static str, Option<BtfTracePointLinkId>)>);
+
+impl ResetProbes {
+    /// Detaches every program (they stay loaded).
+    pub fn detach(&mut self, ebpf: &mut Ebpf) -> Result<(), String> {
+        for (name, link) in &mut self.0 {
+            if let Some(link) = link.take() {
+                program(ebpf, name)?
+                    .detach(link)
+                    .map_err(|err| format!("{name} not detached: {err}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches again every program that is not attached.
+    pub fn attach(&mut self, ebpf: &mut Ebpf) -> Result<(), String> {
+        for (name, link) in &mut self.0 {
+            if link.is_none() {
+                *link = Some(
+                    program(ebpf, name)?
+                        .attach()
+                        .map_err(|err| format!("{name} not attached again: {err}"))?,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut BtfTracePoint, String> {
+    ebpf.program_mut(name)
+        .ok_or_else(|| format!("no program {name} in the object"))?
+        .try_into()
+        .map_err(|err| format!("{name}: {err}"))
+}
+
 fn attach_one(
     ebpf: &mut Ebpf,
-    program: &str,
+    name: &str,
     tracepoint: &str,
     btf: &aya::Btf,
-) -> Result<(), String> {
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(program)
-        .ok_or_else(|| format!("no program {program} in the object"))?
-        .try_into()
-        .map_err(|err| format!("{program}: {err}"))?;
+) -> Result<BtfTracePointLinkId, String> {
+    let prog = program(ebpf, name)?;
     prog.load(tracepoint, btf)
-        .map_err(|err| format!("{program} refused on {tracepoint}: {err}"))?;
+        .map_err(|err| format!("{name} refused on {tracepoint}: {err}"))?;
     prog.attach()
-        .map_err(|err| format!("{program} not attached to {tracepoint}: {err}"))?;
-    Ok(())
+        .map_err(|err| format!("{name} not attached to {tracepoint}: {err}"))
 }

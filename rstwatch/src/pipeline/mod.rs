@@ -115,6 +115,13 @@ impl Pipeline {
         }
     }
 
+    /// The stack's reset programs are detached at kernel time `now_ns` (a reset flood).
+    pub fn stack_blind(&mut self, now_ns: u64) {
+        if let Some(local) = &mut self.local {
+            local.note_blind(now_ns);
+        }
+    }
+
     /// Takes one record of the stack's ring buffer.
     pub fn offer_stack_record(&mut self, bytes: &[u8]) {
         if let Some(local) = &mut self.local {
