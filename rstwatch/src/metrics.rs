@@ -43,6 +43,16 @@ pub struct Snapshot {
     /// Resets waiting for their hold to end.
     pub held: u64,
     pub sinks: Vec<SinkRecords>,
+    /// The host's TCP stack as a witness, where the kernel has it.
+    pub stack: Option<StackWitnessStats>,
+}
+
+/// The stack witness's losses and its steps aside for reset floods (`crate::local::gate`).
+pub struct StackWitnessStats {
+    pub records_lost: u64,
+    pub steps_aside: u64,
+    /// Its reset programs are attached now.
+    pub attached: bool,
 }
 
 /// One sink's records so far.
@@ -188,6 +198,28 @@ pub fn render(resets: &ResetCounts, snapshot: &Snapshot) -> String {
         "Records that waited in the disk spool, by sink",
         spooled,
     );
+
+    if let Some(stack) = &snapshot.stack {
+        register_counter(
+            &mut registry,
+            "stack_records_lost",
+            "Records of the host TCP stack's resets the kernel could not deliver (over budget or \
+             ring full)",
+            stack.records_lost,
+        );
+        register_counter(
+            &mut registry,
+            "stack_floods_stepped_aside",
+            "Times the stack's reset tracepoint programs were detached for a reset flood",
+            stack.steps_aside,
+        );
+        register_gauge(
+            &mut registry,
+            "stack_reset_probes_attached",
+            "1 while the stack's reset tracepoint programs are attached",
+            u64::from(stack.attached),
+        );
+    }
 
     let mut page = String::new();
     prometheus_client::encoding::text::encode(&mut page, &registry)
@@ -383,6 +415,11 @@ mod tests {
                     dropped: 1,
                     spooled: 2,
                 }],
+                stack: Some(StackWitnessStats {
+                    records_lost: 5,
+                    steps_aside: 1,
+                    attached: false,
+                }),
             },
         );
         for line in [
@@ -394,6 +431,9 @@ mod tests {
             "rstwatch_flows_live 4",
             "rstwatch_flow_table_capacity{table=\"main\"} 131072",
             "rstwatch_sink_records_spooled_total{sink=\"syslog\"} 2",
+            "rstwatch_stack_records_lost_total 5",
+            "rstwatch_stack_floods_stepped_aside_total 1",
+            "rstwatch_stack_reset_probes_attached 0",
             "rstwatch_build_info{version=\"",
         ] {
             assert!(page.contains(line), "{line} missing from\n{page}");

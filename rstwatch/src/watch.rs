@@ -34,7 +34,7 @@ use crate::{
         gate::{FloodGate, GateAction},
         witness,
     },
-    metrics::{self, Scrape, SinkRecords, Snapshot},
+    metrics::{self, Scrape, SinkRecords, Snapshot, StackWitnessStats},
     output::{
         cef::Cef, ecs::Ecs, json::Json, node::with_node_name, ocsf::Ocsf, text::Text, Format,
     },
@@ -231,7 +231,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 pcap_reopen.request();
             }
             scrape = next_scrape(&mut scrapes) => {
-                let page = metrics_page(&resets, &pipeline, &kernel, &args, &records, syslog.as_ref())?;
+                let page = metrics_page(&resets, &pipeline, &kernel, &args, &records, syslog.as_ref(), stack.as_ref())?;
                 // The client may have gone: its page is simply not sent.
                 let _ = scrape.send(page);
             }
@@ -486,6 +486,7 @@ fn metrics_page(
     args: &WatchArgs,
     records: &LineSink,
     syslog: Option<&SyslogHandle>,
+    stack: Option<&StackWitness>,
 ) -> anyhow::Result<String> {
     let output = records.stats();
     let mut sinks = vec![SinkRecords {
@@ -514,6 +515,11 @@ fn metrics_page(
         pipeline: pipeline.stats(),
         held: pipeline.held() as u64,
         sinks,
+        stack: stack.map(|stack| StackWitnessStats {
+            records_lost: witness::lost_records(&stack.lost),
+            steps_aside: stack.gate.steps_aside,
+            attached: !stack.gate.is_aside(),
+        }),
     };
     Ok(metrics::render(resets, &snapshot))
 }

@@ -267,6 +267,7 @@ fn the_grafana_dashboard_queries_only_metrics_rstwatch_serves() {
                 dropped: 0,
                 spooled: 0,
             }],
+            stack: None,
         },
     );
     let served: Vec<&str> = page
