@@ -148,6 +148,12 @@ fn metrics_count_the_resets_the_lab_provoked_and_promtool_accepts_them() -> Resu
         1,
         "the router's forged RST: {page}"
     );
+    // This kernel has the stack's reset tracepoints, and nothing flooded them.
+    assert_eq!(
+        sum(&page, "rstwatch_stack_reset_probes_attached", &[]),
+        1,
+        "{page}"
+    );
     let reported = sum(&page, "rstwatch_resets_total", &[]);
     assert!(
         sum(&page, "rstwatch_kernel_total", &["reason=\"rsts\""]) >= reported,
