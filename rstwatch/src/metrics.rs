@@ -35,7 +35,7 @@ const CONCURRENT_SCRAPES: usize = 4;
 /// What one scrape reads besides the reset counts.
 pub struct Snapshot {
     pub kernel: Counters,
-    /// Flows in the kernel's tables now.
+    /// Flows in the kernel's tables at the last count (`crate::presence::LiveFlows`).
     pub flows_live: u64,
     /// Entries each flow table may hold, by table name.
     pub flow_capacity: Vec<(&'static str, u64)>,

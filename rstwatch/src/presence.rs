@@ -9,13 +9,17 @@
 //! before it is in its table for the whole walk that follows (a batch walk visits every
 //! entry that stays in the table while it runs). Bits are set with an atomic OR on both
 //! sides, so setting one never undoes another in the same word.
+//!
+//! The same thread counts the flows the tables hold (`LiveFlows`) when asked: the count walks
+//! both tables, which the daemon's loop must not wait for.
 
 use std::{
     os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc::{self, RecvTimeoutError},
+        Arc,
     },
     thread::{self, JoinHandle},
     time::{Duration, Instant},
@@ -50,6 +54,27 @@ pub struct PresenceMaps {
 pub struct PresenceKeeper {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    live: Arc<LiveFlows>,
+}
+
+/// The flows both tables held when the keeper's thread last walked them (at its start, at
+/// each rebuild, and within `CHECK_EVERY` of a `request`).
+#[derive(Debug, Default)]
+pub struct LiveFlows {
+    count: AtomicU64,
+    requested: AtomicBool,
+}
+
+impl LiveFlows {
+    /// The last count.
+    pub fn get(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Asks for a new count.
+    pub fn request(&self) {
+        self.requested.store(true, Ordering::Relaxed);
+    }
 }
 
 impl PresenceKeeper {
@@ -57,21 +82,38 @@ impl PresenceKeeper {
     /// is: stale bits cost lookups, never a flow.
     pub fn start(filter: PresenceFilter) -> anyhow::Result<Self> {
         let (stop, stopped) = mpsc::channel();
+        let live = Arc::new(LiveFlows::default());
+        live.request();
+        let thread_live = live.clone();
         let thread = thread::Builder::new()
             .name("presence".into())
-            .spawn(move || keep(filter, &stopped))
+            .spawn(move || keep(filter, &stopped, &thread_live))
             .context("starting the presence filter's thread")?;
         Ok(Self {
             stop: Some(stop),
             thread: Some(thread),
+            live,
         })
+    }
+
+    pub fn live_flows(&self) -> &LiveFlows {
+        &self.live
     }
 }
 
-fn keep(mut filter: PresenceFilter, stopped: &mpsc::Receiver<()>) {
+fn keep(mut filter: PresenceFilter, stopped: &mpsc::Receiver<()>, live: &LiveFlows) {
     let mut inserts_at_rebuild = 0;
     let mut rebuilt_at = Instant::now();
-    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECK_EVERY) {
+    loop {
+        if live.requested.swap(false, Ordering::Relaxed) {
+            match filter.count() {
+                Ok(count) => live.count.store(count, Ordering::Relaxed),
+                Err(err) => eprintln!("rstwatch: counting the flows: {err:#}"),
+            }
+        }
+        if stopped.recv_timeout(CHECK_EVERY) != Err(RecvTimeoutError::Timeout) {
+            return;
+        }
         let inserts = match filter.inserts() {
             Ok(inserts) => inserts,
             Err(err) => {
@@ -84,7 +126,10 @@ fn keep(mut filter: PresenceFilter, stopped: &mpsc::Receiver<()>) {
         if due && rebuilt_at.elapsed() >= MIN_INTERVAL {
             rebuilt_at = Instant::now();
             match filter.rebuild() {
-                Ok(()) => inserts_at_rebuild = inserts,
+                Ok(count) => {
+                    inserts_at_rebuild = inserts;
+                    live.count.store(count, Ordering::Relaxed);
+                }
                 Err(err) => eprintln!("rstwatch: presence filter not rebuilt: {err:#}"),
             }
         }
@@ -149,10 +194,11 @@ impl PresenceFilter {
     }
 
     /// Clears the inactive generation, sets the bit of every key the tables hold and makes
-    /// it the active one. Calls must be `MIN_INTERVAL` apart while programs run, so that no
-    /// program still reads the generation being cleared (tests running programs one at a
-    /// time call it at will).
-    pub fn rebuild(&mut self) -> anyhow::Result<()> {
+    /// it the active one; returns how many keys that was. Calls must be `MIN_INTERVAL` apart
+    /// while programs run, so that no program still reads the generation being cleared
+    /// (tests running programs one at a time call it at will).
+    pub fn rebuild(&mut self) -> anyhow::Result<u64> {
+        let mut count = 0;
         let mut settings = self.settings.get(&0, 0)?;
         let next = (settings.presence_generation as u32 + 1) % GENERATIONS;
         for word in 0..self.generation_words() {
@@ -163,11 +209,21 @@ impl PresenceFilter {
                 let slot = presence::locate(key, self.slots_log2);
                 self.word(next as usize, slot.generation_word())
                     .fetch_or(slot.mask, Ordering::Relaxed);
+                count += 1;
             })?;
         }
         settings.presence_generation = next as u8;
         self.settings.set(0, settings, 0)?;
-        Ok(())
+        Ok(count)
+    }
+
+    /// The keys both tables hold now.
+    pub fn count(&self) -> anyhow::Result<u64> {
+        let mut count = 0;
+        for table in &self.tables {
+            walk_keys(table, |_| count += 1)?;
+        }
+        Ok(count)
     }
 
     fn generation_words(&self) -> usize {

@@ -40,6 +40,7 @@ use crate::{
     },
     pipeline::{aggregate::AggregateConfig, Pipeline, PipelineConfig},
     preflight,
+    presence::LiveFlows,
     sink::{
         file::{Destination, LineSink, LineStats, WriterSink},
         metrics::{MetricsSink, ResetCounts},
@@ -125,7 +126,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
     }
     // Stopped when `watch` returns; it holds its own handles on the maps.
-    let _presence = kernel.keep_presence_filter()?;
+    let presence = kernel.keep_presence_filter()?;
     let witness = match kernel.attach_stack_witness() {
         Ok(witness) => {
             if let Some(degraded) = &witness.degraded {
@@ -225,13 +226,17 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 pipeline.release(monotonic_ns(), &flows(&kernel))?;
             }
             _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
-            _ = user1.recv() => eprint!("{}", totals(&pipeline, &kernel, &interfaces, &records, syslog.as_ref(), stack.as_ref())?),
+            _ = user1.recv() => {
+                let view = View { pipeline: &pipeline, kernel: &kernel, records: &records, syslog: syslog.as_ref(), stack: stack.as_ref() };
+                eprint!("{}", totals(&view, &interfaces)?);
+            }
             _ = hangup.recv() => {
                 reopen(&records);
                 pcap_reopen.request();
             }
             scrape = next_scrape(&mut scrapes) => {
-                let page = metrics_page(&resets, &pipeline, &kernel, &args, &records, syslog.as_ref(), stack.as_ref())?;
+                let view = View { pipeline: &pipeline, kernel: &kernel, records: &records, syslog: syslog.as_ref(), stack: stack.as_ref() };
+                let page = metrics_page(&view, &resets, &args, presence.live_flows())?;
                 // The client may have gone: its page is simply not sent.
                 let _ = scrape.send(page);
             }
@@ -249,17 +254,14 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     pipeline.report_storms(&kernel.storms()?)?;
     pipeline.finish(&flows(&kernel))?;
     let output = records.close(OUTPUT_SHUTDOWN_GRACE);
-    eprint!(
-        "{}",
-        totals(
-            &pipeline,
-            &kernel,
-            &interfaces,
-            &records,
-            syslog.as_ref(),
-            stack.as_ref()
-        )?
-    );
+    let view = View {
+        pipeline: &pipeline,
+        kernel: &kernel,
+        records: &records,
+        syslog: syslog.as_ref(),
+        stack: stack.as_ref(),
+    };
+    eprint!("{}", totals(&view, &interfaces)?);
     if output.queued > 0 {
         eprintln!(
             "rstwatch: {}: {} records still queued were lost at exit (the writer was stalled)",
@@ -477,17 +479,31 @@ async fn next_scrape(scrapes: &mut Option<mpsc::Receiver<Scrape>>) -> Scrape {
     }
 }
 
+/// What the summary and the metrics page read, borrowed from the daemon's loop.
+struct View<'a> {
+    pipeline: &'a Pipeline,
+    kernel: &'a Kernel,
+    records: &'a LineSink,
+    syslog: Option<&'a SyslogHandle>,
+    stack: Option<&'a StackWitness>,
+}
+
 /// The `--metrics` page: the reset counts and what the kernel, the pipeline and the sinks
-/// counted until now.
+/// counted until now. The flows live are the last background count, and a new one is asked
+/// for: walking the tables here would stall the loop (about a second at 1 M flows).
 fn metrics_page(
+    view: &View,
     resets: &ResetCounts,
-    pipeline: &Pipeline,
-    kernel: &Kernel,
     args: &WatchArgs,
-    records: &LineSink,
-    syslog: Option<&SyslogHandle>,
-    stack: Option<&StackWitness>,
+    live_flows: &LiveFlows,
 ) -> anyhow::Result<String> {
+    let View {
+        pipeline,
+        kernel,
+        records,
+        syslog,
+        stack,
+    } = *view;
     let output = records.stats();
     let mut sinks = vec![SinkRecords {
         sink: "output",
@@ -507,7 +523,7 @@ fn metrics_page(
     let config = kernel_config(args);
     let snapshot = Snapshot {
         kernel: kernel.counters()?,
-        flows_live: kernel.flow_count()? as u64,
+        flows_live: live_flows.get(),
         flow_capacity: vec![
             ("main", u64::from(config.flows)),
             ("half_open", u64::from(config.half_open_flows())),
@@ -521,6 +537,7 @@ fn metrics_page(
             attached: !stack.gate.is_aside(),
         }),
     };
+    live_flows.request();
     Ok(metrics::render(resets, &snapshot))
 }
 
@@ -597,14 +614,14 @@ fn drain_stack(pipeline: &mut Pipeline, stack: Option<&mut StackWitness>, kernel
 }
 
 /// The summary by class and peer, the kernel's counters and the daemon's own.
-fn totals(
-    pipeline: &Pipeline,
-    kernel: &Kernel,
-    interfaces: &Interfaces,
-    records: &LineSink,
-    syslog: Option<&SyslogHandle>,
-    stack: Option<&StackWitness>,
-) -> anyhow::Result<String> {
+fn totals(view: &View, interfaces: &Interfaces) -> anyhow::Result<String> {
+    let View {
+        pipeline,
+        kernel,
+        records,
+        syslog,
+        stack,
+    } = *view;
     let mut totals = pipeline.summary().render(SUMMARY_PEERS);
     let counters = kernel.counters()?;
     // The LRU map evicts without telling anyone: what was inserted and is no longer there

@@ -6,7 +6,7 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     process::{Command, Stdio},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{ensure, Context as _, Result};
@@ -180,6 +180,21 @@ fn metrics_count_the_resets_the_lab_provoked_and_promtool_accepts_them() -> Resu
         "every reported reset was written to standard output: {page}"
     );
     assert!(page.contains("rstwatch_build_info{version=\""), "{page}");
+    // The flows live are counted in the background, asked for by each scrape: a later scrape
+    // shows the lab's flows.
+    let deadline = Instant::now() + EVENT_TIMEOUT;
+    loop {
+        let (_, later) = http_get(lab.client_ns(), "/metrics")?;
+        let live = sum(&later, "rstwatch_flows_live", &[]);
+        if live > REFUSED_CONNECTIONS as u64 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "flows_live still {live} after {EVENT_TIMEOUT:?}: {later}"
+        );
+        std::thread::yield_now();
+    }
     // Bounded cardinality: no address or port of the lab is a label value.
     for flow in flows.iter().chain([&forged]) {
         for forbidden in [flow.client.ip().to_string(), flow.server.ip().to_string()] {

@@ -69,7 +69,13 @@ fn an_established_flow_keeps_its_state_through_rebuilds_while_others_are_evicted
 
     // Both generations rebuilt: the held flows keep their bits, most evicted ones lose them.
     filter.rebuild().expect("first rebuild");
-    filter.rebuild().expect("second rebuild");
+    let rebuilt = filter.rebuild().expect("second rebuild");
+    assert_eq!(rebuilt, held.len() as u64, "a rebuild counts the held keys");
+    assert_eq!(
+        filter.count().unwrap(),
+        held.len() as u64,
+        "the count walks both tables"
+    );
     assert_eq!(
         set(&filter, &held),
         held.len(),
