@@ -303,14 +303,15 @@ impl StormKey {
 /// Per-CPU storm slots, log2: more storms at once than slots go to the storm hash map.
 pub const STORM_SLOTS_LOG2: u32 = 7;
 
-/// A per-CPU slot of the kernel's direct-mapped storm counts: the key the slot counts (the
-/// first to take it) and its count. A key whose slot holds another goes to the storm hash
-/// map instead.
+/// A per-CPU slot of the kernel's direct-mapped storm counts: the count and the key the slot
+/// counts (the first to take it). A key whose slot holds another goes to the storm hash map
+/// instead. The count comes first, its reset count at offset 0: a slot copied while it is
+/// being taken either reads no resets or reads a key written before them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StormSlot {
-    pub key: StormKey,
     pub count: StormCount,
+    pub key: StormKey,
 }
 
 #[cfg(test)]

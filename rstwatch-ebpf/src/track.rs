@@ -7,7 +7,10 @@
 //! `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups. Neither table is
 //! looked up for a key the presence filter (`PRESENCE`) proves they do not hold.
 
-use core::ffi::c_void;
+use core::{
+    ffi::c_void,
+    sync::atomic::{compiler_fence, Ordering},
+};
 
 use aya_ebpf::{
     bindings::{
@@ -503,9 +506,15 @@ fn aggregate(storm: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
         }
     }
     if let Some(counted) = STORMS.get_ptr_mut(&key) {
+        // SAFETY: this CPU's value, used by this CPU only while the program runs.
         let counted = unsafe { &mut *counted };
-        counted.resets += 1;
-        counted.last_ns = now;
+        if counted.resets == 0 {
+            // Another CPU made the entry: this CPU's value starts zeroed, sample and all.
+            start_storm(counted, now, hook, pkt);
+        } else {
+            counted.resets += 1;
+            counted.last_ns = now;
+        }
         return;
     }
     start_storm(storm, now, hook, pkt);
@@ -514,15 +523,20 @@ fn aggregate(storm: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
     }
 }
 
-/// Makes `count` the count of a storm whose first reset is `pkt`.
+/// Makes `count` the count of a storm whose first reset is `pkt`. The count is written last:
+/// userspace copies a slot or a map value while this CPU may be writing it, and a storm it
+/// reads as started must come with its sample and times (the copy reads the count first, and
+/// on x86 neither loads nor stores pass each other).
 #[inline(always)]
 fn start_storm(count: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
-    count.resets = 1;
     count.first_ns = now;
     count.last_ns = now;
     count.ifindex = hook.ifindex;
     count._pad = 0;
     count.sample = *pkt;
+    compiler_fence(Ordering::Release);
+    // SAFETY: a valid, aligned field of this CPU's value.
+    unsafe { core::ptr::write_volatile(&mut count.resets, 1) };
 }
 
 #[inline(always)]

@@ -76,6 +76,18 @@ pub fn stay_on_this_cpu() {
     }
 }
 
+/// Moves the calling test thread to CPU `cpu` and keeps it there (see `stay_on_this_cpu`).
+pub fn move_to_cpu(cpu: usize) {
+    // SAFETY: plain syscalls on the calling thread with a zero-initialised cpu_set_t.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let pinned = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(pinned, 0, "sched_setaffinity to CPU {cpu} failed");
+        assert_eq!(libc::sched_getcpu(), cpu as i32, "not moved to CPU {cpu}");
+    }
+}
+
 /// A freshly loaded kernel side (its own maps), the ring buffer in the test's hands.
 pub struct Probe {
     pub kernel: Kernel,

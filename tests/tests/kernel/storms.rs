@@ -16,8 +16,8 @@ use rstwatch_tests::{
         Tcp,
     },
     probe::{
-        assert_counts, config, key4, syn, syn_ack, tcp, tracked, v4, Probe, C, CLIENT, HTTP,
-        OUTSIDER, S, SERVER,
+        assert_counts, config, key4, move_to_cpu, syn, syn_ack, tcp, tracked, v4, Probe, C, CLIENT,
+        HTTP, OUTSIDER, S, SERVER,
     },
 };
 
@@ -309,4 +309,81 @@ fn storms_that_share_a_slot_are_both_counted_in_full() {
     let mut counts: Vec<u64> = reported.iter().map(|storm| storm.count).collect();
     counts.sort_unstable();
     assert_eq!(counts, [PER_STORM as u64 - 1, PER_STORM as u64]);
+}
+
+#[test]
+fn a_storm_in_the_map_counted_on_a_second_cpu_carries_that_cpus_first_reset() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(
+        cpus >= 2,
+        "this test needs two CPUs, the machine offers {cpus}"
+    );
+    let probe = Probe::load(KernelConfig {
+        settings: Settings {
+            unknown_rsts_per_sec: 1,
+            ..Settings::default()
+        },
+        ..config()
+    });
+    let key_of = |third: u8| StormKey {
+        sender_prefix: ipv4_mapped([198, 18, third, 0]),
+        sender_port: 443,
+        family: FAMILY_IPV4,
+        direction: DIRECTION_INGRESS,
+        _pad: [0; 4],
+    };
+    // Storm `mapped` shares its slot with storm `slotted`, which takes the slot first on each
+    // CPU: `mapped` is counted in the storm map, whose entry the first CPU makes.
+    let slotted = 1u8;
+    let mapped = (2..=255u8)
+        .find(|&third| {
+            key_of(third).slot(STORM_SLOTS_LOG2) == key_of(slotted).slot(STORM_SLOTS_LOG2)
+        })
+        .expect("two /24s sharing a slot among 255");
+    let rst = |third: u8, host: u8, port: u16| {
+        v4(
+            Ipv4Addr::new(198, 18, third, host),
+            CLIENT,
+            50,
+            1,
+            tcp(443, port, RST, 1, 0),
+        )
+    };
+    let mut sent_by_cpu = Vec::new();
+    for (cpu, host) in [(0usize, 10u8), (1, 20)] {
+        move_to_cpu(cpu);
+        // The first unknown RST of a CPU's second is sent as an event, the rest aggregated.
+        probe.ingress(&rst(slotted, 1, 20000));
+        probe.ingress(&rst(slotted, 2, 20001));
+        for i in 0..3u16 {
+            probe.ingress(&rst(mapped, host + i as u8, 30000 + i));
+        }
+        sent_by_cpu.push((cpu, Ipv4Addr::new(198, 18, mapped, host)));
+    }
+    let storms = probe.kernel.storms().expect("reading the storm counts");
+    let (_, per_cpu) = storms
+        .iter()
+        .find(|(key, _)| *key == key_of(mapped))
+        .unwrap_or_else(|| panic!("no storm from 198.18.{mapped}.0: {storms:?}"));
+    for (cpu, first_sender) in sent_by_cpu {
+        let counted = &per_cpu[cpu];
+        assert_eq!(counted.resets, 3, "CPU {cpu}: {counted:?}");
+        assert_ne!(
+            counted.first_ns, 0,
+            "CPU {cpu} started its count: {counted:?}"
+        );
+        assert_eq!(
+            counted.sample.src_addr,
+            ipv4_mapped(first_sender.octets()),
+            "CPU {cpu} keeps its own first reset as the sample"
+        );
+        assert_eq!(counted.sample.src_port, 443, "CPU {cpu}");
+    }
+    let reported = rstwatch::storm::StormTally::new().read(&storms);
+    let storm = reported
+        .iter()
+        .find(|storm| storm.count == 6)
+        .unwrap_or_else(|| panic!("the mapped storm's 6 resets in one aggregate: {reported:?}"));
+    assert_eq!(storm.sample.pkt.src_port, 443);
+    assert_ne!(storm.first_ns, 0);
 }
