@@ -228,7 +228,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
             _ = user1.recv() => {
                 let view = View { pipeline: &pipeline, kernel: &kernel, records: &records, syslog: syslog.as_ref(), stack: stack.as_ref() };
-                eprint!("{}", totals(&view, &interfaces)?);
+                eprint!("{}", view.totals(&interfaces)?);
             }
             _ = hangup.recv() => {
                 reopen(&records);
@@ -236,7 +236,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
             scrape = next_scrape(&mut scrapes) => {
                 let view = View { pipeline: &pipeline, kernel: &kernel, records: &records, syslog: syslog.as_ref(), stack: stack.as_ref() };
-                let page = metrics_page(&view, &resets, &args, presence.live_flows())?;
+                let page = view.metrics_page(&resets, &args, presence.live_flows())?;
                 // The client may have gone: its page is simply not sent.
                 let _ = scrape.send(page);
             }
@@ -261,7 +261,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         syslog: syslog.as_ref(),
         stack: stack.as_ref(),
     };
-    eprint!("{}", totals(&view, &interfaces)?);
+    eprint!("{}", view.totals(&interfaces)?);
     if output.queued > 0 {
         eprintln!(
             "rstwatch: {}: {} records still queued were lost at exit (the writer was stalled)",
@@ -488,57 +488,100 @@ struct View<'a> {
     stack: Option<&'a StackWitness>,
 }
 
-/// The `--metrics` page: the reset counts and what the kernel, the pipeline and the sinks
-/// counted until now. The flows live are the last background count, and a new one is asked
-/// for: walking the tables here would stall the loop (0.4-0.7 s at 1 M flows).
-fn metrics_page(
-    view: &View,
-    resets: &ResetCounts,
-    args: &WatchArgs,
-    live_flows: &LiveFlows,
-) -> anyhow::Result<String> {
-    let View {
-        pipeline,
-        kernel,
-        records,
-        syslog,
-        stack,
-    } = *view;
-    let output = records.stats();
-    let mut sinks = vec![SinkRecords {
-        sink: "output",
-        sent: output.written,
-        dropped: output.dropped(),
-        spooled: 0,
-    }];
-    if let Some(syslog) = syslog {
-        let stats = syslog.stats();
-        sinks.push(SinkRecords {
-            sink: "syslog",
-            sent: stats.sent + stats.resent,
-            dropped: stats.dropped(),
-            spooled: stats.spooled,
-        });
+impl View<'_> {
+    /// The `--metrics` page: the reset counts and what the kernel, the pipeline and the sinks
+    /// counted until now. The flows live are the last background count, and a new one is asked
+    /// for: walking the tables here would stall the loop (0.4-0.7 s at 1 M flows).
+    fn metrics_page(
+        &self,
+        resets: &ResetCounts,
+        args: &WatchArgs,
+        live_flows: &LiveFlows,
+    ) -> anyhow::Result<String> {
+        let output = self.records.stats();
+        let mut sinks = vec![SinkRecords {
+            sink: "output",
+            sent: output.written,
+            dropped: output.dropped(),
+            spooled: 0,
+        }];
+        if let Some(syslog) = self.syslog {
+            let stats = syslog.stats();
+            sinks.push(SinkRecords {
+                sink: "syslog",
+                sent: stats.sent + stats.resent,
+                dropped: stats.dropped(),
+                spooled: stats.spooled,
+            });
+        }
+        let config = kernel_config(args);
+        let snapshot = Snapshot {
+            kernel: self.kernel.counters()?,
+            flows_live: live_flows.get(),
+            flow_capacity: vec![
+                ("main", u64::from(config.flows)),
+                ("half_open", u64::from(config.half_open_flows())),
+            ],
+            pipeline: self.pipeline.stats(),
+            held: self.pipeline.held() as u64,
+            sinks,
+            stack: self.stack.map(|stack| StackWitnessStats {
+                records_lost: witness::lost_records(&stack.lost),
+                steps_aside: stack.gate.steps_aside,
+                attached: !stack.gate.is_aside(),
+            }),
+        };
+        live_flows.request();
+        Ok(metrics::render(resets, &snapshot))
     }
-    let config = kernel_config(args);
-    let snapshot = Snapshot {
-        kernel: kernel.counters()?,
-        flows_live: live_flows.get(),
-        flow_capacity: vec![
-            ("main", u64::from(config.flows)),
-            ("half_open", u64::from(config.half_open_flows())),
-        ],
-        pipeline: pipeline.stats(),
-        held: pipeline.held() as u64,
-        sinks,
-        stack: stack.map(|stack| StackWitnessStats {
-            records_lost: witness::lost_records(&stack.lost),
-            steps_aside: stack.gate.steps_aside,
-            attached: !stack.gate.is_aside(),
-        }),
-    };
-    live_flows.request();
-    Ok(metrics::render(resets, &snapshot))
+
+    /// The summary by class and peer, the kernel's counters and the daemon's own.
+    fn totals(&self, interfaces: &Interfaces) -> anyhow::Result<String> {
+        let mut totals = self.pipeline.summary().render(SUMMARY_PEERS);
+        let counters = self.kernel.counters()?;
+        // The LRU map evicts without telling anyone: what was inserted and is no longer there
+        // was evicted (or started over after a RST's grace period, counted separately).
+        let live = self.kernel.flow_count()? as u64;
+        let stats = self.pipeline.stats();
+        totals.push_str(&format!(
+            "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
+             held={} late_data_followups={} unknown_events={} short_events={} interfaces_lost={}\n",
+            counters.describe(),
+            counters.get(Counter::FlowsInserted).saturating_sub(live),
+            self.pipeline.held(),
+            stats.late_data_followups,
+            stats.unknown_events,
+            stats.short_events,
+            interfaces.lost
+        ));
+        totals.push_str(&describe_output(self.records));
+        if let Some(stack) = self.stack {
+            let gate = &stack.gate;
+            totals.push_str(&format!(
+                "rstwatch: stack witness records_lost={} floods_stepped_aside={} aside={:.1}s{}\n",
+                witness::lost_records(&stack.lost),
+                gate.steps_aside,
+                gate.aside_total_ns(monotonic_ns()) as f64 / 1e9,
+                if gate.is_aside() { " (aside now)" } else { "" }
+            ));
+        }
+        if let Some(syslog) = self.syslog {
+            let sink = syslog.stats();
+            totals.push_str(&format!(
+                "rstwatch: syslog connected={} link_failures={} sent={} resent={} \
+                 maybe_duplicated={} folded={} pending={} dropped={}\n",
+                sink.connected,
+                sink.link_failures,
+                sink.sent,
+                sink.resent,
+                sink.maybe_duplicated,
+                stats.folded,
+                sink.pending,
+                sink.dropped()
+            ));
+        }
+        Ok(totals)
+    }
 }
 
 /// The output writer's counts, for the totals.
@@ -611,59 +654,4 @@ fn drain_stack(pipeline: &mut Pipeline, stack: Option<&mut StackWitness>, kernel
     if stack.gate.is_aside() {
         pipeline.stack_blind(now);
     }
-}
-
-/// The summary by class and peer, the kernel's counters and the daemon's own.
-fn totals(view: &View, interfaces: &Interfaces) -> anyhow::Result<String> {
-    let View {
-        pipeline,
-        kernel,
-        records,
-        syslog,
-        stack,
-    } = *view;
-    let mut totals = pipeline.summary().render(SUMMARY_PEERS);
-    let counters = kernel.counters()?;
-    // The LRU map evicts without telling anyone: what was inserted and is no longer there
-    // was evicted (or started over after a RST's grace period, counted separately).
-    let live = kernel.flow_count()? as u64;
-    let stats = pipeline.stats();
-    totals.push_str(&format!(
-        "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
-         held={} late_data_followups={} unknown_events={} short_events={} interfaces_lost={}\n",
-        counters.describe(),
-        counters.get(Counter::FlowsInserted).saturating_sub(live),
-        pipeline.held(),
-        stats.late_data_followups,
-        stats.unknown_events,
-        stats.short_events,
-        interfaces.lost
-    ));
-    totals.push_str(&describe_output(records));
-    if let Some(stack) = stack {
-        let gate = &stack.gate;
-        totals.push_str(&format!(
-            "rstwatch: stack witness records_lost={} floods_stepped_aside={} aside={:.1}s{}\n",
-            witness::lost_records(&stack.lost),
-            gate.steps_aside,
-            gate.aside_total_ns(monotonic_ns()) as f64 / 1e9,
-            if gate.is_aside() { " (aside now)" } else { "" }
-        ));
-    }
-    if let Some(syslog) = syslog {
-        let sink = syslog.stats();
-        totals.push_str(&format!(
-            "rstwatch: syslog connected={} link_failures={} sent={} resent={} \
-             maybe_duplicated={} folded={} pending={} dropped={}\n",
-            sink.connected,
-            sink.link_failures,
-            sink.sent,
-            sink.resent,
-            sink.maybe_duplicated,
-            stats.folded,
-            sink.pending,
-            sink.dropped()
-        ));
-    }
-    Ok(totals)
 }
