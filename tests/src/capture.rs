@@ -21,8 +21,6 @@ pub const ALL_TCP: &str = "tcp";
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(5);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Lets tcpdump write the last packets the kernel handed it before it is interrupted.
-const SETTLE: Duration = Duration::from_millis(200);
 
 /// A running tcpdump; dropping it kills tcpdump and deletes the capture file.
 pub struct Capture {
@@ -100,7 +98,7 @@ impl Capture {
     }
 
     fn stop_tcpdump(&mut self) -> Result<()> {
-        thread::sleep(SETTLE);
+        self.wait_until_caught_up()?;
         let status = interrupt_and_wait(&mut self.tcpdump, EXIT_TIMEOUT)?;
         ensure!(
             status.success(),
@@ -123,6 +121,41 @@ impl Capture {
         bail!("tcpdump did not start capturing: {}", said.join(" / "))
     }
 
+    /// Waits until tcpdump has written every packet its filter let into its socket: it is
+    /// interrupted only then, so that none the kernel handed it is left unread.
+    fn wait_until_caught_up(&mut self) -> Result<()> {
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        let mut said = Vec::new();
+        loop {
+            // SIGUSR1: tcpdump prints its counts on one line and goes on capturing.
+            // SAFETY: a signal to the child this struct owns and has not reaped.
+            let sent = unsafe { libc::kill(self.tcpdump.id() as libc::pid_t, libc::SIGUSR1) };
+            ensure!(
+                sent == 0,
+                "signalling tcpdump: {}",
+                std::io::Error::last_os_error()
+            );
+            let counts = loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let Ok(line) = self.stderr.recv_timeout(left) else {
+                    bail!("tcpdump printed no packet counts: {}", said.join(" / "));
+                };
+                match packet_counts(&line) {
+                    Some(counts) => break counts,
+                    None => said.push(line),
+                }
+            };
+            if counts.captured >= counts.received {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "tcpdump still behind its filter after {EXIT_TIMEOUT:?}: {counts:?}"
+            );
+            thread::yield_now();
+        }
+    }
+
     fn stderr_text(&self) -> String {
         self.stderr.try_iter().collect::<Vec<_>>().join(" / ")
     }
@@ -134,6 +167,27 @@ impl Drop for Capture {
         // The file may never have been created; nothing else to clean up then.
         let _ = std::fs::remove_file(&self.file);
     }
+}
+
+/// tcpdump's counts: packets written, and packets its filter let into its socket.
+#[derive(Debug, PartialEq, Eq)]
+struct PacketCounts {
+    captured: u64,
+    received: u64,
+}
+
+/// The counts in the line tcpdump prints on SIGUSR1: `tcpdump: 3 packets captured, 3 packets
+/// received by filter, 0 packets dropped by kernel`.
+fn packet_counts(line: &str) -> Option<PacketCounts> {
+    let count = |what: &str| -> Option<u64> {
+        let part = line.split(", ").find(|part| part.contains(what))?;
+        let number = part.trim_start_matches("tcpdump: ").split(' ').next()?;
+        number.parse().ok()
+    };
+    Some(PacketCounts {
+        captured: count("captured")?,
+        received: count("received by filter")?,
+    })
 }
 
 /// A capture file a test keeps after tcpdump stopped; deleted on drop.
@@ -221,5 +275,27 @@ mod tests {
     #[test]
     fn short_tshark_lines_are_errors() {
         assert!(parse_tshark_fields("198.18.1.2\t4000").is_err());
+    }
+
+    #[test]
+    fn tcpdumps_count_line_is_read() {
+        assert_eq!(
+            packet_counts(
+                "tcpdump: 12 packets captured, 13 packets received by filter, 0 packets \
+                 dropped by kernel"
+            ),
+            Some(PacketCounts {
+                captured: 12,
+                received: 13
+            })
+        );
+        assert_eq!(
+            packet_counts("tcpdump: 1 packet captured, 1 packet received by filter, 0 packets dropped by kernel"),
+            Some(PacketCounts {
+                captured: 1,
+                received: 1
+            })
+        );
+        assert_eq!(packet_counts("tcpdump: listening on lo"), None);
     }
 }
