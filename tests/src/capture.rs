@@ -27,6 +27,10 @@ pub struct Capture {
     tcpdump: Child,
     file: PathBuf,
     stderr: Receiver<String>,
+    /// Packets the filter takes per packet tcpdump writes: on a loopback device the kernel
+    /// hands each packet over twice, as sent and as received, and libpcap keeps only the
+    /// received copy.
+    copies: u64,
 }
 
 impl Capture {
@@ -57,10 +61,12 @@ impl Capture {
             .spawn()
             .context("starting tcpdump (is it installed?)")?;
         let stderr = read_lines(tcpdump.stderr.take().context("tcpdump stderr")?);
+        let link = run("ip", &["-n", ns, "-o", "link", "show", "dev", iface])?;
         let capture = Capture {
             tcpdump,
             file,
             stderr,
+            copies: if link.contains("link/loopback") { 2 } else { 1 },
         };
         capture.wait_until_listening()?;
         Ok(capture)
@@ -121,8 +127,9 @@ impl Capture {
         bail!("tcpdump did not start capturing: {}", said.join(" / "))
     }
 
-    /// Waits until tcpdump has written every packet its filter let into its socket: it is
-    /// interrupted only then, so that none the kernel handed it is left unread.
+    /// Waits until tcpdump has written every packet its filter let into its socket (each
+    /// loopback packet counted twice there): it is interrupted only then, so that none the
+    /// kernel handed it is left unread.
     fn wait_until_caught_up(&mut self) -> Result<()> {
         let deadline = Instant::now() + EXIT_TIMEOUT;
         let mut said = Vec::new();
@@ -145,7 +152,7 @@ impl Capture {
                     None => said.push(line),
                 }
             };
-            if counts.captured >= counts.received {
+            if counts.captured * self.copies >= counts.received {
                 return Ok(());
             }
             ensure!(
