@@ -306,7 +306,7 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
                 pkt,
                 &scratch.frame,
                 settings,
-                || capture_frame(),
+                &capture_frame,
             );
         }
         if !scratch
@@ -496,30 +496,30 @@ fn aggregate(storm: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
         let slot = unsafe { &mut *slot };
         if slot.count.resets == 0 {
             slot.key = key;
-            start_storm(&mut slot.count, now, hook, pkt);
-            return;
         }
         if slot.key.same(&key) {
-            slot.count.resets += 1;
-            slot.count.last_ns = now;
-            return;
+            return add_reset(&mut slot.count, now, hook, pkt);
         }
     }
     if let Some(counted) = STORMS.get_ptr_mut(&key) {
-        // SAFETY: this CPU's value, used by this CPU only while the program runs.
-        let counted = unsafe { &mut *counted };
-        if counted.resets == 0 {
-            // Another CPU made the entry: this CPU's value starts zeroed, sample and all.
-            start_storm(counted, now, hook, pkt);
-        } else {
-            counted.resets += 1;
-            counted.last_ns = now;
-        }
-        return;
+        // SAFETY: this CPU's value, used by this CPU only while the program runs. It starts
+        // zeroed, sample and all, when another CPU made the entry.
+        return add_reset(unsafe { &mut *counted }, now, hook, pkt);
     }
     start_storm(storm, now, hook, pkt);
     if STORMS.insert(&key, &*storm, BPF_NOEXIST as u64).is_err() {
         count(Counter::StormMapFull);
+    }
+}
+
+/// Counts `pkt` in `count`: its first reset when the count is empty.
+#[inline(always)]
+fn add_reset(count: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
+    if count.resets == 0 {
+        start_storm(count, now, hook, pkt);
+    } else {
+        count.resets += 1;
+        count.last_ns = now;
     }
 }
 
