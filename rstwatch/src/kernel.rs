@@ -5,7 +5,12 @@
 //! (6.6+): nothing outlives the process, even on SIGKILL. Older kernels get a netlink filter
 //! (see `tc_filter`), removed when `Kernel` drops.
 
-use std::{collections::HashMap, fmt, io, path::PathBuf};
+use std::{
+    collections::HashMap,
+    fmt, io,
+    os::fd::{AsFd as _, AsRawFd as _},
+    path::PathBuf,
+};
 
 use aya::{
     maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -357,19 +362,25 @@ impl Kernel {
     /// Flows in both tables now (walks them whole: for summaries and tests, not hot paths).
     pub fn flow_count(&self) -> anyhow::Result<usize> {
         let mut total = 0;
-        for table in FLOW_TABLES {
-            total += self.flow_table(table)?.keys().filter(Result::is_ok).count();
-        }
+        self.walk_flow_tables(|_| total += 1)?;
         Ok(total)
     }
 
     /// The keys of both tables now (walks them whole, as `flow_count`).
     pub fn flow_keys(&self) -> anyhow::Result<Vec<FlowKey>> {
         let mut keys = Vec::new();
-        for table in FLOW_TABLES {
-            keys.extend(self.flow_table(table)?.keys().filter_map(Result::ok));
-        }
+        self.walk_flow_tables(|key| keys.push(*key))?;
         Ok(keys)
+    }
+
+    fn walk_flow_tables(&self, mut f: impl FnMut(&FlowKey)) -> anyhow::Result<()> {
+        for table in FLOW_TABLES {
+            match self.named_map(table)? {
+                aya::maps::Map::LruHashMap(data) => walk_flow_keys(data, &mut f)?,
+                _ => anyhow::bail!("{table} is not the map type rstwatch made"),
+            }
+        }
+        Ok(())
     }
 
     fn flow_table(
@@ -434,6 +445,8 @@ impl Kernel {
 
 /// The main flow table first: most packets belong to established flows.
 const FLOW_TABLES: [&str; 2] = ["FLOWS", "HALF_OPEN"];
+/// Entries fetched per batch of a flow table's walk.
+const BATCH_ENTRIES: usize = 1024;
 
 /// Totals of the per-CPU counters, indexed by `Counter`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -557,6 +570,66 @@ fn verifier_complaint(log: &str) -> Option<String> {
         .map(str::trim)
         .rfind(|line| !line.is_empty() && !STATISTICS.iter().any(|prefix| line.starts_with(prefix)))
         .map(str::to_owned)
+}
+
+/// Calls `f` with every key of a flow table (every walk of one goes through here), walking it with `BPF_MAP_LOOKUP_BATCH`, which
+/// walks bucket by bucket and so sees every entry that stays in the table while it runs
+/// (aya has no batch walk; key by key, a key evicted under the walk restarts it).
+pub(crate) fn walk_flow_keys(table: &MapData, mut f: impl FnMut(&FlowKey)) -> anyhow::Result<()> {
+    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+    #[repr(C)]
+    #[derive(Default)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    let fd = table.fd().as_fd().as_raw_fd();
+    let mut keys = vec![FlowKey::default(); BATCH_ENTRIES];
+    let mut values = vec![FlowState::default(); BATCH_ENTRIES];
+    // The position between batches: a bucket index for hash tables.
+    let mut tokens = [[0u8; 8]; 2];
+    let mut first = true;
+    loop {
+        let (token_in, token_out) = tokens.split_at_mut(1);
+        let mut attr = BatchAttr {
+            in_batch: if first {
+                0
+            } else {
+                token_in[0].as_ptr() as u64
+            },
+            out_batch: token_out[0].as_mut_ptr() as u64,
+            keys: keys.as_mut_ptr() as u64,
+            values: values.as_mut_ptr() as u64,
+            count: BATCH_ENTRIES as u32,
+            map_fd: fd as u32,
+            ..BatchAttr::default()
+        };
+        // SAFETY: the buffers hold `count` keys and values of the table's sizes and outlive
+        // the call; the attribute is the kernel's `batch` layout.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_MAP_LOOKUP_BATCH,
+                &mut attr as *mut BatchAttr,
+                size_of::<BatchAttr>(),
+            )
+        };
+        let error = (rc < 0).then(std::io::Error::last_os_error);
+        keys[..attr.count as usize].iter().for_each(&mut f);
+        match error {
+            None => {}
+            Some(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Some(err) => anyhow::bail!("walking a flow table (BPF_MAP_LOOKUP_BATCH): {err}"),
+        }
+        tokens.swap(0, 1);
+        first = false;
+    }
 }
 
 #[cfg(test)]

@@ -29,8 +29,10 @@ use anyhow::{bail, Context as _};
 use aya::maps::{Array, Map, MapData, PerCpuArray};
 use rstwatch_common::{
     presence::{self, CHUNK_BYTES, GENERATIONS},
-    Counter, FlowKey, FlowState, Settings,
+    Counter, FlowKey, Settings,
 };
+
+use crate::kernel::walk_flow_keys;
 
 /// How often the thread looks at the insert counters.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -39,8 +41,6 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 const MIN_INTERVAL: Duration = Duration::from_secs(10);
 /// A rebuild is due once this share of a generation's slots may have filled since the last.
 const INSERTS_PER_SLOT_DUE: u64 = 8;
-/// Entries fetched per batch of the walk.
-const BATCH_ENTRIES: usize = 1024;
 
 /// The kernel maps the filter lives in, by id, so that its keeper holds handles of its own.
 pub struct PresenceMaps {
@@ -205,7 +205,7 @@ impl PresenceFilter {
             self.word(next as usize, word).store(0, Ordering::Relaxed);
         }
         for table in &self.tables {
-            walk_keys(table, |key| {
+            walk_flow_keys(table, |key| {
                 let slot = presence::locate(key, self.slots_log2);
                 self.word(next as usize, slot.generation_word())
                     .fetch_or(slot.mask, Ordering::Relaxed);
@@ -221,7 +221,7 @@ impl PresenceFilter {
     pub fn count(&self) -> anyhow::Result<u64> {
         let mut count = 0;
         for table in &self.tables {
-            walk_keys(table, |_| count += 1)?;
+            walk_flow_keys(table, |_| count += 1)?;
         }
         Ok(count)
     }
@@ -238,66 +238,6 @@ impl PresenceFilter {
         // SAFETY: an 8-aligned u64 inside the mapping (page-aligned, asserted above), which
         // lives as long as `self`; the kernel only touches it with atomic ORs.
         unsafe { AtomicU64::from_ptr(self.filter.start.as_ptr().cast::<u64>().add(at)) }
-    }
-}
-
-/// Calls `f` with every key of a flow table, walking it with `BPF_MAP_LOOKUP_BATCH`, which
-/// walks bucket by bucket and so sees every entry that stays in the table while it runs
-/// (aya has no batch walk; key by key, a key evicted under the walk restarts it).
-fn walk_keys(table: &MapData, mut f: impl FnMut(&FlowKey)) -> anyhow::Result<()> {
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
-    let fd = table.fd().as_fd().as_raw_fd();
-    let mut keys = vec![FlowKey::default(); BATCH_ENTRIES];
-    let mut values = vec![FlowState::default(); BATCH_ENTRIES];
-    // The position between batches: a bucket index for hash tables.
-    let mut tokens = [[0u8; 8]; 2];
-    let mut first = true;
-    loop {
-        let (token_in, token_out) = tokens.split_at_mut(1);
-        let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                token_in[0].as_ptr() as u64
-            },
-            out_batch: token_out[0].as_mut_ptr() as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: BATCH_ENTRIES as u32,
-            map_fd: fd as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: the buffers hold `count` keys and values of the table's sizes and outlive
-        // the call; the attribute is the kernel's `batch` layout.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let error = (rc < 0).then(std::io::Error::last_os_error);
-        keys[..attr.count as usize].iter().for_each(&mut f);
-        match error {
-            None => {}
-            Some(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Some(err) => bail!("walking a flow table (BPF_MAP_LOOKUP_BATCH): {err}"),
-        }
-        tokens.swap(0, 1);
-        first = false;
     }
 }
 

@@ -491,7 +491,7 @@ struct View<'a> {
 impl View<'_> {
     /// The `--metrics` page: the reset counts and what the kernel, the pipeline and the sinks
     /// counted until now. The flows live are the last background count, and a new one is asked
-    /// for: walking the tables here would stall the loop (0.4-0.7 s at 1 M flows).
+    /// for: walking the tables here would stall the loop (0.4 s at 1 M flows).
     fn metrics_page(
         &self,
         resets: &ResetCounts,
