@@ -65,15 +65,10 @@ impl Default for Probe {
 /// storm and half-open budgets): a thread the scheduler moves between two runs would meet
 /// another CPU's state, as two packets of one flow never do on a real interface.
 pub fn stay_on_this_cpu() {
-    // SAFETY: plain syscalls on the calling thread with a zero-initialised cpu_set_t.
-    unsafe {
-        let cpu = libc::sched_getcpu();
-        assert!(cpu >= 0, "sched_getcpu failed");
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu as usize, &mut set);
-        let pinned = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-        assert_eq!(pinned, 0, "sched_setaffinity to CPU {cpu} failed");
-    }
+    // SAFETY: a plain syscall.
+    let cpu = unsafe { libc::sched_getcpu() };
+    assert!(cpu >= 0, "sched_getcpu failed");
+    move_to_cpu(cpu as usize);
 }
 
 /// Moves the calling test thread to CPU `cpu` and keeps it there (see `stay_on_this_cpu`).
