@@ -36,19 +36,25 @@ enum Task {
     /// Runs as root.
     /// Then the kernel matrix (`cargo xtask kmatrix`).
     Test {
-        /// Skip the kernel matrix (about 5 minutes), e.g. while iterating on one test.
+        /// Skip the kernel matrix (about 10 minutes once its kernels are cached), e.g. while
+        /// iterating on one test. Its cache: $RSTWATCH_KMATRIX_CACHE, else
+        /// /var/cache/rstwatch-kmatrix.
         #[arg(long)]
         no_kmatrix: bool,
         /// Passed to `cargo test`, e.g. `-- refused -- --nocapture`.
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
-    /// Set up, then boot Debian 12's kernels (6.1 without TCX, 6.12) under QEMU and run
-    /// rstwatch and BPF_PROG_TEST_RUN tests inside each. Runs as root.
+    /// Set up, then boot Debian's kernels (11's 5.10; 12's 6.1 without TCX and 6.12) under
+    /// QEMU and run rstwatch and BPF_PROG_TEST_RUN tests inside each. Runs as root.
     Kmatrix {
-        /// Only this kernel: 6.1 or 6.12.
+        /// Only this kernel: 5.10, 6.1 or 6.12.
         #[arg(long, value_name = "VERSION")]
         kernel: Option<String>,
+        /// Where kernel packages are downloaded and extracted, kept between runs
+        /// (default: $RSTWATCH_KMATRIX_CACHE, else /var/cache/rstwatch-kmatrix).
+        #[arg(long, value_name = "DIR")]
+        cache: Option<std::path::PathBuf>,
         /// Run every test of tests/tests/kernel/ in each guest (about 10 minutes per
         /// kernel), not only the parser and flow-state ones.
         #[arg(long)]
@@ -68,7 +74,11 @@ fn main() -> ExitCode {
             no_kmatrix,
             cargo_test_args,
         } => test::run(&cargo_test_args, !no_kmatrix),
-        Task::Kmatrix { kernel, full } => kmatrix::run(kernel.as_deref(), full),
+        Task::Kmatrix {
+            kernel,
+            cache,
+            full,
+        } => kmatrix::run(kernel.as_deref(), full, &kmatrix::cache_dir(cache)),
         Task::Demo => setup_and_build(false).and_then(|()| demo::run()),
         Task::Bench => setup_and_build(true).and_then(|()| bench::run()),
     };
