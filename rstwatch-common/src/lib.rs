@@ -10,6 +10,7 @@ pub mod budget;
 pub mod config;
 pub mod defaults;
 pub mod event;
+pub mod features;
 pub mod flow;
 pub mod local;
 pub mod packet;

@@ -98,7 +98,10 @@ pub fn rstwatch_sock_owner(ctx: BtfTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    if sk.is_null() || !tcp_state::made_by_syscall(old as u8, new as u8) {
+    if !crate::features::socket_cookie()
+        || sk.is_null()
+        || !tcp_state::made_by_syscall(old as u8, new as u8)
+    {
         return 0;
     }
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
@@ -236,6 +239,9 @@ fn fill_from_socket(record: &mut LocalResetRecord, layout: &SocketLayout, sk: *c
 
 #[inline(always)]
 fn fill_owner(record: &mut LocalResetRecord, sk: *const u8) {
+    if !crate::features::socket_cookie() {
+        return;
+    }
     let cookie = unsafe { bpf_get_socket_cookie(sk as *mut _) };
     if let Some(owner) = unsafe { SOCKET_OWNERS.get(&cookie) } {
         record.owner_pid = owner.pid;

@@ -11,6 +11,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod features;
 mod local;
 mod parse;
 mod track;
@@ -90,11 +91,34 @@ pub extern "C" fn rstwatch_track_xdp(ctx: *mut xdp_md, direction: u32, ifindex: 
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn rstwatch_capture_xdp(ctx: *mut xdp_md) -> u32 {
-    let wire_len = unsafe { (*ctx).data_end.wrapping_sub((*ctx).data) };
-    // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_frame` sized.
-    track::capture_frame(wire_len, |to, offset, len| unsafe {
-        bpf_xdp_load_bytes(ctx, offset, to, len)
-    });
+    let (data, data_end) = unsafe { ((*ctx).data as usize, (*ctx).data_end as usize) };
+    let wire_len = data_end.wrapping_sub(data) as u32;
+    if features::xdp_load_bytes() {
+        // SAFETY: the helper writes at most `len` bytes to `to`, which `capture_frame` sized.
+        track::capture_frame(wire_len, |to, offset, len| unsafe {
+            bpf_xdp_load_bytes(ctx, offset, to, len)
+        });
+    } else {
+        track::capture_frame(wire_len, |to, offset, len| {
+            copy_packet(data, data_end, offset, to.cast(), len)
+        });
+    }
+    0
+}
+
+/// `bpf_xdp_load_bytes` for kernels without it (before 5.18): copies `len` bytes of the
+/// packet from `offset` to `to`, or returns -1 when they are not all inside the packet. The
+/// XDP program is loaded without multi-buffer support, so the whole frame lies between
+/// `data` and `data_end`.
+#[inline(always)]
+fn copy_packet(data: usize, data_end: usize, offset: u32, to: *mut u8, len: u32) -> i64 {
+    let from = data + offset as usize;
+    if from + len as usize > data_end {
+        return -1;
+    }
+    // SAFETY: `len` bytes from `from` are inside the packet (checked above) and `to` has room
+    // for them (`capture_frame` sized each copy).
+    unsafe { core::ptr::copy_nonoverlapping(from as *const u8, to, len as usize) };
     0
 }
 

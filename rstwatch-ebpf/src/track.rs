@@ -249,8 +249,12 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     // RST's timing need it); the per-CPU budgets, the unknown-RST cache's grace period and
     // the storm counts read the coarse one (a tick's resolution), a fraction of the cost on
     // the path every packet of a flood of new 4-tuples takes.
-    let coarse_now = unsafe { bpf_ktime_get_coarse_ns() };
     let fine_now = || unsafe { bpf_ktime_get_ns() };
+    let coarse_now = if crate::features::coarse_clock() {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        fine_now()
+    };
     let dir = scratch.key.fill_from(&scratch.pkt);
     let step = || rstwatch_step(dir as u32, fine_now(), hook.direction as u32, hook.ifindex);
     // Each flow is stepped on this CPU's scratch copy and written back: `rstwatch_step` then
@@ -378,9 +382,13 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
 }
 
 /// Whether a flow table may hold `key`: false only when the active generation of the
-/// presence filter proves neither does. True while the filter is not sized.
+/// presence filter proves neither does. True while the filter is not sized, and on kernels
+/// without the atomic OR that keeps it (then the filter is off).
 #[inline(always)]
 fn maybe_tracked(key: &FlowKey, settings: &Settings) -> bool {
+    if !crate::features::atomic_or() {
+        return true;
+    }
     let Some((slot, per_generation)) = presence_slot(key, settings) else {
         return true;
     };
@@ -395,6 +403,9 @@ fn maybe_tracked(key: &FlowKey, settings: &Settings) -> bool {
 /// daemon's rebuild then either finds the key in its table or keeps this bit.
 #[inline(always)]
 fn mark_tracked(key: &FlowKey, settings: &Settings) {
+    if !crate::features::atomic_or() {
+        return;
+    }
     let Some((slot, per_generation)) = presence_slot(key, settings) else {
         return;
     };

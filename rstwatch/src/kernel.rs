@@ -23,6 +23,7 @@ use aya::{
 use rstwatch_common::{
     defaults,
     event::{StormSlot, STORM_SLOTS_LOG2},
+    features::{self, ProgramFeatures},
     presence, Counter, FlowKey, FlowState, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
@@ -35,6 +36,11 @@ use crate::{
 
 /// The eBPF object, built by `build.rs` and embedded so the binary is self-contained.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rstwatch"));
+/// The same programs for kernels without BPF atomics other than add (before 5.12), whose
+/// verifier refuses such an instruction anywhere in a program, even on a path it never takes:
+/// the presence filter is left out.
+static EBPF_OBJECT_ATOMIC_ADD_ONLY: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rstwatch-atomic-add-only"));
 
 /// Where a rejected program's whole verifier log is written: root-owned, unlike /tmp.
 const VERIFIER_LOG_DIR: &str = "/run/rstwatch";
@@ -47,6 +53,11 @@ pub const TC_PROGRAM: &str = "rstwatch_tc_egress";
 const HALF_OPEN_SHARE: u32 = 8;
 const MIN_HALF_OPEN: u32 = 1024;
 
+/// Entries of the half-open (SYN-only) flow table beside a main table of `flows`.
+pub fn half_open_flows(flows: u32) -> u32 {
+    (flows / HALF_OPEN_SHARE).max(MIN_HALF_OPEN)
+}
+
 /// What to load: table sizes, the runtime settings and the filters.
 #[derive(Clone, Debug)]
 pub struct KernelConfig {
@@ -55,12 +66,14 @@ pub struct KernelConfig {
     pub settings: Settings,
     pub ports: Vec<u16>,
     pub nets: Vec<Cidr>,
+    /// What the programs may use on this kernel; the rest takes its fallback.
+    pub features: ProgramFeatures,
 }
 
 impl KernelConfig {
     /// Entries of the half-open (SYN-only) flow table.
     pub fn half_open_flows(&self) -> u32 {
-        (self.flows / HALF_OPEN_SHARE).max(MIN_HALF_OPEN)
+        half_open_flows(self.flows)
     }
 
     /// The presence filter's slots per generation, log2, for both tables' entries.
@@ -77,6 +90,7 @@ impl Default for KernelConfig {
             settings: Settings::default(),
             ports: Vec::new(),
             nets: Vec::new(),
+            features: crate::features::probe_programs(),
         }
     }
 }
@@ -126,6 +140,7 @@ impl std::error::Error for VerifierRejection {}
 /// The loaded programs and their maps. Dropping it detaches everything.
 pub struct Kernel {
     ebpf: Ebpf,
+    features: ProgramFeatures,
     /// Claims on the netlink egress filters attached; declared after `ebpf` so they are
     /// released only once the filters are gone.
     egress_locks: Vec<EgressLock>,
@@ -140,7 +155,12 @@ impl Kernel {
             .map_max_entries("HALF_OPEN", config.half_open_flows())
             .map_max_entries("EVENTS", config.ring_bytes)
             .map_max_entries("PRESENCE", presence::chunks(config.presence_slots_log2()))
-            .load(EBPF_OBJECT)
+            .override_global(features::GLOBAL, &config.features, true)
+            .load(if config.features.atomic_or != 0 {
+                EBPF_OBJECT
+            } else {
+                EBPF_OBJECT_ATOMIC_ADD_ONLY
+            })
             .map_err(|err| load_error(&err))?;
         let mut settings = config.settings;
         settings.presence_slots_log2 = config.presence_slots_log2();
@@ -164,14 +184,16 @@ impl Kernel {
             .map_err(|err| verifier_error(TC_PROGRAM, err))?;
         Ok(Self {
             ebpf,
+            features: config.features,
             egress_locks: Vec::new(),
         })
     }
 
-    /// Starts the thread that rebuilds the presence filter from the flow tables' keys; the
-    /// filter stays correct without it, but fills up.
+    /// Starts the thread that rebuilds the presence filter from the flow tables' keys (the
+    /// filter stays correct without it, but fills up) and counts the flows they hold. Where
+    /// the kernel has no atomic OR the programs do not use the filter, and it is not rebuilt.
     pub fn keep_presence_filter(&self) -> anyhow::Result<PresenceKeeper> {
-        PresenceKeeper::start(self.presence_filter()?)
+        PresenceKeeper::start(self.presence_filter()?, self.features.atomic_or != 0)
     }
 
     /// The presence filter, mapped into this process.
@@ -232,7 +254,7 @@ impl Kernel {
             return Ok(None);
         };
         let netlink = match how {
-            TcAttach::Auto => !crate::features::KernelFeatures::detect().tcx,
+            TcAttach::Auto => !crate::features::has_tcx(),
             TcAttach::Tcx => false,
             TcAttach::Netlink => true,
         };
@@ -312,7 +334,7 @@ impl Kernel {
     pub fn attach_stack_witness(
         &mut self,
     ) -> Result<crate::local::witness::Witness, crate::local::witness::Unavailable> {
-        crate::local::witness::attach(&mut self.ebpf)
+        crate::local::witness::attach(&mut self.ebpf, self.features)
     }
 
     /// Attaches or detaches the stack witness's reset programs (`crate::local::gate`).

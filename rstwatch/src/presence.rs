@@ -78,16 +78,17 @@ impl LiveFlows {
 }
 
 impl PresenceKeeper {
-    /// Starts the thread. A failed rebuild is reported on stderr and leaves the filter as it
-    /// is: stale bits cost lookups, never a flow.
-    pub fn start(filter: PresenceFilter) -> anyhow::Result<Self> {
+    /// Starts the thread; it rebuilds the filter only if `rebuilds` (the programs use it).
+    /// A failed rebuild is reported on stderr and leaves the filter as it is: stale bits cost
+    /// lookups, never a flow.
+    pub fn start(filter: PresenceFilter, rebuilds: bool) -> anyhow::Result<Self> {
         let (stop, stopped) = mpsc::channel();
         let live = Arc::new(LiveFlows::default());
         live.request();
         let thread_live = live.clone();
         let thread = thread::Builder::new()
             .name("presence".into())
-            .spawn(move || keep(filter, &stopped, &thread_live))
+            .spawn(move || keep(filter, rebuilds, &stopped, &thread_live))
             .context("starting the presence filter's thread")?;
         Ok(Self {
             stop: Some(stop),
@@ -101,7 +102,12 @@ impl PresenceKeeper {
     }
 }
 
-fn keep(mut filter: PresenceFilter, stopped: &mpsc::Receiver<()>, live: &LiveFlows) {
+fn keep(
+    mut filter: PresenceFilter,
+    rebuilds: bool,
+    stopped: &mpsc::Receiver<()>,
+    live: &LiveFlows,
+) {
     let mut inserts_at_rebuild = 0;
     let mut rebuilt_at = Instant::now();
     loop {
@@ -113,6 +119,9 @@ fn keep(mut filter: PresenceFilter, stopped: &mpsc::Receiver<()>, live: &LiveFlo
         }
         if stopped.recv_timeout(CHECK_EVERY) != Err(RecvTimeoutError::Timeout) {
             return;
+        }
+        if !rebuilds {
+            continue;
         }
         let inserts = match filter.inserts() {
             Ok(inserts) => inserts,

@@ -15,7 +15,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::XdpMode,
 };
-use rstwatch_common::{Counter, FlowKey, FlowState, Settings};
+use rstwatch_common::{features::ProgramFeatures, Counter, FlowKey, FlowState, Settings};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -29,7 +29,7 @@ use crate::{
     explain::ExplainSettings,
     features::KernelFeatures,
     ifaces::{Change, Interfaces},
-    kernel::{Kernel, KernelConfig, TcAttach, VerifierRejection},
+    kernel::{half_open_flows, Kernel, KernelConfig, TcAttach, VerifierRejection},
     local::{
         gate::{FloodGate, GateAction},
         witness,
@@ -90,10 +90,11 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let mut user1 = signal(SignalKind::user_defined1())?;
     let mut hangup = signal(SignalKind::hangup())?;
 
-    if let Some(missing) = KernelFeatures::detect().missing() {
+    let features = KernelFeatures::detect();
+    for missing in features.missing() {
         eprintln!("rstwatch: {missing}");
     }
-    let mut kernel = Kernel::load(&kernel_config(&args)).inspect_err(|err| {
+    let mut kernel = Kernel::load(&kernel_config(&args, features.programs)).inspect_err(|err| {
         if let Some(rejection) = err.downcast_ref::<VerifierRejection>() {
             if args.verbose {
                 eprintln!("{}", rejection.log.trim_end());
@@ -286,7 +287,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn kernel_config(args: &WatchArgs) -> KernelConfig {
+fn kernel_config(args: &WatchArgs, features: ProgramFeatures) -> KernelConfig {
     KernelConfig {
         flows: args.flows,
         ring_bytes: args.ring_mib << 20,
@@ -296,6 +297,7 @@ fn kernel_config(args: &WatchArgs) -> KernelConfig {
         },
         ports: args.ports.clone(),
         nets: args.nets.clone(),
+        features,
     }
 }
 
@@ -514,13 +516,12 @@ impl View<'_> {
                 spooled: stats.spooled,
             });
         }
-        let config = kernel_config(args);
         let snapshot = Snapshot {
             kernel: self.kernel.counters()?,
             flows_live: live_flows.get(),
             flow_capacity: vec![
-                ("main", u64::from(config.flows)),
-                ("half_open", u64::from(config.half_open_flows())),
+                ("main", u64::from(args.flows)),
+                ("half_open", u64::from(half_open_flows(args.flows))),
             ],
             pipeline: self.pipeline.stats(),
             held: self.pipeline.held() as u64,

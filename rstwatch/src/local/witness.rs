@@ -5,7 +5,7 @@ use aya::{
     programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint},
     Ebpf,
 };
-use rstwatch_common::local::SocketLayout;
+use rstwatch_common::{features::ProgramFeatures, local::SocketLayout};
 
 use super::{layout, LocalJoin};
 
@@ -31,8 +31,9 @@ pub struct Witness {
 #[derive(Debug)]
 pub struct Unavailable(pub String);
 
-/// Attaches the programs the kernel supports to `ebpf` (they stay attached while it lives).
-pub fn attach(ebpf: &mut Ebpf) -> Result<Witness, Unavailable> {
+/// Attaches the programs the kernel supports to `ebpf` (they stay attached while it lives),
+/// loaded with `features`.
+pub fn attach(ebpf: &mut Ebpf, features: ProgramFeatures) -> Result<Witness, Unavailable> {
     let unavailable =
         |what: String| Unavailable(format!("no reset evidence from the stack: {what}"));
     let btf = btf_rs::Btf::from_file(layout::VMLINUX_BTF)
@@ -74,7 +75,12 @@ pub fn attach(ebpf: &mut Ebpf) -> Result<Witness, Unavailable> {
         Ok(link) => probes.0.push((RECEIVE_RESET, Some(link))),
         Err(_) => missing.push("no tcp_receive_reset: received RSTs carry no socket owner"),
     }
-    if attach_one(ebpf, SOCK_OWNER, "inet_sock_set_state", &aya_btf).is_err() {
+    if features.socket_cookie == 0 {
+        missing.push(
+            "no bpf_get_socket_cookie in tracing programs (before Linux 5.12): owners are \
+             known only for resets sent in close(), received RSTs carry none",
+        );
+    } else if attach_one(ebpf, SOCK_OWNER, "inet_sock_set_state", &aya_btf).is_err() {
         missing.push("no inet_sock_set_state: owners are known only for resets sent in close()");
     }
     let ring = ebpf
