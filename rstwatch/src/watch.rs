@@ -130,7 +130,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     let presence = kernel.keep_presence_filter()?;
     let witness = match kernel.attach_stack_witness() {
         Ok(witness) => {
-            if let Some(degraded) = &witness.degraded {
+            for degraded in &witness.degraded {
                 eprintln!("rstwatch: {degraded}");
             }
             Some(witness)

@@ -12,6 +12,7 @@ use aya::{
 use rstwatch::kernel::{Counters, Kernel, KernelConfig};
 use rstwatch_common::{
     event::decode,
+    features::ProgramFeatures,
     flow::{DIR_FROM_HIGH, DIR_FROM_LOW},
     packet::{ipv4_mapped, FAMILY_IPV4, FAMILY_IPV6},
     Counter, FlowKey, FlowState, RstEvent, COUNTER_COUNT,
@@ -230,6 +231,20 @@ pub fn config() -> KernelConfig {
         flows: 4096,
         ring_bytes: 256 << 10,
         ..KernelConfig::default()
+    }
+}
+
+/// `config()` as Linux 5.10 gets it, whatever the running kernel: every program feature
+/// newer than 5.10 left to its fallback, and the object built without the atomic OR.
+pub fn oldest_kernel_config() -> KernelConfig {
+    KernelConfig {
+        features: ProgramFeatures {
+            atomic_or: 0,
+            coarse_clock: 0,
+            xdp_load_bytes: 0,
+            socket_cookie: 0,
+        },
+        ..config()
     }
 }
 

@@ -74,10 +74,12 @@ pub const SERIES: [Series; 3] = [
     },
 ];
 
-/// The BPF_PROG_TEST_RUN tests run in every guest by default: the parse paths (VLAN tags,
-/// IPv6 chains, the TCP options walk) the older verifiers judge differently, and the flow
-/// state through a whole conversation. `--full` runs every test of the file (~20 minutes).
+/// The BPF_PROG_TEST_RUN tests run in every guest by default: the feature probes, the parse
+/// paths (VLAN tags, IPv6 chains, the TCP options walk) the older verifiers judge
+/// differently, and the flow state through a whole conversation. `--full` runs every test of
+/// the file (~20 minutes).
 const GUEST_KERNEL_TESTS: &[&str] = &[
+    "features::each_feature_is_found_from_the_kernel_version_that_brought_it",
     "parser::syn_window_scale_is_found_anywhere_in_the_options",
     "parser::every_vlan_and_ip_header_variant_parses_and_tracks",
     "flow::handshake_data_fin_rst_and_followups_are_tracked_and_reported",

@@ -22,9 +22,8 @@ pub struct Witness {
     pub join: LocalJoin,
     /// The programs on the reset tracepoints, which step aside during a reset flood.
     pub probes: ResetProbes,
-    /// One line naming what this kernel lacks, for the start-up message; `None` when all is
-    /// there.
-    pub degraded: Option<String>,
+    /// A line for each thing this kernel lacks, for the start-up messages.
+    pub degraded: Vec<&'static str>,
 }
 
 /// Why the stack's evidence is not available at all.
@@ -100,7 +99,7 @@ pub fn attach(ebpf: &mut Ebpf, features: ProgramFeatures) -> Result<Witness, Una
         lost,
         join: LocalJoin::new(reasons, with_reason),
         probes,
-        degraded: (!missing.is_empty()).then(|| missing.join("; ")),
+        degraded: missing,
     })
 }
 

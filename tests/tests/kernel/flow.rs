@@ -17,9 +17,9 @@ use rstwatch_tests::{
         Tcp,
     },
     probe::{
-        assert_counts, config, history, ip_ids, key4, syn, syn_ack, tcp, tracked, v4, Probe, C,
-        CLIENT, HTTP, H_ACK, H_DATA, H_FIN, H_MULTI_FLAG, H_RETRANSMIT, H_RST, H_SYN, H_SYN_ACK,
-        H_ZERO_WINDOW, LOOPBACK_IFINDEX, S, SERVER,
+        assert_counts, config, history, ip_ids, key4, oldest_kernel_config, syn, syn_ack, tcp,
+        tracked, v4, Probe, C, CLIENT, HTTP, H_ACK, H_DATA, H_FIN, H_MULTI_FLAG, H_RETRANSMIT,
+        H_RST, H_SYN, H_SYN_ACK, H_ZERO_WINDOW, LOOPBACK_IFINDEX, S, SERVER,
     },
 };
 
@@ -28,7 +28,17 @@ use rstwatch_tests::{
 /// client's FIN, then data and a second RST with another sequence number.
 #[test]
 fn handshake_data_fin_rst_and_followups_are_tracked_and_reported() {
-    let mut probe = Probe::new();
+    a_whole_conversation_is_tracked_and_reported(Probe::new());
+}
+
+/// The same with every fallback Linux 5.10 needs: no presence filter (the object without
+/// the atomic OR), the fine clock for budgets, the frame copied without a helper.
+#[test]
+fn handshake_data_fin_rst_and_followups_are_tracked_with_the_oldest_kernels_fallbacks() {
+    a_whole_conversation_is_tracked_and_reported(Probe::load(oldest_kernel_config()));
+}
+
+fn a_whole_conversation_is_tracked_and_reported(mut probe: Probe) {
     let port = 40000;
     let key = key4(CLIENT, port, SERVER, HTTP);
     assert_eq!(

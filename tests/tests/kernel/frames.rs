@@ -7,7 +7,7 @@ use rstwatch_tests::{
         flags::{ACK, PSH, RST},
         Tcp,
     },
-    probe::{tcp, v4, Probe, CLIENT, HTTP, SERVER},
+    probe::{oldest_kernel_config, tcp, v4, Probe, CLIENT, HTTP, SERVER},
 };
 
 /// Every bit of a short frame's length is a piece of its own: lengths from the bare 54-byte
@@ -16,7 +16,16 @@ const PAYLOADS: [usize; 9] = [0, 1, 2, 3, 10, 41, 73, 74, 300];
 
 #[test]
 fn a_rst_record_carries_the_start_of_its_frame_from_either_hook() {
-    let mut probe = Probe::new();
+    rst_records_carry_the_start_of_their_frames(Probe::new());
+}
+
+/// Without `bpf_xdp_load_bytes` (before 5.18) the XDP program copies the frame itself.
+#[test]
+fn a_rst_record_carries_the_start_of_its_frame_with_the_oldest_kernels_fallbacks() {
+    rst_records_carry_the_start_of_their_frames(Probe::load(oldest_kernel_config()));
+}
+
+fn rst_records_carry_the_start_of_their_frames(mut probe: Probe) {
     for (hook, egress) in [("XDP", false), ("TC", true)] {
         let mut sent = Vec::new();
         for (i, &payload) in PAYLOADS.iter().enumerate() {

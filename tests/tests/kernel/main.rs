@@ -8,6 +8,7 @@
 //! kmatrix` can run it inside each guest kernel.
 
 mod bounds;
+mod features;
 mod filters;
 mod flow;
 mod frames;
