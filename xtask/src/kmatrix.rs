@@ -119,9 +119,7 @@ pub fn run(only: Option<&str>, full: bool, cache: &Path) -> Result<()> {
     let mut summaries = Vec::new();
     let mut failed = false;
     for series in series {
-        let apt = Apt::for_series(cache, series)?;
-        let package = resolve(&apt, series)?;
-        let kernel = cached_kernel(&apt, cache, series, &package)?;
+        let (package, kernel) = fetch(cache, series)?;
         let outcome = boot_and_check(cache, &kernel, &rstwatch, &kernel_tests, full)?;
         failed |= !outcome.passed();
         summaries.push(format!(
@@ -284,6 +282,24 @@ fn archive_uri(text: &str) -> Option<String> {
         .map(|uri| uri.trim_end_matches('/'))
         .find(|uri| uri.ends_with("/debian") && uri.contains("://"))
         .map(str::to_owned)
+}
+
+/// The newest package of `series`, in the cache. When the package lists name a package the
+/// archive no longer has (a security update replaced it), they are refreshed and the newest
+/// package resolved again.
+fn fetch(cache: &Path, series: &Series) -> Result<(String, Kernel)> {
+    let apt = Apt::for_series(cache, series)?;
+    let package = resolve(&apt, series)?;
+    match cached_kernel(&apt, cache, series, &package) {
+        Ok(kernel) => Ok((package, kernel)),
+        Err(err) => {
+            println!("kmatrix: {err:#}; refreshing the package lists and trying again");
+            apt.update()?;
+            let package = resolve(&apt, series)?;
+            let kernel = cached_kernel(&apt, cache, series, &package)?;
+            Ok((package, kernel))
+        }
+    }
 }
 
 /// The newest package of `series` its source offers now; the package lists are refreshed
