@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::process::{interrupt_and_wait, kill_and_reap, read_lines};
+use crate::process::{command_with_default_signals, interrupt_and_wait, kill_and_reap, read_lines};
 
 /// How long rstwatch may take to load, pass the verifier and attach.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -95,7 +95,7 @@ impl Watcher {
     /// Runs `BINARY watch -i IFACE --format json EXTRA_ARGS...` in namespace `ns` and returns
     /// once it has attached (so no packet of a scenario started afterwards is missed).
     pub fn start(binary: &Path, ns: &str, iface: &str, extra_args: &[&str]) -> Result<Watcher> {
-        let mut command = Command::new("ip");
+        let mut command = command_with_default_signals("ip");
         command
             .args(["netns", "exec", ns])
             .arg(binary)
@@ -106,7 +106,8 @@ impl Watcher {
         Ok(watcher)
     }
 
-    /// Runs `command` (an rstwatch watching with `--format json`) and returns once it has
+    /// Runs `command` (an rstwatch watching with `--format json`, made by
+    /// [`command_with_default_signals`] so that it can be stopped) and returns once it has
     /// attached.
     pub fn start_command(command: Command) -> Result<Watcher> {
         let mut watcher = Watcher::spawn(command)?;
@@ -140,7 +141,8 @@ impl Watcher {
         }
     }
 
-    /// Runs any command that prints one JSON object per line on stdout.
+    /// Runs any command that prints one JSON object per line on stdout (made by
+    /// [`command_with_default_signals`] so that it can be stopped).
     pub fn spawn(mut command: Command) -> Result<Watcher> {
         let mut child = command
             .stdin(Stdio::null())
@@ -274,7 +276,7 @@ mod tests {
     use super::*;
 
     fn fake_watcher(script: &str) -> Watcher {
-        let mut command = Command::new("sh");
+        let mut command = command_with_default_signals("sh");
         command.args(["-c", script]);
         Watcher::spawn(command).unwrap()
     }
