@@ -13,7 +13,7 @@ use anyhow::{bail, ensure, Context, Result};
 
 use crate::frame::TcpSegment;
 use crate::process::{
-    command_with_default_signals, interrupt_and_wait, kill_and_reap, read_lines, run,
+    command_with_default_signals, kill_and_reap, read_lines, run, signal_and_wait,
 };
 
 /// RSTs over IPv4 or IPv6; libpcap's `tcp[tcpflags]` only reaches into IPv4, so IPv6 TCP
@@ -110,7 +110,7 @@ impl Capture {
 
     fn stop_tcpdump(&mut self) -> Result<()> {
         self.wait_until_caught_up()?;
-        let status = interrupt_and_wait(&mut self.tcpdump, EXIT_TIMEOUT)?;
+        let status = signal_and_wait(&mut self.tcpdump, libc::SIGINT, EXIT_TIMEOUT)?;
         ensure!(
             status.success(),
             "tcpdump exited with {status}: {}",

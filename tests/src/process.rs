@@ -1,6 +1,6 @@
 //! Helpers for the commands the lab runs: set-up commands run to completion, and long-running
 //! ones (tcpdump, rstwatch) started with default signal dispositions, read line by line and
-//! stopped with SIGINT.
+//! stopped with a signal.
 
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
@@ -79,14 +79,18 @@ fn default_signal_dispositions() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Sends SIGINT to `child` and waits up to `timeout` for it to exit; kills it if it does not.
-pub fn interrupt_and_wait(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
+/// Sends `signal` to `child` and waits up to `timeout` for it to exit; kills it if it does not.
+pub fn signal_and_wait(
+    child: &mut Child,
+    signal: libc::c_int,
+    timeout: Duration,
+) -> Result<ExitStatus> {
     if let Some(status) = child.try_wait()? {
         return Ok(status);
     }
     let pid = libc::pid_t::try_from(child.id())?;
     // SAFETY: kill has no memory-safety preconditions; pid is our own unreaped child.
-    unsafe { libc::kill(pid, libc::SIGINT) };
+    unsafe { libc::kill(pid, signal) };
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
@@ -96,7 +100,7 @@ pub fn interrupt_and_wait(child: &mut Child, timeout: Duration) -> Result<ExitSt
     }
     child.kill()?;
     child.wait()?;
-    bail!("process {pid} did not exit within {timeout:?} of SIGINT and was killed")
+    bail!("process {pid} did not exit within {timeout:?} of signal {signal} and was killed")
 }
 
 /// Kills `child` unless it has exited, and reaps it: for `Drop` implementations.

@@ -26,7 +26,7 @@ use super::fdinfo_fields;
 use crate::{
     baseline::EmptyXdp,
     lab::Lab,
-    process::{command_with_default_signals, interrupt_and_wait, kill_and_reap, read_lines, run},
+    process::{command_with_default_signals, kill_and_reap, read_lines, run, signal_and_wait},
     watch::Watcher,
 };
 
@@ -590,7 +590,7 @@ impl Tcpdump {
 
     /// Stops tcpdump and reads the statistics it prints on exit.
     fn stop(mut self) -> Result<TcpdumpSide> {
-        interrupt_and_wait(&mut self.child, STOP_TIMEOUT)?;
+        signal_and_wait(&mut self.child, libc::SIGINT, STOP_TIMEOUT)?;
         let lines: Vec<String> = self.stderr.iter().collect();
         let count = |what: &str| {
             lines
