@@ -22,6 +22,11 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("no parent for {manifest_path}"))?;
     // `-Z build-std=core` is unstable; aya-build passes it only when RUSTC_BOOTSTRAP says so.
     std::env::set_var("RUSTC_BOOTSTRAP", "1");
+    // aya-build forwards every line of the nested cargo's stderr as a `cargo:warning`, so its
+    // progress (`Compiling ...`) would read as dozens of warnings in every clean build. Quiet
+    // drops that progress; compiler warnings and errors still come through, as aya-build takes
+    // them from the JSON messages on stdout.
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     // Debian's rustc (linked into rustup as `debian-sys` by `cargo xtask setup`) ships the
     // library source that `-Z build-std=core` needs for the BPF target; rustup's do not here.
     let build = |features: &[&str]| {

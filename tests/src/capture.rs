@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::Receiver;
 use std::thread;
@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::frame::TcpSegment;
-use crate::process::{interrupt_and_wait, kill_and_reap, read_lines, run};
+use crate::process::{
+    command_with_default_signals, kill_and_reap, read_lines, run, signal_and_wait,
+};
 
 /// RSTs over IPv4 or IPv6; libpcap's `tcp[tcpflags]` only reaches into IPv4, so IPv6 TCP
 /// (next header 6, no extension header) is matched on the flags byte at offset 40 + 13.
@@ -48,7 +50,7 @@ impl Capture {
             std::process::id(),
             NEXT_CAPTURE.fetch_add(1, Ordering::Relaxed)
         ));
-        let mut tcpdump = Command::new("ip")
+        let mut tcpdump = command_with_default_signals("ip")
             .args(["netns", "exec", ns, "tcpdump", "-Z", "root", "-i", iface])
             .args(["-U", "--immediate-mode"])
             .args(options)
@@ -108,7 +110,7 @@ impl Capture {
 
     fn stop_tcpdump(&mut self) -> Result<()> {
         self.wait_until_caught_up()?;
-        let status = interrupt_and_wait(&mut self.tcpdump, EXIT_TIMEOUT)?;
+        let status = signal_and_wait(&mut self.tcpdump, libc::SIGINT, EXIT_TIMEOUT)?;
         ensure!(
             status.success(),
             "tcpdump exited with {status}: {}",

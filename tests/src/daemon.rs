@@ -4,13 +4,13 @@
 use std::fs::File;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::process::{kill_and_reap, read_lines, run};
+use crate::process::{command_with_default_signals, kill_and_reap, read_lines, run};
 
 /// How long rstwatch may take to load, pass the verifier and attach.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -30,7 +30,7 @@ impl Daemon {
     /// Runs `BINARY watch ARGS...` in namespace `ns` with `stdout`, and returns once it has
     /// attached. A piped stdout is read line by line ([`Daemon::stdout_line`]).
     pub fn start(binary: &Path, ns: &str, args: &[&str], stdout: Stdio) -> Result<Daemon> {
-        let mut child = Command::new("ip")
+        let mut child = command_with_default_signals("ip")
             .args(["netns", "exec", ns])
             .arg(binary)
             .arg("watch")

@@ -1,7 +1,10 @@
 //! Helpers for the commands the lab runs: set-up commands run to completion, and long-running
-//! ones (tcpdump, rstwatch) read line by line and stopped with SIGINT.
+//! ones (tcpdump, rstwatch) started with default signal dispositions, read line by line and
+//! stopped with a signal.
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver};
 use std::thread;
@@ -38,14 +41,56 @@ pub fn read_lines(reader: impl Read + Send + 'static) -> Receiver<String> {
     received
 }
 
-/// Sends SIGINT to `child` and waits up to `timeout` for it to exit; kills it if it does not.
-pub fn interrupt_and_wait(child: &mut Child, timeout: Duration) -> Result<ExitStatus> {
+/// `Command::new(program)` whose child starts with every signal's default action and no signal
+/// blocked, whatever this process inherited: every child a test stops or pokes with a signal
+/// is started through it. A shell starts a background job (`cmd &`) with SIGINT and SIGQUIT
+/// ignored, and so do `nohup` and some CI runners; an ignored disposition survives fork and
+/// exec, so a child would inherit it and shrug off the signal a test stops it with (`sh`
+/// cannot even trap a signal that was ignored when it started).
+pub fn command_with_default_signals(program: impl AsRef<OsStr>) -> Command {
+    let mut command = Command::new(program);
+    // SAFETY: the closure runs in the child between fork and exec; it only calls sigaction,
+    // sigemptyset and sigprocmask, which are async-signal-safe, and allocates nothing.
+    unsafe { command.pre_exec(default_signal_dispositions) };
+    command
+}
+
+/// Sets every standard signal but SIGKILL and SIGSTOP (whose action cannot change) to its
+/// default action and empties the signal mask. std's spawn empties the mask as well, but does
+/// not promise to.
+fn default_signal_dispositions() -> std::io::Result<()> {
+    for signal in (1..=libc::SIGSYS).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+        // SAFETY: sigaction is plain data; all zeroes is a valid value (no flags, empty mask).
+        let mut default: libc::sigaction = unsafe { std::mem::zeroed() };
+        default.sa_sigaction = libc::SIG_DFL;
+        // SAFETY: `default` is a valid sigaction; the old action is not asked for.
+        if unsafe { libc::sigaction(signal, &default, std::ptr::null_mut()) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    // SAFETY: sigemptyset initialises the set before sigprocmask reads it.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Sends `signal` to `child` and waits up to `timeout` for it to exit; kills it if it does not.
+pub fn signal_and_wait(
+    child: &mut Child,
+    signal: libc::c_int,
+    timeout: Duration,
+) -> Result<ExitStatus> {
     if let Some(status) = child.try_wait()? {
         return Ok(status);
     }
     let pid = libc::pid_t::try_from(child.id())?;
     // SAFETY: kill has no memory-safety preconditions; pid is our own unreaped child.
-    unsafe { libc::kill(pid, libc::SIGINT) };
+    unsafe { libc::kill(pid, signal) };
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
@@ -55,7 +100,7 @@ pub fn interrupt_and_wait(child: &mut Child, timeout: Duration) -> Result<ExitSt
     }
     child.kill()?;
     child.wait()?;
-    bail!("process {pid} did not exit within {timeout:?} of SIGINT and was killed")
+    bail!("process {pid} did not exit within {timeout:?} of signal {signal} and was killed")
 }
 
 /// Kills `child` unless it has exited, and reaps it: for `Drop` implementations.

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use crate::process::{interrupt_and_wait, kill_and_reap, read_lines};
+use crate::process::{command_with_default_signals, kill_and_reap, read_lines, signal_and_wait};
 
 /// How long rstwatch may take to load, pass the verifier and attach.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// What rstwatch prints on stderr once its programs are attached.
 const READY_LINE: &str = "rstwatch: watching ";
-/// How long rstwatch may take to flush and exit after SIGINT.
+/// How long rstwatch may take to flush and exit after SIGINT or SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the output pipes may stay open after the process exited.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -95,7 +95,7 @@ impl Watcher {
     /// Runs `BINARY watch -i IFACE --format json EXTRA_ARGS...` in namespace `ns` and returns
     /// once it has attached (so no packet of a scenario started afterwards is missed).
     pub fn start(binary: &Path, ns: &str, iface: &str, extra_args: &[&str]) -> Result<Watcher> {
-        let mut command = Command::new("ip");
+        let mut command = command_with_default_signals("ip");
         command
             .args(["netns", "exec", ns])
             .arg(binary)
@@ -106,7 +106,8 @@ impl Watcher {
         Ok(watcher)
     }
 
-    /// Runs `command` (an rstwatch watching with `--format json`) and returns once it has
+    /// Runs `command` (an rstwatch watching with `--format json`, made by
+    /// [`command_with_default_signals`] so that it can be stopped) and returns once it has
     /// attached.
     pub fn start_command(command: Command) -> Result<Watcher> {
         let mut watcher = Watcher::spawn(command)?;
@@ -140,7 +141,8 @@ impl Watcher {
         }
     }
 
-    /// Runs any command that prints one JSON object per line on stdout.
+    /// Runs any command that prints one JSON object per line on stdout (made by
+    /// [`command_with_default_signals`] so that it can be stopped).
     pub fn spawn(mut command: Command) -> Result<Watcher> {
         let mut child = command
             .stdin(Stdio::null())
@@ -226,8 +228,13 @@ impl Watcher {
 
     /// Sends SIGINT, waits for the exit, and returns what the watcher printed since the last
     /// `events_until`.
-    pub fn stop(mut self) -> Result<WatchExit> {
-        let status = interrupt_and_wait(&mut self.child, EXIT_TIMEOUT)?;
+    pub fn stop(self) -> Result<WatchExit> {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// Like [`Watcher::stop`], with `signal` instead of SIGINT.
+    pub fn stop_with(mut self, signal: libc::c_int) -> Result<WatchExit> {
+        let status = signal_and_wait(&mut self.child, signal, EXIT_TIMEOUT)?;
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         let events = drain(&self.stdout, deadline)
             .iter()
@@ -274,7 +281,7 @@ mod tests {
     use super::*;
 
     fn fake_watcher(script: &str) -> Watcher {
-        let mut command = Command::new("sh");
+        let mut command = command_with_default_signals("sh");
         command.args(["-c", script]);
         Watcher::spawn(command).unwrap()
     }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use rstwatch_tests::lab::{Family, Lab, SERVER_IFACE};
+use rstwatch_tests::process::command_with_default_signals;
 use rstwatch_tests::scenarios::{self, CLOSED_PORT, SERVICE_PORT};
 use rstwatch_tests::watch::{rstwatch_binary, Watcher};
 use serde_json::Value;
@@ -214,7 +215,7 @@ fn a_process_in_a_cgroup_the_test_created_is_named_with_that_cgroup() -> Result<
     let cgroup = TestCgroup::create("owner")?;
     // `ip netns exec` would give rstwatch a /sys without the cgroup hierarchy; entering only
     // the network namespace keeps this host's mounts, as a daemon has them.
-    let mut command = Command::new("nsenter");
+    let mut command = command_with_default_signals("nsenter");
     command
         .arg(format!("--net=/run/netns/{}", lab.client_ns()))
         .arg(rstwatch_binary()?)

@@ -1,7 +1,7 @@
 //! `rstwatch watch` against real TCP stacks in network namespaces: the resets it reports, the
 //! errors it gives, and that it leaves nothing attached when it goes.
 
-use std::{process::Command, time::Duration};
+use std::{os::unix::process::CommandExt as _, process::Command, time::Duration};
 
 use rstwatch_tests::{
     frame::{TcpSegment, RST},
@@ -10,6 +10,7 @@ use rstwatch_tests::{
         TTL_VIA_ROUTER,
     },
     packet_socket::PacketSocket,
+    process::command_with_default_signals,
     scenarios::{self, SERVICE_PORT},
     watch::{rstwatch_binary, Watcher},
 };
@@ -200,6 +201,66 @@ fn nothing_stays_attached_after_sigint_or_sigkill() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(attached_programs(&lab), "", "after SIGKILL");
+}
+
+/// SIGINT and SIGTERM, which a program started by [`ignoring_interrupts`] starts with ignored.
+const IGNORED: [libc::c_int; 2] = [libc::SIGINT, libc::SIGTERM];
+
+/// `program` started with the [`IGNORED`] signals ignored, as a script's background job
+/// (`cmd &`), `nohup` or a CI runner may start it.
+fn ignoring_interrupts(program: &str) -> Command {
+    let mut command = command_with_default_signals(program);
+    // SAFETY: runs in the child between fork and exec, after the reset to default actions,
+    // and only calls signal, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            for signal in IGNORED {
+                if libc::signal(signal, libc::SIG_IGN) == libc::SIG_ERR {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        })
+    };
+    command
+}
+
+/// A shell starts a script's background job (`rstwatch watch ... &`) with SIGINT ignored, and
+/// so do `nohup` and some CI runners; a supervisor may pass SIGTERM ignored on as well. rstwatch
+/// must still stop cleanly on either, and leave nothing attached.
+#[test]
+fn sigint_and_sigterm_stop_it_even_when_it_starts_with_them_ignored() {
+    // The premise: what `ignoring_interrupts` starts does start with both ignored.
+    let output = ignoring_interrupts("grep")
+        .args(["^SigIgn:", "/proc/self/status"])
+        .output()
+        .unwrap();
+    let ignored = String::from_utf8_lossy(&output.stdout);
+    let mask = u64::from_str_radix(ignored.trim_start_matches("SigIgn:").trim(), 16).unwrap();
+    for signal in IGNORED {
+        assert_ne!(mask & (1 << (signal - 1)), 0, "signal {signal}: {ignored}");
+    }
+
+    let lab = Lab::new("ignored").unwrap();
+    let binary = rstwatch_binary().unwrap();
+    for (signal, name) in [(libc::SIGINT, "SIGINT"), (libc::SIGTERM, "SIGTERM")] {
+        let mut command = ignoring_interrupts("ip");
+        command
+            .args(["netns", "exec", lab.client_ns()])
+            .arg(&binary)
+            .args(["watch", "-i", lab.client_iface(), "--format", "json"]);
+        let watcher = Watcher::start_command(command).unwrap();
+        let exit = watcher
+            .stop_with(signal)
+            .unwrap_or_else(|err| panic!("{name}: {err:#}"));
+        assert!(exit.status.success(), "{name}: {exit:?}");
+        assert!(
+            exit.stderr.contains("rstwatch summary: "),
+            "{name}: no summary, so no clean shutdown: {}",
+            exit.stderr
+        );
+        assert_eq!(attached_programs(&lab), "", "after {name}");
+    }
 }
 
 /// Runs rstwatch to completion through `wrapper` (e.g. `ip netns exec NS`).

@@ -13,7 +13,7 @@ use std::{
     os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::mpsc::Receiver,
     thread,
     time::{Duration, Instant},
@@ -26,7 +26,7 @@ use super::fdinfo_fields;
 use crate::{
     baseline::EmptyXdp,
     lab::Lab,
-    process::{interrupt_and_wait, kill_and_reap, read_lines, run},
+    process::{command_with_default_signals, kill_and_reap, read_lines, run, signal_and_wait},
     watch::Watcher,
 };
 
@@ -437,7 +437,7 @@ impl VethPair {
         let before = self.link_stats()?;
         let cpu_before = watcher.map(cpu_seconds).transpose()?;
         let started = Instant::now();
-        let mut trafgen = Command::new("ip")
+        let mut trafgen = command_with_default_signals("ip")
             .args([
                 "netns",
                 "exec",
@@ -560,7 +560,7 @@ struct Tcpdump {
 
 impl Tcpdump {
     fn start(ns: &str) -> Result<Self> {
-        let mut child = Command::new("ip")
+        let mut child = command_with_default_signals("ip")
             .args([
                 "netns",
                 "exec",
@@ -590,7 +590,7 @@ impl Tcpdump {
 
     /// Stops tcpdump and reads the statistics it prints on exit.
     fn stop(mut self) -> Result<TcpdumpSide> {
-        interrupt_and_wait(&mut self.child, STOP_TIMEOUT)?;
+        signal_and_wait(&mut self.child, libc::SIGINT, STOP_TIMEOUT)?;
         let lines: Vec<String> = self.stderr.iter().collect();
         let count = |what: &str| {
             lines

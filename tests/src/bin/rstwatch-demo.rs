@@ -15,6 +15,7 @@ use anyhow::{bail, Context, Result};
 use rstwatch_tests::{
     capture::{Capture, ALL_TCP},
     lab::{Family, Lab, ROUTER_IDLE_TIMEOUT},
+    process::command_with_default_signals,
     scenarios,
     watch::rstwatch_binary,
 };
@@ -36,7 +37,7 @@ fn main() -> Result<()> {
     let idle = format!("{}ms", ROUTER_IDLE_TIMEOUT.as_millis() * 2 / 3);
     // Only the network namespace is entered: `ip netns exec` would hide the cgroup hierarchy,
     // and with it the cgroup paths of the sockets the kernel names for egress resets.
-    let mut rstwatch = Command::new("nsenter")
+    let mut rstwatch = command_with_default_signals("nsenter")
         .arg(format!("--net=/run/netns/{}", lab.client_ns()))
         .arg(&binary)
         .args(["watch", "-i", lab.client_iface(), "--format", "text"])

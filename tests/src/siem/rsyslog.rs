@@ -10,6 +10,7 @@ use std::{
 };
 
 use super::certs::Certs;
+use crate::process::command_with_default_signals;
 
 /// The listener to start: imudp, imptcp (plain TCP, octet counting) or imtcp with the GnuTLS
 /// driver (RFC 5425).
@@ -125,7 +126,7 @@ impl Rsyslog {
             .append(true)
             .open(self.dir.join("rsyslogd.log"))
             .expect("open rsyslogd log");
-        let child = Command::new(rsyslogd())
+        let child = command_with_default_signals(rsyslogd())
             .arg("-n")
             .arg("-f")
             .arg(self.dir.join("rsyslog.conf"))
