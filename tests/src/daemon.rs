@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 
-use crate::process::{command_with_default_signals, kill_and_reap, read_lines, run};
+use crate::process::{
+    command_with_default_signals, kill_and_reap, read_lines, run, signal_and_wait,
+};
 
 /// How long rstwatch may take to load, pass the verifier and attach.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -100,26 +102,17 @@ impl Daemon {
     /// Sends SIGTERM, waits up to `timeout` for the exit, and returns its status with every
     /// stderr line from the start.
     pub fn terminate(mut self, timeout: Duration) -> Result<(ExitStatus, String)> {
-        self.signal(libc::SIGTERM);
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait()? {
-                // The pipe closes with the process (and any child it left holding stderr).
-                while let Ok(line) = self
-                    .stderr
-                    .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                {
-                    self.said.push(line);
-                }
-                return Ok((status, self.said.join("\n")));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let status = signal_and_wait(&mut self.child, libc::SIGTERM, timeout)
+            .with_context(|| format!("rstwatch said: {}", self.said.join(" / ")))?;
+        // The pipe closes with the process (and any child it left holding stderr).
+        while let Ok(line) = self
+            .stderr
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.said.push(line);
         }
-        kill_and_reap(&mut self.child);
-        bail!(
-            "rstwatch did not exit within {timeout:?} of SIGTERM and was killed; it said: {}",
-            self.said.join(" / ")
-        )
+        Ok((status, self.said.join("\n")))
     }
 }
 
