@@ -11,10 +11,15 @@ use crate::{
     sink::{Facility, SyslogUrl},
 };
 
+/// What `rstwatch --version` says after the name (`-V` says only the version): the version,
+/// the commit it was built from and the aya it links (rstwatch/build.rs), for bug reports.
+pub const LONG_VERSION: &str = env!("RSTWATCH_LONG_VERSION");
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rstwatch",
     version,
+    long_version = LONG_VERSION,
     about = "Explains every TCP reset on this host, from evidence gathered in the kernel",
     long_about = "rstwatch watches network interfaces with eBPF (XDP for ingress, TC for \
 egress), tracks every TCP conversation, and explains each RST the way an analyst would in \
@@ -482,6 +487,23 @@ mod tests {
         };
         assert_eq!(args.ifaces, ["eth0", "eth1"]);
         assert!(Cli::try_parse_from(["rstwatch", "detach"]).is_err());
+    }
+
+    #[test]
+    fn version_names_the_commit_and_the_aya_it_was_built_with() {
+        use clap::CommandFactory;
+        let version = Cli::command().render_long_version();
+        let build = version
+            .strip_prefix(concat!("rstwatch ", env!("CARGO_PKG_VERSION"), " (git "))
+            .unwrap_or_else(|| panic!("{version}"));
+        assert!(
+            build.contains(", aya 0.") && build.ends_with(")\n"),
+            "{version}"
+        );
+        assert_eq!(
+            Cli::command().render_version(),
+            concat!("rstwatch ", env!("CARGO_PKG_VERSION"), "\n")
+        );
     }
 
     #[test]
