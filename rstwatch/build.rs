@@ -1,10 +1,17 @@
-use std::path::PathBuf;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
-use anyhow::{anyhow, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
-    let cargo_metadata::Metadata { packages, .. } = cargo_metadata::MetadataCommand::new()
+    let cargo_metadata::Metadata {
+        packages,
+        workspace_root,
+        ..
+    } = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()
         .context("MetadataCommand::exec")?;
@@ -51,5 +58,75 @@ fn main() -> anyhow::Result<()> {
         out_dir.join("rstwatch-atomic-add-only"),
     )
     .context("renaming the atomic-add-only object")?;
-    build(&[])
+    build(&[])?;
+
+    let aya = locked_version(workspace_root.join("Cargo.lock").as_std_path(), "aya")?;
+    let commit = git_commit();
+    println!(
+        "cargo:rustc-env=RSTWATCH_LONG_VERSION={} (git {commit}, aya {aya})",
+        env!("CARGO_PKG_VERSION")
+    );
+    Ok(())
+}
+
+/// The version of `package` that Cargo.lock resolved: the one this build links.
+fn locked_version(lock: &Path, package: &str) -> anyhow::Result<String> {
+    println!("cargo:rerun-if-changed={}", lock.display());
+    let text =
+        std::fs::read_to_string(lock).with_context(|| format!("reading {}", lock.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {}", lock.display()))?;
+    let versions: Vec<&str> = table
+        .get("package")
+        .and_then(toml::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.get("name").and_then(toml::Value::as_str) == Some(package))
+        .filter_map(|entry| entry.get("version")?.as_str())
+        .collect();
+    match versions[..] {
+        [version] => Ok(version.to_owned()),
+        _ => bail!(
+            "{} should lock exactly one version of {package}, not {versions:?}",
+            lock.display()
+        ),
+    }
+}
+
+/// The short hash of the checked-out commit, or `unknown` outside a git checkout (a source
+/// tarball, or no git installed). The build runs again when HEAD moves: HEAD's file changes
+/// on a checkout, HEAD's log on every move (a commit changes only the branch's file, which
+/// does not exist while git keeps the branch packed), the branch's file on a commit when
+/// the log is turned off.
+fn git_commit() -> String {
+    let Some(commit) = git(&["rev-parse", "--short=7", "HEAD"]) else {
+        return "unknown".to_owned();
+    };
+    let mut watched = vec!["HEAD".to_owned(), "logs/HEAD".to_owned()];
+    watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+    for path in watched {
+        // In a linked worktree HEAD is the worktree's own, branches are the repository's:
+        // --git-path knows which is where.
+        let Some(file) = git(&["rev-parse", "--path-format=absolute", "--git-path", &path]) else {
+            continue;
+        };
+        if Path::new(&file).exists() {
+            println!("cargo:rerun-if-changed={file}");
+        }
+    }
+    commit
+}
+
+/// What `git ARGS` prints in this crate's directory, trimmed; `None` if it fails.
+fn git(args: &[&str]) -> Option<String> {
+    let output = Command::new("git")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    Some(String::from_utf8(output.stdout).ok()?.trim().to_owned())
 }

@@ -11,25 +11,44 @@ use crate::{
     sink::{Facility, SyslogUrl},
 };
 
+/// What `rstwatch --version` says after the name (`-V` says only the version): the version,
+/// the commit it was built from and the aya it links (rstwatch/build.rs), for bug reports.
+pub const LONG_VERSION: &str = env!("RSTWATCH_LONG_VERSION");
+
+/// Command lines showing what rstwatch is for: in `--help`, and in the man page.
+pub const EXAMPLES: &[&str] = &[
+    "rstwatch watch -i eth0",
+    "rstwatch watch -i eth0 --port 443 --net 10.1.2.0/24 --format json --output resets.jsonl",
+    "rstwatch watch -i eth0 --format ecs --syslog tls://siem.example:6514 --syslog-ca ca.pem",
+    "rstwatch watch -i mirror0 --no-egress --xdp-mode generic",
+    "rstwatch detach -i eth0",
+    "rstwatch explain trace.pcapng --port 443",
+    "tcpdump -i eth0 -w - | rstwatch explain -",
+    "rstwatch explain trace.pcap --flow tcp.port==4333",
+];
+
+/// The whole command line as clap defines it: what `main` parses, and what the man pages and
+/// shell completions are generated from.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+fn examples_help() -> String {
+    format!("Examples:\n  {}", EXAMPLES.join("\n  "))
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "rstwatch",
     version,
+    long_version = LONG_VERSION,
     about = "Explains every TCP reset on this host, from evidence gathered in the kernel",
     long_about = "rstwatch watches network interfaces with eBPF (XDP for ingress, TC for \
 egress), tracks every TCP conversation, and explains each RST the way an analyst would in \
 Wireshark: port closed, normal teardown, peer kept talking after close, idle timeout, abort \
 mid-stream; and who really sent it (the endpoint, or a middlebox that injected it, judged from \
 TTL, IP ID and sequence evidence).",
-    after_help = "Examples:\n  \
-rstwatch watch -i eth0\n  \
-rstwatch watch -i eth0 --port 443 --net 10.1.2.0/24 --format json --output resets.jsonl\n  \
-rstwatch watch -i eth0 --format ecs --syslog tls://siem.example:6514 --syslog-ca ca.pem\n  \
-rstwatch watch -i mirror0 --no-egress --xdp-mode generic\n  \
-rstwatch detach -i eth0\n  \
-rstwatch explain trace.pcapng --port 443\n  \
-tcpdump -i eth0 -w - | rstwatch explain -\n  \
-rstwatch explain trace.pcap --flow tcp.port==4333"
+    after_help = examples_help()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -40,9 +59,10 @@ pub struct Cli {
 pub enum Command {
     /// Watch interfaces and explain every TCP reset as it happens.
     Watch(Box<WatchArgs>),
-    /// Remove the TC egress filter a killed rstwatch left on an interface (kernels before
-    /// 6.6 only: newer kernels remove everything when the process dies). Filters and qdiscs
-    /// that rstwatch did not create are never touched.
+    /// Remove the TC egress filter a killed rstwatch left on an interface.
+    ///
+    /// Only kernels before 6.6 need it: newer kernels remove everything when the process
+    /// dies. Filters and qdiscs that rstwatch did not create are never touched.
     Detach(DetachArgs),
     /// Explain every TCP reset in a capture file (pcap or pcap-ng), as `watch` would have
     /// explained it live.
@@ -482,6 +502,22 @@ mod tests {
         };
         assert_eq!(args.ifaces, ["eth0", "eth1"]);
         assert!(Cli::try_parse_from(["rstwatch", "detach"]).is_err());
+    }
+
+    #[test]
+    fn version_names_the_commit_and_the_aya_it_was_built_with() {
+        let version = command().render_long_version();
+        let build = version
+            .strip_prefix(concat!("rstwatch ", env!("CARGO_PKG_VERSION"), " (git "))
+            .unwrap_or_else(|| panic!("{version}"));
+        assert!(
+            build.contains(", aya 0.") && build.ends_with(")\n"),
+            "{version}"
+        );
+        assert_eq!(
+            command().render_version(),
+            concat!("rstwatch ", env!("CARGO_PKG_VERSION"), "\n")
+        );
     }
 
     #[test]

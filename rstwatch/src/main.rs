@@ -1,8 +1,8 @@
 use std::process::ExitCode;
 
-use clap::{CommandFactory as _, FromArgMatches as _};
+use clap::FromArgMatches as _;
 use rstwatch::{
-    cli::{Cli, Command},
+    cli::{self, Cli, Command},
     config,
     error::UserError,
 };
@@ -31,7 +31,7 @@ static LOGGER: StderrLogger = StderrLogger;
 /// Parses the command line, with the options of its `--config` file; a mistake gets one line
 /// on stderr and exit code 2 (help, version and `--print-config` print and exit 0).
 fn parse_cli() -> Result<Cli, ExitCode> {
-    let command = Cli::command();
+    let command = cli::command();
     let argv =
         config::with_config_file(&command, std::env::args_os().collect()).map_err(|err| {
             eprintln!("rstwatch: error: {err}");

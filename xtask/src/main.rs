@@ -1,10 +1,12 @@
 //! Project automation, run as `cargo xtask <command>`: set-up of a fresh Debian 12 machine,
-//! build, the checks CI applies (with the kernel matrix), the demo lab and the benchmarks.
+//! build, the checks CI applies (with the kernel matrix), the Debian package, the demo lab
+//! and the benchmarks.
 
 mod bench;
 mod build;
 mod command;
 mod demo;
+mod dist;
 mod kmatrix;
 mod root;
 mod setup;
@@ -17,7 +19,7 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(
     bin_name = "cargo xtask",
-    about = "Set-up, build, test, demo and benchmarks for rstwatch"
+    about = "Set-up, build, test, package, demo and benchmarks for rstwatch"
 )]
 enum Task {
     /// Install what building and testing needs; steps already done are skipped.
@@ -45,6 +47,10 @@ enum Task {
         #[arg(last = true)]
         cargo_test_args: Vec<String>,
     },
+    /// Set up, then build the Debian package target/dist/rstwatch_VERSION_ARCH.deb: the
+    /// release binary, its man pages and shell completions, the systemd unit (not enabled)
+    /// and the example configuration.
+    Dist,
     /// Set up, then boot Debian's kernels (11's 5.10; 12's 6.1 without TCX and 6.12) under
     /// QEMU and run rstwatch and BPF_PROG_TEST_RUN tests inside each. Runs as root.
     Kmatrix {
@@ -74,6 +80,7 @@ fn main() -> ExitCode {
             no_kmatrix,
             cargo_test_args,
         } => test::run(&cargo_test_args, !no_kmatrix),
+        Task::Dist => setup::run(false).and_then(|()| dist::run().map(drop)),
         Task::Kmatrix {
             kernel,
             cache,

@@ -11,11 +11,13 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::{command, root};
 
-/// Debian packages, in four groups: the compiler for the eBPF crate (with Debian's cargo,
+/// Debian packages, in five groups: the compiler for the eBPF crate (with Debian's cargo,
 /// which `rustup run` needs, and the library source) and the LLVM that bpf-linker is built
 /// against; the tools the tests and benchmarks drive; the libraries bpf-linker links; what
 /// the kernel matrix boots Debian's kernels with (QEMU, a static busybox for the initramfs,
-/// modprobe/depmod for the extracted modules).
+/// modprobe/depmod for the extracted modules); what `cargo xtask dist` builds the package
+/// with (strip, dpkg-shlibdeps) and its test checks it with (lintian, man, bash's
+/// completion loader).
 const DEBIAN_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
@@ -40,6 +42,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "kmod",
+    "binutils",
+    "dpkg-dev",
+    "lintian",
+    "man-db",
+    "bash-completion",
 ];
 
 const BPF_LINKER: &str = "/usr/local/bin/bpf-linker";
