@@ -7,6 +7,9 @@ pub struct Settings {
     /// How long a flow is kept after its first RST so that what follows it (data from the
     /// RST's claimed sender, a second RST) is reported as follow-up evidence.
     pub grace_ns: u64,
+    /// A flow closed by a FIN from each side, silent this long, ends: its 4-tuple's next
+    /// packet starts a new flow.
+    pub close_delay_ns: u64,
     /// Follow-up events sent per RST at most, so a storm after a reset cannot flood the ring.
     pub followup_limit: u32,
     /// RSTs on unknown flows reported one by one per CPU and second; beyond it they are
@@ -22,7 +25,11 @@ pub struct Settings {
     pub presence_slots_log2: u8,
     /// The generation of the presence filter the programs read.
     pub presence_generation: u8,
-    pub _pad: [u8; 2],
+    /// Non-zero: a packet's innermost VLAN ID is part of its flow key, so the same 4-tuple on
+    /// two VLANs is two flows; zero: VLAN tags are ignored, so a connection whose directions
+    /// carry different tags is one flow.
+    pub vlan_key: u8,
+    pub _pad: u8,
     pub filter: FilterConfig,
 }
 
@@ -37,12 +44,14 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             grace_ns: Self::DEFAULT_GRACE_NS,
+            close_delay_ns: crate::defaults::CLOSE_DELAY_NS,
             followup_limit: Self::DEFAULT_FOLLOWUP_LIMIT,
             unknown_rsts_per_sec: Self::DEFAULT_UNKNOWN_RSTS_PER_SEC,
             half_open_per_sec: Self::DEFAULT_HALF_OPEN_PER_SEC,
             presence_slots_log2: 0,
             presence_generation: 0,
-            _pad: [0; 2],
+            vlan_key: 0,
+            _pad: 0,
             filter: FilterConfig::default(),
         }
     }

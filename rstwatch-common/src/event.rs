@@ -160,7 +160,9 @@ impl RstEvent {
             _pad: 0,
             key,
             pkt,
-            flow: FlowState::new(&pkt, dir),
+            // An empty snapshot only says the table had not seen the flow: its roles are
+            // not flipped here, the report takes them from the flow after the RST.
+            flow: FlowState::new(&pkt, dir, &|_| false),
             frame: Frame::default(),
         }
     }
@@ -414,7 +416,7 @@ mod tests {
             size_of::<DirState>()
         );
         assert_eq!(offset_of!(FlowState, start_ns), 2 * size_of::<DirState>());
-        assert_eq!(offset_of!(FlowState, _pad) + 3, size_of::<FlowState>());
+        assert_eq!(offset_of!(FlowState, _pad) + 2, size_of::<FlowState>());
         assert_eq!(size_of::<FlowState>(), 208);
     }
 

@@ -28,6 +28,7 @@ pub struct FlowKey {
 
 impl FlowKey {
     /// The key of the packet's flow and the packet's direction index within it.
+    /// The key keeps the packet's VLAN (`apply_vlan_key` drops it as the tables do).
     pub fn of(pkt: &PacketMeta) -> (Self, u8) {
         let mut key = FlowKey::default();
         let dir = key.fill_from(pkt);
@@ -50,6 +51,15 @@ impl FlowKey {
             DIR_FROM_LOW
         } else {
             DIR_FROM_HIGH
+        }
+    }
+
+    /// Makes this the key the flow tables use under `settings`: without the VLAN unless
+    /// `Settings::vlan_key` asks for it.
+    #[inline(always)]
+    pub fn apply_vlan_key(&mut self, settings: &Settings) {
+        if settings.vlan_key == 0 {
+            self.vlan = 0;
         }
     }
 }
@@ -273,32 +283,43 @@ pub struct FlowState {
     /// Data follow-up events sent since the first RST (RSTs are always sent, never counted
     /// against `Settings::followup_limit`).
     pub followups: u8,
-    pub _pad: [u8; 3],
+    /// Non-zero when Zeek's heuristic flipped the roles (`ports::flips`): the first packet
+    /// seen came from a likely server port without the originator's SYN, so its receiver is
+    /// the originator. Zeek writes `^` first in the history.
+    pub flipped: u8,
+    pub _pad: [u8; 2],
 }
 
 impl FlowState {
-    /// Empty state for a flow whose first packet seen is `pkt`, sent in direction `dir`.
-    pub fn new(pkt: &PacketMeta, dir: u8) -> Self {
+    /// Empty state for a flow whose first packet seen is `pkt`, sent in direction `dir`;
+    /// `likely_server` says whether a port is a likely server port (`ports::flips`).
+    pub fn new(pkt: &PacketMeta, dir: u8, likely_server: &impl Fn(u16) -> bool) -> Self {
         let mut flow = FlowState::default();
-        flow.reset(pkt, dir);
+        flow.reset(pkt, dir, likely_server);
         flow
     }
 
     /// Makes this the empty state of a flow whose first packet is `pkt`, in place: the state
     /// is too large for a temporary on the BPF stack.
     #[inline(always)]
-    pub fn reset(&mut self, pkt: &PacketMeta, dir: u8) {
+    pub fn reset(&mut self, pkt: &PacketMeta, dir: u8, likely_server: &impl Fn(u16) -> bool) {
         // SAFETY: FlowState is plain old data, all zeroes is a valid value.
         unsafe { crate::zero::zero_in_place(self as *mut FlowState) };
         let syn = pkt.has(tcp_flags::SYN);
         let ack = pkt.has(tcp_flags::ACK);
+        let flipped = crate::ports::flips(pkt, likely_server);
+        // A SYN-ACK's receiver opened the connection whether or not Zeek's heuristic flips
+        // it: the flip only adds Zeek's `^`.
         (self.originator, self.origin) = if syn && !ack {
             (dir, origin::SYN)
         } else if syn && ack {
             (dir ^ 1, origin::SYN_ACK)
+        } else if flipped {
+            (dir ^ 1, origin::INFERRED)
         } else {
             (dir, origin::INFERRED)
         };
+        self.flipped = flipped as u8;
         self.dir[0].window_scale = NO_WINDOW_SCALE;
         self.dir[1].window_scale = NO_WINDOW_SCALE;
     }
@@ -405,12 +426,13 @@ impl FlowState {
         dir: u8,
         now: u64,
         settings: &Settings,
+        likely_server: &impl Fn(u16) -> bool,
         emit: impl FnOnce(EventKind, &FlowState),
     ) -> Step {
         let dir = dir & 1;
         let mut outcome = Step::Tracked;
         if self.starts_over(pkt, dir, now, settings) {
-            self.reset(pkt, dir);
+            self.reset(pkt, dir, likely_server);
             outcome = Step::Recycled;
         }
         let mut data_followup = false;
@@ -443,11 +465,17 @@ impl FlowState {
         outcome
     }
 
-    /// A flow starts over once its post-RST grace period is over, or when a SYN opens a new
-    /// connection on a 4-tuple that was reset, closed or never seen opening.
+    /// A flow starts over once its post-RST grace period is over (Zeek's reset delay), once
+    /// it has been silent for the close delay after a FIN from each side (Zeek's close
+    /// delay), or when a SYN opens a new connection on a 4-tuple that was reset, closed or
+    /// never seen opening.
     #[inline(always)]
     fn starts_over(&self, pkt: &PacketMeta, dir: u8, now: u64, settings: &Settings) -> bool {
         if self.has_rst() && now.saturating_sub(self.rst_ns()) > settings.grace_ns {
+            return true;
+        }
+        let closed_by_both = self.dir[0].has(seen::FIN) && self.dir[1].has(seen::FIN);
+        if closed_by_both && now.saturating_sub(self.last_ns()) > settings.close_delay_ns {
             return true;
         }
         if !pkt.has(tcp_flags::SYN) || pkt.has(tcp_flags::ACK) || pkt.is_rst() {
@@ -726,6 +754,11 @@ mod tests {
     use crate::packet::{ipv4_mapped, tcp_flags::*, FAMILY_IPV4};
 
     const CLIENT: [u8; 4] = [198, 18, 0, 1];
+
+    /// No port is a likely server port: the roles are never flipped.
+    fn no_server_ports(_: u16) -> bool {
+        false
+    }
     const SERVER: [u8; 4] = [198, 18, 1, 2];
 
     fn segment(from_client: bool, flags: u8, seq: u32, ack: u32, payload: u16) -> PacketMeta {
@@ -757,14 +790,19 @@ mod tests {
     fn replay(packets: &[PacketMeta]) -> (FlowState, Vec<(EventKind, FlowState)>) {
         let settings = Settings::default();
         let (_, first_dir) = FlowKey::of(&packets[0]);
-        let mut flow = FlowState::new(&packets[0], first_dir);
+        let mut flow = FlowState::new(&packets[0], first_dir, &no_server_ports);
         let mut events = Vec::new();
         for (i, pkt) in packets.iter().enumerate() {
             let (_, dir) = FlowKey::of(pkt);
             let now = 1_000_000 * (i as u64 + 1);
-            flow.step(pkt, dir, now, &settings, |kind, snapshot| {
-                events.push((kind, *snapshot))
-            });
+            flow.step(
+                pkt,
+                dir,
+                now,
+                &settings,
+                &no_server_ports,
+                |kind, snapshot| events.push((kind, *snapshot)),
+            );
         }
         (flow, events)
     }
@@ -951,13 +989,13 @@ mod tests {
         };
         let rst = segment(false, RST, 1, 0, 0);
         let (_, dir) = FlowKey::of(&rst);
-        let mut flow = FlowState::new(&rst, dir);
+        let mut flow = FlowState::new(&rst, dir, &no_server_ports);
         assert_eq!(
-            flow.step(&rst, dir, 100, &settings, |_, _| {}),
+            flow.step(&rst, dir, 100, &settings, &no_server_ports, |_, _| {}),
             Step::Tracked
         );
         assert_eq!(
-            flow.step(&rst, dir, 200, &settings, |_, _| {}),
+            flow.step(&rst, dir, 200, &settings, &no_server_ports, |_, _| {}),
             Step::Recycled
         );
         assert_eq!(flow.packets(), 1);
@@ -969,9 +1007,23 @@ mod tests {
         let mut closed = closed;
         let new_syn = segment(true, SYN, 777_000, 0, 0);
         let (_, dir) = FlowKey::of(&new_syn);
-        let outcome = closed.step(&new_syn, dir, 9_000_000, &Settings::default(), |_, _| {});
+        let outcome = closed.step(
+            &new_syn,
+            dir,
+            9_000_000,
+            &Settings::default(),
+            &no_server_ports,
+            |_, _| {},
+        );
         assert_eq!(outcome, Step::Recycled);
-        let retransmitted = closed.step(&new_syn, dir, 9_500_000, &Settings::default(), |_, _| {});
+        let retransmitted = closed.step(
+            &new_syn,
+            dir,
+            9_500_000,
+            &Settings::default(),
+            &no_server_ports,
+            |_, _| {},
+        );
         assert_eq!(
             retransmitted,
             Step::Tracked,
@@ -989,6 +1041,93 @@ mod tests {
         let (flow, _) = replay(&[segment(false, SYN | ACK, 5000, 1001, 0)]);
         assert_eq!(flow.origin, origin::SYN_ACK);
         assert_eq!(flow.originator, server_dir ^ 1);
+    }
+
+    #[test]
+    fn a_first_packet_from_a_likely_server_port_flips_the_roles() {
+        let likely = |port| crate::ports::PortSet::LIKELY_SERVERS.contains(port);
+        let (_, server_dir) = FlowKey::of(&segment(false, ACK, 0, 0, 0));
+        let data = segment(false, ACK, 5000, 1000, 10);
+        let flow = FlowState::new(&data, server_dir, &likely);
+        assert_eq!((flow.flipped, flow.origin), (1, origin::INFERRED));
+        assert_eq!(
+            flow.originator,
+            server_dir ^ 1,
+            "the client is the originator"
+        );
+
+        let syn_ack = segment(false, SYN | ACK, 5000, 1001, 0);
+        let flow = FlowState::new(&syn_ack, server_dir, &likely);
+        assert_eq!((flow.flipped, flow.origin), (1, origin::SYN_ACK));
+        assert_eq!(flow.originator, server_dir ^ 1);
+
+        let from_client = segment(true, ACK, 1000, 5000, 10);
+        let flow = FlowState::new(&from_client, server_dir ^ 1, &likely);
+        assert_eq!((flow.flipped, flow.originator), (0, server_dir ^ 1));
+    }
+
+    #[test]
+    fn a_flow_closed_by_both_sides_starts_over_after_the_close_delay() {
+        let settings = Settings {
+            close_delay_ns: 5_000_000,
+            ..Settings::default()
+        };
+        let (closed, _) = replay(&[
+            segment(true, SYN, 1000, 0, 0),
+            segment(false, SYN | ACK, 5000, 1001, 0),
+            segment(true, ACK, 1001, 5001, 0),
+            segment(true, FIN | ACK, 1001, 5001, 0),
+            segment(false, FIN | ACK, 5001, 1002, 0),
+            segment(true, ACK, 1002, 5002, 0),
+        ]);
+        let rst = segment(false, RST, 5002, 0, 0);
+        let (_, dir) = FlowKey::of(&rst);
+        let last = closed.last_ns();
+        let mut within = closed;
+        let step = within.step(
+            &rst,
+            dir,
+            last + 5_000_000,
+            &settings,
+            &no_server_ports,
+            |_, _| {},
+        );
+        assert_eq!(step, Step::Tracked, "at the delay, still the closed flow");
+        let mut after = closed;
+        let mut snapshot = None;
+        let step = after.step(
+            &rst,
+            dir,
+            last + 5_000_001,
+            &settings,
+            &no_server_ports,
+            |_, s| snapshot = Some(*s),
+        );
+        assert_eq!(step, Step::Recycled);
+        assert_eq!(
+            snapshot.map(|s| s.packets()),
+            Some(0),
+            "the RST meets no state"
+        );
+        assert_eq!(after.packets(), 1);
+
+        let (half_closed, _) = replay(&[
+            segment(true, SYN, 1000, 0, 0),
+            segment(false, SYN | ACK, 5000, 1001, 0),
+            segment(false, FIN | ACK, 5001, 1001, 0),
+        ]);
+        let mut half_closed = half_closed;
+        let late = segment(true, ACK | PSH, 1001, 5002, 10);
+        let (_, dir) = FlowKey::of(&late);
+        let step = half_closed.step(
+            &late,
+            dir,
+            1_000_000_000,
+            &settings,
+            &no_server_ports,
+            |_, _| {},
+        );
+        assert_eq!(step, Step::Tracked, "one FIN does not end the flow");
     }
 
     #[test]

@@ -29,6 +29,7 @@ use rstwatch_common::{
     },
     flow::Step,
     packet::tcp_flags,
+    ports::{word_and_bit, PORT_SET_WORDS},
     presence::{self, Chunk, Slot, CHUNK_SHIFT, CHUNK_WORDS, GENERATIONS},
     zero::copy_words,
     Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
@@ -116,6 +117,20 @@ static SETTINGS: Array<Settings> = Array::with_max_entries(1, 0);
 /// Indexed by port: non-zero when `--port` selected it.
 #[map]
 static FILTER_PORTS: Array<u8> = Array::with_max_entries(65536, 0);
+
+/// The likely server ports of Zeek's direction heuristic, one bit each
+/// (`rstwatch_common::ports::PortSet`'s words), written by userspace at start-up.
+#[map]
+static SERVER_PORTS: Array<u64> = Array::with_max_entries(PORT_SET_WORDS as u32, 0);
+
+/// Whether `port` is a likely server port (`SERVER_PORTS`).
+#[inline(always)]
+fn likely_server(port: u16) -> bool {
+    let (word, bit) = word_and_bit(port);
+    SERVER_PORTS
+        .get(word as u32)
+        .is_some_and(|words| words & bit != 0)
+}
 
 /// IPv4-mapped IPv6 prefixes selected by `--net`.
 #[map]
@@ -256,6 +271,7 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
         fine_now()
     };
     let dir = scratch.key.fill_from(&scratch.pkt);
+    scratch.key.apply_vlan_key(settings);
     let step = || rstwatch_step(dir as u32, fine_now(), hook.direction as u32, hook.ifindex);
     // Each flow is stepped on this CPU's scratch copy and written back: `rstwatch_step` then
     // works on one kind of pointer, so the verifier walks it once, not once per table. A
@@ -343,7 +359,7 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     {
         return count(Counter::SynsUntracked);
     }
-    scratch.flow.reset(pkt, dir);
+    scratch.flow.reset(pkt, dir, &likely_server);
     step();
     let table = if opening { &HALF_OPEN } else { &FLOWS };
     match table.insert(&scratch.key, &scratch.flow, 0) {
@@ -377,7 +393,11 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
     let (pkt, frame) = (&scratch.pkt, &scratch.frame);
     let emit =
         |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, frame, flow);
-    count_step(scratch.flow.step(pkt, dir as u8, now, settings, emit));
+    count_step(
+        scratch
+            .flow
+            .step(pkt, dir as u8, now, settings, &likely_server, emit),
+    );
     0
 }
 

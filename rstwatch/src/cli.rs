@@ -4,7 +4,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use rstwatch_common::defaults;
+use rstwatch_common::{defaults, PortSet, Settings};
 
 use crate::{
     filter::Cidr,
@@ -91,9 +91,13 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration)]
     pub hold: Duration,
 
-    /// How long (capture time) a flow is kept after its RST to collect follow-up packets.
-    #[arg(long, value_name = "DUR", default_value = "2s", value_parser = parse_duration)]
+    /// How long (capture time) a flow is kept after its RST to collect follow-up packets;
+    /// a later packet of its 4-tuple starts a new flow (Zeek's tcp_reset_delay).
+    #[arg(long, value_name = "DUR", default_value = duration_arg(defaults::GRACE_NS), value_parser = parse_duration)]
     pub grace: Duration,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 
     /// Output format; `text` when standard output is a terminal, `json` otherwise.
     #[arg(long, value_enum)]
@@ -177,9 +181,13 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DUR", default_value = duration_arg(defaults::HOLD_NS), value_parser = parse_duration)]
     pub hold: Duration,
 
-    /// How long the kernel keeps a flow after its RST to collect follow-up packets.
+    /// How long the kernel keeps a flow after its RST to collect follow-up packets; a later
+    /// packet of its 4-tuple starts a new flow (Zeek's tcp_reset_delay).
     #[arg(long, value_name = "DUR", default_value = duration_arg(defaults::GRACE_NS), value_parser = parse_duration)]
     pub grace: Duration,
+
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
 
     /// Output format; `text` when standard output is a terminal, `json` otherwise. JSON and
     /// the SIEM formats (Elastic Common Schema, OCSF, ArcSight CEF) write one record per line.
@@ -250,6 +258,54 @@ pub struct ConfigArgs {
     /// as TOML, and exit.
     #[arg(long)]
     pub print_config: bool,
+}
+
+/// What makes a connection, the same for `watch` and `explain`.
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// A flow closed by a FIN from each side ends once silent this long: a later packet of
+    /// its 4-tuple starts a new flow (Zeek's tcp_close_delay).
+    #[arg(long, value_name = "DUR", default_value = duration_arg(defaults::CLOSE_DELAY_NS), value_parser = parse_duration)]
+    pub close_delay: Duration,
+
+    /// A likely server port besides the built-in ones (Zeek's analyzers' well-known TCP
+    /// ports): a connection first seen without its SYN, from such a port, has its roles
+    /// flipped as Zeek flips them (`^` in the history); repeat for several.
+    #[arg(long = "server-port", value_name = "PORT", value_parser = parse_port)]
+    pub server_ports: Vec<u16>,
+
+    /// Whether VLAN IDs are part of the flow key: `on` keeps the same 4-tuple on two VLANs
+    /// apart, `off` makes a connection whose directions carry different tags (a router on a
+    /// stick, a tag the NIC strips on receive only) one flow.
+    #[arg(long, value_enum, default_value_t = OnOff::Off)]
+    pub vlan_key: OnOff,
+}
+
+impl ConnectionArgs {
+    /// The built-in likely server ports and `--server-port`'s, for the whole run (the
+    /// explain settings of every report refer to them).
+    pub fn server_ports(&self) -> &'static PortSet {
+        let set = self
+            .server_ports
+            .iter()
+            .fold(PortSet::LIKELY_SERVERS, |set, &port| set.with(port));
+        Box::leak(Box::new(set))
+    }
+
+    /// `settings` with the close delay and the VLAN key of these options.
+    pub fn settings(&self, settings: Settings) -> Settings {
+        Settings {
+            close_delay_ns: self.close_delay.as_nanos() as u64,
+            vlan_key: u8::from(self.vlan_key == OnOff::On),
+            ..settings
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -255,13 +255,13 @@ mod tests {
             tcp_flags: flags,
             ..PacketMeta::default()
         };
-        let mut flow = FlowState::new(&pkt, 0);
+        let mut flow = FlowState::new(&pkt, 0, &|_| false);
         let settings = Settings {
             grace_ns: u64::MAX,
             ..Settings::default()
         };
         for &now in times {
-            flow.step(&pkt, 0, now, &settings, |_, _| {});
+            flow.step(&pkt, 0, now, &settings, &|_| false, |_, _| {});
         }
         flow
     }
@@ -402,7 +402,7 @@ mod tests {
             tcp_flags: RST,
             ..PacketMeta::default()
         };
-        after.step(&pkt, 0, rst_ns, &Settings::default(), |_, _| {});
+        after.step(&pkt, 0, rst_ns, &Settings::default(), &|_| false, |_, _| {});
         assert_ne!(after.rst_ns(), rst_ns, "kept to the ms three hours in");
         let table = HashMap::from([(held.event.key, after)]);
         assert_eq!(held.state_at_hold_end(&table), Some(after));

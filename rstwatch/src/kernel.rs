@@ -24,7 +24,7 @@ use rstwatch_common::{
     defaults,
     event::{StormSlot, STORM_SLOTS_LOG2},
     features::{self, ProgramFeatures},
-    presence, Counter, FlowKey, FlowState, Settings, StormCount, StormKey, COUNTER_COUNT,
+    presence, Counter, FlowKey, FlowState, PortSet, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
 use crate::{
@@ -66,6 +66,8 @@ pub struct KernelConfig {
     pub settings: Settings,
     pub ports: Vec<u16>,
     pub nets: Vec<Cidr>,
+    /// Likely server ports, for Zeek's direction heuristic.
+    pub server_ports: PortSet,
     /// What the programs may use on this kernel; the rest takes its fallback.
     pub features: ProgramFeatures,
 }
@@ -90,6 +92,7 @@ impl Default for KernelConfig {
             settings: Settings::default(),
             ports: Vec::new(),
             nets: Vec::new(),
+            server_ports: PortSet::LIKELY_SERVERS,
             features: crate::features::probe_programs(),
         }
     }
@@ -170,6 +173,12 @@ impl Kernel {
         let mut ports = Array::<_, u8>::try_from(map(&mut ebpf, "FILTER_PORTS")?)?;
         for &port in &config.ports {
             ports.set(port as u32, 1, 0)?;
+        }
+        let mut server_ports = Array::<_, u64>::try_from(map(&mut ebpf, "SERVER_PORTS")?)?;
+        for (index, &word) in config.server_ports.words.iter().enumerate() {
+            if word != 0 {
+                server_ports.set(index as u32, word, 0)?;
+            }
         }
         let mut nets = LpmTrie::<_, [u8; 16], u8>::try_from(map(&mut ebpf, "FILTER_NETS")?)?;
         for net in &config.nets {

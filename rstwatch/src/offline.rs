@@ -51,10 +51,11 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
     let (input, iface_fallback, file_bytes) = open(&args.file)?;
     let mut reader = CaptureReader::new(input)
         .map_err(|err| UserError(format!("cannot read {}: {err}", args.file.display())))?;
-    let settings = Settings {
+    let settings = args.connections.settings(Settings {
         grace_ns: args.grace.as_nanos() as u64,
         ..Settings::default()
-    };
+    });
+    let server_ports = args.connections.server_ports();
     // The first frame is read before the pipeline starts: a pcap-ng file describes its
     // interfaces (and their names) in blocks ahead of it.
     let first = match reader.next_frame() {
@@ -87,6 +88,8 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
         clock: WallClock::with_offset(0),
         explain: ExplainSettings {
             idle_timeout: args.idle_timeout,
+            server_ports,
+            vlan_key: settings.vlan_key != 0,
             ..ExplainSettings::default()
         },
         ifnames,
@@ -128,7 +131,11 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
         records_sinks,
     );
     let mut offline = Offline {
-        replay: Replay::new(settings, PacketFilter::new(&args.ports, &args.nets)),
+        replay: Replay::new(
+            settings,
+            PacketFilter::new(&args.ports, &args.nets),
+            server_ports,
+        ),
         pipeline,
         local: PacketFilter::new(&[], &args.local),
         next_storm_ns: 0,

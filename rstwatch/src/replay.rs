@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use rstwatch_common::{
     event::RecordHeader, packet::tcp_flags, Counter, EventKind, FlowKey, FlowState, PacketMeta,
-    RateWindow, RstEvent, Settings, StormCount, StormKey, COUNTER_COUNT,
+    PortSet, RateWindow, RstEvent, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
 use crate::{filter::Cidr, hold::FlowStateSource, kernel::Counters};
@@ -82,6 +82,7 @@ struct RecentRst {
 pub struct Replay {
     settings: Settings,
     filter: PacketFilter,
+    server_ports: &'static PortSet,
     flows: HashMap<FlowKey, FlowState>,
     half_open: HashMap<FlowKey, FlowState>,
     recent: HashMap<FlowKey, RecentRst>,
@@ -92,10 +93,12 @@ pub struct Replay {
 }
 
 impl Replay {
-    pub fn new(settings: Settings, filter: PacketFilter) -> Self {
+    /// `server_ports`: the likely server ports of Zeek's direction heuristic.
+    pub fn new(settings: Settings, filter: PacketFilter, server_ports: &'static PortSet) -> Self {
         Self {
             settings,
             filter,
+            server_ports,
             flows: HashMap::new(),
             half_open: HashMap::new(),
             recent: HashMap::new(),
@@ -140,16 +143,19 @@ impl Replay {
         if pkt.is_rst() {
             self.count(Counter::Rsts);
         }
-        let (key, dir) = FlowKey::of(pkt);
+        let (mut key, dir) = FlowKey::of(pkt);
+        key.apply_vlan_key(&self.settings);
         let settings = self.settings;
+        let server_ports = self.server_ports;
+        let likely_server = |port| server_ports.contains(port);
         let mut emit_flow =
             |kind: EventKind, flow: &FlowState| emit(flow_event(kind, now, hook, pkt, flow));
         if let Some(flow) = self.flows.get_mut(&key) {
-            let step = flow.step(pkt, dir, now, &settings, &mut emit_flow);
+            let step = flow.step(pkt, dir, now, &settings, &likely_server, &mut emit_flow);
             return self.count_step(step);
         }
         if let Some(flow) = self.half_open.get_mut(&key) {
-            let step = flow.step(pkt, dir, now, &settings, &mut emit_flow);
+            let step = flow.step(pkt, dir, now, &settings, &likely_server, &mut emit_flow);
             let flow = *flow;
             self.count_step(step);
             if completes_handshake(pkt) {
@@ -191,8 +197,8 @@ impl Replay {
         if opening && !self.half_open_budget.take(now, settings.half_open_per_sec) {
             return self.count(Counter::SynsUntracked);
         }
-        let mut flow = FlowState::new(pkt, dir);
-        flow.step(pkt, dir, now, &settings, |kind, flow| {
+        let mut flow = FlowState::new(pkt, dir, &likely_server);
+        flow.step(pkt, dir, now, &settings, &likely_server, |kind, flow| {
             emit(flow_event(kind, now, hook, pkt, flow))
         });
         if opening {

@@ -15,7 +15,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::XdpMode,
 };
-use rstwatch_common::{features::ProgramFeatures, Counter, FlowKey, FlowState, Settings};
+use rstwatch_common::{features::ProgramFeatures, Counter, FlowKey, FlowState, PortSet, Settings};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -23,7 +23,7 @@ use tokio::{
 };
 
 use crate::{
-    cli::{AggregateRate, FormatArg, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
+    cli::{AggregateRate, FormatArg, OnOff, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
     error::UserError,
     explain::ExplainSettings,
@@ -94,13 +94,15 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     for missing in features.missing() {
         eprintln!("rstwatch: {missing}");
     }
-    let mut kernel = Kernel::load(&kernel_config(&args, features.programs)).inspect_err(|err| {
-        if let Some(rejection) = err.downcast_ref::<VerifierRejection>() {
-            if args.verbose {
-                eprintln!("{}", rejection.log.trim_end());
+    let server_ports = args.connections.server_ports();
+    let mut kernel = Kernel::load(&kernel_config(&args, server_ports, features.programs))
+        .inspect_err(|err| {
+            if let Some(rejection) = err.downcast_ref::<VerifierRejection>() {
+                if args.verbose {
+                    eprintln!("{}", rejection.log.trim_end());
+                }
             }
-        }
-    })?;
+        })?;
     let mode = match args.xdp_mode {
         XdpModeArg::Auto => XdpMode::default(),
         XdpModeArg::Native => XdpMode::Driver,
@@ -150,6 +152,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         clock: WallClock::new(),
         explain: ExplainSettings {
             idle_timeout: args.idle_timeout,
+            server_ports,
+            vlan_key: args.connections.vlan_key == OnOff::On,
             ..ExplainSettings::default()
         },
         ifnames,
@@ -287,16 +291,21 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn kernel_config(args: &WatchArgs, features: ProgramFeatures) -> KernelConfig {
+fn kernel_config(
+    args: &WatchArgs,
+    server_ports: &PortSet,
+    features: ProgramFeatures,
+) -> KernelConfig {
     KernelConfig {
         flows: args.flows,
         ring_bytes: args.ring_mib << 20,
-        settings: Settings {
+        settings: args.connections.settings(Settings {
             grace_ns: args.grace.as_nanos() as u64,
             ..Settings::default()
-        },
+        }),
         ports: args.ports.clone(),
         nets: args.nets.clone(),
+        server_ports: *server_ports,
         features,
     }
 }

@@ -1,9 +1,11 @@
 //! Who sent the RST: the endpoint its source address claims, and whether the evidence says a
 //! device in the middle forged it.
 
+use rstwatch_common::FlowState;
+
 use super::{evidence::expected_ttl, sides::Sides};
 use crate::{
-    event::Hook,
+    event::{FlowSide, Hook, Origin},
     report::{Evidence, Sender},
 };
 
@@ -15,12 +17,21 @@ const INITIAL_TTLS: [u8; 3] = [64, 128, 255];
 const ROUTED_HOPS: u8 = 1;
 
 /// The claimed sender's role, by the RST's direction within the flow. `Unknown` when the
-/// table never saw the flow or saw no handshake packet: then nobody is known to have sent the
-/// SYN, and the originator is only a guess.
-pub fn sender(s: &Sides) -> Sender {
-    if s.flow.packets() == 0 || !s.origin.handshake_seen() {
+/// table never saw the flow or saw no handshake packet, unless Zeek's heuristic decided the
+/// roles from a likely server port: otherwise nobody is known to have sent the SYN, and the
+/// originator is only a guess.
+pub fn sender(s: &Sides, after: &FlowState) -> Sender {
+    // A flow the RST is the first packet of has its roles only from Zeek's heuristic, which
+    // the flow after the RST carries.
+    let (flow, originator) = if s.flow.packets() == 0 {
+        (after, FlowSide::of(after.originator))
+    } else {
+        (s.flow, s.originator)
+    };
+    let roles_known = Origin::of(flow).handshake_seen() || flow.flipped != 0;
+    if flow.packets() == 0 || !roles_known {
         Sender::Unknown
-    } else if s.sender_side == s.originator {
+    } else if s.sender_side == originator {
         Sender::Originator
     } else {
         Sender::Responder

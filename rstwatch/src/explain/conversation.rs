@@ -12,7 +12,7 @@ use rstwatch_common::{
     event::{EventKind, Frame, DIRECTION_EGRESS, DIRECTION_INGRESS},
     flow::{FlowKey, FlowState},
     packet::{ipv4_mapped, tcp_flags::*, FAMILY_IPV4, FAMILY_IPV6, NO_WINDOW_SCALE},
-    PacketMeta, RstEvent, Settings,
+    PacketMeta, PortSet, RstEvent, Settings,
 };
 
 use super::{explain, explain_held, ExplainSettings};
@@ -246,14 +246,23 @@ impl Conversation {
     /// What the kernel programs do with one parsed packet.
     fn track(&mut self, pkt: PacketMeta, direction: u8) {
         let (key, dir) = FlowKey::of(&pkt);
+        let likely_server = |port| PortSet::LIKELY_SERVERS.contains(port);
         let mut flow = self
             .table
             .take()
-            .unwrap_or_else(|| FlowState::new(&pkt, dir));
+            .unwrap_or_else(|| FlowState::new(&pkt, dir, &likely_server));
         let mut emitted = None;
-        flow.step(&pkt, dir, self.now_ns, &self.settings, |kind, snapshot| {
-            emitted = Some((kind, *snapshot));
-        });
+        let settings = &self.settings;
+        flow.step(
+            &pkt,
+            dir,
+            self.now_ns,
+            settings,
+            &likely_server,
+            |kind, snapshot| {
+                emitted = Some((kind, *snapshot));
+            },
+        );
         self.table = Some(flow);
         self.table_log.push((self.now_ns, flow));
         if let Some((kind, snapshot)) = emitted {

@@ -27,7 +27,7 @@ mod tests;
 
 use std::time::{Duration, SystemTime};
 
-use rstwatch_common::{event::DIRECTION_EGRESS, flow::FlowState, RstEvent, Settings};
+use rstwatch_common::{event::DIRECTION_EGRESS, flow::FlowState, PortSet, RstEvent, Settings};
 
 use self::sides::Sides;
 use crate::{
@@ -44,7 +44,16 @@ pub struct ExplainSettings {
     pub idle_timeout: Duration,
     /// A TLS alert at most this long before the RST is reported as `tls_alert_before`.
     pub tls_alert_window: Duration,
+    /// Likely server ports, for Zeek's direction heuristic on a flow the RST is the first
+    /// packet of (the kernel decides it for every other flow).
+    pub server_ports: &'static PortSet,
+    /// VLAN IDs are part of flow keys (`--vlan-key on`): events keep their VLAN in their key,
+    /// as the kernel's tables do; otherwise it is dropped from the key, as the tables drop it.
+    pub vlan_key: bool,
 }
+
+/// The built-in likely server ports, for settings that add none.
+pub static LIKELY_SERVER_PORTS: PortSet = PortSet::LIKELY_SERVERS;
 
 impl ExplainSettings {
     pub const DEFAULT_IDLE_TIMEOUT: Duration =
@@ -57,6 +66,8 @@ impl Default for ExplainSettings {
         Self {
             idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
             tls_alert_window: Self::DEFAULT_TLS_ALERT_WINDOW,
+            server_ports: &LIKELY_SERVER_PORTS,
+            vlan_key: false,
         }
     }
 }
@@ -132,7 +143,7 @@ pub fn explain_at_hold_end(
     let pkt = &event.pkt;
     let after = state_at_hold_end
         .copied()
-        .unwrap_or_else(|| flow_after_rst(event));
+        .unwrap_or_else(|| flow_after_rst(event, settings.server_ports));
     let sides = Sides::of(event);
     let evidence = evidence::collect(&sides, followups, settings);
     let endpoint = |side: FlowSide| {
@@ -153,7 +164,7 @@ pub fn explain_at_hold_end(
             Hook::TcEgress => Direction::Egress,
         },
         class: classify::classify(&sides, settings.idle_timeout),
-        sender: attribution::sender(&sides),
+        sender: attribution::sender(&sides, &after),
         middlebox: attribution::middlebox(&sides, &evidence),
         evidence,
         src,
@@ -161,7 +172,7 @@ pub fn explain_at_hold_end(
         orig,
         resp,
         originator_inferred: !Origin::of(&after).handshake_seen(),
-        vlan: event.key.vlan,
+        vlan: pkt.vlan,
         ttl: pkt.ttl,
         expected_ttl: evidence::expected_ttl(&sides),
         ip_id: address::is_ipv4(pkt.family).then_some(pkt.ip_id),
@@ -192,9 +203,10 @@ pub fn explain_at_hold_end(
 /// The flow with the RST recorded, by the same update the kernel runs: the snapshot is taken
 /// before the RST, but Zeek's history and state include it. A flow the table never saw starts
 /// the way the kernel would have started it, with the RST as its first packet.
-fn flow_after_rst(event: &RstEvent) -> FlowState {
+fn flow_after_rst(event: &RstEvent, server_ports: &PortSet) -> FlowState {
+    let likely_server = |port| server_ports.contains(port);
     let mut flow = if event.flow.packets() == 0 {
-        FlowState::new(&event.pkt, event.dir)
+        FlowState::new(&event.pkt, event.dir, &likely_server)
     } else {
         event.flow
     };
@@ -203,6 +215,13 @@ fn flow_after_rst(event: &RstEvent) -> FlowState {
         grace_ns: u64::MAX,
         ..Settings::default()
     };
-    flow.step(&event.pkt, event.dir, event.ts_ns, &settings, |_, _| {});
+    flow.step(
+        &event.pkt,
+        event.dir,
+        event.ts_ns,
+        &settings,
+        &likely_server,
+        |_, _| {},
+    );
     flow
 }

@@ -112,8 +112,22 @@ mod class {
     #[test]
     fn teardown_wins_over_a_long_silence() {
         let mut c = established();
-        c.fin(Client).fin(Server).wait_s(90).rst(Client);
-        assert_eq!(c.explain().class, ResetClass::Teardown);
+        c.fin(Client).fin(Server).wait_s(4).rst(Client);
+        let settings = ExplainSettings {
+            idle_timeout: Duration::from_secs(1),
+            ..ExplainSettings::default()
+        };
+        assert_eq!(c.explain_with(&settings).class, ResetClass::Teardown);
+    }
+
+    #[test]
+    fn a_rst_after_the_close_delay_meets_no_connection() {
+        let mut c = established();
+        c.fin(Client).fin(Server).ack(Client).wait_s(7).rst(Server);
+        let r = c.explain();
+        assert_eq!(r.class, ResetClass::NoState);
+        assert_eq!((r.history.as_str(), r.conn_state), ("^r", ConnState::Rstrh));
+        assert_eq!(r.sender, Sender::Responder);
     }
 
     #[test]
@@ -208,7 +222,7 @@ mod class {
 
     #[test]
     fn rst_for_a_flow_never_seen_is_no_state() {
-        let mut c = Conversation::v4();
+        let mut c = Conversation::between("198.18.0.1:40000", "198.18.1.2:4001");
         c.rst_ack(Server);
         let r = c.explain();
         assert_eq!(r.class, ResetClass::NoState);

@@ -12,17 +12,20 @@ use rstwatch_common::flow::{seen, FlowState, HISTORY_FROM_HIGH};
 
 use crate::{event::FlowSide, report::ConnState};
 
-/// Zeek's history letters: upper case for the originator, lower case for the responder.
+/// Zeek's history letters: upper case for the originator, lower case for the responder,
+/// after `^` when Zeek's heuristic flipped the roles.
 pub fn history(flow: &FlowState) -> String {
-    events(flow)
-        .map(|e| {
+    let flipped = (flow.flipped != 0).then_some('^');
+    flipped
+        .into_iter()
+        .chain(events(flow).map(|e| {
             let letter = seen::HISTORY_LETTERS[e.bit as usize] as char;
             if e.from_originator {
                 letter.to_ascii_uppercase()
             } else {
                 letter
             }
-        })
+        }))
         .collect()
 }
 
@@ -191,7 +194,7 @@ impl Segment {
 }
 
 /// Zeek's per-endpoint transitions (its TCP analyzer's state machine), minus the weird-event
-/// reporting and the SYN/SYN-ACK role flip, which the kernel's originator choice covers.
+/// reporting and the role flips, which the kernel's originator choice covers.
 #[derive(Debug, Default)]
 struct Replay {
     orig: Endpoint,
@@ -328,9 +331,32 @@ mod tests {
 
     #[test]
     fn a_lone_rst_is_oth() {
-        let mut c = Conversation::v4();
+        let mut c = unlikely_server();
         c.rst(Server);
         expect(&c, "R", ConnState::Oth);
+    }
+
+    #[test]
+    fn a_lone_rst_from_a_likely_server_port_is_flipped_rstrh() {
+        let mut c = Conversation::v4();
+        c.rst(Server);
+        expect(&c, "^r", ConnState::Rstrh);
+    }
+
+    #[test]
+    fn midstream_data_from_a_likely_server_port_is_flipped() {
+        let mut c = Conversation::v4();
+        c.data(Server, 100).ack(Client).rst(Server);
+        expect(&c, "^dAr", ConnState::Rstrh);
+
+        let mut c = unlikely_server();
+        c.data(Server, 100).ack(Client).rst(Server);
+        expect(&c, "DaR", ConnState::Oth);
+    }
+
+    /// A conversation whose server port is no likely server port: Zeek flips nothing.
+    fn unlikely_server() -> Conversation {
+        Conversation::between("198.18.0.1:40000", "198.18.1.2:4001")
     }
 
     #[test]
@@ -352,9 +378,12 @@ mod tests {
 
     #[test]
     fn syn_ack_then_rst_without_the_syn_is_rstrh() {
-        let mut c = Conversation::v4();
+        let mut c = unlikely_server();
         c.syn_ack(Server).wait_ms(1).rst(Server);
         expect(&c, "hr", ConnState::Rstrh);
+        let mut c = Conversation::v4();
+        c.syn_ack(Server).wait_ms(1).rst(Server);
+        expect(&c, "^hr", ConnState::Rstrh);
     }
 
     #[test]
@@ -392,7 +421,7 @@ mod tests {
         c.syn(Client).fin(Client);
         expect(&c, "SF", ConnState::Sh);
 
-        let mut c = Conversation::v4();
+        let mut c = unlikely_server();
         c.syn_ack(Server).fin(Server);
         expect(&c, "hf", ConnState::Shr);
 

@@ -148,7 +148,12 @@ impl Pipeline {
     }
 
     /// Takes one kernel event: held until its hold ends.
-    pub fn offer(&mut self, event: RstEvent) {
+    pub fn offer(&mut self, mut event: RstEvent) {
+        // The event's key is derived from its packet; the flow tables drop the VLAN from
+        // theirs unless told to keep it, and the held reports must find the same entries.
+        if !self.explain.vlan_key {
+            event.key.vlan = 0;
+        }
         match self.hold.offer(event) {
             Offer::Held | Offer::AttachedToHeld => {}
             Offer::LateDataFollowUp => self.stats.late_data_followups += 1,

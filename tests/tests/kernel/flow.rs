@@ -9,12 +9,12 @@ use rstwatch_common::{
     event::{DIRECTION_EGRESS, DIRECTION_INGRESS},
     flow::{origin, seen, HISTORY_FROM_HIGH},
     packet::ipv4_mapped,
-    Counter, EventKind, Settings,
+    Counter, EventKind, FlowKey, Settings,
 };
 use rstwatch_tests::{
     frames::{
         flags::{ACK, FIN, PSH, RST, SYN},
-        Tcp,
+        Tcp, Vlan,
     },
     probe::{
         assert_counts, config, history, ip_ids, key4, oldest_kernel_config, syn, syn_ack, tcp,
@@ -397,7 +397,11 @@ fn after_the_grace_period_the_flow_starts_over() {
     let flow = probe.expect_flow(&key);
     assert_eq!(flow.packets(), 1);
     assert_eq!((flow.rst_ns(), flow.syn_ns(), flow.rtt_ns()), (0, 0, 0));
-    assert_eq!((flow.originator, flow.origin), (S, origin::INFERRED));
+    assert_eq!(
+        (flow.originator, flow.origin, flow.flipped),
+        (C, origin::INFERRED, 1),
+        "data from the server's port 80 first: the roles flipped as Zeek flips them"
+    );
     assert_eq!(history(&flow), [H_DATA]);
     assert_eq!(flow.dir[S as usize].bytes, 10);
 
@@ -562,33 +566,36 @@ fn retransmission_zero_window_syn_rst_and_tls_alert_are_noted() {
 #[test]
 fn originator_comes_from_the_syn_the_syn_ack_or_is_inferred() {
     let mut probe = Probe::new();
+    let unlikely = 4001;
     let cases = [
         (
             v4(CLIENT, SERVER, 64, 1, syn(40000, HTTP, 1, 7)),
-            40000,
-            C,
-            origin::SYN,
+            (40000, HTTP),
+            (C, origin::SYN, 0),
         ),
         (
             v4(SERVER, CLIENT, 60, 1, syn_ack(HTTP, 40001, 5000, 2, 7)),
-            40001,
-            C,
-            origin::SYN_ACK,
+            (40001, HTTP),
+            (C, origin::SYN_ACK, 1),
         ),
         (
             v4(SERVER, CLIENT, 60, 1, tcp(HTTP, 40002, ACK, 5000, 2)),
-            40002,
-            S,
-            origin::INFERRED,
+            (40002, HTTP),
+            (C, origin::INFERRED, 1),
+        ),
+        (
+            v4(SERVER, CLIENT, 60, 1, tcp(unlikely, 40004, ACK, 5000, 2)),
+            (40004, unlikely),
+            (S, origin::INFERRED, 0),
         ),
     ];
-    for (frame, port, originator, how) in cases {
+    for (frame, (port, server_port), expected) in cases {
         probe.ingress(&frame);
-        let flow = probe.expect_flow(&key4(CLIENT, port, SERVER, HTTP));
+        let flow = probe.expect_flow(&key4(CLIENT, port, SERVER, server_port));
         assert_eq!(
-            (flow.originator, flow.origin),
-            (originator, how),
-            "port {port}"
+            (flow.originator, flow.origin, flow.flipped),
+            expected,
+            "port {port}: Zeek's heuristic flips a first packet from port 80, not from {unlikely}"
         );
     }
     assert!(probe.events().is_empty());
@@ -601,5 +608,125 @@ fn originator_comes_from_the_syn_the_syn_ack_or_is_inferred() {
     assert_eq!(
         (events[0].flow.originator, events[0].flow.origin),
         (C, origin::INFERRED)
+    );
+}
+
+/// A handshake on `port` to the server's port 80, then a FIN from each side.
+fn handshake_then_both_fins(probe: &Probe, port: u16) {
+    let steps = [
+        v4(CLIENT, SERVER, 64, 1, syn(port, HTTP, 1000, 7)),
+        v4(SERVER, CLIENT, 60, 1, syn_ack(HTTP, port, 5000, 1001, 7)),
+        v4(CLIENT, SERVER, 64, 2, tcp(port, HTTP, ACK, 1001, 5001)),
+        v4(
+            CLIENT,
+            SERVER,
+            64,
+            3,
+            tcp(port, HTTP, FIN | ACK, 1001, 5001),
+        ),
+        v4(
+            SERVER,
+            CLIENT,
+            60,
+            2,
+            tcp(HTTP, port, FIN | ACK, 5001, 1002),
+        ),
+    ];
+    for frame in &steps {
+        probe.ingress(frame);
+    }
+}
+
+/// Zeek's close delay: a flow closed by both sides ends after it (1 ns here, so at once); the
+/// next packet of the 4-tuple, a RST, starts a new flow and meets no state. Within the delay
+/// (the default 5 s) the same RST belongs to the closed flow.
+#[test]
+fn a_flow_closed_by_both_sides_starts_over_after_the_close_delay() {
+    let mut ended = Probe::load(KernelConfig {
+        settings: Settings {
+            close_delay_ns: 1,
+            ..Settings::default()
+        },
+        ..config()
+    });
+    let mut kept = Probe::new();
+    let port = 40000;
+    let late_rst = v4(SERVER, CLIENT, 60, 3, tcp(HTTP, port, RST, 5002, 0));
+    for (probe, recycled) in [(&mut ended, 1), (&mut kept, 0)] {
+        handshake_then_both_fins(probe, port);
+        probe.ingress(&late_rst);
+        assert_eq!(probe.counters().get(Counter::FlowsRecycled), recycled);
+        let events = probe.events();
+        assert_eq!(events.len(), 1);
+        let before = events[0].flow;
+        let flow = probe.expect_flow(&key4(CLIENT, port, SERVER, HTTP));
+        if recycled == 1 {
+            assert_eq!(before.packets(), 0, "the late RST meets no state");
+            assert_eq!(flow.packets(), 1);
+            assert_eq!(
+                (flow.originator, flow.flipped),
+                (C, 1),
+                "a lone RST from port 80: flipped, sent by the responder"
+            );
+        } else {
+            assert_eq!(before.packets(), 5, "within the delay: the closed flow");
+            assert_eq!(flow.packets(), 6);
+        }
+    }
+}
+
+/// With `vlan_key` off (the default) the two directions of a connection tagged with different
+/// VLANs are one flow; with it on they are two.
+#[test]
+fn vlan_tags_are_part_of_the_flow_key_only_when_asked() {
+    let port = 40000;
+    let from_client =
+        v4(CLIENT, SERVER, 64, 1, syn(port, HTTP, 1000, 7)).with_vlans(&[Vlan::dot1q(10)]);
+    let from_server = v4(SERVER, CLIENT, 60, 1, syn_ack(HTTP, port, 5000, 1001, 7))
+        .with_vlans(&[Vlan::dot1q(20)]);
+    let ack =
+        v4(CLIENT, SERVER, 64, 2, tcp(port, HTTP, ACK, 1001, 5001)).with_vlans(&[Vlan::dot1q(10)]);
+    let untagged = key4(CLIENT, port, SERVER, HTTP);
+
+    let probe = Probe::new();
+    for frame in [&from_client, &from_server, &ack] {
+        probe.ingress(frame);
+    }
+    let flow = probe.expect_flow(&untagged);
+    assert_eq!(flow.dir[C as usize].pkts, 2);
+    assert_eq!(flow.dir[S as usize].pkts, 1);
+    assert_eq!(
+        history(&flow).len(),
+        3,
+        "S h A: the whole handshake in one flow"
+    );
+
+    let probe = Probe::load(KernelConfig {
+        settings: Settings {
+            vlan_key: 1,
+            ..Settings::default()
+        },
+        ..config()
+    });
+    for frame in [&from_client, &from_server, &ack] {
+        probe.ingress(frame);
+    }
+    assert!(probe.flow(&untagged).is_none() && !probe.is_half_open(&untagged));
+    let tagged = |vlan| FlowKey { vlan, ..untagged };
+    let client_half = probe.expect_flow(&tagged(10));
+    assert_eq!(
+        (
+            client_half.dir[C as usize].pkts,
+            client_half.dir[S as usize].pkts
+        ),
+        (2, 0)
+    );
+    let server_half = probe.expect_flow(&tagged(20));
+    assert_eq!(
+        (
+            server_half.dir[C as usize].pkts,
+            server_half.dir[S as usize].pkts
+        ),
+        (0, 1)
     );
 }

@@ -3,10 +3,11 @@
 //! reason and passed.
 
 use aya::programs::TestRun;
+use rstwatch::kernel::KernelConfig;
 use rstwatch_common::{
     event::DIRECTION_INGRESS,
     packet::{ipv4_mapped, FAMILY_IPV4, FAMILY_IPV6, NO_WINDOW_SCALE},
-    Counter, EventKind, FlowKey,
+    Counter, EventKind, FlowKey, Settings,
 };
 use rstwatch_tests::{
     frames::{
@@ -14,9 +15,9 @@ use rstwatch_tests::{
         Extension, Frame, Ipv4, Ipv6, Network, Tcp, TcpOption, Transport, Vlan,
     },
     probe::{
-        assert_counts, assert_refused, ip_ids, key, key4, run_options, skb_test_run_accepts, syn,
-        syn_ack, tcp, tracked, v4, v6, Probe, C, CLIENT, CLIENT6, ETH_HLEN, HTTP, LOOPBACK_IFINDEX,
-        S, SERVER, SERVER6,
+        assert_counts, assert_refused, config, ip_ids, key, key4, run_options,
+        skb_test_run_accepts, syn, syn_ack, tcp, tracked, v4, v6, Probe, C, CLIENT, CLIENT6,
+        ETH_HLEN, HTTP, LOOPBACK_IFINDEX, S, SERVER, SERVER6,
     },
 };
 
@@ -140,7 +141,14 @@ fn every_vlan_and_ip_header_variant_parses_and_tracks() {
         },
     ];
 
-    let mut probe = Probe::new();
+    // With VLAN IDs in the flow key, the key shows the tag the parser took.
+    let mut probe = Probe::load(KernelConfig {
+        settings: Settings {
+            vlan_key: 1,
+            ..Settings::default()
+        },
+        ..config()
+    });
     for (i, case) in cases.iter().enumerate() {
         let client_port = 41000 + i as u16;
         let window_scale = 1 + i as u8;
