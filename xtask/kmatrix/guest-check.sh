@@ -4,8 +4,9 @@
 # Runs inside a kernel-matrix guest (run.sh boots it), as root, against that kernel:
 #  - two namespaces joined by a veth (198.18.7.1 <-> 198.18.7.2), a clsact qdisc and a u32
 #    filter of our own on the watched side (someone else's, for rstwatch);
-#  - rstwatch watching: a connect to a closed port must be reported `refused` on ingress, a
-#    SO_LINGER-0 close `abort` on egress, with the stack's own word on it (`local`): the reason
+#  - rstwatch watching: a connect to a closed port must be reported `refused` on ingress (sent
+#    by the responder, conn_state REJ), a SO_LINGER-0 close `abort` on egress (the originator,
+#    RSTO), as on every kernel, with the stack's own word on it (`local`): the reason
 #    TCP_STATE from 6.10 on; before, no reason and one start-up line saying so;
 #  - SIGKILL: no XDP program may stay; on kernels without TCX exactly rstwatch's own filter
 #    (pref 29299, handle 0x1) stays, and the next start says it removed it; SIGINT then leaves
@@ -100,7 +101,7 @@ try:
     s.connect(("198.18.7.2", 9))
 except ConnectionRefusedError:
     pass'
-    if wait_event '"class":"refused"' '"direction":"ingress"' '"src_port":9,'; then ok refused-ingress
+    if wait_event '"class":"refused"' '"direction":"ingress"' '"src_port":9,' '"sender":"responder"' '"conn_state":"REJ"'; then ok refused-ingress
     else fail refused-ingress "no refused ingress RST reported: $(tr '\n' ' ' < "$OUT/stdout")"; fi
     in_a python3 -c '
 import socket, struct, time
@@ -112,7 +113,7 @@ for _ in range(50):
 s.sendall(b"hello")
 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 s.close()'
-    if wait_event '"class":"abort"' '"direction":"egress"' '"dst_port":8080,'; then ok abort-egress
+    if wait_event '"class":"abort"' '"direction":"egress"' '"dst_port":8080,' '"sender":"originator"' '"conn_state":"RSTO"'; then ok abort-egress
     else fail abort-egress "no abort egress RST reported: $(tr '\n' ' ' < "$OUT/stdout")"; fi
     degraded=0; grep -q 'tcp_send_reset has no reason' "$OUT/stderr" && degraded=1
     if [ "$reasons" = 1 ]; then
