@@ -96,7 +96,7 @@ impl Probe {
         let mut kernel = Kernel::load(&config).unwrap_or_else(|err| {
             panic!(
                 "loading rstwatch's eBPF programs failed: {err:#}\n\
-                 these tests need root on Linux >= 5.8 with BTF and BPF ring buffers"
+                 these tests need root on Linux >= 5.10 (the floor rstwatch supports) with BTF"
             )
         });
         let events = kernel.take_events().expect("the EVENTS ring buffer");
