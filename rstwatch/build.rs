@@ -1,7 +1,4 @@
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use anyhow::{anyhow, bail, Context as _};
 use aya_build::{Package, Toolchain};
@@ -36,29 +33,14 @@ fn main() -> anyhow::Result<()> {
     std::env::set_var("CARGO_TERM_QUIET", "true");
     // Debian's rustc (linked into rustup as `debian-sys` by `cargo xtask setup`) ships the
     // library source that `-Z build-std=core` needs for the BPF target; rustup's do not here.
-    let build = |features: &[&str]| {
-        aya_build::build_ebpf(
-            [Package {
-                name: name.as_str(),
-                root_dir: root_dir.as_str(),
-                features,
-                ..Default::default()
-            }],
-            Toolchain::Custom("debian-sys"),
-        )
-    };
-    // The programs twice: for kernels whose verifier knows no BPF atomic but add (before
-    // 5.12), which refuses any other anywhere in a program, even where it never runs; and as
-    // they are. Both land in OUT_DIR under the binary's name, the first renamed; in the same
-    // nested target directory, so neither rebuilds what the other built.
-    let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").context("OUT_DIR not set")?);
-    build(&["atomic-add-only"])?;
-    std::fs::rename(
-        out_dir.join("rstwatch"),
-        out_dir.join("rstwatch-atomic-add-only"),
-    )
-    .context("renaming the atomic-add-only object")?;
-    build(&[])?;
+    aya_build::build_ebpf(
+        [Package {
+            name: name.as_str(),
+            root_dir: root_dir.as_str(),
+            ..Default::default()
+        }],
+        Toolchain::Custom("debian-sys"),
+    )?;
 
     let aya = locked_version(workspace_root.join("Cargo.lock").as_std_path(), "aya")?;
     let commit = git_commit();

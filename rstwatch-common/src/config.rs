@@ -10,21 +10,19 @@ pub struct Settings {
     /// A flow closed by a FIN from each side, silent this long, ends: its 4-tuple's next
     /// packet starts a new flow.
     pub close_delay_ns: u64,
+    /// Seeds the hash that places a flow in its set of the flow table (`table::set_of`);
+    /// userspace draws it at random.
+    pub table_seed: u64,
     /// Follow-up events sent per RST at most, so a storm after a reset cannot flood the ring.
     pub followup_limit: u32,
     /// RSTs on unknown flows reported one by one per CPU and second; beyond it they are
     /// counted in the kernel by sender prefix and port and reported as aggregates.
     pub unknown_rsts_per_sec: u32,
-    /// SYNs of new flows put in the half-open table per CPU and second; beyond it a SYN flood
-    /// costs no table insert, and the few real connections among it are tracked from their
-    /// second packet on. With 20,000 per CPU and second, the inserts (an LRU eviction each)
-    /// took a SYN flood's XDP run from 135 to 177 ns on average and 5-8 % of the packet rate.
+    /// SYNs of new flows tracked per CPU and second; beyond it a SYN flood costs no table
+    /// insert, and the few real connections among it are tracked from their second packet on.
     pub half_open_per_sec: u32,
-    /// The presence filter's slots per generation, log2; 0 while it is not sized, when every
-    /// key counts as present.
-    pub presence_slots_log2: u8,
-    /// The generation of the presence filter the programs read.
-    pub presence_generation: u8,
+    /// Sets of the IPv4 and the IPv6 flow table, log2 (`table::sets_log2`).
+    pub table_sets_log2: [u8; 2],
     /// Non-zero: a packet's innermost VLAN ID is part of its flow key, so the same 4-tuple on
     /// two VLANs is two flows; zero: VLAN tags are ignored, so a connection whose directions
     /// carry different tags is one flow.
@@ -48,8 +46,8 @@ impl Default for Settings {
             followup_limit: Self::DEFAULT_FOLLOWUP_LIMIT,
             unknown_rsts_per_sec: Self::DEFAULT_UNKNOWN_RSTS_PER_SEC,
             half_open_per_sec: Self::DEFAULT_HALF_OPEN_PER_SEC,
-            presence_slots_log2: 0,
-            presence_generation: 0,
+            table_seed: 0,
+            table_sets_log2: [0; 2],
             vlan_key: 0,
             _pad: 0,
             filter: FilterConfig::default(),
@@ -91,12 +89,18 @@ pub enum Counter {
     VlanTooDeep,
     /// IPv6 extension-header chain longer than the parser follows.
     Ipv6ChainTooLong,
-    /// New flows: a SYN's into the half-open table, any other packet's into the main table.
+    /// New flows put in a slot of the flow table.
     FlowsInserted,
-    /// Half-open flows that completed their handshake and moved into the main table.
-    FlowsPromoted,
-    /// The flow table rejected an insert (it should not for an LRU map; counted if it does).
-    FlowInsertFailed,
+    /// Of those, flows put in a slot another flow held, which ended there.
+    FlowsEvicted,
+    /// Of the evicted flows, those that had completed a handshake (never for a SYN's flow).
+    EstablishedEvicted,
+    /// A SYN of a new flow whose set held only established flows: not tracked.
+    SynsNoRoom,
+    /// A packet whose flow's slot another CPU kept busy past the wait: not tracked.
+    FlowUpdatesLost,
+    /// Of those, RSTs: not reported.
+    RstUpdatesLost,
     /// A flow whose grace period after a RST had ended and that started over.
     FlowsRecycled,
     EventsSent,
@@ -129,8 +133,11 @@ impl Counter {
         Counter::VlanTooDeep,
         Counter::Ipv6ChainTooLong,
         Counter::FlowsInserted,
-        Counter::FlowsPromoted,
-        Counter::FlowInsertFailed,
+        Counter::FlowsEvicted,
+        Counter::EstablishedEvicted,
+        Counter::SynsNoRoom,
+        Counter::FlowUpdatesLost,
+        Counter::RstUpdatesLost,
         Counter::FlowsRecycled,
         Counter::EventsSent,
         Counter::EventsLost,
@@ -155,8 +162,11 @@ impl Counter {
             Counter::VlanTooDeep => "vlan_too_deep",
             Counter::Ipv6ChainTooLong => "ipv6_chain_too_long",
             Counter::FlowsInserted => "flows_inserted",
-            Counter::FlowsPromoted => "flows_promoted",
-            Counter::FlowInsertFailed => "flow_insert_failed",
+            Counter::FlowsEvicted => "flows_evicted",
+            Counter::EstablishedEvicted => "established_evicted",
+            Counter::SynsNoRoom => "syns_no_room",
+            Counter::FlowUpdatesLost => "flow_updates_lost",
+            Counter::RstUpdatesLost => "rst_updates_lost",
             Counter::FlowsRecycled => "flows_recycled",
             Counter::EventsSent => "events_sent",
             Counter::EventsLost => "events_lost",

@@ -12,9 +12,6 @@ pub const GLOBAL: &str = "FEATURES";
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProgramFeatures {
-    /// BPF atomics other than add, here `BPF_OR` (Linux 5.12): the presence filter sets its
-    /// bits with it. Without it the filter is off and every packet looks up the flow tables.
-    pub atomic_or: u8,
     /// `bpf_ktime_get_coarse_ns` (Linux 5.11), for per-CPU budgets and storm times. Without
     /// it they read the fine clock, which costs a little more.
     pub coarse_clock: u8,
@@ -30,7 +27,6 @@ pub struct ProgramFeatures {
 impl ProgramFeatures {
     /// Every feature: the object's default, what the newest kernels get.
     pub const ALL: Self = Self {
-        atomic_or: 1,
         coarse_clock: 1,
         xdp_load_bytes: 1,
         socket_cookie: 1,

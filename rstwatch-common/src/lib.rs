@@ -15,8 +15,8 @@ pub mod flow;
 pub mod local;
 pub mod packet;
 pub mod ports;
-pub mod presence;
 pub mod span;
+pub mod table;
 pub mod zero;
 
 pub use budget::RateWindow;

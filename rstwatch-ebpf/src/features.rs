@@ -1,6 +1,4 @@
-//! The running kernel's features, as userspace probed them (`rstwatch_common::features`);
-//! instructions a kernel's verifier refuses even where they never run are left out of the
-//! object built for it instead (a feature of this crate).
+//! The running kernel's features, as userspace probed them (`rstwatch_common::features`).
 //! Each test reads the read-only global through a volatile load: the compiler must not fold
 //! the default in, the verifier folds the value userspace froze there.
 
@@ -13,13 +11,6 @@ static FEATURES: ProgramFeatures = ProgramFeatures::ALL;
 fn has(feature: &u8) -> bool {
     // SAFETY: a read of a field of a static.
     unsafe { core::ptr::read_volatile(feature) != 0 }
-}
-
-/// False in the object built for kernels before 5.12 (feature `atomic-add-only`): their
-/// verifier refuses the atomic OR anywhere in a program, so it must not be in the object.
-#[inline(always)]
-pub fn atomic_or() -> bool {
-    !cfg!(feature = "atomic-add-only") && has(&FEATURES.atomic_or)
 }
 
 #[inline(always)]

@@ -7,7 +7,7 @@
 //! `TC_ACT_UNSPEC`.
 #![no_std]
 #![no_main]
-// `core::intrinsics::atomic_or`: see `track::atomic_or`.
+// `core::intrinsics::atomic_xadd`: see `track::atomic_add`.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 

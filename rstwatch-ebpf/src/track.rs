@@ -1,11 +1,11 @@
-//! Filters, flow tables and events: what happens to a parsed segment, the same for both hooks.
+//! Filters, the flow table and events: what happens to a parsed segment, the same for both
+//! hooks.
 //!
-//! Two flow tables keep a SYN flood from evicting what matters: flows that have only opened
-//! (a SYN, perhaps answered) live in the small `HALF_OPEN` table and move into `FLOWS` when
-//! the handshake's final ACK (or anything after it) is seen. A RST for a flow neither table
-//! knows creates no entry at all: it is reported (or, beyond a per-CPU rate, counted in
-//! `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups. Neither table is
-//! looked up for a key the presence filter (`PRESENCE`) proves they do not hold.
+//! The flow table is ours (`rstwatch_common::table`): two set-associative arrays, IPv4 and
+//! IPv6, whose slots the programs lock with atomic adds and the daemon reads through a memory
+//! mapping. A SYN's flow never takes an established flow's slot. A RST for a flow the table
+//! does not hold creates no entry at all: it is reported (or, beyond a per-CPU rate, counted
+//! in `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups.
 
 use core::{
     ffi::c_void,
@@ -19,7 +19,7 @@ use aya_ebpf::{
     },
     helpers::{bpf_ktime_get_ns, generated::bpf_ktime_get_coarse_ns},
     macros::map,
-    maps::{lpm_trie::Key, Array, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use rstwatch_common::{
     defaults,
@@ -28,16 +28,14 @@ use rstwatch_common::{
         STORM_SLOTS_LOG2,
     },
     flow::Step,
-    packet::tcp_flags,
+    packet::{tcp_flags, FAMILY_IPV4},
     ports::{word_and_bit, PORT_SET_WORDS},
-    presence::{self, Chunk, Slot, CHUNK_SHIFT, CHUNK_WORDS, GENERATIONS},
+    table::{rank, set_of, victim, Key4, Key6, Lock, Set, Set4, Set6, TableKey, Worth, WAYS},
     zero::copy_words,
     Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
     COUNTER_COUNT,
 };
 
-/// Half-open table's size before userspace resizes it.
-const DEFAULT_HALF_OPEN: u32 = 16_384;
 const MAX_FILTER_NETS: u32 = 1024;
 const MAX_STORMS: u32 = 4096;
 /// Unknown-flow RSTs remembered per CPU for their follow-ups (a power of two: the slot is
@@ -49,18 +47,12 @@ const WAKEUP_FILL_SHIFT: u64 = 4;
 /// What the ring adds to each record.
 const RING_RECORD_HEADER: u64 = 8;
 
+/// The IPv4 and the IPv6 flow table, one set per element; userspace sizes them.
 #[map]
-static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(defaults::FLOWS, 0);
+static FLOWS4: Array<Set4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map]
-static HALF_OPEN: LruHashMap<FlowKey, FlowState> =
-    LruHashMap::with_max_entries(DEFAULT_HALF_OPEN, 0);
-
-/// One bit per slot for the keys the flow tables may hold, two generations (see
-/// `rstwatch_common::presence`); userspace sizes it and rebuilds the inactive generation
-/// through a memory mapping.
-#[map]
-static PRESENCE: Array<Chunk> = Array::with_max_entries(GENERATIONS, BPF_F_MMAPABLE);
+static FLOWS6: Array<Set6> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(defaults::RING_BYTES, 0);
@@ -96,7 +88,7 @@ pub struct Scratch {
     /// Where the parser puts the TCP header's offset to drop its per-path bounds.
     tcp_offset: usize,
     key: FlowKey,
-    /// The flow `rstwatch_step` steps: a copy of its table entry, or a new flow's state.
+    /// The flow `rstwatch_step` steps: a copy of its slot, or a new flow's state.
     flow: FlowState,
     storm: StormCount,
     /// Unknown-flow RSTs sent one by one in this CPU's current second.
@@ -272,45 +264,39 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     };
     let dir = scratch.key.fill_from(&scratch.pkt);
     scratch.key.apply_vlan_key(settings);
-    let step = || rstwatch_step(dir as u32, fine_now(), hook.direction as u32, hook.ifindex);
-    // Each flow is stepped on this CPU's scratch copy and written back: `rstwatch_step` then
-    // works on one kind of pointer, so the verifier walks it once, not once per table. A
-    // packet of the same flow on another CPU in between can lose its update to this write;
-    // updates in place interleaved field by field just as badly.
-    if maybe_tracked(&scratch.key, settings) {
-        if let Some(entry) = FLOWS.get_ptr_mut(&scratch.key) {
-            // Every RST of a flow a table holds is sent, with its frame.
-            if scratch.pkt.is_rst() {
-                capture_frame();
-            }
-            // SAFETY: a value of `FLOWS` and this CPU's scratch, both valid for the whole run.
-            unsafe { copy_words(entry, &mut scratch.flow) };
-            step();
-            unsafe { copy_words(&scratch.flow, entry) };
-            return;
+    let v4 = scratch.pkt.family == FAMILY_IPV4;
+    let (set, way) = if v4 {
+        let key = Key4::from_flow_key(&scratch.key);
+        find(
+            &FLOWS4,
+            &key,
+            settings.table_seed,
+            settings.table_sets_log2[0],
+        )
+    } else {
+        let key = Key6::from_flow_key(&scratch.key);
+        find(
+            &FLOWS6,
+            &key,
+            settings.table_seed,
+            settings.table_sets_log2[1],
+        )
+    };
+    let step = |dir: u8| rstwatch_step(dir as u32, fine_now(), hook.direction as u32, hook.ifindex);
+    if (way as usize) < WAYS {
+        // Every RST of a flow the table holds is sent, with its frame.
+        if scratch.pkt.is_rst() {
+            capture_frame();
         }
-        if let Some(entry) = HALF_OPEN.get_ptr_mut(&scratch.key) {
-            if scratch.pkt.is_rst() {
-                capture_frame();
-            }
-            // SAFETY: a value of `HALF_OPEN` and this CPU's scratch, both valid for the run.
-            unsafe { copy_words(entry, &mut scratch.flow) };
-            step();
-            if completes_handshake(&scratch.pkt) {
-                match FLOWS.insert(&scratch.key, &scratch.flow, 0) {
-                    Ok(()) => {
-                        // Already marked as a half-open flow; marked again in case the daemon
-                        // walked `FLOWS` before this insert and `HALF_OPEN` after the remove.
-                        mark_tracked(&scratch.key, settings);
-                        let _ = HALF_OPEN.remove(&scratch.key);
-                        return count(Counter::FlowsPromoted);
-                    }
-                    Err(_) => count(Counter::FlowInsertFailed),
-                }
-            }
-            unsafe { copy_words(&scratch.flow, entry) };
-            return;
+        let at = set * WAYS as u32 + way;
+        if v4 {
+            let key = Key4::from_flow_key(&scratch.key);
+            step_slot(&FLOWS4, &key, at, dir, scratch, step);
+        } else {
+            let key = Key6::from_flow_key(&scratch.key);
+            step_slot(&FLOWS6, &key, at, dir, scratch, step);
         }
+        return;
     }
     let (key, pkt) = (&scratch.key, &scratch.pkt);
     let slot = &mut scratch.recent[recent_slot(key)];
@@ -348,9 +334,9 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
         // Data carries no frame: nothing to capture.
         followup_of_recent(slot, fine_now(), hook, pkt, &scratch.frame, settings, || {});
     }
-    // A SYN alone proves nothing about its sender (a flood spoofs millions): it waits in
-    // the half-open table, where evicting it costs no established flow its state, and beyond
-    // a per-CPU budget it is not tracked at all (its flow starts at its next packet).
+    // A SYN alone proves nothing about its sender (a flood spoofs millions): its flow never
+    // takes an established flow's slot, and beyond a per-CPU budget it is not tracked at all
+    // (its flow starts at its next packet).
     let opening = pkt.has(tcp_flags::SYN) && !pkt.has(tcp_flags::ACK);
     if opening
         && !scratch
@@ -359,26 +345,41 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     {
         return count(Counter::SynsUntracked);
     }
-    scratch.flow.reset(pkt, dir, &likely_server);
-    step();
-    let table = if opening { &HALF_OPEN } else { &FLOWS };
-    match table.insert(&scratch.key, &scratch.flow, 0) {
-        Ok(()) => {
-            mark_tracked(&scratch.key, settings);
-            count(Counter::FlowsInserted)
-        }
-        Err(_) => count(Counter::FlowInsertFailed),
+    if v4 {
+        let key = Key4::from_flow_key(&scratch.key);
+        insert(&FLOWS4, &key, set, opening, dir, scratch, step);
+    } else {
+        let key = Key6::from_flow_key(&scratch.key);
+        insert(&FLOWS6, &key, set, opening, dir, scratch, step);
     }
+}
+
+/// The set of `key` and its way there, `WAYS` when the set does not hold it.
+#[inline(always)]
+fn find<K: TableKey>(table: &Array<Set<K>>, key: &K, seed: u64, sets_log2: u8) -> (u32, u32) {
+    let set = set_of(key, seed, sets_log2);
+    let Some(held) = table.get(set) else {
+        return (set, WAYS as u32);
+    };
+    let mut way = 0;
+    while way < WAYS {
+        if same_table_key(&held.keys[way], key) {
+            return (set, way as u32);
+        }
+        way += 1;
+    }
+    (set, WAYS as u32)
 }
 
 /// Steps this CPU's scratch `flow` with the scratch packet, sent in direction `dir`, and
 /// reports what it emits. Returns 0.
 ///
-/// A global function, verified once on its own rather than at each of its three call sites
-/// and along every path leading to them: the flow update (Zeek history, repeats, baselines)
-/// branches on nearly every flag, and inlined it multiplies the paths past the 6.1
-/// verifier's budget. Global functions take no pointers to map values, hence the re-lookup of
-/// the scratch inside.
+/// A global function, verified once on its own rather than at each of its call sites and
+/// along every path leading to them: the flow update (Zeek history, repeats, baselines)
+/// branches on nearly every flag, and inlined it multiplies the paths past the verifier's
+/// budget. It steps the scratch copy of a slot, one kind of pointer, rather than the slot of
+/// either table, which the verifier would walk once per table. Global functions take no
+/// pointers to map values, hence the re-lookup of the scratch inside.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32) -> u32 {
@@ -401,72 +402,168 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
     0
 }
 
-/// Whether a flow table may hold `key`: false only when the active generation of the
-/// presence filter proves neither does. True while the filter is not sized, and on kernels
-/// without the atomic OR that keeps it (then the filter is off).
+/// Steps the flow in slot `at` (set * WAYS + way) of `table`, whose key is `key`, with
+/// `step` on this CPU's scratch copy, under the slot's lock.
 #[inline(always)]
-fn maybe_tracked(key: &FlowKey, settings: &Settings) -> bool {
-    if !crate::features::atomic_or() {
-        return true;
-    }
-    let Some((slot, per_generation)) = presence_slot(key, settings) else {
-        return true;
+fn step_slot<K: TableKey>(
+    table: &Array<Set<K>>,
+    key: &K,
+    at: u32,
+    dir: u8,
+    scratch: &mut Scratch,
+    step: impl FnOnce(u8) -> u32,
+) {
+    let (set, way) = (at / WAYS as u32, at as usize & (WAYS - 1));
+    let Some(held) = table.get_ptr_mut(set) else {
+        return;
     };
-    let generation = (settings.presence_generation as u32) & (GENERATIONS - 1);
-    match PRESENCE.get(slot.chunk + generation * per_generation) {
-        Some(words) => words[slot.word & (CHUNK_WORDS - 1)] & slot.mask != 0,
-        None => true,
+    // SAFETY: a value of the table, valid for the whole run; its slot is this CPU's to write
+    // while it holds the slot's lock.
+    let held = unsafe { &mut *held };
+    if rstwatch_lock(K::V4 as u32, at) == 0 {
+        return update_lost(&scratch.pkt);
+    }
+    let slot = &mut held.slots[way];
+    // The flow may have left the slot between the lookup and the lock.
+    if !same_table_key(&held.keys[way], key) {
+        unlock(&mut slot.lock);
+        return update_lost(&scratch.pkt);
+    }
+    // SAFETY: the slot's flow and this CPU's scratch, both valid for the whole run.
+    unsafe { copy_words(&slot.flow, &mut scratch.flow) };
+    step(dir);
+    unsafe { copy_words(&scratch.flow, &mut slot.flow) };
+    unlock(&mut slot.lock);
+}
+
+/// Puts this CPU's scratch packet's flow, whose key `table` does not hold, in a slot of its
+/// set `set` (`table::victim`'s) and steps it there with `step`.
+#[inline(always)]
+fn insert<K: TableKey>(
+    table: &Array<Set<K>>,
+    key: &K,
+    set: u32,
+    opening: bool,
+    dir: u8,
+    scratch: &mut Scratch,
+    step: impl FnOnce(u8) -> u32,
+) {
+    let Some(held) = table.get_ptr_mut(set) else {
+        return;
+    };
+    // SAFETY: as in `step_slot`.
+    let held = unsafe { &mut *held };
+    // Read without the slots' locks: a choice, which the lock below confirms.
+    let mut ranks = [0u64; WAYS];
+    let mut i = 0;
+    while i < WAYS {
+        let flow = &held.slots[i].flow;
+        ranks[i] = rank(Worth::of(held.keys[i].is_used(), flow), flow.last_ns());
+        i += 1;
+    }
+    let Some(way) = victim(ranks, opening) else {
+        return count(Counter::SynsNoRoom);
+    };
+    let way = way & (WAYS - 1);
+    if rstwatch_lock(K::V4 as u32, set * WAYS as u32 + way as u32) == 0 {
+        return update_lost(&scratch.pkt);
+    }
+    let slot = &mut held.slots[way];
+    let evicted = Worth::of(held.keys[way].is_used(), &slot.flow);
+    if opening && evicted == Worth::Established {
+        unlock(&mut slot.lock);
+        return count(Counter::SynsNoRoom);
+    }
+    // Another CPU comparing keys meanwhile sees this one half written and no match: a packet
+    // of the new flow that comes at that very moment may start the flow a second time, in
+    // another slot of the set, where it ages out.
+    held.keys[way] = *key;
+    scratch.flow.reset(&scratch.pkt, dir, &likely_server);
+    step(dir);
+    // SAFETY: as in `step_slot`.
+    unsafe { copy_words(&scratch.flow, &mut slot.flow) };
+    unlock(&mut slot.lock);
+    count(Counter::FlowsInserted);
+    if evicted != Worth::Free {
+        count(Counter::FlowsEvicted);
+    }
+    if evicted == Worth::Established {
+        count(Counter::EstablishedEvicted);
     }
 }
 
-/// Sets `key`'s bit in every generation of the presence filter, after its insert: the
-/// daemon's rebuild then either finds the key in its table or keeps this bit.
-#[inline(always)]
-fn mark_tracked(key: &FlowKey, settings: &Settings) {
-    if !crate::features::atomic_or() {
-        return;
-    }
-    let Some((slot, per_generation)) = presence_slot(key, settings) else {
-        return;
-    };
-    let mut generation = 0;
-    while generation < GENERATIONS {
-        if let Some(words) = PRESENCE.get_ptr_mut(slot.chunk + generation * per_generation) {
-            // SAFETY: a word of a `PRESENCE` value; the index is masked into the chunk.
-            unsafe { atomic_or(&mut (*words)[slot.word & (CHUNK_WORDS - 1)], slot.mask) };
+/// Tries to take the lock (`table::Lock`) of slot `at` (set * WAYS + way) of the IPv4 table
+/// (`v4` non-zero) or the IPv6 one for a while: a writer holds a slot for one packet's
+/// update, a few hundred instructions. 1 when taken. A global function, so that the verifier
+/// walks the wait once, not once per way out of it along the rest of the caller; it takes
+/// the slot by index, as global functions take no pointers on 5.10.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_lock(v4: u32, at: u32) -> u32 {
+    let (set, way) = (at / WAYS as u32, at as usize & (WAYS - 1));
+    let lock = if v4 != 0 {
+        match FLOWS4.get_ptr_mut(set) {
+            // SAFETY: a value of the table, valid for the whole run.
+            Some(held) => unsafe { &mut (*held).slots[way].lock as *mut Lock },
+            None => return 0,
         }
-        generation += 1;
+    } else {
+        match FLOWS6.get_ptr_mut(set) {
+            // SAFETY: as above.
+            Some(held) => unsafe { &mut (*held).slots[way].lock as *mut Lock },
+            None => return 0,
+        }
+    };
+    let mut tries = 0;
+    while tries < LOCK_TRIES {
+        // SAFETY: a slot's lock in a flow table's value, 8-aligned.
+        let word = unsafe { core::ptr::read_volatile(lock.cast::<u64>()) };
+        if Lock::is_free(word) {
+            let begun = word as u32;
+            unsafe { atomic_add(&mut (*lock).begun, 1) };
+            if unsafe { core::ptr::read_volatile(&(*lock).begun) } == begun.wrapping_add(1) {
+                return 1;
+            }
+            // Another writer began at the same moment: neither owns the slot.
+            unlock(lock);
+        }
+        tries += 1;
+    }
+    0
+}
+
+/// Counts a packet whose flow's slot stayed busy.
+#[inline(always)]
+fn update_lost(pkt: &PacketMeta) {
+    count(Counter::FlowUpdatesLost);
+    if pkt.is_rst() {
+        count(Counter::RstUpdatesLost);
     }
 }
 
-/// `*word |= bits` as one atomic instruction (BPF_ATOMIC | BPF_OR, Linux 5.12+): another
-/// CPU, or the daemon's rebuild, may set a bit of the same word at the same moment. Through
-/// the compiler intrinsic: the BPF target has no `AtomicU64::fetch_or`.
+/// Attempts to take a slot's lock before its packet is counted in `FlowUpdatesLost`.
+const LOCK_TRIES: u32 = 64;
+
 #[inline(always)]
-unsafe fn atomic_or(word: *mut u64, bits: u64) {
-    use core::intrinsics::{atomic_or, AtomicOrdering};
-    // SAFETY: the caller's `word` is a valid, 8-aligned u64.
-    unsafe { atomic_or::<u64, u64, { AtomicOrdering::Relaxed }>(word, bits) };
+fn unlock(lock: *mut Lock) {
+    // SAFETY: as in `rstwatch_lock`.
+    unsafe { atomic_add(&mut (*lock).ended, 1) };
 }
 
-/// `key`'s slot and the chunks per generation; `None` while the filter is not sized.
+/// `*word += value` as one atomic instruction whose result is not used: the only atomic
+/// Linux 5.10's verifier accepts (`BPF_XADD`). Through the compiler intrinsic: the BPF
+/// target has no `AtomicU32`.
 #[inline(always)]
-fn presence_slot(key: &FlowKey, settings: &Settings) -> Option<(Slot, u32)> {
-    let log2 = settings.presence_slots_log2;
-    if !(CHUNK_SHIFT as u8..64).contains(&log2) {
-        return None;
-    }
-    Some((
-        presence::locate(key, log2),
-        1 << (log2 as u32 - CHUNK_SHIFT),
-    ))
+unsafe fn atomic_add(word: *mut u32, value: u32) {
+    use core::intrinsics::{atomic_xadd, AtomicOrdering};
+    // SAFETY: the caller's `word` is a valid, 4-aligned u32.
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(word, value) };
 }
 
-/// The originator's ACK that ends a handshake, or anything after it: a SYN-ACK does not
-/// count, since a host under a SYN flood answers every spoofed SYN with one.
+/// Word-wise comparison of two table keys.
 #[inline(always)]
-fn completes_handshake(pkt: &PacketMeta) -> bool {
-    pkt.has(tcp_flags::ACK) && !pkt.has(tcp_flags::SYN) && !pkt.is_rst()
+fn same_table_key<K: TableKey>(a: &K, b: &K) -> bool {
+    rstwatch_common::table::same_key(a, b)
 }
 
 #[inline(always)]

@@ -48,14 +48,6 @@ impl KernelFeatures {
             ));
         }
         let programs = &self.programs;
-        if programs.atomic_or == 0 {
-            missing.push(
-                "no BPF atomic OR (before Linux 5.12): the presence filter is off, every packet \
-                 of a flow the tables do not hold looks them up (a flood of new 4-tuples costs \
-                 more); verdicts are the same"
-                    .to_owned(),
-            );
-        }
         if programs.coarse_clock == 0 {
             missing.push(
                 "no bpf_ktime_get_coarse_ns (before Linux 5.11): budgets and storm counts read \
@@ -89,7 +81,6 @@ pub fn has_tcx() -> bool {
 pub fn probe_programs() -> ProgramFeatures {
     let xdp = |insns: &[u64]| u8::from(probe::loads(probe::PROG_TYPE_XDP, insns, None));
     ProgramFeatures {
-        atomic_or: xdp(&probe::ATOMIC_OR),
         coarse_clock: xdp(&probe::COARSE_CLOCK),
         xdp_load_bytes: xdp(&probe::XDP_LOAD_BYTES),
         socket_cookie: u8::from(probe::socket_cookie_in_tracing()),
@@ -126,16 +117,6 @@ mod probe {
     }
     const EXIT: u64 = insn(0x95, 0, 0, 0, 0);
     const XDP_PASS: i32 = 2;
-
-    /// `*(u64 *)(r10 - 8) = 0; lock *(u64 *)(r10 - 8) |= r0`.
-    pub const ATOMIC_OR: [u64; 5] = [
-        mov_imm(R0, 0),
-        insn(0x7b, R10, R0, -8, 0),
-        // BPF_STX | BPF_ATOMIC | BPF_DW with BPF_OR.
-        insn(0xdb, R10, R0, -8, 0x40),
-        mov_imm(R0, XDP_PASS),
-        EXIT,
-    ];
 
     /// `bpf_ktime_get_coarse_ns()`.
     pub const COARSE_CLOCK: [u64; 3] = [call(160), mov_imm(R0, XDP_PASS), EXIT];
@@ -233,17 +214,15 @@ mod tests {
             tcx: false,
             btf: true,
             programs: ProgramFeatures {
-                atomic_or: 0,
                 coarse_clock: 0,
                 xdp_load_bytes: 0,
                 socket_cookie: 0,
             },
         };
         let lines = kernel_5_10.missing();
-        assert_eq!(lines.len(), 4, "{lines:?}");
+        assert_eq!(lines.len(), 3, "{lines:?}");
         for (line, names) in lines.iter().zip([
             "no TCX",
-            "no BPF atomic OR",
             "no bpf_ktime_get_coarse_ns",
             "no bpf_xdp_load_bytes",
         ]) {

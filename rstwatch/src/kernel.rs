@@ -5,12 +5,7 @@
 //! (6.6+): nothing outlives the process, even on SIGKILL. Older kernels get a netlink filter
 //! (see `tc_filter`), removed when `Kernel` drops.
 
-use std::{
-    collections::HashMap,
-    fmt, io,
-    os::fd::{AsFd as _, AsRawFd as _},
-    path::PathBuf,
-};
+use std::{collections::HashMap, fmt, io, path::PathBuf};
 
 use aya::{
     maps::{lpm_trie::Key, Array, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
@@ -24,23 +19,19 @@ use rstwatch_common::{
     defaults,
     event::{StormSlot, STORM_SLOTS_LOG2},
     features::{self, ProgramFeatures},
-    presence, Counter, FlowKey, FlowState, PortSet, Settings, StormCount, StormKey, COUNTER_COUNT,
+    table::{self, WAYS},
+    Counter, FlowKey, FlowState, PortSet, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
 use crate::{
     error::UserError,
     filter::Cidr,
-    presence::{PresenceFilter, PresenceKeeper, PresenceMaps},
+    table::FlowTables,
     tc_filter::{self, EgressFilter, EgressLock, LockState},
 };
 
 /// The eBPF object, built by `build.rs` and embedded so the binary is self-contained.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rstwatch"));
-/// The same programs for kernels without BPF atomics other than add (before 5.12), whose
-/// verifier refuses such an instruction anywhere in a program, even on a path it never takes:
-/// the presence filter is left out.
-static EBPF_OBJECT_ATOMIC_ADD_ONLY: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rstwatch-atomic-add-only"));
 
 /// Where a rejected program's whole verifier log is written: root-owned, unlike /tmp.
 const VERIFIER_LOG_DIR: &str = "/run/rstwatch";
@@ -48,14 +39,17 @@ const VERIFIER_LOG_DIR: &str = "/run/rstwatch";
 pub const XDP_PROGRAM: &str = "rstwatch_xdp";
 pub const TC_PROGRAM: &str = "rstwatch_tc_egress";
 
-/// The half-open table holds flows that have only sent a SYN: this share of the main table,
-/// and at least `MIN_HALF_OPEN` entries.
-const HALF_OPEN_SHARE: u32 = 8;
-const MIN_HALF_OPEN: u32 = 1024;
+/// Sets of the IPv4 and the IPv6 flow table, log2, for `--flows`.
+pub fn table_sets_log2(flows: u32) -> [u8; 2] {
+    [
+        table::sets_log2(flows),
+        table::sets_log2(table::ipv6_flows(flows)),
+    ]
+}
 
-/// Entries of the half-open (SYN-only) flow table beside a main table of `flows`.
-pub fn half_open_flows(flows: u32) -> u32 {
-    (flows / HALF_OPEN_SHARE).max(MIN_HALF_OPEN)
+/// Flows each table holds at most for `--flows`: whole sets.
+pub fn table_capacity(flows: u32) -> [u64; 2] {
+    table_sets_log2(flows).map(|log2| (WAYS as u64) << log2)
 }
 
 /// What to load: table sizes, the runtime settings and the filters.
@@ -73,14 +67,10 @@ pub struct KernelConfig {
 }
 
 impl KernelConfig {
-    /// Entries of the half-open (SYN-only) flow table.
-    pub fn half_open_flows(&self) -> u32 {
-        half_open_flows(self.flows)
-    }
-
-    /// The presence filter's slots per generation, log2, for both tables' entries.
-    pub fn presence_slots_log2(&self) -> u8 {
-        presence::slots_log2(u64::from(self.flows) + u64::from(self.half_open_flows()))
+    /// Sets of the IPv4 and the IPv6 flow table, log2: `flows` IPv4 flows and a quarter as
+    /// many IPv6 ones, rounded up to whole sets.
+    pub fn sets_log2(&self) -> [u8; 2] {
+        table_sets_log2(self.flows)
     }
 }
 
@@ -144,6 +134,7 @@ impl std::error::Error for VerifierRejection {}
 pub struct Kernel {
     ebpf: Ebpf,
     features: ProgramFeatures,
+    tables: FlowTables,
     /// Claims on the netlink egress filters attached; declared after `ebpf` so they are
     /// released only once the filters are gone.
     egress_locks: Vec<EgressLock>,
@@ -153,20 +144,21 @@ impl Kernel {
     /// Loads both programs through the verifier and writes settings and filters; attaches
     /// nothing yet.
     pub fn load(config: &KernelConfig) -> anyhow::Result<Self> {
+        let sets_log2 = config.sets_log2();
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("FLOWS", config.flows)
-            .map_max_entries("HALF_OPEN", config.half_open_flows())
+            .map_max_entries("FLOWS4", 1 << sets_log2[0])
+            .map_max_entries("FLOWS6", 1 << sets_log2[1])
             .map_max_entries("EVENTS", config.ring_bytes)
-            .map_max_entries("PRESENCE", presence::chunks(config.presence_slots_log2()))
             .override_global(features::GLOBAL, &config.features, true)
-            .load(if config.features.atomic_or != 0 {
-                EBPF_OBJECT
-            } else {
-                EBPF_OBJECT_ATOMIC_ADD_ONLY
-            })
+            .load(EBPF_OBJECT)
             .map_err(|err| load_error(&err))?;
         let mut settings = config.settings;
-        settings.presence_slots_log2 = config.presence_slots_log2();
+        settings.table_sets_log2 = sets_log2;
+        // A seed nobody outside this process knows, from the OS's randomness.
+        settings.table_seed = {
+            use std::hash::{BuildHasher as _, Hasher as _};
+            std::hash::RandomState::new().build_hasher().finish()
+        };
         settings.filter.ports = u8::from(!config.ports.is_empty());
         settings.filter.nets = u8::from(!config.nets.is_empty());
         Array::<_, Settings>::try_from(map(&mut ebpf, "SETTINGS")?)?.set(0, settings, 0)?;
@@ -191,39 +183,18 @@ impl Kernel {
         program::<SchedClassifier>(&mut ebpf, TC_PROGRAM)?
             .load()
             .map_err(|err| verifier_error(TC_PROGRAM, err))?;
+        let tables = FlowTables::open(
+            map_data(&ebpf, "FLOWS4")?,
+            map_data(&ebpf, "FLOWS6")?,
+            sets_log2,
+            settings.table_seed,
+        )?;
         Ok(Self {
             ebpf,
             features: config.features,
+            tables,
             egress_locks: Vec::new(),
         })
-    }
-
-    /// Starts the thread that rebuilds the presence filter from the flow tables' keys (the
-    /// filter stays correct without it, but fills up) and counts the flows they hold. Where
-    /// the kernel has no atomic OR the programs do not use the filter, and it is not rebuilt.
-    pub fn keep_presence_filter(&self) -> anyhow::Result<PresenceKeeper> {
-        PresenceKeeper::start(self.presence_filter()?, self.features.atomic_or != 0)
-    }
-
-    /// The presence filter, mapped into this process.
-    pub fn presence_filter(&self) -> anyhow::Result<PresenceFilter> {
-        let id = |name: &str| -> anyhow::Result<u32> {
-            let data = match self.named_map(name)? {
-                aya::maps::Map::Array(data)
-                | aya::maps::Map::PerCpuArray(data)
-                | aya::maps::Map::LruHashMap(data) => data,
-                _ => anyhow::bail!("{name} is not the map type rstwatch made"),
-            };
-            Ok(data.info()?.id())
-        };
-        let maps = PresenceMaps {
-            filter: id("PRESENCE")?,
-            settings: id("SETTINGS")?,
-            counters: id("COUNTERS")?,
-            tables: [id(FLOW_TABLES[0])?, id(FLOW_TABLES[1])?],
-        };
-        let settings = Array::<_, Settings>::try_from(self.named_map("SETTINGS")?)?.get(&0, 0)?;
-        PresenceFilter::open(&maps, settings.presence_slots_log2)
     }
 
     /// Attaches XDP (ingress) and, unless `egress` is `None`, TC egress to `iface`. Returns
@@ -369,56 +340,36 @@ impl Kernel {
         Ok(Counters(totals))
     }
 
-    /// The entry for `key` in the main flow table, or else in the half-open one, if any.
+    /// The state of `key`'s flow in the flow table, if it holds the flow. A read that
+    /// programs kept tearing is an error (and counted in `FlowTables::torn_reads`).
     pub fn flow(&self, key: &FlowKey) -> anyhow::Result<Option<FlowState>> {
-        for table in FLOW_TABLES {
-            match self.flow_table(table)?.get(key, 0) {
-                Ok(flow) => return Ok(Some(flow)),
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
-        Ok(None)
+        self.tables
+            .get(key)
+            .map_err(|_| anyhow::anyhow!("the flow's slot stayed busy through every read"))
     }
 
-    /// Whether `key` is in the half-open table (it has not completed a handshake).
+    /// Whether the table holds `key`'s flow and it has only opened (no handshake completed).
     pub fn is_half_open(&self, key: &FlowKey) -> anyhow::Result<bool> {
-        match self.flow_table("HALF_OPEN")?.get(key, 0) {
-            Ok(_) => Ok(true),
-            Err(aya::maps::MapError::KeyNotFound) => Ok(false),
-            Err(err) => Err(err.into()),
-        }
+        Ok(self.flow(key)?.is_some_and(|flow| flow.is_half_open()))
     }
 
-    /// Flows in both tables now (walks them whole: for summaries and tests, not hot paths).
-    pub fn flow_count(&self) -> anyhow::Result<usize> {
-        let mut total = 0;
-        self.walk_flow_tables(|_| total += 1)?;
-        Ok(total)
+    /// Flows the table holds now (a walk over its keys: a few ms at a million flows).
+    pub fn flow_count(&self) -> u64 {
+        self.tables.count()
     }
 
-    /// The keys of both tables now (walks them whole, as `flow_count`).
-    pub fn flow_keys(&self) -> anyhow::Result<Vec<FlowKey>> {
-        let mut keys = Vec::new();
-        self.walk_flow_tables(|key| keys.push(*key))?;
-        Ok(keys)
+    /// The keys of the flows the table holds now.
+    pub fn flow_keys(&self) -> Vec<FlowKey> {
+        self.tables
+            .flows()
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect()
     }
 
-    fn walk_flow_tables(&self, mut f: impl FnMut(&FlowKey)) -> anyhow::Result<()> {
-        for table in FLOW_TABLES {
-            match self.named_map(table)? {
-                aya::maps::Map::LruHashMap(data) => walk_flow_keys(data, &mut f)?,
-                _ => anyhow::bail!("{table} is not the map type rstwatch made"),
-            }
-        }
-        Ok(())
-    }
-
-    fn flow_table(
-        &self,
-        name: &str,
-    ) -> anyhow::Result<aya::maps::HashMap<&MapData, FlowKey, FlowState>> {
-        Ok(aya::maps::HashMap::try_from(self.named_map(name)?)?)
+    /// Reads of a flow's slot given up as torn since the start.
+    pub fn torn_reads(&self) -> u64 {
+        self.tables.torn_reads()
     }
 
     /// The in-kernel storm counts: every key with its counts since they were made, from the
@@ -474,11 +425,6 @@ impl Kernel {
     }
 }
 
-/// The main flow table first: most packets belong to established flows.
-const FLOW_TABLES: [&str; 2] = ["FLOWS", "HALF_OPEN"];
-/// Entries fetched per batch of a flow table's walk.
-const BATCH_ENTRIES: usize = 1024;
-
 /// Totals of the per-CPU counters, indexed by `Counter`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters(pub [u64; COUNTER_COUNT as usize]);
@@ -496,6 +442,14 @@ impl Counters {
             .map(|c| format!("{}={}", c.name(), self.get(*c)))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+}
+
+fn map_data<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a MapData> {
+    match ebpf.map(name) {
+        Some(aya::maps::Map::Array(data)) => Ok(data),
+        Some(_) => anyhow::bail!("map {name} is not the array rstwatch made"),
+        None => anyhow::bail!("map {name} missing from the eBPF object"),
     }
 }
 
@@ -601,66 +555,6 @@ fn verifier_complaint(log: &str) -> Option<String> {
         .map(str::trim)
         .rfind(|line| !line.is_empty() && !STATISTICS.iter().any(|prefix| line.starts_with(prefix)))
         .map(str::to_owned)
-}
-
-/// Calls `f` with every key of a flow table (every walk of one goes through here), walking it with `BPF_MAP_LOOKUP_BATCH`, which
-/// walks bucket by bucket and so sees every entry that stays in the table while it runs
-/// (aya has no batch walk; key by key, a key evicted under the walk restarts it).
-pub(crate) fn walk_flow_keys(table: &MapData, mut f: impl FnMut(&FlowKey)) -> anyhow::Result<()> {
-    const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
-    #[repr(C)]
-    #[derive(Default)]
-    struct BatchAttr {
-        in_batch: u64,
-        out_batch: u64,
-        keys: u64,
-        values: u64,
-        count: u32,
-        map_fd: u32,
-        elem_flags: u64,
-        flags: u64,
-    }
-    let fd = table.fd().as_fd().as_raw_fd();
-    let mut keys = vec![FlowKey::default(); BATCH_ENTRIES];
-    let mut values = vec![FlowState::default(); BATCH_ENTRIES];
-    // The position between batches: a bucket index for hash tables.
-    let mut tokens = [[0u8; 8]; 2];
-    let mut first = true;
-    loop {
-        let (token_in, token_out) = tokens.split_at_mut(1);
-        let mut attr = BatchAttr {
-            in_batch: if first {
-                0
-            } else {
-                token_in[0].as_ptr() as u64
-            },
-            out_batch: token_out[0].as_mut_ptr() as u64,
-            keys: keys.as_mut_ptr() as u64,
-            values: values.as_mut_ptr() as u64,
-            count: BATCH_ENTRIES as u32,
-            map_fd: fd as u32,
-            ..BatchAttr::default()
-        };
-        // SAFETY: the buffers hold `count` keys and values of the table's sizes and outlive
-        // the call; the attribute is the kernel's `batch` layout.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                BPF_MAP_LOOKUP_BATCH,
-                &mut attr as *mut BatchAttr,
-                size_of::<BatchAttr>(),
-            )
-        };
-        let error = (rc < 0).then(std::io::Error::last_os_error);
-        keys[..attr.count as usize].iter().for_each(&mut f);
-        match error {
-            None => {}
-            Some(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-            Some(err) => anyhow::bail!("walking a flow table (BPF_MAP_LOOKUP_BATCH): {err}"),
-        }
-        tokens.swap(0, 1);
-        first = false;
-    }
 }
 
 #[cfg(test)]

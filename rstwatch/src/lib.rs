@@ -50,12 +50,12 @@ pub mod offline;
 pub mod output;
 pub mod pipeline;
 pub mod preflight;
-pub mod presence;
 pub mod replay;
 pub mod report;
 pub mod sink;
 pub mod storm;
 pub mod summary;
+pub mod table;
 pub mod tc_filter;
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

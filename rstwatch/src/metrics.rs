@@ -35,8 +35,10 @@ const CONCURRENT_SCRAPES: usize = 4;
 /// What one scrape reads besides the reset counts.
 pub struct Snapshot {
     pub kernel: Counters,
-    /// Flows in the kernel's tables at the last count (`crate::presence::LiveFlows`).
+    /// Flows in the kernel's tables now.
     pub flows_live: u64,
+    /// Reads of a flow's slot given up because programs kept writing it.
+    pub flow_reads_torn: u64,
     /// Entries each flow table may hold, by table name.
     pub flow_capacity: Vec<(&'static str, u64)>,
     pub pipeline: PipelineStats,
@@ -131,13 +133,11 @@ pub fn render(resets: &ResetCounts, snapshot: &Snapshot) -> String {
         "Flows the kernel started tracking",
         inserted,
     );
-    // The LRU tables evict without telling anyone: what was inserted and is no longer there
-    // was evicted (or expired after a RST's grace period).
     register_counter(
         &mut registry,
-        "flows_evicted",
-        "Flows no longer tracked: evicted by newer ones or expired",
-        inserted.saturating_sub(snapshot.flows_live),
+        "flow_reads_torn",
+        "Reads of a flow's state given up because the kernel kept writing it",
+        snapshot.flow_reads_torn,
     );
     register_gauge(
         &mut registry,
@@ -406,6 +406,7 @@ mod tests {
             &Snapshot {
                 kernel: Counters(kernel),
                 flows_live: 4,
+                flow_reads_torn: 0,
                 flow_capacity: vec![("main", 131072)],
                 pipeline: PipelineStats::default(),
                 held: 1,
@@ -427,7 +428,7 @@ mod tests {
              direction=\"ingress\",interface=\"eth0\"} 3",
             "rstwatch_kernel_total{reason=\"events_lost\"} 2",
             "rstwatch_events_lost_total 2",
-            "rstwatch_flows_evicted_total 6",
+            "rstwatch_flow_reads_torn_total 0",
             "rstwatch_flows_live 4",
             "rstwatch_flow_table_capacity{table=\"main\"} 131072",
             "rstwatch_sink_records_spooled_total{sink=\"syslog\"} 2",

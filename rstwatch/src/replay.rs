@@ -83,8 +83,9 @@ pub struct Replay {
     settings: Settings,
     filter: PacketFilter,
     server_ports: &'static PortSet,
+    /// The capture's flows, without a bound: a capture is finite, and no flow of it is
+    /// evicted as the kernel's table may evict one.
     flows: HashMap<FlowKey, FlowState>,
-    half_open: HashMap<FlowKey, FlowState>,
     recent: HashMap<FlowKey, RecentRst>,
     unknown_rsts: RateWindow,
     half_open_budget: RateWindow,
@@ -100,7 +101,6 @@ impl Replay {
             filter,
             server_ports,
             flows: HashMap::new(),
-            half_open: HashMap::new(),
             recent: HashMap::new(),
             unknown_rsts: RateWindow::default(),
             half_open_budget: RateWindow::default(),
@@ -117,9 +117,9 @@ impl Replay {
         Counters(self.counters)
     }
 
-    /// Flows in both tables.
+    /// Flows in the table.
     pub fn flow_count(&self) -> usize {
-        self.flows.len() + self.half_open.len()
+        self.flows.len()
     }
 
     /// The storm counts so far, in the form the kernel's per-CPU map is read (one CPU).
@@ -154,17 +154,6 @@ impl Replay {
             let step = flow.step(pkt, dir, now, &settings, &likely_server, &mut emit_flow);
             return self.count_step(step);
         }
-        if let Some(flow) = self.half_open.get_mut(&key) {
-            let step = flow.step(pkt, dir, now, &settings, &likely_server, &mut emit_flow);
-            let flow = *flow;
-            self.count_step(step);
-            if completes_handshake(pkt) {
-                self.half_open.remove(&key);
-                self.flows.insert(key, flow);
-                self.count(Counter::FlowsPromoted);
-            }
-            return;
-        }
         let recent = self
             .recent
             .get(&key)
@@ -191,8 +180,8 @@ impl Replay {
         if recent.is_some_and(|r| r.rst_dir == dir) && pkt.payload_len > 0 {
             self.followup_of_recent(&key, now, hook, pkt, &mut emit);
         }
-        // A SYN alone proves nothing about its sender: it waits in the half-open table, and
-        // beyond the budget it is not tracked at all (its flow starts at its next packet).
+        // A SYN alone proves nothing about its sender: beyond the budget it is not tracked at
+        // all (its flow starts at its next packet).
         let opening = pkt.has(tcp_flags::SYN) && !pkt.has(tcp_flags::ACK);
         if opening && !self.half_open_budget.take(now, settings.half_open_per_sec) {
             return self.count(Counter::SynsUntracked);
@@ -201,11 +190,7 @@ impl Replay {
         flow.step(pkt, dir, now, &settings, &likely_server, |kind, flow| {
             emit(flow_event(kind, now, hook, pkt, flow))
         });
-        if opening {
-            self.half_open.insert(key, flow);
-        } else {
-            self.flows.insert(key, flow);
-        }
+        self.flows.insert(key, flow);
         self.count(Counter::FlowsInserted);
     }
 
@@ -260,17 +245,8 @@ impl Replay {
 /// as `watch` reads the kernel's.
 impl FlowStateSource for Replay {
     fn current(&self, key: &FlowKey) -> Option<FlowState> {
-        self.flows
-            .get(key)
-            .or_else(|| self.half_open.get(key))
-            .copied()
+        self.flows.get(key).copied()
     }
-}
-
-/// The originator's ACK that ends a handshake, or anything after it: a SYN-ACK does not
-/// count, since a host under a SYN flood answers every spoofed SYN with one.
-fn completes_handshake(pkt: &PacketMeta) -> bool {
-    pkt.has(tcp_flags::ACK) && !pkt.has(tcp_flags::SYN) && !pkt.is_rst()
 }
 
 fn header(now: u64, hook: Hook) -> RecordHeader {

@@ -29,7 +29,7 @@ use crate::{
     explain::ExplainSettings,
     features::KernelFeatures,
     ifaces::{Change, Interfaces},
-    kernel::{half_open_flows, Kernel, KernelConfig, TcAttach, VerifierRejection},
+    kernel::{table_capacity, Kernel, KernelConfig, TcAttach, VerifierRejection},
     local::{
         gate::{FloodGate, GateAction},
         witness,
@@ -40,7 +40,6 @@ use crate::{
     },
     pipeline::{aggregate::AggregateConfig, Pipeline, PipelineConfig},
     preflight,
-    presence::LiveFlows,
     sink::{
         file::{Destination, LineSink, LineStats, WriterSink},
         metrics::{MetricsSink, ResetCounts},
@@ -128,8 +127,6 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             );
         }
     }
-    // Stopped when `watch` returns; it holds its own handles on the maps.
-    let presence = kernel.keep_presence_filter()?;
     let witness = match kernel.attach_stack_witness() {
         Ok(witness) => {
             for degraded in &witness.degraded {
@@ -241,7 +238,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             }
             scrape = next_scrape(&mut scrapes) => {
                 let view = View { pipeline: &pipeline, kernel: &kernel, records: &records, syslog: syslog.as_ref(), stack: stack.as_ref() };
-                let page = view.metrics_page(&resets, &args, presence.live_flows())?;
+                let page = view.metrics_page(&resets, &args)?;
                 // The client may have gone: its page is simply not sent.
                 let _ = scrape.send(page);
             }
@@ -501,14 +498,8 @@ struct View<'a> {
 
 impl View<'_> {
     /// The `--metrics` page: the reset counts and what the kernel, the pipeline and the sinks
-    /// counted until now. The flows live are the last background count, and a new one is asked
-    /// for: walking the tables here would stall the loop (0.4 s at 1 M flows).
-    fn metrics_page(
-        &self,
-        resets: &ResetCounts,
-        args: &WatchArgs,
-        live_flows: &LiveFlows,
-    ) -> anyhow::Result<String> {
+    /// counted until now. The flows live are counted from the mapped tables' keys.
+    fn metrics_page(&self, resets: &ResetCounts, args: &WatchArgs) -> anyhow::Result<String> {
         let output = self.records.stats();
         let mut sinks = vec![SinkRecords {
             sink: "output",
@@ -527,11 +518,12 @@ impl View<'_> {
         }
         let snapshot = Snapshot {
             kernel: self.kernel.counters()?,
-            flows_live: live_flows.get(),
-            flow_capacity: vec![
-                ("main", u64::from(args.flows)),
-                ("half_open", u64::from(half_open_flows(args.flows))),
-            ],
+            flows_live: self.kernel.flow_count(),
+            flow_reads_torn: self.kernel.torn_reads(),
+            flow_capacity: {
+                let [v4, v6] = table_capacity(args.flows);
+                vec![("ipv4", v4), ("ipv6", v6)]
+            },
             pipeline: self.pipeline.stats(),
             held: self.pipeline.held() as u64,
             sinks,
@@ -541,7 +533,6 @@ impl View<'_> {
                 attached: !stack.gate.is_aside(),
             }),
         };
-        live_flows.request();
         Ok(metrics::render(resets, &snapshot))
     }
 
@@ -549,15 +540,15 @@ impl View<'_> {
     fn totals(&self, interfaces: &Interfaces) -> anyhow::Result<String> {
         let mut totals = self.pipeline.summary().render(SUMMARY_PEERS);
         let counters = self.kernel.counters()?;
-        // The LRU map evicts without telling anyone: what was inserted and is no longer there
-        // was evicted (or started over after a RST's grace period, counted separately).
-        let live = self.kernel.flow_count()? as u64;
         let stats = self.pipeline.stats();
         totals.push_str(&format!(
-            "rstwatch: kernel {}\nrstwatch: flows live={live} evicted={}\nrstwatch: daemon \
-             held={} late_data_followups={} unknown_events={} short_events={} interfaces_lost={}\n",
+            "rstwatch: kernel {}\nrstwatch: flows live={} evicted={} reads_torn={}\nrstwatch: \
+             daemon held={} late_data_followups={} unknown_events={} short_events={} \
+             interfaces_lost={}\n",
             counters.describe(),
-            counters.get(Counter::FlowsInserted).saturating_sub(live),
+            self.kernel.flow_count(),
+            counters.get(Counter::FlowsEvicted),
+            self.kernel.torn_reads(),
             self.pipeline.held(),
             stats.late_data_followups,
             stats.unknown_events,

@@ -258,7 +258,8 @@ fn the_grafana_dashboard_queries_only_metrics_rstwatch_serves() {
         &Snapshot {
             kernel: Counters([0; rstwatch_common::COUNTER_COUNT as usize]),
             flows_live: 0,
-            flow_capacity: vec![("main", 1024)],
+            flow_reads_torn: 0,
+            flow_capacity: vec![("ipv4", 1024)],
             pipeline: PipelineStats::default(),
             held: 0,
             sinks: vec![SinkRecords {

@@ -216,6 +216,7 @@ impl RstwatchSide {
             - (self.counter("events_sent")
                 + self.counter("events_lost")
                 + self.counter("rsts_aggregated")
+                + self.counter("rst_updates_lost")
                 + self.counter("followups_suppressed")) as i64
     }
 }

@@ -1,26 +1,23 @@
-//! What the flow tables and their presence filter occupy: the kernel's own account
+//! What the flow tables, and all of rstwatch's maps, occupy: the kernel's own account
 //! (`memlock` in each map's fdinfo).
 
-use std::fs;
+use std::{collections::HashSet, fs};
 
 use anyhow::{Context, Result};
-use rstwatch::kernel::KernelConfig;
-use rstwatch_common::{
-    presence::{self, Chunk},
-    FlowKey, FlowState,
-};
+use rstwatch::kernel::{table_capacity, KernelConfig};
+use rstwatch_common::table::{Set4, Set6, WAYS};
 
 use super::fdinfo_fields;
 
 const BPF_MAP_TYPE_ARRAY: &str = "2";
-const BPF_MAP_TYPE_LRU_HASH: &str = "9";
 
 #[derive(Clone, Debug)]
 pub struct FlowTableMemory {
-    pub max_entries: u64,
+    /// Flows the table holds at most.
+    pub flows: u64,
     pub memlock_bytes: u64,
-    pub key_bytes: usize,
-    pub value_bytes: usize,
+    /// Bytes of a set: `WAYS` keys, then `WAYS` slots (lock and state).
+    pub set_bytes: usize,
 }
 
 impl FlowTableMemory {
@@ -29,46 +26,45 @@ impl FlowTableMemory {
     }
 
     pub fn bytes_per_flow(&self) -> f64 {
-        self.memlock_bytes as f64 / self.max_entries as f64
+        self.memlock_bytes as f64 / self.flows as f64
     }
 }
 
-/// The main and the half-open flow table of a kernel side this process loaded, and the
-/// presence filter in front of them.
+/// The IPv4 and the IPv6 flow table of a kernel side this process loaded, and every map this
+/// process holds.
 #[derive(Clone, Debug)]
 pub struct FlowTables {
-    pub main: FlowTableMemory,
-    pub half_open: FlowTableMemory,
-    pub presence_memlock_bytes: u64,
+    pub v4: FlowTableMemory,
+    pub v6: FlowTableMemory,
+    pub all_maps_bytes: u64,
 }
 
 impl FlowTables {
-    pub fn presence_mib(&self) -> f64 {
-        self.presence_memlock_bytes as f64 / f64::from(1 << 20)
-    }
-
     pub fn mib(&self) -> f64 {
-        self.main.mib() + self.half_open.mib() + self.presence_mib()
+        self.v4.mib() + self.v6.mib()
+    }
+
+    pub fn all_maps_mib(&self) -> f64 {
+        self.all_maps_bytes as f64 / f64::from(1 << 20)
     }
 }
 
-/// The flow tables of the kernel side loaded with `config`, found by their sizes.
+/// The flow tables of the kernel side loaded with `config`, found by their sizes, and the sum
+/// over every BPF map this process holds (the bench holds one kernel side at a time).
 pub fn flow_tables(config: &KernelConfig) -> Result<FlowTables> {
-    let presence_chunks = presence::chunks(config.presence_slots_log2());
+    let [v4_flows, v6_flows] = table_capacity(config.flows);
+    let table = |flows: u64, set_bytes: usize| -> Result<FlowTableMemory> {
+        let sets = (flows / WAYS as u64) as u32;
+        Ok(FlowTableMemory {
+            flows,
+            memlock_bytes: memlock(BPF_MAP_TYPE_ARRAY, sets, set_bytes)?,
+            set_bytes,
+        })
+    };
     Ok(FlowTables {
-        main: flow_table(config.flows)?,
-        half_open: flow_table(config.half_open_flows())?,
-        presence_memlock_bytes: memlock(BPF_MAP_TYPE_ARRAY, presence_chunks, size_of::<Chunk>())?,
-    })
-}
-
-/// The LRU hash map of `max_entries` flows this process holds.
-fn flow_table(max_entries: u32) -> Result<FlowTableMemory> {
-    Ok(FlowTableMemory {
-        max_entries: u64::from(max_entries),
-        memlock_bytes: memlock(BPF_MAP_TYPE_LRU_HASH, max_entries, size_of::<FlowState>())?,
-        key_bytes: size_of::<FlowKey>(),
-        value_bytes: size_of::<FlowState>(),
+        v4: table(v4_flows, size_of::<Set4>())?,
+        v6: table(v6_flows, size_of::<Set6>())?,
+        all_maps_bytes: all_maps()?,
     })
 }
 
@@ -93,4 +89,23 @@ fn memlock(map_type: &str, max_entries: u32, value_size: usize) -> Result<u64> {
         "no map of type {map_type} with {max_entries} entries of {value_size} bytes among this \
          process's file descriptors"
     )
+}
+
+/// `memlock` summed over every BPF map this process holds, each map once.
+fn all_maps() -> Result<u64> {
+    let mut seen = HashSet::new();
+    let mut total = 0;
+    for entry in fs::read_dir("/proc/self/fdinfo")? {
+        let Ok(info) = fs::read_to_string(entry?.path()) else {
+            continue;
+        };
+        let fields = fdinfo_fields(&info);
+        let (Some(id), Some(memlock)) = (fields.get("map_id"), fields.get("memlock")) else {
+            continue;
+        };
+        if seen.insert(id.clone()) {
+            total += memlock.parse::<u64>().context("a map's memlock")?;
+        }
+    }
+    Ok(total)
 }

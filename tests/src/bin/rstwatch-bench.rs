@@ -52,7 +52,8 @@ const TARGET_FILTERED_RATIO: f64 = 2.0;
 const TARGET_DATA_RATIO: f64 = 4.0;
 const TARGET_RST_RATIO: f64 = 6.0;
 const TARGET_EVENTS_PER_SECOND: f64 = 1e6;
-const TARGET_TABLE_MIB: f64 = 192.0;
+const TARGET_TABLE_MIB: f64 = 128.0;
+const TARGET_ALL_MAPS_MIB: f64 = 144.0;
 
 #[derive(Clone, Copy)]
 enum Target {
@@ -203,10 +204,9 @@ fn main() -> Result<()> {
         cost: evicting,
         target: Target::None,
     });
-    // How long a walk of the full tables takes (the summary's count and the metrics page's,
-    // on the presence filter's thread).
+    // How long a walk of the full tables takes (the summary's count and the metrics page's).
     let walk = Instant::now();
-    let flows = kernel.flow_count()?;
+    let flows = kernel.flow_count() as usize;
     eprintln!(
         "bench: kernel cost, flow table full ({flows} flows, counted in {:.2} s)",
         walk.elapsed().as_secs_f64()
@@ -506,20 +506,22 @@ fn flood_markdown(md: &mut String, flood: &Flood) {
     let _ = writeln!(
         md,
         "\nrstwatch, all runs: {} RSTs seen, {} sent as events, {} counted in storm aggregates \
-         ({} without room in the storm map), {} lost, {} follow-ups suppressed: **{} \
-         unaccounted** (target 0: {}); {} resets reported (aggregates by their count); {} flows \
-         inserted, {} promoted; XDP program {:.0} ns/run.",
+         ({} without room in the storm map), {} lost, {} lost to a busy slot, {} follow-ups \
+         suppressed: **{} unaccounted** (target 0: {}); {} resets reported (aggregates by their \
+         count); {} flows inserted, {} evicted ({} established); XDP program {:.0} ns/run.",
         side("rsts"),
         side("events_sent"),
         side("rsts_aggregated"),
         side("storm_map_full"),
         side("events_lost"),
+        side("rst_updates_lost"),
         side("followups_suppressed"),
         flood.unaccounted(),
         verdict(Some(flood.unaccounted() == 0)),
         reported,
         side("flows_inserted"),
-        side("flows_promoted"),
+        side("flows_evicted"),
+        side("established_evicted"),
         xdp_s * 1e9 / xdp_runs.max(1) as f64
     );
     let tcpdump_dropped: u64 = flood.tcpdump.iter().map(|t| t.dropped_by_kernel).sum();
@@ -583,22 +585,28 @@ fn results_markdown(
     }
     let _ = writeln!(
         md,
-        "\nFlow tables: {} flows held after {} new flows; memlock {:.1} MiB for {} entries = \
-         {:.0} bytes/flow (key {} B, value {} B), plus the half-open table {:.1} MiB for {} \
-         entries and the presence filter {:.1} MiB: {:.1} MiB in all (target <= {} MiB: {}).",
+        "\nFlow tables (fdinfo memlock, the kernel's own account): {} flows held after {} new \
+         flows; IPv4 {:.1} MiB for {} flows = {:.0} bytes/flow (sets of {} B), IPv6 {:.1} MiB \
+         for {} flows = {:.0} bytes/flow (sets of {} B): {:.1} MiB (target <= {} MiB: {}). \
+         Every map of the process: {:.1} MiB (target <= {} MiB: {}). Per flow elsewhere, the \
+         same account: Cilium conntrack 136 B (IPv4), Katran 120 B, Calico 168 B, Retina 208 B; \
+         rstwatch's LRU hash before this table, 312 B (362.5 MiB in all).",
         flows,
         FULL_TABLE + 2 * SAMPLE,
-        memory.main.mib(),
-        memory.main.max_entries,
-        memory.main.bytes_per_flow(),
-        memory.main.key_bytes,
-        memory.main.value_bytes,
-        memory.half_open.mib(),
-        memory.half_open.max_entries,
-        memory.presence_mib(),
+        memory.v4.mib(),
+        memory.v4.flows,
+        memory.v4.bytes_per_flow(),
+        memory.v4.set_bytes,
+        memory.v6.mib(),
+        memory.v6.flows,
+        memory.v6.bytes_per_flow(),
+        memory.v6.set_bytes,
         memory.mib(),
         TARGET_TABLE_MIB,
-        verdict(Some(memory.mib() <= TARGET_TABLE_MIB))
+        verdict(Some(memory.mib() <= TARGET_TABLE_MIB)),
+        memory.all_maps_mib(),
+        TARGET_ALL_MAPS_MIB,
+        verdict(Some(memory.all_maps_mib() <= TARGET_ALL_MAPS_MIB)),
     );
     md
 }
@@ -714,16 +722,16 @@ fn json_report(
         "floods": floods.iter().map(flood_json).collect::<Vec<_>>(),
         "flow_table": {
             "flows_held": flows,
-            "max_entries": memory.main.max_entries,
-            "memlock_bytes": memory.main.memlock_bytes,
-            "half_open_max_entries": memory.half_open.max_entries,
-            "half_open_memlock_bytes": memory.half_open.memlock_bytes,
-            "presence_memlock_bytes": memory.presence_memlock_bytes,
+            "ipv4_flows": memory.v4.flows,
+            "ipv4_memlock_bytes": memory.v4.memlock_bytes,
+            "ipv4_bytes_per_flow": memory.v4.bytes_per_flow(),
+            "ipv6_flows": memory.v6.flows,
+            "ipv6_memlock_bytes": memory.v6.memlock_bytes,
+            "ipv6_bytes_per_flow": memory.v6.bytes_per_flow(),
             "mib": memory.mib(),
-            "bytes_per_flow": memory.main.bytes_per_flow(),
-            "key_bytes": memory.main.key_bytes,
-            "value_bytes": memory.main.value_bytes,
-            "met": memory.mib() <= TARGET_TABLE_MIB,
+            "all_maps_mib": memory.all_maps_mib(),
+            "met": memory.mib() <= TARGET_TABLE_MIB
+                && memory.all_maps_mib() <= TARGET_ALL_MAPS_MIB,
         },
     })
 }

@@ -13,7 +13,6 @@ fn each_feature_is_found_from_the_kernel_version_that_brought_it() {
     assert_eq!(
         probe_programs(),
         ProgramFeatures {
-            atomic_or: since(5, 12),
             coarse_clock: since(5, 11),
             xdp_load_bytes: since(5, 18),
             socket_cookie: since(5, 12),

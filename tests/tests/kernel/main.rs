@@ -13,5 +13,4 @@ mod filters;
 mod flow;
 mod frames;
 mod parser;
-mod presence;
 mod storms;

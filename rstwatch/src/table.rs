@@ -1,0 +1,210 @@
+//! The kernel's flow tables (`rstwatch_common::table`), mapped into this process: a flow's
+//! state is read without a system call, by the same hash and layout the programs use.
+//!
+//! A slot is copied between two reads of its lock; a copy that a writer may have torn is
+//! tried again, and one still torn after `READ_TRIES` is counted (`FlowTables::torn_reads`),
+//! never used.
+
+use std::{
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::atomic::{fence, AtomicU64, Ordering},
+};
+
+use anyhow::{bail, Context as _};
+use aya::maps::MapData;
+use rstwatch_common::{
+    table::{same_key, set_of, Key4, Key6, Lock, Set, Set4, Set6, Slot, TableKey, WAYS},
+    FlowKey, FlowState,
+};
+
+/// Copies of a slot tried before its read is counted as torn.
+const READ_TRIES: usize = 64;
+
+/// Both tables, mapped.
+pub struct FlowTables {
+    v4: Mapping<Key4>,
+    v6: Mapping<Key6>,
+    seed: u64,
+    torn: AtomicU64,
+}
+
+/// A lookup whose slot programs kept writing through every try (counted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TornRead;
+
+/// What a lookup found: the flow's state, if the table holds the flow.
+pub type Lookup = Result<Option<FlowState>, TornRead>;
+
+impl FlowTables {
+    /// Maps the tables `v4` (`2^sets_log2[0]` sets) and `v6`, whose sets `seed` places keys in.
+    pub fn open(v4: &MapData, v6: &MapData, sets_log2: [u8; 2], seed: u64) -> anyhow::Result<Self> {
+        Ok(Self {
+            v4: Mapping::new(v4, 1 << sets_log2[0])?,
+            v6: Mapping::new(v6, 1 << sets_log2[1])?,
+            seed,
+            torn: AtomicU64::new(0),
+        })
+    }
+
+    /// The state of `key`'s flow (a key as the programs make it, VLAN applied).
+    pub fn get(&self, key: &FlowKey) -> Lookup {
+        if key.family == rstwatch_common::packet::FAMILY_IPV4 {
+            self.v4
+                .get(&Key4::from_flow_key(key), self.seed, &self.torn)
+        } else {
+            self.v6
+                .get(&Key6::from_flow_key(key), self.seed, &self.torn)
+        }
+    }
+
+    /// The keys of every flow both tables hold now, with whether each has only opened.
+    pub fn flows(&self) -> Vec<(FlowKey, bool)> {
+        let mut flows = Vec::new();
+        self.v4.each(&mut flows, &self.torn);
+        self.v6.each(&mut flows, &self.torn);
+        flows
+    }
+
+    /// Flows both tables hold now: a walk over their keys, a few ms at a million flows.
+    pub fn count(&self) -> u64 {
+        self.v4.count() + self.v6.count()
+    }
+
+    /// Reads given up as torn since the tables were mapped.
+    pub fn torn_reads(&self) -> u64 {
+        self.torn.load(Ordering::Relaxed)
+    }
+}
+
+/// A table's array map, mapped into this process (`BPF_F_MMAPABLE`).
+struct Mapping<K> {
+    start: NonNull<Set<K>>,
+    sets: usize,
+    len: usize,
+}
+
+// SAFETY: the mapping is shared memory that the kernel writes under the slots' locks; this
+// side only reads it, through volatile copies checked against the locks.
+unsafe impl<K> Send for Mapping<K> {}
+unsafe impl<K> Sync for Mapping<K> {}
+
+impl<K: TableKey> Mapping<K> {
+    fn new(map: &MapData, sets: usize) -> anyhow::Result<Self> {
+        let fd = map.fd().as_fd().as_raw_fd();
+        let page = 4096;
+        let len = (sets * size_of::<Set<K>>()).div_ceil(page) * page;
+        // SAFETY: a shared read-only mapping of the map's whole value area, unmapped on drop.
+        let start = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        if start == libc::MAP_FAILED {
+            bail!("mapping a flow table: {}", std::io::Error::last_os_error());
+        }
+        let start = NonNull::new(start.cast()).context("mmap returned null")?;
+        Ok(Self { start, sets, len })
+    }
+
+    fn set(&self, index: usize) -> *const Set<K> {
+        assert!(index < self.sets);
+        // SAFETY: inside the mapping (asserted), which lives as long as `self`.
+        unsafe { self.start.as_ptr().add(index) }
+    }
+
+    fn get(&self, key: &K, seed: u64, torn: &AtomicU64) -> Lookup {
+        let sets_log2 = self.sets.trailing_zeros() as u8;
+        let set = self.set(set_of(key, seed, sets_log2) as usize);
+        for way in 0..WAYS {
+            if !same_key(&key_at(set, way), key) {
+                continue;
+            }
+            match read_slot(set, way, torn) {
+                Some((held, flow)) if same_key(&held, key) => return Ok(Some(flow)),
+                // The flow left the slot meanwhile.
+                Some(_) => {}
+                None => return Err(TornRead),
+            }
+        }
+        Ok(None)
+    }
+
+    fn each(&self, flows: &mut Vec<(FlowKey, bool)>, torn: &AtomicU64) {
+        for index in 0..self.sets {
+            let set = self.set(index);
+            for way in 0..WAYS {
+                if !key_at(set, way).is_used() {
+                    continue;
+                }
+                if let Some((key, flow)) = read_slot(set, way, torn) {
+                    if key.is_used() {
+                        flows.push((key.to_flow_key(), flow.is_half_open()));
+                    }
+                }
+            }
+        }
+    }
+
+    fn count(&self) -> u64 {
+        let mut count = 0;
+        for index in 0..self.sets {
+            let set = self.set(index);
+            count += (0..WAYS).filter(|&way| key_at(set, way).is_used()).count() as u64;
+        }
+        count
+    }
+}
+
+impl<K> Drop for Mapping<K> {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, no longer used.
+        unsafe { libc::munmap(self.start.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The key of `set`'s way `way`, as it reads now (a writer may be changing it).
+fn key_at<K: TableKey>(set: *const Set<K>, way: usize) -> K {
+    // SAFETY: `set` points into the mapping and `way < WAYS`; a volatile copy of plain data.
+    unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*set).keys[way])) }
+}
+
+/// A consistent copy of `set`'s way `way`, key and flow, or `None` (counted in `torn`) when
+/// writers kept it busy through every try.
+fn read_slot<K: TableKey>(
+    set: *const Set<K>,
+    way: usize,
+    torn: &AtomicU64,
+) -> Option<(K, FlowState)> {
+    // SAFETY: as in `key_at`.
+    let slot = unsafe { std::ptr::addr_of!((*set).slots[way]) };
+    let lock = || {
+        // SAFETY: the slot's lock, 8-aligned inside the mapping.
+        unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*slot).lock).cast::<u64>()) }
+    };
+    for _ in 0..READ_TRIES {
+        let before = lock();
+        if !Lock::is_free(before) {
+            std::hint::spin_loop();
+            continue;
+        }
+        fence(Ordering::Acquire);
+        let key = key_at(set, way);
+        // SAFETY: a volatile copy of the slot's flow, plain data; checked below.
+        let flow = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*slot).flow)) };
+        fence(Ordering::Acquire);
+        if lock() == before {
+            return Some((key, flow));
+        }
+    }
+    torn.fetch_add(1, Ordering::Relaxed);
+    None
+}
+
+const _: () = assert!(size_of::<Slot>().is_multiple_of(8) && size_of::<Set4>().is_multiple_of(8));
+const _: () = assert!(size_of::<Set6>().is_multiple_of(8));
