@@ -181,7 +181,7 @@ pub struct DirState {
     /// Time of this direction's last packet, in full: `fast_rst` and the idle time before a
     /// RST measure from it.
     pub last_ns: u64,
-    /// Payload bytes, saturating at `u32::MAX` (4 GiB).
+    /// Payload bytes, saturating at `u32::MAX` (4 GiB - 1).
     pub bytes: u32,
     /// This direction's first packet (with `seen::SENT`) and last TLS alert record (with
     /// `seen::TLS_ALERT`), since `FlowState::start_ns`: read them with `FlowState::first_ns`
