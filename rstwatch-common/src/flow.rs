@@ -123,23 +123,27 @@ pub mod seen {
     pub const SEQ_KNOWN: u16 = 1 << 13;
     /// `max_ack` holds a value.
     pub const ACK_KNOWN: u16 = 1 << 14;
+    /// `DirState::raw_window` was scaled by `DirState::window_scale` when it was recorded
+    /// (both sides offered scaling, and it was no SYN): read it with `DirState::window`.
+    pub const WINDOW_SCALED: u16 = 1 << 15;
 }
 
 /// Recent genuine IP IDs kept per direction.
 pub const RECENT_IP_IDS: usize = 4;
 /// Zeek history letters kept per flow, in order. Zeek repeats some letters (a FIN or RST with a
 /// new sequence number, retransmissions at 1, 10, 100, ...), so a history has no fixed length;
-/// letters beyond this are not recorded. One bit each in `FlowState::history_from_high`.
-pub const HISTORY_CAPACITY: usize = 32;
+/// letters beyond this are not recorded, only counted (`FlowState::history_cut`). Four bits
+/// each in `FlowState::history_letters`, one in `FlowState::history_from_high`.
+pub const HISTORY_CAPACITY: usize = 16;
 /// A history byte (`FlowState::history_events`): bit index of `seen` in the low bits, this
 /// flag when sent by `DIR_FROM_HIGH`.
 pub const HISTORY_FROM_HIGH: u8 = 0x80;
 /// Bits of a history letter in `FlowState::history_letters`: a `seen` bit index, below 16.
 const HISTORY_LETTER_BITS: usize = 4;
-/// History letters per word of `FlowState::history_letters`.
-const HISTORY_LETTERS_PER_WORD: usize = 64 / HISTORY_LETTER_BITS;
+const _: () = assert!(HISTORY_CAPACITY * HISTORY_LETTER_BITS == 64);
+const _: () = assert!(HISTORY_CAPACITY <= u16::BITS as usize);
 
-/// `FlowState::origin`: how the originator was decided.
+/// `FlowState::origin`: how the originator was decided (0 before the first packet).
 pub mod origin {
     /// It sent a SYN without ACK.
     pub const SYN: u8 = 1;
@@ -149,6 +153,27 @@ pub mod origin {
     pub const INFERRED: u8 = 3;
 }
 
+/// Bits of `FlowState::roles`, read through `FlowState::originator`, `rst_dir`, `flipped`
+/// and `origin`.
+mod roles {
+    /// The originator is `DIR_FROM_HIGH`.
+    pub const ORIGINATOR_HIGH: u8 = 1 << 0;
+    /// The flow's first RST came from `DIR_FROM_HIGH`.
+    pub const RST_FROM_HIGH: u8 = 1 << 1;
+    /// Zeek's heuristic flipped the roles.
+    pub const FLIPPED: u8 = 1 << 2;
+    /// `origin::*` in the two bits from here.
+    pub const ORIGIN_SHIFT: u8 = 3;
+}
+
+/// The 16-bit fingerprint of a sequence number that Zeek's `s h f r` repeat rule compares:
+/// two different sequence numbers share one once in 65,536 pairs, and then a repeated letter
+/// is not written.
+#[inline(always)]
+pub const fn seq_fingerprint(seq: u32) -> u16 {
+    (seq ^ (seq >> 16)) as u16
+}
+
 /// What one direction of a flow has shown. Fields in falling order of alignment: no padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,8 +181,8 @@ pub struct DirState {
     /// Time of this direction's last packet, in full: `fast_rst` and the idle time before a
     /// RST measure from it.
     pub last_ns: u64,
-    /// Payload bytes.
-    pub bytes: u64,
+    /// Payload bytes, saturating at `u32::MAX` (4 GiB - 1).
+    pub bytes: u32,
     /// This direction's first packet (with `seen::SENT`) and last TLS alert record (with
     /// `seen::TLS_ALERT`), since `FlowState::start_ns`: read them with `FlowState::first_ns`
     /// and `FlowState::tls_alert_ns`.
@@ -170,19 +195,20 @@ pub struct DirState {
     pub next_seq: u32,
     /// Highest acknowledgement number sent.
     pub max_ack: u32,
-    /// Last advertised receive window, scaled when the handshake negotiated scaling.
-    pub window: u32,
-    /// Sequence number of this direction's last SYN or SYN-ACK, last FIN (its end: sequence
-    /// plus payload) and last RST, as Zeek compares them to decide whether `s h f r` repeat.
-    /// Only a packet with one of the three flags counts: a RST with SYN or FIN is `q` or `i`.
-    pub history_syn_seq: u32,
-    pub history_fin_seq: u32,
-    pub history_rst_seq: u32,
+    /// Last advertised receive window as sent, unscaled: read it with `DirState::window`.
+    pub raw_window: u16,
+    /// `seq_fingerprint` of this direction's last SYN or SYN-ACK, last FIN (of its end:
+    /// sequence plus payload) and last RST, as Zeek compares them to decide whether `s h f r`
+    /// repeat. Only a packet with one of the three flags counts: a RST with SYN or FIN is `q`
+    /// or `i`.
+    pub history_syn_seq: u16,
+    pub history_fin_seq: u16,
+    pub history_rst_seq: u16,
     /// Retransmitted payload segments and zero-window advertisements: Zeek writes `t` and `w`
-    /// again at the 10th, 100th, ... occurrence. Saturating; 32 bits, so every repeat up to
-    /// the billionth is written as Zeek writes it.
-    pub retransmits: u32,
-    pub zero_windows: u32,
+    /// again at the 10th, 100th, ... occurrence. Saturating at 65,535: repeats up to the
+    /// 10,000th are written as Zeek writes them, none after.
+    pub retransmits: u16,
+    pub zero_windows: u16,
     /// Ring of this direction's latest IP IDs (IPv4, non-RST packets).
     pub ip_ids: [u16; RECENT_IP_IDS],
     /// `seen::*` bits.
@@ -194,11 +220,13 @@ pub struct DirState {
     pub ttl: u8,
     /// Window-scale shift this direction offered in its SYN, `NO_WINDOW_SCALE` if none.
     pub window_scale: u8,
-    /// RSTs sent (saturates at 255).
-    pub rst_count: u8,
     /// IP IDs put in `ip_ids`, counted 0, 1, ... 7 and then from 4 again: the low two bits
     /// are where the next one goes, and from 4 on the ring is full.
     pub ip_ids_pushed: u8,
+    /// Payload packets this direction sent since the flow's first RST and reported as data
+    /// follow-ups: counted for the first RST's sender only (`FlowState::followups`), never
+    /// beyond `Settings::followup_limit` (RSTs are always sent, never counted).
+    pub followups: u8,
 }
 
 impl DirState {
@@ -210,6 +238,21 @@ impl DirState {
     /// finest unit that holds it: exact in whole ms below 12.4 days).
     pub const fn gap_before_last_ns(&self) -> u64 {
         self.gap_before_last.ns()
+    }
+
+    /// Last advertised receive window, scaled as the handshake negotiated (RFC 7323 2.2: both
+    /// sides offered scaling; never a SYN's window; shifts above 14 taken as 14).
+    pub const fn window(&self) -> u32 {
+        let shift = if self.has(seen::WINDOW_SCALED) {
+            if self.window_scale < 14 {
+                self.window_scale
+            } else {
+                14
+            }
+        } else {
+            0
+        };
+        (self.raw_window as u32) << shift
     }
 
     /// Valid entries in `ip_ids`.
@@ -259,11 +302,10 @@ pub struct FlowState {
     pub dir: [DirState; 2],
     /// Time of the flow's first packet, the base of the `Span`s since the start.
     pub start_ns: u64,
-    /// Zeek history events in the order they were first seen (`history_len` of them), read
-    /// through `history_events`: the `seen` bit index of event `i` in bits `4 * (i % 16)` up
-    /// of word `i / 16` here, and bit `i` of `history_from_high` set when `DIR_FROM_HIGH` sent
-    /// it.
-    pub history_letters: [u64; HISTORY_CAPACITY / HISTORY_LETTERS_PER_WORD],
+    /// Zeek history events in the order they were first seen (the first `HISTORY_CAPACITY`),
+    /// read through `history_events`: the `seen` bit index of event `i` in bits `4 * i` up
+    /// here, and bit `i` of `history_from_high` set when `DIR_FROM_HIGH` sent it.
+    pub history_letters: u64,
     /// Since the start: the originator's first SYN, when the originator has `seen::SYN`.
     pub syn: Span,
     /// Handshake round trip as seen here: originator's SYN to its handshake-completing ACK;
@@ -272,22 +314,13 @@ pub struct FlowState {
     /// Since the start: the flow's first RST, when either direction has `seen::RST`; the
     /// follow-up grace period runs from here.
     pub rst: Span,
-    pub history_from_high: u32,
+    pub history_from_high: u16,
+    /// History events the flow had, counted on past `HISTORY_CAPACITY` (saturating at 255):
+    /// above it, the history was cut.
     pub history_len: u8,
-    /// Direction index of the originator.
-    pub originator: u8,
-    /// `origin::*`: how `originator` was decided.
-    pub origin: u8,
-    /// Direction index of the first RST's sender.
-    pub rst_dir: u8,
-    /// Data follow-up events sent since the first RST (RSTs are always sent, never counted
-    /// against `Settings::followup_limit`).
-    pub followups: u8,
-    /// Non-zero when Zeek's heuristic flipped the roles (`ports::flips`): the first packet
-    /// seen came from a likely server port without the originator's SYN, so its receiver is
-    /// the originator. Zeek writes `^` first in the history.
-    pub flipped: u8,
-    pub _pad: [u8; 2],
+    /// The originator, how it was decided, the first RST's sender and Zeek's flip, in bits:
+    /// read through `originator`, `origin`, `rst_dir` and `flipped`.
+    pub roles: u8,
 }
 
 impl FlowState {
@@ -310,7 +343,7 @@ impl FlowState {
         let flipped = crate::ports::flips(pkt, likely_server);
         // A SYN-ACK's receiver opened the connection whether or not Zeek's heuristic flips
         // it: the flip only adds Zeek's `^`.
-        (self.originator, self.origin) = if syn && !ack {
+        let (originator, how) = if syn && !ack {
             (dir, origin::SYN)
         } else if syn && ack {
             (dir ^ 1, origin::SYN_ACK)
@@ -319,9 +352,44 @@ impl FlowState {
         } else {
             (dir, origin::INFERRED)
         };
-        self.flipped = flipped as u8;
+        self.roles = (originator & 1)
+            | if flipped { roles::FLIPPED } else { 0 }
+            | (how << roles::ORIGIN_SHIFT);
         self.dir[0].window_scale = NO_WINDOW_SCALE;
         self.dir[1].window_scale = NO_WINDOW_SCALE;
+    }
+
+    /// Direction index of the originator.
+    #[inline(always)]
+    pub const fn originator(&self) -> u8 {
+        self.roles & roles::ORIGINATOR_HIGH
+    }
+
+    /// `origin::*`: how `originator` was decided.
+    #[inline(always)]
+    pub const fn origin(&self) -> u8 {
+        (self.roles >> roles::ORIGIN_SHIFT) & 3
+    }
+
+    /// Direction index of the first RST's sender (0 before the first RST).
+    #[inline(always)]
+    pub const fn rst_dir(&self) -> u8 {
+        (self.roles & roles::RST_FROM_HIGH) >> 1
+    }
+
+    /// Zeek's heuristic flipped the roles (`ports::flips`): the first packet seen came from a
+    /// likely server port without the originator's SYN, so its receiver is the originator.
+    /// Zeek writes `^` first in the history.
+    #[inline(always)]
+    pub const fn flipped(&self) -> bool {
+        self.roles & roles::FLIPPED != 0
+    }
+
+    /// Data follow-up events sent since the first RST (RSTs are always sent, never counted
+    /// against `Settings::followup_limit`).
+    #[inline(always)]
+    pub const fn followups(&self) -> u8 {
+        self.dir[self.rst_dir() as usize].followups
     }
 
     /// Time of direction `dir`'s first packet, 0 if it sent none.
@@ -371,7 +439,7 @@ impl FlowState {
     /// The originator sent a SYN (and `syn` holds a value).
     #[inline(always)]
     const fn has_syn(&self) -> bool {
-        self.dir[(self.originator & 1) as usize].has(seen::SYN)
+        self.dir[self.originator() as usize].has(seen::SYN)
     }
 
     const fn time_or_zero(&self, valid: bool, since_start: Span) -> u64 {
@@ -387,12 +455,11 @@ impl FlowState {
         Span::from_ns(now.saturating_sub(self.start_ns))
     }
 
-    /// The Zeek history events in order, each a history byte: the `seen` bit index, with
+    /// The Zeek history events kept, in order, each a history byte: the `seen` bit index, with
     /// `HISTORY_FROM_HIGH` when `DIR_FROM_HIGH` sent it.
     pub fn history_events(&self) -> impl Iterator<Item = u8> + '_ {
         (0..(self.history_len as usize).min(HISTORY_CAPACITY)).map(|i| {
-            let word = self.history_letters[i / HISTORY_LETTERS_PER_WORD];
-            let letter = (word >> (HISTORY_LETTER_BITS * (i % HISTORY_LETTERS_PER_WORD))) & 0xf;
+            let letter = (self.history_letters >> (HISTORY_LETTER_BITS * i)) & 0xf;
             let from_high = if self.history_from_high & (1 << i) != 0 {
                 HISTORY_FROM_HIGH
             } else {
@@ -400,6 +467,11 @@ impl FlowState {
             };
             letter as u8 | from_high
         })
+    }
+
+    /// The flow had more history events than `HISTORY_CAPACITY`: those beyond were not kept.
+    pub const fn history_cut(&self) -> bool {
+        self.history_len as usize > HISTORY_CAPACITY
     }
 
     /// Total packets seen on the flow, both directions.
@@ -445,9 +517,9 @@ impl FlowState {
             } else {
                 EventKind::FollowUp
             })
-        } else if self.has_rst() && dir == self.rst_dir && pkt.payload_len > 0 {
+        } else if self.has_rst() && dir == self.rst_dir() && pkt.payload_len > 0 {
             // `followups` is a u8: a limit above 255 means 255, not a counter that wraps.
-            data_followup = (self.followups as u32) < settings.followup_limit.min(u8::MAX as u32);
+            data_followup = (self.followups() as u32) < settings.followup_limit.min(u8::MAX as u32);
             if !data_followup {
                 outcome = Step::FollowUpSuppressed;
             }
@@ -460,7 +532,8 @@ impl FlowState {
         if let Some(kind) = event {
             emit(kind, self);
         }
-        self.followups += data_followup as u8;
+        // A data follow-up comes from `rst_dir`: its count is this direction's.
+        self.dir[dir as usize].followups += data_followup as u8;
         self.record(pkt, dir, now);
         outcome
     }
@@ -491,7 +564,7 @@ impl FlowState {
         let retransmitted_syn = d.has(seen::SYN) && pkt.seq.wrapping_add(1) == d.next_seq;
         let closed =
             self.dir[0].has(seen::FIN | seen::RST) || self.dir[1].has(seen::FIN | seen::RST);
-        !retransmitted_syn && (closed || self.origin == origin::INFERRED)
+        !retransmitted_syn && (closed || self.origin() == origin::INFERRED)
     }
 
     #[inline(always)]
@@ -539,12 +612,12 @@ impl FlowState {
 
         // `seen` takes this packet's events only below: `has_syn` and `has_rst` still say
         // whether an earlier packet set the time.
-        if syn && !ack && dir == self.originator && !self.has_syn() {
+        if syn && !ack && dir == self.originator() && !self.has_syn() {
             self.syn = self.since_start(now);
         }
         if self.rtt == Span::ZERO
             && self.has_syn()
-            && dir == self.originator
+            && dir == self.originator()
             && ack
             && !syn
             && self.dir[(dir ^ 1) as usize].has(seen::SYN_ACK)
@@ -553,8 +626,8 @@ impl FlowState {
         }
         if rst && !self.has_rst() {
             self.rst = self.since_start(now);
-            self.rst_dir = dir;
-            self.followups = 0;
+            self.roles = (self.roles & !roles::RST_FROM_HIGH) | (dir << 1);
+            self.dir[dir as usize].followups = 0;
         }
         let since_start = self.since_start(now);
         let peer_scale = self.dir[(dir ^ 1) as usize].window_scale;
@@ -571,13 +644,12 @@ impl FlowState {
         };
         d.last_ns = now;
         d.pkts = d.pkts.wrapping_add(1);
-        d.bytes += pkt.payload_len as u64;
+        d.bytes = d.bytes.saturating_add(pkt.payload_len as u32);
         if pkt.tls_alert != 0 {
             d.seen |= seen::TLS_ALERT;
             d.tls_alert = since_start;
         }
         if rst {
-            d.rst_count = d.rst_count.saturating_add(1);
             // A RST's TTL, IP ID, window and sequence are exactly what is under suspicion;
             // they must not move the baselines of genuine packets.
             return;
@@ -598,13 +670,15 @@ impl FlowState {
             d.seen |= seen::ACK_KNOWN;
         }
         // RFC 7323 2.2: the window in a SYN is never scaled, and scaling applies only when
-        // both sides offered the option.
-        let scale = if syn || d.window_scale == NO_WINDOW_SCALE || peer_scale == NO_WINDOW_SCALE {
-            0
+        // both sides offered the option. `window_scale` changes only with a SYN, whose window
+        // is kept unscaled: `DirState::window` applies the scale that held when it was sent.
+        let scaled = !syn && d.window_scale != NO_WINDOW_SCALE && peer_scale != NO_WINDOW_SCALE;
+        d.raw_window = pkt.window;
+        d.seen = if scaled {
+            d.seen | seen::WINDOW_SCALED
         } else {
-            d.window_scale.min(14)
+            d.seen & !seen::WINDOW_SCALED
         };
-        d.window = (pkt.window as u32) << scale;
     }
 
     /// Writes the packet's Zeek history letters. Per packet: a SYN, FIN or RST together with
@@ -629,8 +703,9 @@ impl FlowState {
             d.write_once(bit).then_some(letter)
         } else if syn {
             // SYN and SYN-ACK share one "seen" mark and one last sequence number, as in Zeek.
-            let repeat = d.write_once(seen::SYN) || pkt.seq != d.history_syn_seq;
-            d.history_syn_seq = pkt.seq;
+            let fingerprint = seq_fingerprint(pkt.seq);
+            let repeat = d.write_once(seen::SYN) || fingerprint != d.history_syn_seq;
+            d.history_syn_seq = fingerprint;
             let letter = if pkt.has(tcp_flags::ACK) {
                 letter_of(seen::SYN_ACK)
             } else {
@@ -638,13 +713,14 @@ impl FlowState {
             };
             repeat.then_some(letter)
         } else if fin {
-            let fin_end = pkt.seq.wrapping_add(pkt.payload_len as u32);
-            let repeat = d.write_once(seen::FIN) || fin_end != d.history_fin_seq;
-            d.history_fin_seq = fin_end;
+            let fingerprint = seq_fingerprint(pkt.seq.wrapping_add(pkt.payload_len as u32));
+            let repeat = d.write_once(seen::FIN) || fingerprint != d.history_fin_seq;
+            d.history_fin_seq = fingerprint;
             repeat.then_some(letter_of(seen::FIN))
         } else if rst {
-            let repeat = d.write_once(seen::RST) || pkt.seq != d.history_rst_seq;
-            d.history_rst_seq = pkt.seq;
+            let fingerprint = seq_fingerprint(pkt.seq);
+            let repeat = d.write_once(seen::RST) || fingerprint != d.history_rst_seq;
+            d.history_rst_seq = fingerprint;
             repeat.then_some(letter_of(seen::RST))
         } else if pkt.payload_len > 0 {
             d.write_once(seen::DATA).then_some(letter_of(seen::DATA))
@@ -672,17 +748,18 @@ impl FlowState {
         // the compiler reuses a length from an earlier push, it compares one copy and indexes
         // with another, and the verifier cannot see the bound.
         // SAFETY: a plain read of a field of `self`.
-        let len = unsafe { core::ptr::read_volatile(&self.history_len) } as usize;
-        if len >= HISTORY_CAPACITY {
+        let len = unsafe { core::ptr::read_volatile(&self.history_len) };
+        if len as usize >= HISTORY_CAPACITY {
+            // Not kept, but counted: readers see that the history was cut.
+            self.history_len = len.saturating_add(1);
             return;
         }
         // The mask repeats the bound for verifiers that lose it across the check above. The
         // slot is still zero: the state starts zeroed and the history only grows.
-        let word = (len / HISTORY_LETTERS_PER_WORD) & 1;
-        let shift = HISTORY_LETTER_BITS * (len % HISTORY_LETTERS_PER_WORD);
-        self.history_letters[word] |= ((letter & 0xf) as u64) << shift;
-        self.history_from_high |= ((dir & 1) as u32) << (len & (HISTORY_CAPACITY - 1));
-        self.history_len += 1;
+        let i = len as usize & (HISTORY_CAPACITY - 1);
+        self.history_letters |= ((letter & 0xf) as u64) << (HISTORY_LETTER_BITS * i);
+        self.history_from_high |= ((dir & 1) as u16) << i;
+        self.history_len = len + 1;
     }
 }
 
@@ -703,23 +780,13 @@ const fn letter_of(bit: u16) -> u8 {
     bit.trailing_zeros() as u8
 }
 
-/// Counts one more occurrence of a counted history letter; true at the 1st, 10th, 100th...
-/// (`u32::MAX`, where the count saturates, is no power of ten: nothing repeats beyond it).
+/// Counts one more occurrence of a counted history letter; true at the 1st, 10th, 100th,
+/// 1,000th and 10,000th (`u16::MAX`, where the count saturates, is no power of ten: nothing
+/// repeats beyond it).
 #[inline(always)]
-fn counted_repeat(count: &mut u32) -> bool {
+fn counted_repeat(count: &mut u16) -> bool {
     *count = count.saturating_add(1);
-    matches!(
-        *count,
-        1 | 10
-            | 100
-            | 1_000
-            | 10_000
-            | 100_000
-            | 1_000_000
-            | 10_000_000
-            | 100_000_000
-            | 1_000_000_000
-    )
+    matches!(*count, 1 | 10 | 100 | 1_000 | 10_000)
 }
 
 /// What `FlowState::step` did besides recording the packet, for the counters.
@@ -841,9 +908,9 @@ mod tests {
         ]);
         let (client_key, client_dir) = FlowKey::of(&segment(true, SYN, 1000, 0, 0));
         assert_eq!(client_key.port[client_dir as usize], 40000);
-        assert_eq!(flow.originator, client_dir);
-        assert_eq!(flow.origin, origin::SYN);
-        assert_eq!(history(&flow, flow.originator), "ShADar");
+        assert_eq!(flow.originator(), client_dir);
+        assert_eq!(flow.origin(), origin::SYN);
+        assert_eq!(history(&flow, flow.originator()), "ShADar");
         let client = &flow.dir[client_dir as usize];
         let server = &flow.dir[(client_dir ^ 1) as usize];
         assert_eq!(client.next_seq, 1101);
@@ -851,7 +918,7 @@ mod tests {
         assert_eq!(client.bytes, 100);
         assert_eq!(client.pkts, 3);
         assert_eq!(server.ttl, 63, "the RST must not move the genuine TTL");
-        assert_eq!(server.history_rst_seq, 5001);
+        assert_eq!(server.history_rst_seq, seq_fingerprint(5001));
         assert_eq!(client.window_scale, 7);
         assert_eq!(
             flow.rtt_ns(),
@@ -900,7 +967,13 @@ mod tests {
         );
         let (kind, before) = events.last().unwrap();
         assert_eq!(*kind, EventKind::FollowUp);
-        assert_eq!(before.dir[0].rst_count + before.dir[1].rst_count, 12);
+        let (_, server_dir) = FlowKey::of(&segment(false, RST, 0, 0, 0));
+        assert_eq!(
+            (before.rst_dir(), before.followups()),
+            (server_dir, Settings::DEFAULT_FOLLOWUP_LIMIT as u8),
+            "the first RST's sender, and its data follow-ups up to the limit"
+        );
+        assert_eq!(before.dir[server_dir as usize ^ 1].followups, 0);
     }
 
     #[test]
@@ -918,8 +991,8 @@ mod tests {
             [EventKind::Rst, EventKind::Rst],
             "two refused attempts"
         );
-        assert_eq!(history(&events[1].1, flow.originator), "S");
-        assert_eq!(history(&flow, flow.originator), "Sr");
+        assert_eq!(history(&events[1].1, flow.originator()), "S");
+        assert_eq!(history(&flow, flow.originator()), "Sr");
     }
 
     #[test]
@@ -945,7 +1018,7 @@ mod tests {
         packets.push(segment(true, SYN | FIN | ACK, 1102, 0, 0));
         let (flow, _) = replay(&packets);
         assert_eq!(
-            history(&flow, flow.originator),
+            history(&flow, flow.originator()),
             "ShADFTTawrrIQ",
             "S once for the same ISN, F once for the same end, T at the 1st and 10th, \
              r again for a new sequence number, I and Q for flag combinations"
@@ -953,22 +1026,36 @@ mod tests {
     }
 
     #[test]
-    fn history_stops_at_its_capacity() {
+    fn history_stops_at_its_capacity_and_counts_on() {
         let mut packets = vec![segment(true, SYN, 1000, 0, 0)];
-        packets.extend((0..40).map(|i| segment(false, RST, 100 + i, 0, 0)));
+        packets.extend((0..14).map(|i| segment(false, RST, 100 + i, 0, 0)));
+        let (flow, _) = replay(&packets);
+        assert!(!flow.history_cut(), "15 letters");
+        packets.push(segment(false, RST, 200, 0, 0));
         let (flow, _) = replay(&packets);
         assert_eq!(flow.history_len as usize, HISTORY_CAPACITY);
+        assert!(!flow.history_cut(), "16 letters, all kept");
+
+        packets.extend((0..24).map(|i| segment(false, RST, 300 + i, 0, 0)));
+        let (flow, _) = replay(&packets);
+        assert_eq!(flow.history_len, 40, "counted on past the capacity");
+        assert!(flow.history_cut());
         assert_eq!(
-            history(&flow, flow.originator),
-            String::from("S") + &"r".repeat(31)
+            history(&flow, flow.originator()),
+            String::from("S") + &"r".repeat(15)
         );
+
+        packets.extend((0..300).map(|i| segment(false, RST, 1000 + i, 0, 0)));
+        let (flow, _) = replay(&packets);
+        assert_eq!(flow.history_len, u8::MAX, "saturates");
+        assert_eq!(flow.history_events().count(), HISTORY_CAPACITY);
     }
 
     #[test]
     fn history_events_read_back_as_pushed() {
         let mut flow = FlowState::default();
         let pushed: Vec<(u8, u8)> = (0..HISTORY_CAPACITY as u8 + 3)
-            .map(|i| ((i * 7) % seen::HISTORY_LETTERS.len() as u8, (i / 3) & 1))
+            .map(|i| ((i * 7) % seen::HISTORY_LETTERS.len() as u8, (i / 2) & 1))
             .collect();
         for &(letter, dir) in &pushed {
             flow.push_history(dir, letter);
@@ -979,6 +1066,8 @@ mod tests {
             .collect();
         assert_eq!(flow.history_events().collect::<Vec<_>>(), expected);
         assert!(expected.contains(&(9 | HISTORY_FROM_HIGH)) && expected.contains(&0));
+        assert_eq!(flow.history_len as usize, HISTORY_CAPACITY + 3);
+        assert!(flow.history_cut());
     }
 
     #[test]
@@ -1034,13 +1123,13 @@ mod tests {
     #[test]
     fn midstream_flows_infer_the_originator_and_synack_first_flips_it() {
         let (flow, _) = replay(&[segment(false, ACK, 5000, 1000, 10)]);
-        assert_eq!(flow.origin, origin::INFERRED);
+        assert_eq!(flow.origin(), origin::INFERRED);
         let (_, server_dir) = FlowKey::of(&segment(false, ACK, 0, 0, 0));
-        assert_eq!(flow.originator, server_dir);
+        assert_eq!(flow.originator(), server_dir);
 
         let (flow, _) = replay(&[segment(false, SYN | ACK, 5000, 1001, 0)]);
-        assert_eq!(flow.origin, origin::SYN_ACK);
-        assert_eq!(flow.originator, server_dir ^ 1);
+        assert_eq!(flow.origin(), origin::SYN_ACK);
+        assert_eq!(flow.originator(), server_dir ^ 1);
     }
 
     #[test]
@@ -1049,21 +1138,21 @@ mod tests {
         let (_, server_dir) = FlowKey::of(&segment(false, ACK, 0, 0, 0));
         let data = segment(false, ACK, 5000, 1000, 10);
         let flow = FlowState::new(&data, server_dir, &likely);
-        assert_eq!((flow.flipped, flow.origin), (1, origin::INFERRED));
+        assert_eq!((flow.flipped(), flow.origin()), (true, origin::INFERRED));
         assert_eq!(
-            flow.originator,
+            flow.originator(),
             server_dir ^ 1,
             "the client is the originator"
         );
 
         let syn_ack = segment(false, SYN | ACK, 5000, 1001, 0);
         let flow = FlowState::new(&syn_ack, server_dir, &likely);
-        assert_eq!((flow.flipped, flow.origin), (1, origin::SYN_ACK));
-        assert_eq!(flow.originator, server_dir ^ 1);
+        assert_eq!((flow.flipped(), flow.origin()), (true, origin::SYN_ACK));
+        assert_eq!(flow.originator(), server_dir ^ 1);
 
         let from_client = segment(true, ACK, 1000, 5000, 10);
         let flow = FlowState::new(&from_client, server_dir ^ 1, &likely);
-        assert_eq!((flow.flipped, flow.originator), (0, server_dir ^ 1));
+        assert_eq!((flow.flipped(), flow.originator()), (false, server_dir ^ 1));
     }
 
     #[test]
@@ -1140,7 +1229,7 @@ mod tests {
             segment(true, ACK, 1001, 0, 100),
             zero,
         ]);
-        assert_eq!(history(&flow, flow.originator), "SDTaw");
+        assert_eq!(history(&flow, flow.originator()), "SDTaw");
     }
 
     #[test]
@@ -1164,15 +1253,85 @@ mod tests {
     }
 
     #[test]
-    fn counted_letters_repeat_at_powers_of_ten() {
+    fn counted_letters_repeat_at_powers_of_ten_until_they_saturate() {
         let mut count = 0;
-        let repeats: Vec<u32> = (1..=2_000_000)
+        let repeats: Vec<u32> = (1..=200_000)
             .filter(|_| counted_repeat(&mut count))
             .collect();
-        assert_eq!(repeats, [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000]);
-        let mut count = u32::MAX - 1;
-        assert!(!counted_repeat(&mut count) && !counted_repeat(&mut count));
-        assert_eq!(count, u32::MAX, "saturates");
+        assert_eq!(repeats, [1, 10, 100, 1_000, 10_000]);
+        assert_eq!(count, u16::MAX, "saturates");
+    }
+
+    #[test]
+    fn repeats_compare_sequence_fingerprints() {
+        assert_eq!(seq_fingerprint(5001), 5001);
+        assert_eq!(seq_fingerprint(0x1234_5678), 0x1234 ^ 0x5678);
+        // Two sequence numbers with one fingerprint: the second RST is taken for a repeat.
+        let (a, b) = (0x0001_0000, 0x0000_0001);
+        assert_eq!(seq_fingerprint(a), seq_fingerprint(b));
+        let (flow, _) = replay(&[
+            segment(true, SYN, 1000, 0, 0),
+            segment(false, RST, a, 0, 0),
+            segment(false, RST, b, 0, 0),
+            segment(false, RST, b + 1, 0, 0),
+        ]);
+        assert_eq!(history(&flow, flow.originator()), "Srr");
+    }
+
+    #[test]
+    fn the_window_is_kept_raw_and_read_scaled() {
+        let (flow, _) = replay(&[
+            segment(true, SYN, 1000, 0, 0),
+            segment(false, SYN | ACK, 5000, 1001, 0),
+            segment(true, ACK, 1001, 5001, 0),
+        ]);
+        let (_, client_dir) = FlowKey::of(&segment(true, SYN, 1000, 0, 0));
+        let client = &flow.dir[client_dir as usize];
+        let server = &flow.dir[client_dir as usize ^ 1];
+        assert_eq!((client.raw_window, client.window()), (512, 512 << 7));
+        assert_eq!(server.window(), 512, "a SYN-ACK's window is never scaled");
+
+        let mut big = segment(true, ACK, 1001, 5001, 0);
+        big.window = u16::MAX;
+        let mut flow = flow;
+        flow.dir[client_dir as usize].window_scale = 20;
+        flow.step(
+            &big,
+            client_dir,
+            9_000_000,
+            &Settings::default(),
+            &no_server_ports,
+            |_, _| {},
+        );
+        assert_eq!(
+            flow.dir[client_dir as usize].window(),
+            (u16::MAX as u32) << 14,
+            "a shift above 14 is 14"
+        );
+
+        let (flow, _) = replay(&[segment(true, ACK, 1001, 5001, 0)]);
+        assert_eq!(
+            flow.dir[client_dir as usize].window(),
+            512,
+            "no handshake: unscaled"
+        );
+    }
+
+    #[test]
+    fn byte_counts_saturate() {
+        let mut flow = FlowState::default();
+        let data = segment(true, ACK, 1001, 5001, 100);
+        let (_, dir) = FlowKey::of(&data);
+        flow.dir[dir as usize].bytes = u32::MAX - 10;
+        flow.step(
+            &data,
+            dir,
+            1,
+            &Settings::default(),
+            &no_server_ports,
+            |_, _| {},
+        );
+        assert_eq!(flow.dir[dir as usize].bytes, u32::MAX);
     }
 
     #[test]

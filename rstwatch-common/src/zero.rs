@@ -52,7 +52,7 @@ mod tests {
             history_len: 3,
             ..FlowState::default()
         };
-        flow.dir[1].window = 7;
+        flow.dir[1].raw_window = 7;
         unsafe { zero_in_place(&mut flow) };
         assert_eq!(flow, FlowState::default());
     }
@@ -64,8 +64,9 @@ mod tests {
             history_len: 3,
             ..FlowState::default()
         };
-        from.dir[1].window = 7;
-        from.history_letters[1] = 0x5 << 60;
+        from.dir[1].raw_window = 7;
+        from.history_letters = 0x5 << 60;
+        from.roles = 0x1b;
         let mut to = FlowState::default();
         unsafe { copy_words(&from, &mut to) };
         assert_eq!(to, from);

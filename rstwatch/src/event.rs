@@ -71,7 +71,7 @@ pub enum Origin {
 
 impl Origin {
     pub const fn of(flow: &FlowState) -> Self {
-        match flow.origin {
+        match flow.origin() {
             origin::SYN => Origin::Syn,
             origin::SYN_ACK => Origin::SynAck,
             origin::INFERRED => Origin::Inferred,

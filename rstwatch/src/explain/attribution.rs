@@ -24,11 +24,11 @@ pub fn sender(s: &Sides, after: &FlowState) -> Sender {
     // A flow the RST is the first packet of has its roles only from Zeek's heuristic, which
     // the flow after the RST carries.
     let (flow, originator) = if s.flow.packets() == 0 {
-        (after, FlowSide::of(after.originator))
+        (after, FlowSide::of(after.originator()))
     } else {
         (s.flow, s.originator)
     };
-    let roles_known = Origin::of(flow).handshake_seen() || flow.flipped != 0;
+    let roles_known = Origin::of(flow).handshake_seen() || flow.flipped();
     if flow.packets() == 0 || !roles_known {
         Sender::Unknown
     } else if s.sender_side == originator {

@@ -104,9 +104,9 @@ pub fn seq_out_of_window(s: &Sides) -> bool {
 fn receive_window(receiver: &DirState) -> u64 {
     let handshake_seen = receiver.has(seen::SYN | seen::SYN_ACK);
     if receiver.window_scale == NO_WINDOW_SCALE && !handshake_seen {
-        (receiver.window as u64) << MAX_WINDOW_SCALE
+        (receiver.window() as u64) << MAX_WINDOW_SCALE
     } else {
-        receiver.window as u64
+        receiver.window() as u64
     }
 }
 

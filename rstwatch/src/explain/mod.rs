@@ -150,7 +150,7 @@ pub fn explain_at_hold_end(
         let i = side.index();
         address::socket(&event.key.addr[i], event.key.port[i], event.key.family)
     };
-    let originator = FlowSide::of(after.originator);
+    let originator = FlowSide::of(after.originator());
     let (orig, resp) = (endpoint(originator), endpoint(originator.other()));
     let src = address::socket(&pkt.src_addr, pkt.src_port, pkt.family);
     let dst = address::socket(&pkt.dst_addr, pkt.dst_port, pkt.family);
@@ -189,9 +189,9 @@ pub fn explain_at_hold_end(
         community_id: community_id::tcp(src, dst),
         wireshark_filter: wireshark::display_filter(src, dst, event.key.vlan),
         orig_pkts: orig_dir.pkts.into(),
-        orig_bytes: orig_dir.bytes,
+        orig_bytes: orig_dir.bytes.into(),
         resp_pkts: resp_dir.pkts.into(),
-        resp_bytes: resp_dir.bytes,
+        resp_bytes: resp_dir.bytes.into(),
         followups: followups.len() as u32,
         related_to: None,
         aggregate: None,

@@ -33,7 +33,7 @@ impl<'a> Sides<'a> {
             flow,
             hook: Hook::of(event),
             sender_side,
-            originator: FlowSide::of(flow.originator),
+            originator: FlowSide::of(flow.originator()),
             origin: Origin::of(flow),
             sender: &flow.dir[sender_side.index()],
             receiver: &flow.dir[sender_side.other().index()],

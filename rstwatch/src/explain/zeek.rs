@@ -13,9 +13,11 @@ use rstwatch_common::flow::{seen, FlowState, HISTORY_FROM_HIGH};
 use crate::{event::FlowSide, report::ConnState};
 
 /// Zeek's history letters: upper case for the originator, lower case for the responder,
-/// after `^` when Zeek's heuristic flipped the roles.
+/// after `^` when Zeek's heuristic flipped the roles; a trailing `+` when the flow had more
+/// letters than the kernel keeps (`HISTORY_CAPACITY`) and the rest were cut.
 pub fn history(flow: &FlowState) -> String {
-    let flipped = (flow.flipped != 0).then_some('^');
+    let flipped = flow.flipped().then_some('^');
+    let cut = flow.history_cut().then_some('+');
     flipped
         .into_iter()
         .chain(events(flow).map(|e| {
@@ -26,6 +28,7 @@ pub fn history(flow: &FlowState) -> String {
                 letter
             }
         }))
+        .chain(cut)
         .collect()
 }
 
@@ -59,7 +62,7 @@ fn events(flow: &FlowState) -> impl Iterator<Item = Event> + '_ {
         };
         ((bit as usize) < seen::HISTORY_LETTERS.len()).then_some(Event {
             bit,
-            from_originator: side == FlowSide::of(flow.originator),
+            from_originator: side == FlowSide::of(flow.originator()),
         })
     })
 }
@@ -452,6 +455,18 @@ mod tests {
             0,
         );
         expect(&c, "ShADI", ConnState::Rsto);
+    }
+
+    #[test]
+    fn a_history_longer_than_the_kernel_keeps_ends_with_a_plus() {
+        let mut c = Conversation::v4();
+        c.handshake();
+        for _ in 0..12 {
+            c.data(Client, 10).fin(Client);
+        }
+        expect(&c, "ShADFFFFFFFFFFFF", ConnState::S2);
+        c.data(Client, 10).fin(Client);
+        expect(&c, "ShADFFFFFFFFFFFF+", ConnState::S2);
     }
 
     #[test]

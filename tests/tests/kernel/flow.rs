@@ -7,7 +7,7 @@ use std::{thread::sleep, time::Duration};
 use rstwatch::kernel::KernelConfig;
 use rstwatch_common::{
     event::{DIRECTION_EGRESS, DIRECTION_INGRESS},
-    flow::{origin, seen, HISTORY_FROM_HIGH},
+    flow::{origin, seen, seq_fingerprint, HISTORY_FROM_HIGH},
     packet::ipv4_mapped,
     Counter, EventKind, FlowKey, Settings,
 };
@@ -151,7 +151,7 @@ fn a_whole_conversation_is_tracked_and_reported(mut probe: Probe) {
 
     // The flow as it stands.
     let flow = probe.expect_flow(&key);
-    assert_eq!((flow.originator, flow.origin), (C, origin::SYN));
+    assert_eq!((flow.originator(), flow.origin()), (C, origin::SYN));
     let from_high = HISTORY_FROM_HIGH;
     assert_eq!(
         history(&flow),
@@ -179,8 +179,8 @@ fn a_whole_conversation_is_tracked_and_reported(mut probe: Probe) {
     assert_eq!(client.next_seq, 1102, "FIN takes one sequence number");
     assert_eq!(client.max_ack, 5341);
     assert_eq!(client.window_scale, 7);
-    assert_eq!(client.window, 502 << 7);
-    assert_eq!(client.rst_count, 0);
+    assert_eq!(client.window(), 502 << 7);
+    assert!(!client.has(seen::RST));
 
     let server = &flow.dir[S as usize];
     assert_eq!(
@@ -197,8 +197,16 @@ fn a_whole_conversation_is_tracked_and_reported(mut probe: Probe) {
     assert_eq!(server.next_seq, 5341);
     assert_eq!(server.max_ack, 1102);
     assert_eq!(server.window_scale, 9);
-    assert_eq!(server.window, 509 << 9, "the RST's zero window is not kept");
-    assert_eq!((server.rst_count, server.history_rst_seq), (2, 9999));
+    assert_eq!(
+        server.window(),
+        509 << 9,
+        "the RST's zero window is not kept"
+    );
+    assert_eq!(
+        server.history_rst_seq,
+        seq_fingerprint(9999),
+        "the last RST's"
+    );
 
     assert!(flow.syn_ns() > 0 && flow.syn_ns() == flow.first_ns(C as usize));
     assert_eq!(flow.start_ns, flow.syn_ns(), "the SYN starts the flow");
@@ -206,7 +214,7 @@ fn a_whole_conversation_is_tracked_and_reported(mut probe: Probe) {
     assert!(flow.rtt_ns() < server.last_ns - flow.syn_ns());
     assert_eq!(flow.rst_ns(), flow.as_kept(events[0].ts_ns));
     assert_eq!(
-        (flow.rst_dir, flow.followups),
+        (flow.rst_dir(), flow.followups()),
         (S, 1),
         "data follow-ups are counted, RSTs are always sent"
     );
@@ -245,7 +253,7 @@ fn egress_syn_and_ingress_syn_ack_share_one_flow() {
 
     assert_eq!(probe.flow_count(), 1);
     let flow = probe.expect_flow(&key);
-    assert_eq!((flow.originator, flow.origin), (C, origin::SYN));
+    assert_eq!((flow.originator(), flow.origin()), (C, origin::SYN));
     assert_eq!(flow.dir[C as usize].pkts, 3);
     assert_eq!(flow.dir[S as usize].pkts, 2);
     assert!(flow.dir[S as usize].has(seen::SYN_ACK | seen::RST));
@@ -347,7 +355,7 @@ fn data_followups_beyond_the_limit_are_counted_every_rst_is_sent() {
     assert_eq!(
         probe
             .expect_flow(&key4(CLIENT, port, SERVER, HTTP))
-            .followups,
+            .followups(),
         2
     );
 }
@@ -391,8 +399,8 @@ fn after_the_grace_period_the_flow_starts_over() {
     assert_eq!(flow.packets(), 1);
     assert_eq!((flow.rst_ns(), flow.syn_ns(), flow.rtt_ns()), (0, 0, 0));
     assert_eq!(
-        (flow.originator, flow.origin, flow.flipped),
-        (C, origin::INFERRED, 1),
+        (flow.originator(), flow.origin(), flow.flipped()),
+        (C, origin::INFERRED, true),
         "data from the server's port 80 first: the roles flipped as Zeek flips them"
     );
     assert_eq!(history(&flow), [H_DATA]);
@@ -564,29 +572,29 @@ fn originator_comes_from_the_syn_the_syn_ack_or_is_inferred() {
         (
             v4(CLIENT, SERVER, 64, 1, syn(40000, HTTP, 1, 7)),
             (40000, HTTP),
-            (C, origin::SYN, 0),
+            (C, origin::SYN, false),
         ),
         (
             v4(SERVER, CLIENT, 60, 1, syn_ack(HTTP, 40001, 5000, 2, 7)),
             (40001, HTTP),
-            (C, origin::SYN_ACK, 1),
+            (C, origin::SYN_ACK, true),
         ),
         (
             v4(SERVER, CLIENT, 60, 1, tcp(HTTP, 40002, ACK, 5000, 2)),
             (40002, HTTP),
-            (C, origin::INFERRED, 1),
+            (C, origin::INFERRED, true),
         ),
         (
             v4(SERVER, CLIENT, 60, 1, tcp(unlikely, 40004, ACK, 5000, 2)),
             (40004, unlikely),
-            (S, origin::INFERRED, 0),
+            (S, origin::INFERRED, false),
         ),
     ];
     for (frame, (port, server_port), expected) in cases {
         probe.ingress(&frame);
         let flow = probe.expect_flow(&key4(CLIENT, port, SERVER, server_port));
         assert_eq!(
-            (flow.originator, flow.origin, flow.flipped),
+            (flow.originator(), flow.origin(), flow.flipped()),
             expected,
             "port {port}: Zeek's heuristic flips a first packet from port 80, not from {unlikely}"
         );
@@ -599,7 +607,7 @@ fn originator_comes_from_the_syn_the_syn_ack_or_is_inferred() {
     assert_eq!(events[0].flow.packets(), 0, "never seen before the RST");
     assert_eq!(events[0].flow.history_len, 0);
     assert_eq!(
-        (events[0].flow.originator, events[0].flow.origin),
+        (events[0].flow.originator(), events[0].flow.origin()),
         (C, origin::INFERRED)
     );
 }
@@ -657,8 +665,8 @@ fn a_flow_closed_by_both_sides_starts_over_after_the_close_delay() {
             assert_eq!(before.packets(), 0, "the late RST meets no state");
             assert_eq!(flow.packets(), 1);
             assert_eq!(
-                (flow.originator, flow.flipped),
-                (C, 1),
+                (flow.originator(), flow.flipped()),
+                (C, true),
                 "a lone RST from port 80: flipped, sent by the responder"
             );
         } else {

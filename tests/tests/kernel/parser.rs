@@ -214,7 +214,7 @@ fn every_vlan_and_ip_header_variant_parses_and_tracks() {
 
         let flow = probe.expect_flow(&key);
         assert_eq!(flow.packets(), 2, "{what}");
-        assert_eq!(flow.originator, C, "{what}: the client sent the SYN");
+        assert_eq!(flow.originator(), C, "{what}: the client sent the SYN");
         assert_eq!(flow.dir[C as usize].window_scale, window_scale, "{what}");
         assert_eq!(flow.dir[S as usize].window_scale, NO_WINDOW_SCALE, "{what}");
         if case.expected_vlan != 0 {
@@ -357,7 +357,8 @@ fn syn_window_scale_is_found_anywhere_in_the_options() {
     ));
     let flow = probe.expect_flow(&key);
     assert_eq!(
-        flow.dir[S as usize].window, 1000,
+        flow.dir[S as usize].window(),
+        1000,
         "a SYN's window is never scaled"
     );
     probe.ingress(&v4(
@@ -371,7 +372,7 @@ fn syn_window_scale_is_found_anywhere_in_the_options() {
         },
     ));
     let flow = probe.expect_flow(&key);
-    assert_eq!(flow.dir[C as usize].window, 100 << 7);
+    assert_eq!(flow.dir[C as usize].window(), 100 << 7);
 
     // Only the client offers scaling: nobody scales.
     let port = 43001;
@@ -394,7 +395,7 @@ fn syn_window_scale_is_found_anywhere_in_the_options() {
             ..tcp(port, HTTP, ACK, 101, 901)
         },
     ));
-    assert_eq!(probe.expect_flow(&key).dir[C as usize].window, 100);
+    assert_eq!(probe.expect_flow(&key).dir[C as usize].window(), 100);
 }
 
 /// Ethernet pads short frames to 60 bytes: the padding is not TCP payload.
