@@ -166,8 +166,8 @@ fn metrics_count_the_resets_the_lab_provoked_and_promtool_accepts_them() -> Resu
         "{page}"
     );
     assert_eq!(
-        sum(&page, "rstwatch_flow_table_capacity", &["table=\"main\""]),
-        u64::from(rstwatch_common::defaults::FLOWS),
+        sum(&page, "rstwatch_flow_table_capacity", &["table=\"ipv4\""]),
+        rstwatch::kernel::table_capacity(rstwatch_common::defaults::FLOWS)[0],
         "{page}"
     );
     assert_eq!(
