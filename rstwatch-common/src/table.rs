@@ -257,24 +257,46 @@ pub fn rank(worth: Worth, last_ns: u64) -> u64 {
     (worth as u64) << 60 | last_ns.min((1 << 60) - 1)
 }
 
-/// The way a new flow takes in a set whose ways have the `rank`s `ranks`: the lowest;
-/// `None` when a new flow that only opens (`opening`) would have to take an established
-/// flow's slot. The best so far is kept in scalars: a stack array indexed by a variable is
-/// more than the verifier follows.
-#[inline(always)]
-pub fn victim(ranks: [u64; WAYS], opening: bool) -> Option<usize> {
-    let (mut best, mut best_rank) = (0, ranks[0]);
-    let mut i = 1;
-    while i < WAYS {
-        if ranks[i] < best_rank {
-            (best, best_rank) = (i, ranks[i]);
+/// Picks the way a new flow takes in a set: the way of the lowest `rank` offered. The best
+/// so far is kept in scalars: a stack array of ranks indexed by a variable is more than the
+/// verifier follows.
+#[derive(Clone, Copy, Debug)]
+pub struct Victim {
+    way: usize,
+    rank: u64,
+}
+
+impl Victim {
+    #[inline(always)]
+    pub const fn new() -> Self {
+        Self {
+            way: 0,
+            rank: u64::MAX,
         }
-        i += 1;
     }
-    if opening && best_rank >> 60 == Worth::Established as u64 {
-        return None;
+
+    #[inline(always)]
+    pub fn offer(&mut self, way: usize, rank: u64) {
+        if rank < self.rank {
+            (self.way, self.rank) = (way, rank);
+        }
     }
-    Some(best)
+
+    /// The way of the lowest rank offered; `None` when a new flow that only opens
+    /// (`opening`) would have to take an established flow's slot.
+    #[inline(always)]
+    pub fn way(&self, opening: bool) -> Option<usize> {
+        if opening && self.rank >> 60 >= Worth::Established as u64 {
+            return None;
+        }
+        Some(self.way)
+    }
+}
+
+impl Default for Victim {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl FlowState {
@@ -390,29 +412,26 @@ mod tests {
     #[test]
     fn a_new_flow_takes_the_least_worth_then_the_oldest() {
         use Worth::*;
-        let ranks = |worth: [Worth; WAYS]| {
+        let victim = |worth: [Worth; WAYS], opening| {
             let last = [40, 10, 30, 20];
-            [0, 1, 2, 3].map(|i| rank(worth[i], last[i]))
+            let mut victim = Victim::new();
+            for i in 0..WAYS {
+                victim.offer(i, rank(worth[i], last[i]));
+            }
+            victim.way(opening)
         };
+        assert_eq!(victim([Established, Free, Closed, Opening], false), Some(1));
         assert_eq!(
-            victim(ranks([Established, Free, Closed, Opening]), false),
-            Some(1)
-        );
-        assert_eq!(
-            victim(ranks([Established, Opening, Closed, Opening]), true),
+            victim([Established, Opening, Closed, Opening], true),
             Some(2)
         );
         assert_eq!(
-            victim(ranks([Opening, Established, Established, Opening]), true),
+            victim([Opening, Established, Established, Opening], true),
             Some(3)
         );
+        assert_eq!(victim([Established; WAYS], false), Some(1), "the oldest");
         assert_eq!(
-            victim(ranks([Established; WAYS]), false),
-            Some(1),
-            "the oldest"
-        );
-        assert_eq!(
-            victim(ranks([Established; WAYS]), true),
+            victim([Established; WAYS], true),
             None,
             "a SYN never takes an established flow's slot"
         );

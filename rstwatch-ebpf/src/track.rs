@@ -30,7 +30,7 @@ use rstwatch_common::{
     flow::Step,
     packet::{tcp_flags, FAMILY_IPV4},
     ports::{word_and_bit, PORT_SET_WORDS},
-    table::{rank, set_of, victim, Key4, Key6, Lock, Set, Set4, Set6, TableKey, Worth, WAYS},
+    table::{rank, set_of, Key4, Key6, Lock, Set, Set4, Set6, TableKey, Victim, Worth, WAYS},
     zero::copy_words,
     Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
     COUNTER_COUNT,
@@ -88,6 +88,10 @@ pub struct Scratch {
     /// Where the parser puts the TCP header's offset to drop its per-path bounds.
     tcp_offset: usize,
     key: FlowKey,
+    /// `key` in the form of the table the packet's family uses (the other is stale): kept
+    /// here, not on the stack, which the call chain down to `rstwatch_step` fills up.
+    key4: Key4,
+    key6: Key6,
     /// The flow `rstwatch_step` steps: a copy of its slot, or a new flow's state.
     flow: FlowState,
     storm: StormCount,
@@ -266,36 +270,22 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     scratch.key.apply_vlan_key(settings);
     let v4 = scratch.pkt.family == FAMILY_IPV4;
     let (set, way) = if v4 {
-        let key = Key4::from_flow_key(&scratch.key);
-        find(
-            &FLOWS4,
-            &key,
-            settings.table_seed,
-            settings.table_sets_log2[0],
-        )
+        scratch.key4 = Key4::from_flow_key(&scratch.key);
+        let sets_log2 = settings.table_sets_log2[0];
+        find(&FLOWS4, &scratch.key4, settings.table_seed, sets_log2)
     } else {
-        let key = Key6::from_flow_key(&scratch.key);
-        find(
-            &FLOWS6,
-            &key,
-            settings.table_seed,
-            settings.table_sets_log2[1],
-        )
+        scratch.key6 = Key6::from_flow_key(&scratch.key);
+        let sets_log2 = settings.table_sets_log2[1];
+        find(&FLOWS6, &scratch.key6, settings.table_seed, sets_log2)
     };
-    let step = |dir: u8| rstwatch_step(dir as u32, fine_now(), hook.direction as u32, hook.ifindex);
+    let hook_word = (hook.direction as u64) << 32 | hook.ifindex as u64;
     if (way as usize) < WAYS {
         // Every RST of a flow the table holds is sent, with its frame.
         if scratch.pkt.is_rst() {
             capture_frame();
         }
         let at = set * WAYS as u32 + way;
-        if v4 {
-            let key = Key4::from_flow_key(&scratch.key);
-            step_slot(&FLOWS4, &key, at, dir, scratch, step);
-        } else {
-            let key = Key6::from_flow_key(&scratch.key);
-            step_slot(&FLOWS6, &key, at, dir, scratch, step);
-        }
+        rstwatch_step_slot(table_dir(v4, dir, false), at, fine_now(), hook_word);
         return;
     }
     let (key, pkt) = (&scratch.key, &scratch.pkt);
@@ -345,12 +335,23 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     {
         return count(Counter::SynsUntracked);
     }
-    if v4 {
-        let key = Key4::from_flow_key(&scratch.key);
-        insert(&FLOWS4, &key, set, opening, dir, scratch, step);
-    } else {
-        let key = Key6::from_flow_key(&scratch.key);
-        insert(&FLOWS6, &key, set, opening, dir, scratch, step);
+    rstwatch_insert(table_dir(v4, dir, opening), set, fine_now(), hook_word);
+}
+
+/// The first argument of `rstwatch_step_slot` and `rstwatch_insert`: the packet's direction
+/// in its flow (bit 0), the table (bit 1 set for IPv4) and whether the packet only opens its
+/// flow, a SYN (bit 2).
+#[inline(always)]
+fn table_dir(v4: bool, dir: u8, opening: bool) -> u32 {
+    (dir & 1) as u32 | (v4 as u32) << 1 | (opening as u32) << 2
+}
+
+/// The hook of a packet from the last argument of `rstwatch_step_slot` and `rstwatch_insert`.
+#[inline(always)]
+fn hook_of(word: u64) -> Hook {
+    Hook {
+        direction: (word >> 32) as u8,
+        ifindex: word as u32,
     }
 }
 
@@ -402,15 +403,64 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
     0
 }
 
-/// Steps the flow in slot `at` (set * WAYS + way) of `table`, whose key is `key`, with
-/// `step` on this CPU's scratch copy, under the slot's lock.
+/// Steps the flow in slot `at` (set * WAYS + way) of the table `table_dir` names (see
+/// `table_dir`) with this CPU's scratch packet, on the scratch copy, under the slot's lock.
+/// Returns 0. A global function, verified once with both tables' paths rather than once per
+/// way `find` may return along every path of the caller: global functions take at most five
+/// scalars, hence the packed arguments.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_step_slot(table_dir: u32, at: u32, now: u64, hook: u64) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    let dir = (table_dir & 1) as u8;
+    let hook = hook_of(hook);
+    let step = |dir: u8| rstwatch_step(dir as u32, now, hook.direction as u32, hook.ifindex);
+    if table_dir & 2 != 0 {
+        let (key, pkt, flow) = (&scratch.key4, &scratch.pkt, &mut scratch.flow);
+        step_slot(&FLOWS4, key, at, dir, pkt, flow, step);
+    } else {
+        let (key, pkt, flow) = (&scratch.key6, &scratch.pkt, &mut scratch.flow);
+        step_slot(&FLOWS6, key, at, dir, pkt, flow, step);
+    }
+    0
+}
+
+/// Puts this CPU's scratch packet's flow, which the table `table_dir` names (see `table_dir`)
+/// does not hold, in a slot of its set `set` and steps it there. Returns 0. A global function
+/// for the reasons `rstwatch_step_slot` gives.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_insert(table_dir: u32, set: u32, now: u64, hook: u64) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    let (dir, opening) = ((table_dir & 1) as u8, table_dir & 4 != 0);
+    let hook = hook_of(hook);
+    let step = |dir: u8| rstwatch_step(dir as u32, now, hook.direction as u32, hook.ifindex);
+    if table_dir & 2 != 0 {
+        let (key, pkt, flow) = (&scratch.key4, &scratch.pkt, &mut scratch.flow);
+        insert(&FLOWS4, key, set, opening, dir, pkt, flow, step);
+    } else {
+        let (key, pkt, flow) = (&scratch.key6, &scratch.pkt, &mut scratch.flow);
+        insert(&FLOWS6, key, set, opening, dir, pkt, flow, step);
+    }
+    0
+}
+
+/// `rstwatch_step_slot` in `table`, whose key for the flow is `key`; `step` steps the scratch
+/// copy.
 #[inline(always)]
 fn step_slot<K: TableKey>(
     table: &Array<Set<K>>,
     key: &K,
     at: u32,
     dir: u8,
-    scratch: &mut Scratch,
+    pkt: &PacketMeta,
+    flow: &mut FlowState,
     step: impl FnOnce(u8) -> u32,
 ) {
     let (set, way) = (at / WAYS as u32, at as usize & (WAYS - 1));
@@ -421,31 +471,33 @@ fn step_slot<K: TableKey>(
     // while it holds the slot's lock.
     let held = unsafe { &mut *held };
     if rstwatch_lock(K::V4 as u32, at) == 0 {
-        return update_lost(&scratch.pkt);
+        return update_lost(pkt);
     }
     let slot = &mut held.slots[way];
     // The flow may have left the slot between the lookup and the lock.
     if !same_table_key(&held.keys[way], key) {
         unlock(&mut slot.lock);
-        return update_lost(&scratch.pkt);
+        return update_lost(pkt);
     }
     // SAFETY: the slot's flow and this CPU's scratch, both valid for the whole run.
-    unsafe { copy_words(&slot.flow, &mut scratch.flow) };
+    unsafe { copy_words(&slot.flow, flow) };
     step(dir);
-    unsafe { copy_words(&scratch.flow, &mut slot.flow) };
+    unsafe { copy_words(flow, &mut slot.flow) };
     unlock(&mut slot.lock);
 }
 
 /// Puts this CPU's scratch packet's flow, whose key `table` does not hold, in a slot of its
 /// set `set` (`table::victim`'s) and steps it there with `step`.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn insert<K: TableKey>(
     table: &Array<Set<K>>,
     key: &K,
     set: u32,
     opening: bool,
     dir: u8,
-    scratch: &mut Scratch,
+    pkt: &PacketMeta,
+    flow: &mut FlowState,
     step: impl FnOnce(u8) -> u32,
 ) {
     let Some(held) = table.get_ptr_mut(set) else {
@@ -454,19 +506,20 @@ fn insert<K: TableKey>(
     // SAFETY: as in `step_slot`.
     let held = unsafe { &mut *held };
     // Read without the slots' locks: a choice, which the lock below confirms.
-    let mut ranks = [0u64; WAYS];
+    let mut victim = Victim::new();
     let mut i = 0;
     while i < WAYS {
-        let flow = &held.slots[i].flow;
-        ranks[i] = rank(Worth::of(held.keys[i].is_used(), flow), flow.last_ns());
+        let held_flow = &held.slots[i].flow;
+        let worth = Worth::of(held.keys[i].is_used(), held_flow);
+        victim.offer(i, rank(worth, held_flow.last_ns()));
         i += 1;
     }
-    let Some(way) = victim(ranks, opening) else {
+    let Some(way) = victim.way(opening) else {
         return count(Counter::SynsNoRoom);
     };
     let way = way & (WAYS - 1);
     if rstwatch_lock(K::V4 as u32, set * WAYS as u32 + way as u32) == 0 {
-        return update_lost(&scratch.pkt);
+        return update_lost(pkt);
     }
     let slot = &mut held.slots[way];
     let evicted = Worth::of(held.keys[way].is_used(), &slot.flow);
@@ -478,10 +531,10 @@ fn insert<K: TableKey>(
     // of the new flow that comes at that very moment may start the flow a second time, in
     // another slot of the set, where it ages out.
     held.keys[way] = *key;
-    scratch.flow.reset(&scratch.pkt, dir, &likely_server);
+    flow.reset(pkt, dir, &likely_server);
     step(dir);
     // SAFETY: as in `step_slot`.
-    unsafe { copy_words(&scratch.flow, &mut slot.flow) };
+    unsafe { copy_words(flow, &mut slot.flow) };
     unlock(&mut slot.lock);
     count(Counter::FlowsInserted);
     if evicted != Worth::Free {
