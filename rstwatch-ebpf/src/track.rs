@@ -278,14 +278,22 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
         let sets_log2 = settings.table_sets_log2[1];
         find(&FLOWS6, &scratch.key6, settings.table_seed, sets_log2)
     };
-    let hook_word = (hook.direction as u64) << 32 | hook.ifindex as u64;
+    // The flow is stepped on this CPU's scratch copy of its slot, locked from the load to the
+    // store: `rstwatch_step` then works on one kind of pointer, so the verifier walks it once,
+    // not once per table; and the load, the claim and the store are global functions of their
+    // own rather than callers of it, which keeps the call chain within 5.10's stack limit.
+    let step = |dir: u8| rstwatch_step(dir as u32, fine_now(), hook.direction as u32, hook.ifindex);
+    let table = v4 as u32;
     if (way as usize) < WAYS {
         // Every RST of a flow the table holds is sent, with its frame.
         if scratch.pkt.is_rst() {
             capture_frame();
         }
         let at = set * WAYS as u32 + way;
-        rstwatch_step_slot(table_dir(v4, dir, false), at, fine_now(), hook_word);
+        if rstwatch_load(table, at) != 0 {
+            step(dir);
+            rstwatch_store(table, at);
+        }
         return;
     }
     let (key, pkt) = (&scratch.key, &scratch.pkt);
@@ -335,23 +343,10 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     {
         return count(Counter::SynsUntracked);
     }
-    rstwatch_insert(table_dir(v4, dir, opening), set, fine_now(), hook_word);
-}
-
-/// The first argument of `rstwatch_step_slot` and `rstwatch_insert`: the packet's direction
-/// in its flow (bit 0), the table (bit 1 set for IPv4) and whether the packet only opens its
-/// flow, a SYN (bit 2).
-#[inline(always)]
-fn table_dir(v4: bool, dir: u8, opening: bool) -> u32 {
-    (dir & 1) as u32 | (v4 as u32) << 1 | (opening as u32) << 2
-}
-
-/// The hook of a packet from the last argument of `rstwatch_step_slot` and `rstwatch_insert`.
-#[inline(always)]
-fn hook_of(word: u64) -> Hook {
-    Hook {
-        direction: (word >> 32) as u8,
-        ifindex: word as u32,
+    let claimed = rstwatch_claim(table | (opening as u32) << 1 | (dir as u32) << 2, set);
+    if claimed != 0 {
+        step(dir);
+        rstwatch_store(table, claimed - 1);
     }
 }
 
@@ -403,107 +398,124 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
     0
 }
 
-/// Steps the flow in slot `at` (set * WAYS + way) of the table `table_dir` names (see
-/// `table_dir`) with this CPU's scratch packet, on the scratch copy, under the slot's lock.
-/// Returns 0. A global function, verified once with both tables' paths rather than once per
-/// way `find` may return along every path of the caller: global functions take at most five
-/// scalars, hence the packed arguments.
+/// Locks slot `at` (set * WAYS + way) of the IPv4 table (`v4` non-zero) or the IPv6 one and
+/// copies its flow into this CPU's scratch, for `rstwatch_step`; `rstwatch_store` writes it
+/// back and unlocks. 1 when loaded; 0 when the slot stayed busy or its flow left it since the
+/// lookup (counted). Global functions take at most five scalars and no pointers to map
+/// values, hence slots by index and the re-lookups inside.
 #[unsafe(no_mangle)]
 #[inline(never)]
-pub extern "C" fn rstwatch_step_slot(table_dir: u32, at: u32, now: u64, hook: u64) -> u32 {
+pub extern "C" fn rstwatch_load(v4: u32, at: u32) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
     let scratch = unsafe { &mut *scratch };
-    let dir = (table_dir & 1) as u8;
-    let hook = hook_of(hook);
-    let step = |dir: u8| rstwatch_step(dir as u32, now, hook.direction as u32, hook.ifindex);
-    if table_dir & 2 != 0 {
-        let (key, pkt, flow) = (&scratch.key4, &scratch.pkt, &mut scratch.flow);
-        step_slot(&FLOWS4, key, at, dir, pkt, flow, step);
+    let (pkt, flow) = (&scratch.pkt, &mut scratch.flow);
+    let loaded = if v4 != 0 {
+        load(&FLOWS4, &scratch.key4, at, pkt, flow)
     } else {
-        let (key, pkt, flow) = (&scratch.key6, &scratch.pkt, &mut scratch.flow);
-        step_slot(&FLOWS6, key, at, dir, pkt, flow, step);
-    }
-    0
-}
-
-/// Puts this CPU's scratch packet's flow, which the table `table_dir` names (see `table_dir`)
-/// does not hold, in a slot of its set `set` and steps it there. Returns 0. A global function
-/// for the reasons `rstwatch_step_slot` gives.
-#[unsafe(no_mangle)]
-#[inline(never)]
-pub extern "C" fn rstwatch_insert(table_dir: u32, set: u32, now: u64, hook: u64) -> u32 {
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        return 0;
+        load(&FLOWS6, &scratch.key6, at, pkt, flow)
     };
-    let scratch = unsafe { &mut *scratch };
-    let (dir, opening) = ((table_dir & 1) as u8, table_dir & 4 != 0);
-    let hook = hook_of(hook);
-    let step = |dir: u8| rstwatch_step(dir as u32, now, hook.direction as u32, hook.ifindex);
-    if table_dir & 2 != 0 {
-        let (key, pkt, flow) = (&scratch.key4, &scratch.pkt, &mut scratch.flow);
-        insert(&FLOWS4, key, set, opening, dir, pkt, flow, step);
-    } else {
-        let (key, pkt, flow) = (&scratch.key6, &scratch.pkt, &mut scratch.flow);
-        insert(&FLOWS6, key, set, opening, dir, pkt, flow, step);
-    }
-    0
+    loaded as u32
 }
 
-/// `rstwatch_step_slot` in `table`, whose key for the flow is `key`; `step` steps the scratch
-/// copy.
 #[inline(always)]
-fn step_slot<K: TableKey>(
+fn load<K: TableKey>(
     table: &Array<Set<K>>,
     key: &K,
     at: u32,
-    dir: u8,
     pkt: &PacketMeta,
     flow: &mut FlowState,
-    step: impl FnOnce(u8) -> u32,
-) {
+) -> bool {
     let (set, way) = (at / WAYS as u32, at as usize & (WAYS - 1));
     let Some(held) = table.get_ptr_mut(set) else {
-        return;
+        return false;
     };
-    // SAFETY: a value of the table, valid for the whole run; its slot is this CPU's to write
-    // while it holds the slot's lock.
+    // SAFETY: a value of the table, valid for the whole run; its slot is this CPU's while it
+    // holds the slot's lock.
     let held = unsafe { &mut *held };
     if rstwatch_lock(K::V4 as u32, at) == 0 {
-        return update_lost(pkt);
+        update_lost(pkt);
+        return false;
     }
     let slot = &mut held.slots[way];
-    // The flow may have left the slot between the lookup and the lock.
     if !same_table_key(&held.keys[way], key) {
         unlock(&mut slot.lock);
-        return update_lost(pkt);
+        update_lost(pkt);
+        return false;
     }
     // SAFETY: the slot's flow and this CPU's scratch, both valid for the whole run.
     unsafe { copy_words(&slot.flow, flow) };
-    step(dir);
-    unsafe { copy_words(flow, &mut slot.flow) };
-    unlock(&mut slot.lock);
+    true
 }
 
-/// Puts this CPU's scratch packet's flow, whose key `table` does not hold, in a slot of its
-/// set `set` (`table::victim`'s) and steps it there with `step`.
+/// Writes this CPU's scratch flow into slot `at` of the IPv4 table (`v4` non-zero) or the
+/// IPv6 one, which `rstwatch_load` or `rstwatch_claim` locked, and unlocks it. Returns 0.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_store(v4: u32, at: u32) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    let flow = unsafe { &(*scratch).flow };
+    if v4 != 0 {
+        store(&FLOWS4, at, flow);
+    } else {
+        store(&FLOWS6, at, flow);
+    }
+    0
+}
+
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn insert<K: TableKey>(
+fn store<K: TableKey>(table: &Array<Set<K>>, at: u32, flow: &FlowState) {
+    let (set, way) = (at / WAYS as u32, at as usize & (WAYS - 1));
+    if let Some(held) = table.get_ptr_mut(set) {
+        // SAFETY: as in `load`; this CPU holds the slot's lock.
+        let slot = unsafe { &mut (*held).slots[way] };
+        unsafe { copy_words(flow, &mut slot.flow) };
+        unlock(&mut slot.lock);
+    }
+}
+
+/// Claims a slot of set `set` for this CPU's scratch packet's new flow (`table::Victim`'s):
+/// locks it, writes the flow's key there and makes the scratch flow the new flow's empty
+/// state, for `rstwatch_step` and then `rstwatch_store`. `table`: bit 0 set for the IPv4
+/// table, bit 1 when the packet only opens its flow (a SYN), bit 2 the packet's direction in
+/// its flow. Returns the slot's index plus
+/// one, or 0 when there is no slot to take (counted).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn rstwatch_claim(table: u32, set: u32) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    let scratch = unsafe { &mut *scratch };
+    let (opening, dir) = (table & 2 != 0, (table >> 2 & 1) as u8);
+    let (pkt, flow) = (&scratch.pkt, &mut scratch.flow);
+    let way = if table & 1 != 0 {
+        claim(&FLOWS4, &scratch.key4, set, opening, pkt)
+    } else {
+        claim(&FLOWS6, &scratch.key6, set, opening, pkt)
+    };
+    match way {
+        Some(way) => {
+            flow.reset(pkt, dir, &likely_server);
+            set * WAYS as u32 + way as u32 + 1
+        }
+        None => 0,
+    }
+}
+
+#[inline(always)]
+fn claim<K: TableKey>(
     table: &Array<Set<K>>,
     key: &K,
     set: u32,
     opening: bool,
-    dir: u8,
     pkt: &PacketMeta,
-    flow: &mut FlowState,
-    step: impl FnOnce(u8) -> u32,
-) {
-    let Some(held) = table.get_ptr_mut(set) else {
-        return;
-    };
-    // SAFETY: as in `step_slot`.
+) -> Option<usize> {
+    let held = table.get_ptr_mut(set)?;
+    // SAFETY: as in `load`.
     let held = unsafe { &mut *held };
     // Read without the slots' locks: a choice, which the lock below confirms.
     let mut victim = Victim::new();
@@ -515,27 +527,25 @@ fn insert<K: TableKey>(
         i += 1;
     }
     let Some(way) = victim.way(opening) else {
-        return count(Counter::SynsNoRoom);
+        count(Counter::SynsNoRoom);
+        return None;
     };
     let way = way & (WAYS - 1);
     if rstwatch_lock(K::V4 as u32, set * WAYS as u32 + way as u32) == 0 {
-        return update_lost(pkt);
+        update_lost(pkt);
+        return None;
     }
     let slot = &mut held.slots[way];
     let evicted = Worth::of(held.keys[way].is_used(), &slot.flow);
     if opening && evicted == Worth::Established {
         unlock(&mut slot.lock);
-        return count(Counter::SynsNoRoom);
+        count(Counter::SynsNoRoom);
+        return None;
     }
     // Another CPU comparing keys meanwhile sees this one half written and no match: a packet
     // of the new flow that comes at that very moment may start the flow a second time, in
     // another slot of the set, where it ages out.
     held.keys[way] = *key;
-    flow.reset(pkt, dir, &likely_server);
-    step(dir);
-    // SAFETY: as in `step_slot`.
-    unsafe { copy_words(flow, &mut slot.flow) };
-    unlock(&mut slot.lock);
     count(Counter::FlowsInserted);
     if evicted != Worth::Free {
         count(Counter::FlowsEvicted);
@@ -543,6 +553,7 @@ fn insert<K: TableKey>(
     if evicted == Worth::Established {
         count(Counter::EstablishedEvicted);
     }
+    Some(way)
 }
 
 /// Tries to take the lock (`table::Lock`) of slot `at` (set * WAYS + way) of the IPv4 table
