@@ -1,5 +1,5 @@
 //! A per-second budget: how the kernel limits what it does one by one under a flood (unknown-
-//! flow RSTs sent as events, half-open flows inserted), and how the capture replay follows the
+//! flow RSTs sent as events, flows of SYNs inserted), and how the capture replay follows the
 //! same limits with the capture's clock.
 
 const NS_PER_SEC: u64 = 1_000_000_000;

@@ -97,7 +97,7 @@ pub struct Scratch {
     storm: StormCount,
     /// Unknown-flow RSTs sent one by one in this CPU's current second.
     unknown_rsts: RateWindow,
-    /// Half-open flows inserted in this CPU's current second.
+    /// Flows of SYNs inserted in this CPU's current second.
     half_open: RateWindow,
     recent: [RecentRst; RECENT_RSTS],
     /// The start of the current packet's frame when it is a RST, for its record.

@@ -367,6 +367,12 @@ impl Kernel {
             .collect()
     }
 
+    /// Holds or releases the lock of `key`'s slot as another CPU would (`FlowTables::hold_lock`).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn hold_slot_lock(&self, key: &FlowKey, held: bool) -> bool {
+        self.tables.hold_lock(key, held)
+    }
+
     /// Reads of a flow's slot given up as torn since the start.
     pub fn torn_reads(&self) -> u64 {
         self.tables.torn_reads()

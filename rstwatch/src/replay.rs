@@ -1,14 +1,14 @@
 //! The kernel's flow tables, replayed in userspace over a capture's packets.
 //!
 //! Each packet takes the decisions the eBPF programs take (`rstwatch-ebpf/src/track.rs`):
-//! the same `FlowState::step` on the same state, a half-open table that a flow leaves for
-//! the main one when its handshake completes, no flow at all for a RST on a flow neither
-//! table knows (it is reported, or beyond the per-second budget counted as a storm), and
-//! follow-ups of such a RST within the grace period. The events it produces are the
-//! `RstEvent`s the ring buffer would have carried, with the capture's timestamps as the
-//! clock. Two kernel limits are not replayed because a capture has no CPUs and no memory
-//! pressure to model: the tables are not LRU-bounded, and the recent unknown RSTs are kept
-//! per flow instead of in 16 per-CPU slots that can overwrite one another.
+//! the same `FlowState::step` on the same state, SYNs of new flows tracked within the same
+//! per-second budget, no flow at all for a RST on a flow the table does not know (it is
+//! reported, or beyond the per-second budget counted as a storm), and follow-ups of such a
+//! RST within the grace period. The events it produces are the `RstEvent`s the ring buffer
+//! would have carried, with the capture's timestamps as the clock. Two kernel limits are not
+//! replayed because a capture has no CPUs and no memory pressure to model: the table is not
+//! bounded (no flow is evicted), and the recent unknown RSTs are kept per flow instead of in
+//! 16 per-CPU slots that can overwrite one another.
 
 use std::collections::HashMap;
 

@@ -75,6 +75,20 @@ impl FlowTables {
     pub fn torn_reads(&self) -> u64 {
         self.torn.load(Ordering::Relaxed)
     }
+
+    /// Takes (`held`) or releases the lock of the slot of `key`'s flow as a writer on another
+    /// CPU would; false when the table does not hold the flow. For tests: the daemon never
+    /// writes the table.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn hold_lock(&self, key: &FlowKey, held: bool) -> bool {
+        if key.family == rstwatch_common::packet::FAMILY_IPV4 {
+            self.v4
+                .hold_lock(&Key4::from_flow_key(key), self.seed, held)
+        } else {
+            self.v6
+                .hold_lock(&Key6::from_flow_key(key), self.seed, held)
+        }
+    }
 }
 
 /// A table's array map, mapped into this process (`BPF_F_MMAPABLE`).
@@ -94,12 +108,13 @@ impl<K: TableKey> Mapping<K> {
         let fd = map.fd().as_fd().as_raw_fd();
         let page = 4096;
         let len = (sets * size_of::<Set<K>>()).div_ceil(page) * page;
-        // SAFETY: a shared read-only mapping of the map's whole value area, unmapped on drop.
+        // SAFETY: a shared mapping of the map's whole value area, unmapped on drop. Writable
+        // only for tests (`hold_lock`); the daemon never writes it.
         let start = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ,
+                libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 fd,
                 0,
@@ -133,6 +148,28 @@ impl<K: TableKey> Mapping<K> {
             }
         }
         Ok(None)
+    }
+
+    #[cfg(any(test, feature = "test-support"))]
+    fn hold_lock(&self, key: &K, seed: u64, held: bool) -> bool {
+        let sets_log2 = self.sets.trailing_zeros() as u8;
+        let set = self.set(set_of(key, seed, sets_log2) as usize);
+        let Some(way) = (0..WAYS).find(|&way| same_key(&key_at(set, way), key)) else {
+            return false;
+        };
+        // SAFETY: the slot's lock inside the mapping, 4-aligned; the kernel adds to it
+        // atomically too.
+        let begun = unsafe {
+            std::sync::atomic::AtomicU32::from_ptr(
+                std::ptr::addr_of!((*set).slots[way].lock.begun).cast_mut(),
+            )
+        };
+        if held {
+            begun.fetch_add(1, Ordering::SeqCst);
+        } else {
+            begun.fetch_sub(1, Ordering::SeqCst);
+        }
+        true
     }
 
     fn each(&self, flows: &mut Vec<(FlowKey, bool)>, torn: &AtomicU64) {
@@ -208,3 +245,51 @@ fn read_slot<K: TableKey>(
 
 const _: () = assert!(size_of::<Slot>().is_multiple_of(8) && size_of::<Set4>().is_multiple_of(8));
 const _: () = assert!(size_of::<Set6>().is_multiple_of(8));
+
+#[cfg(test)]
+mod tests {
+    use rstwatch_common::{packet::FAMILY_IPV4, table::Set4};
+
+    use super::*;
+
+    fn set_with_a_flow() -> Box<Set4> {
+        let key = FlowKey {
+            addr: [
+                rstwatch_common::packet::ipv4_mapped([198, 18, 0, 1]),
+                rstwatch_common::packet::ipv4_mapped([198, 18, 1, 2]),
+            ],
+            port: [40_000, 443],
+            family: FAMILY_IPV4,
+            ..FlowKey::default()
+        };
+        let mut set = Box::new(Set4 {
+            keys: [Key4::default(); WAYS],
+            slots: [Slot::default(); WAYS],
+        });
+        set.keys[2] = Key4::from_flow_key(&key);
+        set.slots[2].flow.dir[0].pkts = 7;
+        set.slots[2].lock = Lock {
+            begun: 41,
+            ended: 41,
+        };
+        set
+    }
+
+    #[test]
+    fn a_slot_is_read_whole_between_two_equal_reads_of_a_free_lock() {
+        let set = set_with_a_flow();
+        let torn = AtomicU64::new(0);
+        let (key, flow) = read_slot(&*set, 2, &torn).expect("a free slot reads");
+        assert_eq!((key, flow.dir[0].pkts), (set.keys[2], 7));
+        assert_eq!(torn.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_slot_a_writer_holds_is_never_used_and_its_read_is_counted_torn() {
+        let mut set = set_with_a_flow();
+        set.slots[2].lock.begun += 1;
+        let torn = AtomicU64::new(0);
+        assert_eq!(read_slot(&*set, 2, &torn), None);
+        assert_eq!(torn.load(Ordering::Relaxed), 1);
+    }
+}

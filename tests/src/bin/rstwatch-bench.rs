@@ -156,7 +156,7 @@ fn main() -> Result<()> {
         cost: single_shots(
             &kernel,
             &empty,
-            "SYN, new flow (half-open table)",
+            "SYN, new flow",
             &frames.syn,
             0..SAMPLE,
             new_flow,
@@ -164,8 +164,8 @@ fn main() -> Result<()> {
         target: Target::None,
     });
 
-    // The main table fills with flows whose first packet seen is data (a SYN alone only
-    // reaches the half-open table); the SYNs above use other 4-tuples' slots there.
+    // The table fills with flows whose first packet seen is data; the first of them are the
+    // 4-tuples of the SYNs above, whose flows they complete.
     let mut filled = 0;
     while filled < FULL_TABLE - SAMPLE {
         let end = (filled + PREFILL_CHUNK).min(FULL_TABLE - SAMPLE);

@@ -1,10 +1,10 @@
 //! Bounds under BPF_PROG_TEST_RUN: the flow table and the ring buffer never outgrow their size,
-//! and every lost event is counted.
+//! and every lost event, lost update and torn read is counted.
 
 use rstwatch::kernel::KernelConfig;
 use rstwatch_common::Counter;
 use rstwatch_tests::{
-    frames::flags::RST,
+    frames::flags::{ACK, RST},
     probe::{config, key4, syn, tcp, v4, Probe, CLIENT, HTTP, SERVER},
 };
 
@@ -89,4 +89,40 @@ fn a_full_ring_buffer_counts_every_lost_event() {
     // Drained, the ring takes events again.
     probe.ingress(&v4(CLIENT, SERVER, 64, 1, tcp(39999, HTTP, RST, 1, 0)));
     assert_eq!(probe.events().len(), 1);
+}
+
+/// A slot another CPU keeps locked: the packet, a RST included, is counted as a lost update
+/// and not reported; the daemon's read of the slot is counted as torn and gives no state.
+/// Once the lock is released, the flow is tracked and read again, its state intact.
+#[test]
+fn a_busy_slot_counts_lost_updates_and_torn_reads_and_nothing_else() {
+    let mut probe = Probe::new();
+    let port = 41000;
+    let key = key4(CLIENT, port, SERVER, HTTP);
+    probe.ingress(&v4(CLIENT, SERVER, 64, 1, syn(port, HTTP, 1000, 7)));
+    assert_eq!(probe.expect_flow(&key).packets(), 1);
+
+    assert!(probe.kernel.hold_slot_lock(&key, true), "the flow's slot");
+    let rst = v4(SERVER, CLIENT, 64, 1, tcp(HTTP, port, RST | ACK, 0, 1001));
+    let c = probe.ingress(&rst);
+    assert_eq!(c.get(Counter::FlowUpdatesLost), 1, "{}", c.describe());
+    assert_eq!(c.get(Counter::RstUpdatesLost), 1, "{}", c.describe());
+    assert_eq!(c.get(Counter::EventsSent), 0, "{}", c.describe());
+    assert!(probe.events().is_empty());
+    assert!(
+        probe.kernel.flow(&key).is_err(),
+        "a torn read gives no state"
+    );
+    assert_eq!(probe.kernel.torn_reads(), 1);
+
+    assert!(probe.kernel.hold_slot_lock(&key, false));
+    probe.ingress(&rst);
+    assert_eq!(probe.events().len(), 1, "the next RST is reported");
+    let flow = probe.expect_flow(&key);
+    assert_eq!(
+        flow.packets(),
+        2,
+        "the SYN and the second RST: the lost one left no trace"
+    );
+    assert_eq!(probe.kernel.torn_reads(), 1);
 }

@@ -31,8 +31,8 @@ fn handshake_data_fin_rst_and_followups_are_tracked_and_reported() {
     a_whole_conversation_is_tracked_and_reported(Probe::new());
 }
 
-/// The same with every fallback Linux 5.10 needs: no presence filter (the object without
-/// the atomic OR), the fine clock for budgets, the frame copied without a helper.
+/// The same with every fallback Linux 5.10 needs: the fine clock for budgets, the frame
+/// copied without a helper.
 #[test]
 fn handshake_data_fin_rst_and_followups_are_tracked_with_the_oldest_kernels_fallbacks() {
     a_whole_conversation_is_tracked_and_reported(Probe::load(oldest_kernel_config()));

@@ -90,7 +90,7 @@ fn an_unknown_rst_creates_no_flow_and_what_follows_it_is_still_reported() {
     );
 }
 
-/// A SYN flood fills the half-open table many times over; flows that completed a handshake
+/// A SYN flood fills the flow table many times over; flows that completed a handshake
 /// keep their state, and a RST answering a SYN is still reported with the SYN's state.
 #[test]
 fn a_syn_flood_never_evicts_established_flows() {
