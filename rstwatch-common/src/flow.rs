@@ -1,5 +1,5 @@
 //! The flow table's key and value, and the per-packet update that both the kernel programs
-//! and (later) a userspace capture replay run.
+//! and the userspace capture replay (`rstwatch explain`) run.
 
 use crate::{
     config::Settings,

@@ -1,9 +1,9 @@
 //! Types and logic shared by the kernel programs and the userspace daemon.
 //!
 //! Everything here is `#![no_std]` and `#[repr(C)]` so the same bytes mean the same thing on
-//! both sides of the ring buffer. The per-packet flow update lives here too (`flow::track`),
-//! written once so that a later `rstwatch explain FILE.pcap` can replay captures through the
-//! exact logic the kernel runs.
+//! both sides of the ring buffer and of the mapped flow table (`table`). The per-packet flow
+//! update lives here too (`FlowState::step`), written once so that `rstwatch explain
+//! FILE.pcap` replays captures through the exact logic the kernel runs.
 #![no_std]
 
 pub mod budget;
