@@ -14,10 +14,7 @@
 //! while programs write them. Whatever a writer cannot lock (the slot stays busy) and
 //! whatever a reader cannot copy whole is counted, never silently lost.
 
-use crate::{
-    flow::{seen, FlowKey, FlowState},
-    packet::FAMILY_IPV4,
-};
+use crate::flow::{seen, FlowKey, FlowState};
 
 /// Slots per set.
 pub const WAYS: usize = 4;
@@ -95,9 +92,10 @@ pub trait TableKey: Copy + Default {
     /// The key of `key`'s flow in this table's form.
     fn from_flow_key(key: &FlowKey) -> Self;
     /// Word `i` of the key, `i < WORDS`.
-    fn word(&self, i: usize) -> u64;
-    /// The flow key this key was made from.
-    fn to_flow_key(&self) -> FlowKey;
+    #[inline(always)]
+    fn word(&self, i: usize) -> u64 {
+        key_word(self, i)
+    }
     fn is_used(&self) -> bool;
 }
 
@@ -125,22 +123,6 @@ impl TableKey for Key4 {
         }
     }
 
-    #[inline(always)]
-    fn word(&self, i: usize) -> u64 {
-        key_word(self, i)
-    }
-
-    fn to_flow_key(&self) -> FlowKey {
-        let mapped = |a: [u8; 4]| crate::packet::ipv4_mapped(a);
-        FlowKey {
-            addr: [mapped(self.addr[0]), mapped(self.addr[1])],
-            port: self.port,
-            vlan: self.vlan,
-            family: FAMILY_IPV4,
-            _pad: 0,
-        }
-    }
-
     fn is_used(&self) -> bool {
         self.used != 0
     }
@@ -157,21 +139,6 @@ impl TableKey for Key6 {
             port: key.port,
             vlan: key.vlan,
             used: 1,
-        }
-    }
-
-    #[inline(always)]
-    fn word(&self, i: usize) -> u64 {
-        key_word(self, i)
-    }
-
-    fn to_flow_key(&self) -> FlowKey {
-        FlowKey {
-            addr: self.addr,
-            port: self.port,
-            vlan: self.vlan,
-            family: crate::packet::FAMILY_IPV6,
-            _pad: 0,
         }
     }
 
@@ -326,7 +293,7 @@ mod tests {
     use std::collections::HashSet;
 
     use super::*;
-    use crate::packet::{ipv4_mapped, FAMILY_IPV6};
+    use crate::packet::{ipv4_mapped, FAMILY_IPV4, FAMILY_IPV6};
 
     fn flow_key4(i: u16) -> FlowKey {
         FlowKey {
@@ -353,10 +320,11 @@ mod tests {
     }
 
     #[test]
-    fn keys_go_to_their_table_form_and_back() {
-        let v4 = flow_key4(7);
-        assert_eq!(Key4::from_flow_key(&v4).to_flow_key(), v4);
-        let v6 = FlowKey {
+    fn keys_take_their_tables_form() {
+        let v4 = Key4::from_flow_key(&flow_key4(7));
+        assert_eq!(v4.addr, [[198, 18, 0, 1], [198, 18, 1, 2]]);
+        assert_eq!((v4.port, v4.vlan), ([40_007, 443], 0));
+        let flow6 = FlowKey {
             addr: [
                 [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
                 [0x20; 16],
@@ -366,8 +334,12 @@ mod tests {
             family: FAMILY_IPV6,
             _pad: 0,
         };
-        assert_eq!(Key6::from_flow_key(&v6).to_flow_key(), v6);
-        assert!(Key4::from_flow_key(&v4).is_used() && !Key4::default().is_used());
+        let v6 = Key6::from_flow_key(&flow6);
+        assert_eq!(
+            (v6.addr, v6.port, v6.vlan),
+            (flow6.addr, flow6.port, flow6.vlan)
+        );
+        assert!(v4.is_used() && v6.is_used() && !Key4::default().is_used());
     }
 
     #[test]

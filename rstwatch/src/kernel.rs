@@ -358,15 +358,6 @@ impl Kernel {
         self.tables.count()
     }
 
-    /// The keys of the flows the table holds now.
-    pub fn flow_keys(&self) -> Vec<FlowKey> {
-        self.tables
-            .flows()
-            .into_iter()
-            .map(|(key, _)| key)
-            .collect()
-    }
-
     /// Holds or releases the lock of `key`'s slot as another CPU would (`FlowTables::hold_lock`).
     #[cfg(any(test, feature = "test-support"))]
     pub fn hold_slot_lock(&self, key: &FlowKey, held: bool) -> bool {

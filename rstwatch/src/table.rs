@@ -58,14 +58,6 @@ impl FlowTables {
         }
     }
 
-    /// The keys of every flow both tables hold now, with whether each has only opened.
-    pub fn flows(&self) -> Vec<(FlowKey, bool)> {
-        let mut flows = Vec::new();
-        self.v4.each(&mut flows, &self.torn);
-        self.v6.each(&mut flows, &self.torn);
-        flows
-    }
-
     /// Flows both tables hold now: a walk over their keys, a few ms at a million flows.
     pub fn count(&self) -> u64 {
         self.v4.count() + self.v6.count()
@@ -170,22 +162,6 @@ impl<K: TableKey> Mapping<K> {
             begun.fetch_sub(1, Ordering::SeqCst);
         }
         true
-    }
-
-    fn each(&self, flows: &mut Vec<(FlowKey, bool)>, torn: &AtomicU64) {
-        for index in 0..self.sets {
-            let set = self.set(index);
-            for way in 0..WAYS {
-                if !key_at(set, way).is_used() {
-                    continue;
-                }
-                if let Some((key, flow)) = read_slot(set, way, torn) {
-                    if key.is_used() {
-                        flows.push((key.to_flow_key(), flow.is_half_open()));
-                    }
-                }
-            }
-        }
     }
 
     fn count(&self) -> u64 {

@@ -201,10 +201,6 @@ impl Probe {
         self.kernel.flow_count() as usize
     }
 
-    pub fn flow_keys(&self) -> Vec<FlowKey> {
-        self.kernel.flow_keys()
-    }
-
     /// Everything in the ring buffer, oldest first.
     pub fn events(&mut self) -> Vec<RstEvent> {
         let mut events = Vec::new();
