@@ -10,7 +10,7 @@ pub struct Settings {
     /// A flow closed by a FIN from each side, silent this long, ends: its 4-tuple's next
     /// packet starts a new flow.
     pub close_delay_ns: u64,
-    /// Seeds the hash that places a flow in its set of the flow table (`table::set_of`);
+    /// Seeds the hash that places a flow in its set of the flow table (`table::place`);
     /// userspace draws it at random.
     pub table_seed: u64,
     /// Follow-up events sent per RST at most, so a storm after a reset cannot flood the ring.

@@ -114,7 +114,12 @@ impl TableKey for Key4 {
 
     #[inline(always)]
     fn from_flow_key(key: &FlowKey) -> Self {
-        let v4 = |a: &[u8; 16]| [a[12], a[13], a[14], a[15]];
+        // One 32-bit load an address (BPF has no unaligned load).
+        const _: () = assert!(core::mem::align_of::<FlowKey>() >= 4);
+        // SAFETY: the last 4 bytes of an address of a 4-aligned `FlowKey`, at a 4-aligned offset.
+        let v4 = |a: &[u8; 16]| {
+            unsafe { core::ptr::read(a.as_ptr().add(12).cast::<u32>()) }.to_ne_bytes()
+        };
         Self {
             addr: [v4(&key.addr[0]), v4(&key.addr[1])],
             port: key.port,
@@ -147,11 +152,34 @@ impl TableKey for Key6 {
     }
 }
 
-/// The set of `key` in a table of `2^sets_log2` sets: a hash of its words seeded with
-/// `Settings::table_seed`, so that nobody who does not know the seed can aim 4-tuples at one
-/// set.
+/// Where a key lives in a table: its set and its tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Place {
+    pub set: u32,
+    /// Never 0, which marks a free way in a set's `Tags`.
+    pub tag: u8,
+}
+
+/// A set's tags, one byte per way (way `i` in byte `i`, little end first): the tag of the
+/// way's key, 0 while the way is free. The tags of every set make an array of their own,
+/// dense enough to stay in the CPU's caches, so that a packet of a flow the table does not
+/// hold (a flood's 4-tuples) is told so without reading its set, whose line is cold in a
+/// table of hundreds of megabytes; and a packet of a held flow compares only the keys whose
+/// tag is its own. A way's tag is written, a byte at a time, by its lock's holder after
+/// the key.
+pub type Tags = u32;
+
+/// The tag of way `way` in `tags`.
 #[inline(always)]
-pub fn set_of<K: TableKey>(key: &K, seed: u64, sets_log2: u8) -> u32 {
+pub const fn tag_at(tags: Tags, way: usize) -> u8 {
+    (tags >> ((way & (WAYS - 1)) * 8)) as u8
+}
+
+/// The place of `key` in a table of `2^sets_log2` sets: a hash of its words seeded with
+/// `Settings::table_seed`, so that nobody who does not know the seed can aim 4-tuples at one
+/// set. The tag comes from hash bits the set does not use.
+#[inline(always)]
+pub fn place<K: TableKey>(key: &K, seed: u64, sets_log2: u8) -> Place {
     const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut hash = seed;
     let mut i = 0;
@@ -162,7 +190,11 @@ pub fn set_of<K: TableKey>(key: &K, seed: u64, sets_log2: u8) -> u32 {
     }
     hash = hash.wrapping_mul(MUL);
     let mask = (1u64 << (sets_log2 & 31)) - 1;
-    ((hash >> 32) & mask) as u32
+    let tag = (hash >> 24) as u8;
+    Place {
+        set: ((hash >> 32) & mask) as u32,
+        tag: if tag == 0 { 1 } else { tag },
+    }
 }
 
 /// Whether the key in a set's way `a` is `b`, word by word (an array comparison would lower
@@ -347,7 +379,7 @@ mod tests {
         let sets_log2 = 10;
         let spread = |seed| {
             (0..4096)
-                .map(|i| set_of(&Key4::from_flow_key(&flow_key4(i)), seed, sets_log2))
+                .map(|i| place(&Key4::from_flow_key(&flow_key4(i)), seed, sets_log2).set)
                 .collect::<std::vec::Vec<_>>()
         };
         let (a, b) = (spread(1), spread(2));

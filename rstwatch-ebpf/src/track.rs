@@ -30,7 +30,10 @@ use rstwatch_common::{
     flow::Step,
     packet::{tcp_flags, FAMILY_IPV4},
     ports::{word_and_bit, PORT_SET_WORDS},
-    table::{rank, set_of, Key4, Key6, Lock, Set, Set4, Set6, TableKey, Victim, Worth, WAYS},
+    table::{
+        place, rank, tag_at, Key4, Key6, Lock, Place, Set, Set4, Set6, TableKey, Tags, Victim,
+        Worth, WAYS,
+    },
     zero::copy_words,
     Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
     COUNTER_COUNT,
@@ -53,6 +56,13 @@ static FLOWS4: Array<Set4> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 
 #[map]
 static FLOWS6: Array<Set6> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The tags of each set of `FLOWS4` and of `FLOWS6` (`table::Tags`), one element per set.
+#[map]
+static TAGS4: Array<Tags> = Array::with_max_entries(1, 0);
+
+#[map]
+static TAGS6: Array<Tags> = Array::with_max_entries(1, 0);
 
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(defaults::RING_BYTES, 0);
@@ -269,14 +279,22 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     let dir = scratch.key.fill_from(&scratch.pkt);
     scratch.key.apply_vlan_key(settings);
     let v4 = scratch.pkt.family == FAMILY_IPV4;
-    let (set, way) = if v4 {
+    let (Place { set, tag }, way) = if v4 {
         scratch.key4 = Key4::from_flow_key(&scratch.key);
-        let sets_log2 = settings.table_sets_log2[0];
-        find(&FLOWS4, &scratch.key4, settings.table_seed, sets_log2)
+        let place = place(
+            &scratch.key4,
+            settings.table_seed,
+            settings.table_sets_log2[0],
+        );
+        (place, find(&FLOWS4, &TAGS4, &scratch.key4, place))
     } else {
         scratch.key6 = Key6::from_flow_key(&scratch.key);
-        let sets_log2 = settings.table_sets_log2[1];
-        find(&FLOWS6, &scratch.key6, settings.table_seed, sets_log2)
+        let place = place(
+            &scratch.key6,
+            settings.table_seed,
+            settings.table_sets_log2[1],
+        );
+        (place, find(&FLOWS6, &TAGS6, &scratch.key6, place))
     };
     // The flow is stepped on this CPU's scratch copy of its slot, locked from the load to the
     // store: `rstwatch_step` then works on one kind of pointer, so the verifier walks it once,
@@ -343,28 +361,30 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     {
         return count(Counter::SynsUntracked);
     }
-    let claimed = rstwatch_claim(table | (opening as u32) << 1 | (dir as u32) << 2, set);
+    let flags = table | (opening as u32) << 1 | (dir as u32) << 2 | (tag as u32) << 8;
+    let claimed = rstwatch_claim(flags, set);
     if claimed != 0 {
         step(dir);
         rstwatch_store(table, claimed - 1);
     }
 }
 
-/// The set of `key` and its way there, `WAYS` when the set does not hold it.
+/// The way of `key` in its set at `place`, `WAYS` when the set does not hold it. Only the
+/// keys whose tag is the key's are read: a key the table does not hold mostly costs a read of
+/// the dense tags, not of its set.
 #[inline(always)]
-fn find<K: TableKey>(table: &Array<Set<K>>, key: &K, seed: u64, sets_log2: u8) -> (u32, u32) {
-    let set = set_of(key, seed, sets_log2);
-    let Some(held) = table.get(set) else {
-        return (set, WAYS as u32);
+fn find<K: TableKey>(table: &Array<Set<K>>, tags: &Array<Tags>, key: &K, place: Place) -> u32 {
+    let (Some(&held_tags), Some(held)) = (tags.get(place.set), table.get(place.set)) else {
+        return WAYS as u32;
     };
     let mut way = 0;
     while way < WAYS {
-        if same_table_key(&held.keys[way], key) {
-            return (set, way as u32);
+        if tag_at(held_tags, way) == place.tag && same_table_key(&held.keys[way], key) {
+            return way as u32;
         }
         way += 1;
     }
-    (set, WAYS as u32)
+    WAYS as u32
 }
 
 /// Steps this CPU's scratch `flow` with the scratch packet, sent in direction `dir`, and
@@ -481,8 +501,8 @@ fn store<K: TableKey>(table: &Array<Set<K>>, at: u32, flow: &FlowState) {
 /// locks it, writes the flow's key there and makes the scratch flow the new flow's empty
 /// state, for `rstwatch_step` and then `rstwatch_store`. `table`: bit 0 set for the IPv4
 /// table, bit 1 when the packet only opens its flow (a SYN), bit 2 the packet's direction in
-/// its flow. Returns the slot's index plus
-/// one, or 0 when there is no slot to take (counted).
+/// its flow, bits 8 to 15 the key's tag. Returns the slot's index plus one, or 0 when there
+/// is no slot to take (counted).
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn rstwatch_claim(table: u32, set: u32) -> u32 {
@@ -491,11 +511,15 @@ pub extern "C" fn rstwatch_claim(table: u32, set: u32) -> u32 {
     };
     let scratch = unsafe { &mut *scratch };
     let (opening, dir) = (table & 2 != 0, (table >> 2 & 1) as u8);
+    let place = Place {
+        set,
+        tag: (table >> 8) as u8,
+    };
     let (pkt, flow) = (&scratch.pkt, &mut scratch.flow);
     let way = if table & 1 != 0 {
-        claim(&FLOWS4, &scratch.key4, set, opening, pkt)
+        claim(&FLOWS4, &TAGS4, &scratch.key4, place, opening, pkt)
     } else {
-        claim(&FLOWS6, &scratch.key6, set, opening, pkt)
+        claim(&FLOWS6, &TAGS6, &scratch.key6, place, opening, pkt)
     };
     match way {
         Some(way) => {
@@ -509,20 +533,22 @@ pub extern "C" fn rstwatch_claim(table: u32, set: u32) -> u32 {
 #[inline(always)]
 fn claim<K: TableKey>(
     table: &Array<Set<K>>,
+    tags: &Array<Tags>,
     key: &K,
-    set: u32,
+    Place { set, tag }: Place,
     opening: bool,
     pkt: &PacketMeta,
 ) -> Option<usize> {
-    let held = table.get_ptr_mut(set)?;
-    // SAFETY: as in `load`.
-    let held = unsafe { &mut *held };
+    let (held, held_tags) = (table.get_ptr_mut(set)?, tags.get_ptr_mut(set)?);
+    // SAFETY: as in `load`; the tags of the set, a value of their array.
+    let (held, held_tags) = unsafe { (&mut *held, &mut *held_tags) };
     // Read without the slots' locks: a choice, which the lock below confirms.
     let mut victim = Victim::new();
+    let seen_tags = *held_tags;
     let mut i = 0;
     while i < WAYS {
         let held_flow = &held.slots[i].flow;
-        let worth = Worth::of(held.keys[i].is_used(), held_flow);
+        let worth = Worth::of(tag_at(seen_tags, i) != 0, held_flow);
         victim.offer(i, rank(worth, held_flow.last_ns()));
         i += 1;
     }
@@ -546,6 +572,8 @@ fn claim<K: TableKey>(
     // of the new flow that comes at that very moment may start the flow a second time, in
     // another slot of the set, where it ages out.
     held.keys[way] = *key;
+    // SAFETY: byte `way` of the set's tags, which only this slot's lock holder writes.
+    unsafe { core::ptr::write_volatile((held_tags as *mut Tags).cast::<u8>().add(way), tag) };
     count(Counter::FlowsInserted);
     if evicted != Worth::Free {
         count(Counter::FlowsEvicted);

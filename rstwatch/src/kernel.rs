@@ -148,6 +148,8 @@ impl Kernel {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("FLOWS4", 1 << sets_log2[0])
             .map_max_entries("FLOWS6", 1 << sets_log2[1])
+            .map_max_entries("TAGS4", 1 << sets_log2[0])
+            .map_max_entries("TAGS6", 1 << sets_log2[1])
             .map_max_entries("EVENTS", config.ring_bytes)
             .override_global(features::GLOBAL, &config.features, true)
             .load(EBPF_OBJECT)

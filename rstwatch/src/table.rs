@@ -14,7 +14,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use aya::maps::MapData;
 use rstwatch_common::{
-    table::{same_key, set_of, Key4, Key6, Lock, Set, Set4, Set6, Slot, TableKey, WAYS},
+    table::{place, same_key, Key4, Key6, Lock, Set, Set4, Set6, Slot, TableKey, WAYS},
     FlowKey, FlowState,
 };
 
@@ -127,7 +127,7 @@ impl<K: TableKey> Mapping<K> {
 
     fn get(&self, key: &K, seed: u64, torn: &AtomicU64) -> Lookup {
         let sets_log2 = self.sets.trailing_zeros() as u8;
-        let set = self.set(set_of(key, seed, sets_log2) as usize);
+        let set = self.set(place(key, seed, sets_log2).set as usize);
         for way in 0..WAYS {
             if !same_key(&key_at(set, way), key) {
                 continue;
@@ -145,7 +145,7 @@ impl<K: TableKey> Mapping<K> {
     #[cfg(any(test, feature = "test-support"))]
     fn hold_lock(&self, key: &K, seed: u64, held: bool) -> bool {
         let sets_log2 = self.sets.trailing_zeros() as u8;
-        let set = self.set(set_of(key, seed, sets_log2) as usize);
+        let set = self.set(place(key, seed, sets_log2).set as usize);
         let Some(way) = (0..WAYS).find(|&way| same_key(&key_at(set, way), key)) else {
             return false;
         };

@@ -5,7 +5,7 @@ use std::{collections::HashSet, fs};
 
 use anyhow::{Context, Result};
 use rstwatch::kernel::{table_capacity, KernelConfig};
-use rstwatch_common::table::{Set4, Set6, WAYS};
+use rstwatch_common::table::{Set4, Set6, Tags, WAYS};
 
 use super::fdinfo_fields;
 
@@ -15,6 +15,7 @@ const BPF_MAP_TYPE_ARRAY: &str = "2";
 pub struct FlowTableMemory {
     /// Flows the table holds at most.
     pub flows: u64,
+    /// The sets' array and their tags' (`table::Tags`).
     pub memlock_bytes: u64,
     /// Bytes of a set: `WAYS` keys, then `WAYS` slots (lock and state).
     pub set_bytes: usize,
@@ -57,7 +58,8 @@ pub fn flow_tables(config: &KernelConfig) -> Result<FlowTables> {
         let sets = (flows / WAYS as u64) as u32;
         Ok(FlowTableMemory {
             flows,
-            memlock_bytes: memlock(BPF_MAP_TYPE_ARRAY, sets, set_bytes)?,
+            memlock_bytes: memlock(BPF_MAP_TYPE_ARRAY, sets, set_bytes)?
+                + memlock(BPF_MAP_TYPE_ARRAY, sets, size_of::<Tags>())?,
             set_bytes,
         })
     };

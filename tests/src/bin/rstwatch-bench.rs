@@ -592,8 +592,9 @@ fn results_markdown(
     let _ = writeln!(
         md,
         "\nFlow tables (fdinfo memlock, the kernel's own account): {} flows held after {} new \
-         flows; IPv4 {:.1} MiB for {} flows = {:.0} bytes/flow (sets of {} B), IPv6 {:.1} MiB \
-         for {} flows = {:.0} bytes/flow (sets of {} B): {:.1} MiB (target <= {} MiB: {}). \
+         flows; the sets and their tags (4 B a set): IPv4 {:.1} MiB for {} flows = {:.0} \
+         bytes/flow (sets of {} B), IPv6 {:.1} MiB for {} flows = {:.0} bytes/flow (sets of {} \
+         B): {:.1} MiB (target <= {} MiB: {}). \
          Every map of the process: {:.1} MiB (target <= {} MiB: {}). Per flow elsewhere, the \
          same account: Cilium conntrack 136 B (IPv4), Katran 120 B, Calico 168 B, Retina 208 B; \
          rstwatch's LRU hash before this table, 312 B (362.5 MiB in all).",
