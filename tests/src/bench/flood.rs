@@ -162,9 +162,32 @@ impl Flood {
         rates.get(rates.len() / 2).copied().unwrap_or(0.0)
     }
 
-    /// `hooked`'s median rate over the empty program's.
+    /// `hooked`'s rate over the empty program's in the same repetition, the median over the
+    /// repetitions: two runs seconds apart share the load of the moment on a shared machine,
+    /// which moves rates from one repetition to the next by more than the difference measured.
     pub fn ratio(&self, hooked: Hooked) -> f64 {
-        self.rate(hooked) / self.rate(Hooked::EmptyProgram)
+        let ratios = self.ratios(hooked);
+        ratios.get(ratios.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    /// The lowest and the highest of the repetitions' ratios behind `ratio`.
+    pub fn ratio_range(&self, hooked: Hooked) -> (f64, f64) {
+        let ratios = self.ratios(hooked);
+        let end = |i: Option<&f64>| i.copied().unwrap_or(0.0);
+        (end(ratios.first()), end(ratios.last()))
+    }
+
+    /// Each repetition's rate with `hooked` over the empty program's, sorted.
+    fn ratios(&self, hooked: Hooked) -> Vec<f64> {
+        let empty = self.rates(Hooked::EmptyProgram);
+        let mut ratios: Vec<f64> = self
+            .rates(hooked)
+            .iter()
+            .zip(&empty)
+            .map(|(rate, empty)| rate / empty)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios
     }
 
     /// Mean share of one core the process used during `hooked`'s floods.

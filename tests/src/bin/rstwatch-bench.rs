@@ -41,7 +41,7 @@ const PREFILL_CHUNK: u32 = 1 << 18;
 const FILTER_PORT: u16 = 4333;
 const VLAN: u16 = 100;
 const FLOOD_SECONDS: u64 = 3;
-const FLOOD_REPETITIONS: usize = 3;
+const FLOOD_REPETITIONS: usize = 5;
 const TARGET_FLOOD_RATIO: f64 = 0.90;
 const TARGET_DAEMON_CPU: f64 = 0.10;
 /// Where the userspace run writes its records file: a real file system, not /dev/null.
@@ -460,7 +460,8 @@ fn verdict(met: Option<bool>) -> &'static str {
 fn flood_markdown(md: &mut String, flood: &Flood) {
     let _ = writeln!(
         md,
-        "\n{}, trafgen into a veth, {} runs of each watcher alternating (medians):\n",
+        "\n{}, trafgen into a veth, {} runs of each watcher alternating (median rates; the ratio \
+         is the median of each repetition's rate over the empty program's in that repetition):\n",
         flood.kind.name(),
         flood
             .runs
@@ -470,7 +471,7 @@ fn flood_markdown(md: &mut String, flood: &Flood) {
     );
     let _ = writeln!(
         md,
-        "| attached | packets/s received | ratio to the empty program | CPU of the process | target | |"
+        "| attached | packets/s received | ratio to the empty program (lowest-highest) | CPU of the process | target | |"
     );
     let _ = writeln!(md, "|---|---:|---:|---:|---|---|");
     for hooked in Hooked::ALL {
@@ -496,10 +497,12 @@ fn flood_markdown(md: &mut String, flood: &Flood) {
         };
         let _ = writeln!(
             md,
-            "| {} | {:.2} M | {:.2}x | {} | {} | {} |",
+            "| {} | {:.2} M | {:.2}x ({:.2}-{:.2}) | {} | {} | {} |",
             hooked.name(),
             flood.rate(hooked) / 1e6,
             flood.ratio(hooked),
+            flood.ratio_range(hooked).0,
+            flood.ratio_range(hooked).1,
             cpu,
             target,
             verdict(met)
