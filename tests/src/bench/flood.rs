@@ -53,6 +53,9 @@ pub enum FloodKind {
     /// SYNs from an address the receiver has no route back to (so it answers nothing), each
     /// 4-tuple twice in a row, as a flood's retransmissions would send it.
     Syn,
+    /// SYNs from 198.18.0.1, a new source port each, to a port nothing listens on: the
+    /// receiver answers every one with a RST, which leaves through the TC egress hook.
+    ClosedPortSyn,
 }
 
 impl FloodKind {
@@ -60,6 +63,7 @@ impl FloodKind {
         match self {
             FloodKind::Rst => "RST flood of new 4-tuples",
             FloodKind::Syn => "SYN flood, each 4-tuple twice",
+            FloodKind::ClosedPortSyn => "SYN flood to a closed port, each answered with a RST",
         }
     }
 
@@ -85,6 +89,14 @@ impl FloodKind {
   eth(da=02:72:62:00:01:02, sa=02:72:62:00:01:01),
   ipv4(saddr=198.19.0.1, daddr=198.18.1.2, ttl=64, id=dinc()),
   tcp(sp=dinc(1024, 65535), dp=dinc(1, 65521, 7), seq=dinc(), syn),
+}
+"
+            }
+            FloodKind::ClosedPortSyn => {
+                "{
+  eth(da=02:72:62:00:01:02, sa=02:72:62:00:01:01),
+  ipv4(saddr=198.18.0.1, daddr=198.18.1.2, ttl=64, id=dinc()),
+  tcp(sp=dinc(1024, 65535), dp=9, seq=drnd(), syn),
 }
 "
             }
@@ -514,11 +526,13 @@ impl VethPair {
         let args: &[&str] = match kind {
             FloodKind::Syn => &["--no-egress", "--aggregate-rate", "off"],
             FloodKind::Rst => &["--no-egress"],
+            // The host's answers are the resets: they leave through the egress hook.
+            FloodKind::ClosedPortSyn => &[],
         };
         let mut watcher = Watcher::start(rstwatch, &self.rx_ns, RX_IFACE, args)?;
         let established = match kind {
             FloodKind::Syn => Some(Established::open(self)?),
-            FloodKind::Rst => None,
+            FloodKind::Rst | FloodKind::ClosedPortSyn => None,
         };
         let stats = (accounting == Accounting::On)
             .then(enable_bpf_stats)

@@ -374,7 +374,7 @@ fn userspace_only() -> Result<()> {
 /// The RST flood and the SYN flood, each watcher in turn.
 fn measure_floods(rstwatch: &Path) -> Result<Vec<Flood>> {
     let mut floods = Vec::new();
-    for kind in [FloodKind::Rst, FloodKind::Syn] {
+    for kind in [FloodKind::Rst, FloodKind::Syn, FloodKind::ClosedPortSyn] {
         eprintln!(
             "bench: {}, {FLOOD_REPETITIONS} x {FLOOD_SECONDS} s per watcher, alternating",
             kind.name()
