@@ -19,7 +19,7 @@ pub mod gate;
 pub mod layout;
 pub mod witness;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{hash_map::Entry, HashMap, VecDeque};
 
 use rstwatch_common::{
     local::{local_flags, local_kind, tcp_state, LocalResetRecord},
@@ -164,13 +164,13 @@ impl Owner {
 #[derive(Clone, Debug)]
 struct StackReset {
     ts_ns: u64,
-    kind: u8,
-    local: ([u8; 16], u16),
-    remote: ([u8; 16], u16),
     /// The RST's own sequence number, when the segment it answers decides it.
     rst_seq: Option<u32>,
     evidence: LocalEvidence,
 }
+
+/// What a stack record is about: sent or received, the local and the remote endpoint.
+type ResetKey = (u8, ([u8; 16], u16), ([u8; 16], u16));
 
 /// The stack's records waiting for their wire RST.
 pub struct LocalJoin {
@@ -178,7 +178,11 @@ pub struct LocalJoin {
     cgroups: CgroupPaths,
     /// The stack reports every RST it sends: an egress RST without a record was not its own.
     sees_every_sent_reset: bool,
-    pending: VecDeque<StackReset>,
+    /// Each endpoint pair's records in arrival order: a RST looks at its own, not at every
+    /// record of a reset flood.
+    pending: HashMap<ResetKey, VecDeque<StackReset>>,
+    /// Every pending record's key and time in arrival order, to forget the old ones.
+    arrivals: VecDeque<(u64, ResetKey)>,
     /// Records that could not be used (short).
     pub short_records: u64,
     /// Records the kernel lost, as last read.
@@ -193,7 +197,8 @@ impl LocalJoin {
             reasons,
             cgroups: CgroupPaths::new(),
             sees_every_sent_reset,
-            pending: VecDeque::new(),
+            pending: HashMap::new(),
+            arrivals: VecDeque::new(),
             short_records: 0,
             lost_records: 0,
             unsure_until_ns: 0,
@@ -234,8 +239,14 @@ impl LocalJoin {
     }
 
     pub fn offer(&mut self, record: &LocalResetRecord) {
+        let key = (
+            record.kind,
+            (record.local_addr, record.local_port),
+            (record.remote_addr, record.remote_port),
+        );
         let reset = self.decode(record);
-        self.pending.push_back(reset);
+        self.arrivals.push_back((reset.ts_ns, key));
+        self.pending.entry(key).or_default().push_back(reset);
     }
 
     /// What the stack said about the RST in `event`, consuming the record it matched.
@@ -255,15 +266,18 @@ impl LocalJoin {
                 (pkt.src_addr, pkt.src_port),
             )
         };
-        let found = self.pending.iter().position(|reset| {
-            reset.kind == kind
-                && reset.local == local
-                && reset.remote == remote
-                && reset.ts_ns.abs_diff(event.ts_ns) <= MATCH_WINDOW_NS
-                && reset.rst_seq.is_none_or(|seq| seq == pkt.seq)
-        });
+        let found = self
+            .pending
+            .get_mut(&(kind, local, remote))
+            .and_then(|resets| {
+                let index = resets.iter().position(|reset| {
+                    reset.ts_ns.abs_diff(event.ts_ns) <= MATCH_WINDOW_NS
+                        && reset.rst_seq.is_none_or(|seq| seq == pkt.seq)
+                })?;
+                resets.remove(index)
+            });
         match found {
-            Some(index) => self.pending.remove(index).map(|reset| reset.evidence),
+            Some(reset) => Some(reset.evidence),
             None if egress && self.sees_every_sent_reset && event.ts_ns > self.unsure_until_ns => {
                 Some(LocalEvidence::NotFromStack)
             }
@@ -274,8 +288,20 @@ impl LocalJoin {
     /// Forgets records too old to match a RST still to come (`now_ns` is kernel time).
     pub fn forget_before(&mut self, now_ns: u64, hold_ns: u64) {
         let horizon = now_ns.saturating_sub(hold_ns.saturating_add(2 * MATCH_WINDOW_NS));
-        while self.pending.front().is_some_and(|r| r.ts_ns < horizon) {
-            self.pending.pop_front();
+        while let Some(&(ts_ns, key)) = self.arrivals.front() {
+            if ts_ns >= horizon {
+                break;
+            }
+            self.arrivals.pop_front();
+            if let Entry::Occupied(mut entry) = self.pending.entry(key) {
+                let resets = entry.get_mut();
+                while resets.front().is_some_and(|r| r.ts_ns < horizon) {
+                    resets.pop_front();
+                }
+                if resets.is_empty() {
+                    entry.remove();
+                }
+            }
         }
     }
 
@@ -325,9 +351,6 @@ impl LocalJoin {
         let rst_seq = has(local_flags::ANSWERS_SEGMENT).then_some(implied_seq);
         StackReset {
             ts_ns: record.ts_ns,
-            kind: record.kind,
-            local: (record.local_addr, record.local_port),
-            remote: (record.remote_addr, record.remote_port),
             rst_seq,
             evidence,
         }

@@ -217,7 +217,7 @@ fn old_records_are_forgotten_and_far_records_never_match() {
     late.ts_ns += 10 * MATCH_WINDOW_NS;
     assert_eq!(join.evidence_for(&late), Some(LocalEvidence::NotFromStack));
     join.forget_before(late.ts_ns, 0);
-    assert!(join.pending.is_empty());
+    assert!(join.pending.is_empty() && join.arrivals.is_empty());
 }
 
 mod formats {

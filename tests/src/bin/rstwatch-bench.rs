@@ -124,7 +124,7 @@ fn main() -> Result<()> {
     let json_path = match mode {
         Mode::All { json_path } => json_path,
         Mode::Userspace => return userspace_only(),
-        Mode::Flood => return floods_only(),
+        Mode::Flood(kinds) => return floods_only(&kinds),
         Mode::Capture => {
             let capture = capture_replay::measure(&rstwatch_binary()?, &std::env::temp_dir())?;
             println!("{}", capture.markdown());
@@ -275,7 +275,7 @@ fn main() -> Result<()> {
 
     eprintln!("bench: userspace throughput");
     let throughput = userspace::measure(Path::new(USERSPACE_SCRATCH))?;
-    let floods = measure_floods(&rstwatch)?;
+    let floods = measure_floods(&rstwatch, &FLOODS)?;
 
     eprintln!("bench: capture files, rstwatch explain and tshark alternating");
     let capture = capture_replay::measure(&rstwatch, &std::env::temp_dir())?;
@@ -310,13 +310,16 @@ fn main() -> Result<()> {
 
 /// What to run: everything, with the report written to `--json FILE` if given, or only the
 /// userspace pipeline (`--userspace`, for profiling it), or only `rstwatch explain` against
-/// tshark (`--capture`), or only the two floods (`--flood`, to iterate on the kernel path).
+/// tshark (`--capture`), or only the floods (`--flood`, to iterate on the kernel path; one of
+/// them with `--flood rst`, `syn` or `closed-port`).
 enum Mode {
     All { json_path: Option<PathBuf> },
     Userspace,
     Capture,
-    Flood,
+    Flood(Vec<FloodKind>),
 }
+
+const FLOODS: [FloodKind; 3] = [FloodKind::Rst, FloodKind::Syn, FloodKind::ClosedPortSyn];
 
 fn mode() -> Result<Mode> {
     let mut args = std::env::args().skip(1);
@@ -327,10 +330,17 @@ fn mode() -> Result<Mode> {
         }),
         (Some("--userspace"), None) => Ok(Mode::Userspace),
         (Some("--capture"), None) => Ok(Mode::Capture),
-        (Some("--flood"), None) => Ok(Mode::Flood),
-        _ => {
-            anyhow::bail!("usage: rstwatch-bench [--json FILE | --userspace | --capture | --flood]")
-        }
+        (Some("--flood"), None) => Ok(Mode::Flood(FLOODS.to_vec())),
+        (Some("--flood"), Some(kind)) => Ok(Mode::Flood(vec![match kind.as_str() {
+            "rst" => FloodKind::Rst,
+            "syn" => FloodKind::Syn,
+            "closed-port" => FloodKind::ClosedPortSyn,
+            other => anyhow::bail!("--flood {other}: the floods are rst, syn and closed-port"),
+        }])),
+        _ => anyhow::bail!(
+            "usage: rstwatch-bench [--json FILE | --userspace | --capture | --flood [rst | syn | \
+             closed-port]]"
+        ),
     }
 }
 
@@ -371,10 +381,10 @@ fn userspace_only() -> Result<()> {
     Ok(())
 }
 
-/// The RST flood and the SYN flood, each watcher in turn.
-fn measure_floods(rstwatch: &Path) -> Result<Vec<Flood>> {
+/// The floods `kinds`, each watcher in turn.
+fn measure_floods(rstwatch: &Path, kinds: &[FloodKind]) -> Result<Vec<Flood>> {
     let mut floods = Vec::new();
-    for kind in [FloodKind::Rst, FloodKind::Syn, FloodKind::ClosedPortSyn] {
+    for &kind in kinds {
         eprintln!(
             "bench: {}, {FLOOD_REPETITIONS} x {FLOOD_SECONDS} s per watcher, alternating",
             kind.name()
@@ -389,9 +399,9 @@ fn measure_floods(rstwatch: &Path) -> Result<Vec<Flood>> {
     Ok(floods)
 }
 
-fn floods_only() -> Result<()> {
+fn floods_only(kinds: &[FloodKind]) -> Result<()> {
     let mut md = String::new();
-    for flood in measure_floods(&rstwatch_binary()?)? {
+    for flood in measure_floods(&rstwatch_binary()?, kinds)? {
         flood_markdown(&mut md, &flood);
     }
     println!("{md}");
