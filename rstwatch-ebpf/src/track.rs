@@ -269,13 +269,9 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     // Two clocks: what enters a flow's state or a record reads the fine one (the RTT and a
     // RST's timing need it); the per-CPU budgets, the unknown-RST cache's grace period and
     // the storm counts read the coarse one (a tick's resolution), a fraction of the cost on
-    // the path every packet of a flood of new 4-tuples takes.
+    // the path every packet of a flood of new 4-tuples takes. A packet of a known flow reads
+    // the fine one alone.
     let fine_now = || unsafe { bpf_ktime_get_ns() };
-    let coarse_now = if crate::features::coarse_clock() {
-        unsafe { bpf_ktime_get_coarse_ns() }
-    } else {
-        fine_now()
-    };
     let dir = scratch.key.fill_from(&scratch.pkt);
     scratch.key.apply_vlan_key(settings);
     let v4 = scratch.pkt.family == FAMILY_IPV4;
@@ -314,6 +310,11 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
         }
         return;
     }
+    let coarse_now = if crate::features::coarse_clock() {
+        unsafe { bpf_ktime_get_coarse_ns() }
+    } else {
+        fine_now()
+    };
     let (key, pkt) = (&scratch.key, &scratch.pkt);
     let slot = &mut scratch.recent[recent_slot(key)];
     let recent = slot.rst_ns != 0
