@@ -10,7 +10,7 @@
 //! bounded (no flow is evicted), and the recent unknown RSTs are kept per flow instead of in
 //! 16 per-CPU slots that can overwrite one another.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use rstwatch_common::{
     event::RecordHeader, packet::tcp_flags, Counter, EventKind, FlowKey, FlowState, PacketMeta,
@@ -100,11 +100,11 @@ impl Replay {
             settings,
             filter,
             server_ports,
-            flows: HashMap::new(),
-            recent: HashMap::new(),
+            flows: HashMap::default(),
+            recent: HashMap::default(),
             unknown_rsts: RateWindow::default(),
             half_open_budget: RateWindow::default(),
-            storms: HashMap::new(),
+            storms: HashMap::default(),
             counters: [0; COUNTER_COUNT as usize],
         }
     }

@@ -15,12 +15,13 @@ use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 
 use crate::frame::{TcpSegment, ACK, FIN, RST, SYN};
 
-/// Conversations in the capture, interleaved so thousands are open at once.
-const CONVERSATIONS: u32 = 50_000;
+/// Conversations in the capture, interleaved so thousands are open at once: more than 100 k,
+/// as a busy host's capture holds, so the replay's flow table is as large as theirs.
+const CONVERSATIONS: u32 = 120_000;
 /// Data segments per conversation, each answered by an ACK.
-const DATA_SEGMENTS: u32 = 8;
+const DATA_SEGMENTS: u32 = 3;
 /// Conversations open at a time: their packets are interleaved round-robin.
-const CONCURRENT: u32 = 5_000;
+const CONCURRENT: u32 = 10_000;
 const PAYLOAD: u32 = 100;
 const PACKET_GAP: Duration = Duration::from_micros(2);
 const RUNS: usize = 3;
