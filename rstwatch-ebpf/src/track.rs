@@ -31,8 +31,8 @@ use rstwatch_common::{
     packet::{tcp_flags, FAMILY_IPV4},
     ports::{word_and_bit, PORT_SET_WORDS},
     table::{
-        place, rank, tag_at, Key4, Key6, Lock, Place, Set, Set4, Set6, TableKey, Tags, Victim,
-        Worth, WAYS,
+        place, rank, same_key as same_table_key, tag_at, Key4, Key6, Lock, Place, Set, Set4, Set6,
+        TableKey, Tags, Victim, Worth, WAYS,
     },
     zero::copy_words,
     Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
@@ -651,12 +651,6 @@ unsafe fn atomic_add(word: *mut u32, value: u32) {
     use core::intrinsics::{atomic_xadd, AtomicOrdering};
     // SAFETY: the caller's `word` is a valid, 4-aligned u32.
     unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(word, value) };
-}
-
-/// Word-wise comparison of two table keys.
-#[inline(always)]
-fn same_table_key<K: TableKey>(a: &K, b: &K) -> bool {
-    rstwatch_common::table::same_key(a, b)
 }
 
 #[inline(always)]
