@@ -223,9 +223,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                // The time is taken before the drain: the events the kernel sent before it
+                // are drained before the holds that ended by then are released.
+                let now = monotonic_ns();
                 drain_stack(&mut pipeline, stack.as_mut(), &mut kernel);
                 drain(&mut pipeline, events.get_mut());
-                pipeline.release(monotonic_ns(), &flows(&kernel))?;
+                pipeline.release(now, &flows(&kernel))?;
             }
             _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
             _ = user1.recv() => {
@@ -434,7 +437,8 @@ fn reopen(records: &LineSink) {
     }
 }
 
-/// The kernel's flow table, where the pipeline looks up the state of a held RST's flow.
+/// The kernel's flow table, where the pipeline looks up the state of a held RST's flow: as it
+/// is now, later than the hold's end, which the release step allows for (`crate::hold`).
 fn flows(kernel: &Kernel) -> impl Fn(&FlowKey) -> Option<FlowState> + '_ {
     |key: &FlowKey| kernel.flow(key).ok().flatten()
 }
@@ -543,14 +547,15 @@ impl View<'_> {
         let stats = self.pipeline.stats();
         totals.push_str(&format!(
             "rstwatch: kernel {}\nrstwatch: flows live={} evicted={} reads_torn={}\nrstwatch: \
-             daemon held={} late_data_followups={} unknown_events={} short_events={} \
-             interfaces_lost={}\n",
+             daemon held={} late_data_followups={} states_past_hold_end={} unknown_events={} \
+             short_events={} interfaces_lost={}\n",
             counters.describe(),
             self.kernel.flow_count(),
             counters.get(Counter::FlowsEvicted),
             self.kernel.torn_reads(),
             self.pipeline.held(),
             stats.late_data_followups,
+            stats.states_past_hold_end,
             stats.unknown_events,
             stats.short_events,
             interfaces.lost

@@ -291,12 +291,13 @@ impl Conversation {
         &self.events
     }
 
-    /// The table's entry as it was at `ns`, as the release step reads it from the kernel.
+    /// The table's entry as the packets before `ns` left it, as the release step of a hold
+    /// ending at `ns` reads it.
     pub fn table_at(&self, ns: u64) -> Option<FlowState> {
         self.table_log
             .iter()
             .rev()
-            .find(|(at, _)| *at <= ns)
+            .find(|(at, _)| *at < ns)
             .map(|(_, flow)| *flow)
     }
 
@@ -348,11 +349,10 @@ impl Conversation {
         released
             .iter()
             .map(|held| {
-                let hold_end = held.event.ts_ns + HOLD_NS;
-                let table_then = |_: &FlowKey| self.table_at(hold_end);
+                let table_then = |_: &FlowKey| self.table_at(held.hold_end_ns);
                 explain_held(
                     held,
-                    &table_then,
+                    held.state_at_hold_end(&table_then),
                     &ExplainSettings::default(),
                     "eth0",
                     |ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
