@@ -8,6 +8,7 @@
 
 pub mod budget;
 pub mod config;
+pub mod counter;
 pub mod defaults;
 pub mod event;
 pub mod features;
@@ -20,7 +21,8 @@ pub mod table;
 pub mod zero;
 
 pub use budget::RateWindow;
-pub use config::{Counter, FilterConfig, Settings, COUNTER_COUNT};
+pub use config::{FilterConfig, Settings};
+pub use counter::{Counter, COUNTER_COUNT};
 pub use event::{EventKind, RstEvent, StormCount, StormKey};
 pub use flow::{DirState, FlowKey, FlowState};
 pub use packet::PacketMeta;
