@@ -14,6 +14,7 @@ pub mod event;
 pub mod features;
 pub mod flow;
 pub mod local;
+pub mod maps;
 pub mod packet;
 pub mod ports;
 pub mod span;
