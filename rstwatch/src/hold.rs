@@ -40,12 +40,13 @@ pub struct Held {
     pub related_to: Option<u64>,
     /// Kernel time the hold ends: packets from then on are no part of the report.
     pub hold_end_ns: u64,
-    /// The connection's latest RST seen before the hold's end: this one, a follow-up, or the
-    /// other side's.
-    latest_rst: RstEvent,
+    /// The connection's latest RST seen before the hold's end when it is not this one: a
+    /// follow-up, or the other side's. Boxed, as `pinned`: most reports never have one, and
+    /// a held report stays small.
+    latest_rst: Option<Box<RstEvent>>,
     /// The connection's state at the hold's end, from the event of its first RST past the end
     /// when no packet came between (the event carries the state just before its RST).
-    pinned: Option<FlowState>,
+    pinned: Option<Box<FlowState>>,
 }
 
 /// The connection's state a report carries, as the release step found it.
@@ -71,11 +72,11 @@ impl Held {
         let entry = flows
             .current(&self.event.key)
             .filter(|flow| self.same_connection(flow));
-        match (entry, self.pinned) {
+        match (entry, &self.pinned) {
             (Some(flow), _) if flow.last_ns() < self.hold_end_ns => AtHoldEnd::Exact(flow),
-            (_, Some(pinned)) => AtHoldEnd::Exact(pinned),
+            (_, Some(pinned)) => AtHoldEnd::Exact(**pinned),
             (entry, None) => AtHoldEnd::AfterRst {
-                rst: &self.latest_rst,
+                rst: self.latest_rst.as_deref().unwrap_or(&self.event),
                 entry_past_end: entry.is_some(),
             },
         }
@@ -99,11 +100,12 @@ impl Held {
             return;
         }
         if rst.ts_ns < self.hold_end_ns {
-            if rst.ts_ns >= self.latest_rst.ts_ns {
-                self.latest_rst = *rst;
+            let latest = self.latest_rst.as_deref().unwrap_or(&self.event);
+            if rst.ts_ns >= latest.ts_ns {
+                self.latest_rst = Some(Box::new(*rst));
             }
         } else if self.pinned.is_none() && rst.flow.last_ns() < self.hold_end_ns {
-            self.pinned = Some(rst.flow);
+            self.pinned = Some(Box::new(rst.flow));
         }
     }
 }
@@ -227,7 +229,7 @@ impl HoldQueue {
             followups: Vec::new(),
             related_to,
             hold_end_ns: event.ts_ns.saturating_add(self.hold_ns),
-            latest_rst: event,
+            latest_rst: None,
             pinned: None,
         });
         Offer::Held
