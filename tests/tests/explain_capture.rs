@@ -242,6 +242,14 @@ fn packets_after_the_hold_are_in_no_report_live_or_offline() {
         }
         let exit = watcher.stop().unwrap();
         assert!(exit.status.success(), "{exit:?}");
+        // The forged RST's entry held both later packets when the daemon went on, and the
+        // first of them sent no state (it is data): the report took the state right after
+        // the forged RST, which nothing came between, and the daemon counted it.
+        assert!(
+            exit.stderr.contains("states_past_hold_end=1 "),
+            "{family:?}: {}",
+            exit.stderr
+        );
         live.extend(exit.events);
         wait_until_captured(capture.path(), &flow, &live);
         let file = capture.finish().unwrap();
