@@ -8,11 +8,13 @@
 
 pub mod budget;
 pub mod config;
+pub mod counter;
 pub mod defaults;
 pub mod event;
 pub mod features;
 pub mod flow;
 pub mod local;
+pub mod maps;
 pub mod packet;
 pub mod ports;
 pub mod span;
@@ -20,7 +22,8 @@ pub mod table;
 pub mod zero;
 
 pub use budget::RateWindow;
-pub use config::{Counter, FilterConfig, Settings, COUNTER_COUNT};
+pub use config::{FilterConfig, Settings};
+pub use counter::{Counter, COUNTER_COUNT};
 pub use event::{EventKind, RstEvent, StormCount, StormKey};
 pub use flow::{DirState, FlowKey, FlowState};
 pub use packet::PacketMeta;

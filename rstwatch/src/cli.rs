@@ -87,7 +87,8 @@ pub struct ExplainArgs {
     #[arg(long, value_name = "DUR", default_value = "30s", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// How long (capture time) a reset is held for follow-up evidence.
+    /// How long (capture time) a reset is held for follow-up evidence; its report is the
+    /// connection as of the hold's end, as `watch` reports it.
     #[arg(long, value_name = "DUR", default_value = "300ms", value_parser = parse_duration)]
     pub hold: Duration,
 
@@ -177,7 +178,7 @@ pub struct WatchArgs {
     pub idle_timeout: Duration,
 
     /// How long a reset is held for follow-up evidence (data or another RST after it)
-    /// before it is reported.
+    /// before it is reported; its report is the connection as of the hold's end.
     #[arg(long, value_name = "DUR", default_value = duration_arg(defaults::HOLD_NS), value_parser = parse_duration)]
     pub hold: Duration,
 

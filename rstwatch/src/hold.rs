@@ -3,9 +3,24 @@
 //! read as of the end of the hold.
 //!
 //! Every RST gets a report of its own unless it folds into one still held: a RST from the same
-//! claimed sender while that sender's report on the flow is held is a follow-up of it. A RST
-//! from the other side, or one arriving after the hold, is reported on its own and linked to
-//! the connection's first report (`Held::related_to`), so that one key groups them all.
+//! claimed sender within that sender's held report's hold is a follow-up of it. A RST from the
+//! other side, or one from the hold's end on, is reported on its own and linked to the
+//! connection's first report (`Held::related_to`), so that one key groups them all.
+//!
+//! The hold's end is one instant for both `watch` and `explain`: a RST seen at `ts` is held
+//! for the packets seen before `ts + hold`, and a packet seen at `ts + hold` or later is no part
+//! of its report, neither as a follow-up nor in the connection's state. `explain` releases a
+//! report before it steps the first packet past the hold's end, so its table is that state.
+//! `watch` reads the kernel's table when it releases the report, a little after the hold's
+//! end, when later packets may already be in the entry; each direction's last packet time
+//! says whether one is (`Held::state_at_hold_end`). The entry cannot be wound back, and a
+//! packet that sent no event left no trace of the state before it; but a RST sends its event
+//! with the state just before it, so the connection's first RST past the hold's end gives the
+//! state at the end when no packet came between (`Held::pinned`). Failing both, the report
+//! carries the state right after the connection's latest RST within the hold, which is the
+//! state at the hold's end unless packets without an event came after that RST: `watch`
+//! counts the reports it gives that state with an entry past the end
+//! (`states_past_hold_end`); `explain`'s table never holds a packet past the end.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -23,23 +38,75 @@ pub struct Held {
     /// Kernel time (`RstEvent::ts_ns`) of the RST of the connection's first report, when this
     /// one follows it.
     pub related_to: Option<u64>,
+    /// Kernel time the hold ends: packets from then on are no part of the report.
+    pub hold_end_ns: u64,
+    /// The connection's latest RST seen before the hold's end when it is not this one: a
+    /// follow-up, or the other side's. Boxed, as `pinned`: most reports never have one, and
+    /// a held report stays small.
+    latest_rst: Option<Box<RstEvent>>,
+    /// The connection's state at the hold's end, from the event of its first RST past the end
+    /// when no packet came between (the event carries the state just before its RST).
+    pinned: Option<Box<FlowState>>,
+}
+
+/// The connection's state a report carries, as the release step found it.
+#[derive(Clone, Copy, Debug)]
+pub enum AtHoldEnd<'a> {
+    /// The state at the hold's end: the table's entry, holding no packet past it, or the
+    /// state a later RST's event pinned.
+    Exact(FlowState),
+    /// The state right after this RST, the connection's latest before the hold's end. The
+    /// table held no entry of the connection, or (`entry_past_end`) one that had already taken
+    /// packets past the hold's end and no event pinned the state before them.
+    AfterRst {
+        rst: &'a RstEvent,
+        entry_past_end: bool,
+    },
 }
 
 impl Held {
-    /// The flow's state at the end of the hold, from `flows`, if the entry there is still the
-    /// connection this RST belongs to (its first RST is the same); `None` otherwise, and for a
-    /// RST whose flow has no entry at all.
-    pub fn state_at_hold_end(&self, flows: &impl FlowStateSource) -> Option<FlowState> {
+    /// The connection's state at the hold's end (the module's rule): `flows`' entry if it is
+    /// still this connection and holds no packet past the end, else the state a later RST
+    /// pinned, else the state right after the connection's latest RST within the hold.
+    pub fn state_at_hold_end(&self, flows: &impl FlowStateSource) -> AtHoldEnd<'_> {
+        let entry = flows
+            .current(&self.event.key)
+            .filter(|flow| self.same_connection(flow));
+        match (entry, &self.pinned) {
+            (Some(flow), _) if flow.last_ns() < self.hold_end_ns => AtHoldEnd::Exact(flow),
+            (_, Some(pinned)) => AtHoldEnd::Exact(**pinned),
+            (entry, None) => AtHoldEnd::AfterRst {
+                rst: self.latest_rst.as_deref().unwrap_or(&self.event),
+                entry_past_end: entry.is_some(),
+            },
+        }
+    }
+
+    /// `flow` is this RST's connection: its first RST is the same. Compared as the flow keeps
+    /// its times: a RST long after the flow's start is kept to the µs, ms or s.
+    fn same_connection(&self, flow: &FlowState) -> bool {
         let first_rst_ns = if self.event.flow.has_rst() {
             self.event.flow.rst_ns()
         } else {
             self.event.ts_ns
         };
-        // Compared as the flow keeps its times: a RST long after the flow's start is kept to
-        // the µs, ms or s.
-        flows
-            .current(&self.event.key)
-            .filter(|flow| flow.has_rst() && flow.rst_ns() == flow.as_kept(first_rst_ns))
+        flow.has_rst() && flow.rst_ns() == flow.as_kept(first_rst_ns)
+    }
+
+    /// Takes what `rst`, a RST of this report's flow that carries the flow's state, tells of
+    /// the connection's state at the hold's end.
+    fn note_rst(&mut self, rst: &RstEvent) {
+        if !self.same_connection(&rst.flow) {
+            return;
+        }
+        if rst.ts_ns < self.hold_end_ns {
+            let latest = self.latest_rst.as_deref().unwrap_or(&self.event);
+            if rst.ts_ns >= latest.ts_ns {
+                self.latest_rst = Some(Box::new(*rst));
+            }
+        } else if self.pinned.is_none() && rst.flow.last_ns() < self.hold_end_ns {
+            self.pinned = Some(Box::new(rst.flow));
+        }
     }
 }
 
@@ -68,7 +135,7 @@ pub enum Offer {
     Held,
     /// A follow-up folded into a held report of the same claimed sender.
     AttachedToHeld,
-    /// Payload from a RST's sender after that RST's report was released: it cannot change a
+    /// Payload from a RST's sender past the end of that RST's hold: it cannot change a
     /// verdict any more, and is counted. (A RST is never only counted.)
     LateDataFollowUp,
     /// Not an event kind this version knows: counted, never guessed at.
@@ -124,11 +191,18 @@ impl HoldQueue {
             None => return Offer::UnknownKind,
         };
         let sender = (event.key, FlowSide::of(event.dir));
+        if event.pkt.is_rst() && event.flow.packets() != 0 {
+            for side in [FlowSide::Low, FlowSide::High] {
+                if let Some(held) = self.held_mut(&(event.key, side)) {
+                    held.note_rst(&event);
+                }
+            }
+        }
         if kind == EventKind::FollowUp {
+            let ts_ns = event.ts_ns;
             let held = self
-                .held_by_sender
-                .get(&sender)
-                .and_then(|seq| self.queue.get_mut((seq - self.front_seq) as usize));
+                .held_mut(&sender)
+                .filter(|held| ts_ns < held.hold_end_ns);
             match held {
                 Some(held) => {
                     held.followups.push(event);
@@ -154,8 +228,17 @@ impl HoldQueue {
             event,
             followups: Vec::new(),
             related_to,
+            hold_end_ns: event.ts_ns.saturating_add(self.hold_ns),
+            latest_rst: None,
+            pinned: None,
         });
         Offer::Held
+    }
+
+    /// The latest held report of a flow's claimed sender.
+    fn held_mut(&mut self, sender: &(FlowKey, FlowSide)) -> Option<&mut Held> {
+        let seq = *self.held_by_sender.get(sender)?;
+        self.queue.get_mut((seq - self.front_seq) as usize)
     }
 
     /// The first report of the connection a RST reported on its own belongs to: for a
@@ -170,11 +253,12 @@ impl HoldQueue {
         (same_connection && recent).then_some(earlier.first_rst_ns)
     }
 
-    /// Takes the RSTs whose hold ended by `now_ns` (kernel monotonic time).
+    /// Takes the RSTs whose hold ended by `now_ns` (kernel monotonic time): those whose
+    /// report can take no packet seen from `now_ns` on.
     pub fn release(&mut self, now_ns: u64) -> Vec<Held> {
         let mut due = Vec::new();
         while let Some(front) = self.queue.front() {
-            if front.event.ts_ns.saturating_add(self.hold_ns) > now_ns {
+            if front.hold_end_ns > now_ns {
                 break;
             }
             due.push(self.pop_front());
@@ -264,6 +348,27 @@ mod tests {
             flow.step(&pkt, 0, now, &settings, &|_| false, |_, _| {});
         }
         flow
+    }
+
+    /// What a test compares of `AtHoldEnd`: the exact state, or the RST (by time) the state
+    /// is taken right after and whether the entry had moved past the end.
+    #[derive(Debug, PartialEq)]
+    enum Found {
+        Exact(FlowState),
+        AfterRst { ts_ns: u64, entry_past_end: bool },
+    }
+
+    fn found(at: AtHoldEnd<'_>) -> Found {
+        match at {
+            AtHoldEnd::Exact(flow) => Found::Exact(flow),
+            AtHoldEnd::AfterRst {
+                rst,
+                entry_past_end,
+            } => Found::AfterRst {
+                ts_ns: rst.ts_ns,
+                entry_past_end,
+            },
+        }
     }
 
     fn rst(port: u16, dir: u8, ts_ns: u64) -> RstEvent {
@@ -377,15 +482,118 @@ mod tests {
         let mut queue = HoldQueue::new(100, 1000);
         queue.offer(rst(1000, 1, 10));
         let held = queue.release_all().remove(0);
+        let after_own_rst = Found::AfterRst {
+            ts_ns: 10,
+            entry_past_end: false,
+        };
         let mut table = HashMap::new();
-        assert_eq!(held.state_at_hold_end(&table), None, "no entry");
+        assert_eq!(
+            found(held.state_at_hold_end(&table)),
+            after_own_rst,
+            "no entry"
+        );
         let same = flow_of(RST, &[10, 20, 30]);
         table.insert(held.event.key, same);
-        assert_eq!(held.state_at_hold_end(&table), Some(same));
+        assert_eq!(found(held.state_at_hold_end(&table)), Found::Exact(same));
         table.insert(held.event.key, flow_of(SYN, &[40]));
-        assert_eq!(held.state_at_hold_end(&table), None, "started over");
+        assert_eq!(
+            found(held.state_at_hold_end(&table)),
+            after_own_rst,
+            "started over"
+        );
         table.insert(held.event.key, flow_of(RST, &[11]));
-        assert_eq!(held.state_at_hold_end(&table), None, "another RST");
+        assert_eq!(
+            found(held.state_at_hold_end(&table)),
+            after_own_rst,
+            "another RST"
+        );
+    }
+
+    #[test]
+    fn an_entry_with_a_packet_from_the_hold_end_on_is_not_the_state_at_it() {
+        let mut queue = HoldQueue::new(100, 1000);
+        queue.offer(rst(1000, 1, 10));
+        let held = queue.release_all().remove(0);
+        assert_eq!(held.hold_end_ns, 110);
+        let before_end = flow_of(RST, &[10, 109]);
+        let table = HashMap::from([(held.event.key, before_end)]);
+        assert_eq!(
+            found(held.state_at_hold_end(&table)),
+            Found::Exact(before_end)
+        );
+        let table = HashMap::from([(held.event.key, flow_of(RST, &[10, 109, 110]))]);
+        assert_eq!(
+            found(held.state_at_hold_end(&table)),
+            Found::AfterRst {
+                ts_ns: 10,
+                entry_past_end: true
+            }
+        );
+    }
+
+    #[test]
+    fn the_first_rst_past_the_hold_end_pins_the_state_at_it() {
+        let mut queue = HoldQueue::new(100, 1000);
+        queue.offer(rst(1000, 1, 10));
+        let mut followup = followup_rst(1000, 1, 50);
+        followup.flow = flow_of(RST, &[10, 40]);
+        assert_eq!(queue.offer(followup), Offer::AttachedToHeld);
+        let mut answer = followup_rst(1000, 0, 130);
+        answer.flow = flow_of(RST, &[10, 40, 50]);
+        assert_eq!(queue.offer(answer), Offer::Held);
+        let released = queue.release_all();
+        let table = HashMap::from([(released[0].event.key, flow_of(RST, &[10, 40, 50, 130]))]);
+        assert_eq!(
+            found(released[0].state_at_hold_end(&table)),
+            Found::Exact(answer.flow),
+            "the state just before the first RST past the end, no packet between"
+        );
+        assert_eq!(
+            found(released[1].state_at_hold_end(&table)),
+            Found::Exact(table[&released[1].event.key]),
+            "the answer's own hold ends at 230"
+        );
+    }
+
+    #[test]
+    fn without_a_pin_the_state_is_that_after_the_connections_latest_rst_of_the_hold() {
+        let mut queue = HoldQueue::new(100, 1000);
+        queue.offer(rst(1000, 1, 10));
+        let mut other_side = followup_rst(1000, 0, 60);
+        other_side.flow = flow_of(RST, &[10, 40]);
+        assert_eq!(queue.offer(other_side), Offer::Held);
+        let mut past = followup_rst(1000, 0, 130);
+        past.flow = flow_of(RST, &[10, 40, 60, 115]);
+        queue.offer(past);
+        let first = queue.release_all().remove(0);
+        let table = HashMap::from([(first.event.key, flow_of(RST, &[10, 40, 60, 115, 130]))]);
+        assert_eq!(
+            found(first.state_at_hold_end(&table)),
+            Found::AfterRst {
+                ts_ns: 60,
+                entry_past_end: true
+            },
+            "a packet at 115 sent no event: the latest state known is after the RST at 60"
+        );
+    }
+
+    #[test]
+    fn nothing_from_the_hold_end_on_folds_into_the_report() {
+        let mut queue = HoldQueue::new(100, 1000);
+        queue.offer(rst(1000, 1, 10));
+        assert_eq!(
+            queue.offer(followup_data(1000, 1, 109)),
+            Offer::AttachedToHeld
+        );
+        assert_eq!(
+            queue.offer(followup_data(1000, 1, 110)),
+            Offer::LateDataFollowUp,
+            "still held, but past its hold's end"
+        );
+        assert_eq!(queue.offer(followup_rst(1000, 1, 110)), Offer::Held);
+        let released = queue.release_all();
+        assert_eq!(released[0].followups.len(), 1);
+        assert_eq!(released[1].related_to, Some(10));
     }
 
     #[test]
@@ -405,7 +613,7 @@ mod tests {
         after.step(&pkt, 0, rst_ns, &Settings::default(), &|_| false, |_, _| {});
         assert_ne!(after.rst_ns(), rst_ns, "kept to the ms three hours in");
         let table = HashMap::from([(held.event.key, after)]);
-        assert_eq!(held.state_at_hold_end(&table), Some(after));
+        assert_eq!(found(held.state_at_hold_end(&table)), Found::Exact(after));
     }
 
     #[test]

@@ -19,6 +19,7 @@ use rstwatch_common::{
     defaults,
     event::{StormSlot, STORM_SLOTS_LOG2},
     features::{self, ProgramFeatures},
+    maps,
     table::{self, WAYS},
     Counter, FlowKey, FlowState, PortSet, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
@@ -146,11 +147,11 @@ impl Kernel {
     pub fn load(config: &KernelConfig) -> anyhow::Result<Self> {
         let sets_log2 = config.sets_log2();
         let mut ebpf = EbpfLoader::new()
-            .map_max_entries("FLOWS4", 1 << sets_log2[0])
-            .map_max_entries("FLOWS6", 1 << sets_log2[1])
-            .map_max_entries("TAGS4", 1 << sets_log2[0])
-            .map_max_entries("TAGS6", 1 << sets_log2[1])
-            .map_max_entries("EVENTS", config.ring_bytes)
+            .map_max_entries(maps::FLOWS4, 1 << sets_log2[0])
+            .map_max_entries(maps::FLOWS6, 1 << sets_log2[1])
+            .map_max_entries(maps::TAGS4, 1 << sets_log2[0])
+            .map_max_entries(maps::TAGS6, 1 << sets_log2[1])
+            .map_max_entries(maps::EVENTS, config.ring_bytes)
             .override_global(features::GLOBAL, &config.features, true)
             .load(EBPF_OBJECT)
             .map_err(|err| load_error(&err))?;
@@ -163,18 +164,18 @@ impl Kernel {
         };
         settings.filter.ports = u8::from(!config.ports.is_empty());
         settings.filter.nets = u8::from(!config.nets.is_empty());
-        Array::<_, Settings>::try_from(map(&mut ebpf, "SETTINGS")?)?.set(0, settings, 0)?;
-        let mut ports = Array::<_, u8>::try_from(map(&mut ebpf, "FILTER_PORTS")?)?;
+        Array::<_, Settings>::try_from(map(&mut ebpf, maps::SETTINGS)?)?.set(0, settings, 0)?;
+        let mut ports = Array::<_, u8>::try_from(map(&mut ebpf, maps::FILTER_PORTS)?)?;
         for &port in &config.ports {
             ports.set(port as u32, 1, 0)?;
         }
-        let mut server_ports = Array::<_, u64>::try_from(map(&mut ebpf, "SERVER_PORTS")?)?;
+        let mut server_ports = Array::<_, u64>::try_from(map(&mut ebpf, maps::SERVER_PORTS)?)?;
         for (index, &word) in config.server_ports.words.iter().enumerate() {
             if word != 0 {
                 server_ports.set(index as u32, word, 0)?;
             }
         }
-        let mut nets = LpmTrie::<_, [u8; 16], u8>::try_from(map(&mut ebpf, "FILTER_NETS")?)?;
+        let mut nets = LpmTrie::<_, [u8; 16], u8>::try_from(map(&mut ebpf, maps::FILTER_NETS)?)?;
         for net in &config.nets {
             let (addr, prefix_len) = net.mapped();
             nets.insert(&Key::new(prefix_len, addr), 1, 0)?;
@@ -186,8 +187,8 @@ impl Kernel {
             .load()
             .map_err(|err| verifier_error(TC_PROGRAM, err))?;
         let tables = FlowTables::open(
-            map_data(&ebpf, "FLOWS4")?,
-            map_data(&ebpf, "FLOWS6")?,
+            map_data(&ebpf, maps::FLOWS4)?,
+            map_data(&ebpf, maps::FLOWS6)?,
             sets_log2,
             settings.table_seed,
         )?;
@@ -306,8 +307,8 @@ impl Kernel {
     pub fn take_events(&mut self) -> anyhow::Result<RingBuf<MapData>> {
         let events = self
             .ebpf
-            .take_map("EVENTS")
-            .ok_or_else(|| anyhow::anyhow!("EVENTS ring buffer already taken"))?;
+            .take_map(maps::EVENTS)
+            .ok_or_else(|| anyhow::anyhow!("{} ring buffer already taken", maps::EVENTS))?;
         Ok(RingBuf::try_from(events)?)
     }
 
@@ -334,7 +335,7 @@ impl Kernel {
 
     /// Counters summed over all CPUs.
     pub fn counters(&self) -> anyhow::Result<Counters> {
-        let counters = PerCpuArray::<_, u64>::try_from(self.named_map("COUNTERS")?)?;
+        let counters = PerCpuArray::<_, u64>::try_from(self.named_map(maps::COUNTERS)?)?;
         let mut totals = [0u64; COUNTER_COUNT as usize];
         for (index, total) in totals.iter_mut().enumerate() {
             *total = counters.get(&(index as u32), 0)?.iter().sum();
@@ -376,8 +377,9 @@ impl Kernel {
     /// may be counted in a slot on one CPU and in the map on another). Each position only
     /// ever grows, which is what `storm::StormReader` needs.
     pub fn storms(&self) -> anyhow::Result<Vec<(StormKey, Vec<StormCount>)>> {
-        let storms = PerCpuHashMap::<_, StormKey, StormCount>::try_from(self.named_map("STORMS")?)?;
-        let slots = PerCpuArray::<_, StormSlot>::try_from(self.named_map("STORM_SLOTS")?)?;
+        let storms =
+            PerCpuHashMap::<_, StormKey, StormCount>::try_from(self.named_map(maps::STORMS)?)?;
+        let slots = PerCpuArray::<_, StormSlot>::try_from(self.named_map(maps::STORM_SLOTS)?)?;
         let cpus = aya::util::nr_cpus().map_err(|(_, err)| err)?;
         let mut by_key: HashMap<StormKey, Vec<StormCount>> = HashMap::new();
         let mut put = |key: StormKey, at: usize, count: StormCount| {
@@ -570,5 +572,34 @@ mod tests {
             Some("R3 invalid mem access 'scalar'")
         );
         assert_eq!(verifier_complaint("\n\n"), None);
+    }
+
+    /// Userspace opens maps by the names in `rstwatch_common::maps` and programs by the names
+    /// here and in `crate::local::witness`: each must be in the object it embeds.
+    #[test]
+    fn every_map_and_program_userspace_names_is_in_the_ebpf_object() {
+        let object = aya_obj::Object::parse(EBPF_OBJECT).expect("the embedded object parses");
+        for name in maps::ALL {
+            assert!(
+                object.maps.contains_key(name),
+                "no map {name} in the eBPF object; it has {:?}",
+                object.maps.keys().collect::<Vec<_>>()
+            );
+        }
+        use crate::local::witness::{RECEIVE_RESET, SEND_RESET, SEND_RESET_NO_REASON, SOCK_OWNER};
+        for name in [
+            XDP_PROGRAM,
+            TC_PROGRAM,
+            SEND_RESET,
+            SEND_RESET_NO_REASON,
+            RECEIVE_RESET,
+            SOCK_OWNER,
+        ] {
+            assert!(
+                object.programs.contains_key(name),
+                "no program {name} in the eBPF object; it has {:?}",
+                object.programs.keys().collect::<Vec<_>>()
+            );
+        }
     }
 }

@@ -13,12 +13,13 @@
 //! - `detach`: removes the egress filter a killed rstwatch left (kernels without TCX).
 //! - `watch`: the daemon: attach, hand the ring buffer to the pipeline, signals.
 //! - `pipeline`: the one path from kernel records to written records (decode, hold, explain,
-//!   aggregate, render once, sinks), used by `watch` and the benchmark alike.
+//!   aggregate, render once, sinks), used by `watch`, `explain` and the benchmark alike.
 //! - `local`: the host's own TCP stack on its resets (the kernel's reason, the socket's
 //!   owner), from tracepoints, joined with the RSTs on the wire.
 //! - `event`: the kernel event's raw fields as types (`Hook`, `FlowSide`, `Origin`).
 //! - `ifaces`: watched interfaces that disappear and come back.
-//! - `hold`: keeps each RST briefly so its follow-up evidence joins the verdict.
+//! - `hold`: keeps each RST briefly so its follow-up evidence joins the verdict, and finds the
+//!   connection's state as of the hold's end, live and offline alike.
 //! - `explain`: the pure classifier: one kernel event (plus follow-ups) to one `ResetReport`.
 //! - `report`: the explained reset, the data every output renders.
 //! - `output`: one module per format (text, JSON, ECS, OCSF, CEF).

@@ -177,6 +177,14 @@ pub fn render(resets: &ResetCounts, snapshot: &Snapshot) -> String {
         "Resets waiting for their follow-up evidence before they are reported",
         snapshot.held,
     );
+    register_counter(
+        &mut registry,
+        "states_past_hold_end",
+        "Reports whose flow's kernel entry had taken packets past the hold's end, with no event \
+         to tell the state before them: they carry the state right after the connection's \
+         latest RST within the hold",
+        snapshot.pipeline.states_past_hold_end,
+    );
 
     let sent = Family::<SinkLabel, Counter>::default();
     let dropped = Family::<SinkLabel, Counter>::default();

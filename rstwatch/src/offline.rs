@@ -241,6 +241,9 @@ impl Offline {
         interface: usize,
         way: Way,
     ) -> anyhow::Result<()> {
+        // Every hold that ended by this packet is released before it is stepped: a report is
+        // the connection as of its hold's end, and this packet is past it (`crate::hold`).
+        self.release(ts_ns)?;
         self.replay.count(Counter::Packets);
         let decoded = network_start(link_type, data).and_then(|start| {
             let wire_ip_len = wire_len.saturating_sub(start.offset);
@@ -259,7 +262,7 @@ impl Offline {
             Ok(way) => way,
             Err(reason) => {
                 self.replay.count(reason);
-                return self.release(ts_ns);
+                return Ok(());
             }
         };
         // A capture that does not record the way of each packet is read as `--local` says, or
@@ -279,10 +282,11 @@ impl Offline {
         if let Some(timelines) = &self.timelines {
             lock(timelines).packet(&self.pkt, ts_ns);
         }
-        self.release(ts_ns)
+        Ok(())
     }
 
-    /// Explains every RST whose hold ended by `now_ns` (capture time), and reports the storm
+    /// Explains every RST whose hold ended by `now_ns` (capture time), with the replay's
+    /// table as the packets before `now_ns` left it, and reports the storm
     /// counts once per second of capture time, as `watch` reads the kernel's once a second.
     fn release(&mut self, now_ns: u64) -> anyhow::Result<()> {
         self.pipeline.release(now_ns, &self.replay)?;

@@ -53,6 +53,10 @@ use crate::{
 /// How often the ring buffer is drained and held RSTs are checked for release. The kernel
 /// wakes the daemon only once the ring fills past a threshold, so this bounds the latency.
 const RELEASE_TICK: Duration = Duration::from_millis(20);
+/// How long after a packet's timestamp its event may still be on its way into the ring buffer
+/// (the program takes the time, steps the flow, then reserves and submits): far more than a
+/// program run takes.
+const EVENT_LAG_NS: u64 = 1_000_000;
 /// How often the kernel's storm counts are read and reported as aggregates.
 const STORM_TICK: Duration = Duration::from_secs(1);
 /// How often the watched interfaces are checked for having gone or come back.
@@ -223,9 +227,13 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                // The time is taken before the drain, and the holds released are those that
+                // ended `EVENT_LAG_NS` before it: every event of a packet seen before their
+                // end is drained by then, and joins them as it does offline.
+                let now = monotonic_ns();
                 drain_stack(&mut pipeline, stack.as_mut(), &mut kernel);
                 drain(&mut pipeline, events.get_mut());
-                pipeline.release(monotonic_ns(), &flows(&kernel))?;
+                pipeline.release(now.saturating_sub(EVENT_LAG_NS), &flows(&kernel))?;
             }
             _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
             _ = user1.recv() => {
@@ -434,7 +442,8 @@ fn reopen(records: &LineSink) {
     }
 }
 
-/// The kernel's flow table, where the pipeline looks up the state of a held RST's flow.
+/// The kernel's flow table, where the pipeline looks up the state of a held RST's flow: as it
+/// is now, later than the hold's end, which the release step allows for (`crate::hold`).
 fn flows(kernel: &Kernel) -> impl Fn(&FlowKey) -> Option<FlowState> + '_ {
     |key: &FlowKey| kernel.flow(key).ok().flatten()
 }
@@ -543,14 +552,15 @@ impl View<'_> {
         let stats = self.pipeline.stats();
         totals.push_str(&format!(
             "rstwatch: kernel {}\nrstwatch: flows live={} evicted={} reads_torn={}\nrstwatch: \
-             daemon held={} late_data_followups={} unknown_events={} short_events={} \
-             interfaces_lost={}\n",
+             daemon held={} late_data_followups={} states_past_hold_end={} unknown_events={} \
+             short_events={} interfaces_lost={}\n",
             counters.describe(),
             self.kernel.flow_count(),
             counters.get(Counter::FlowsEvicted),
             self.kernel.torn_reads(),
             self.pipeline.held(),
             stats.late_data_followups,
+            stats.states_past_hold_end,
             stats.unknown_events,
             stats.short_events,
             interfaces.lost

@@ -246,22 +246,63 @@ pub fn forged_rst(lab: &Lab, family: Family) -> Result<Flow> {
                 segment.src == flow.server && segment.dst == flow.client && segment.payload_len > 0
             })?);
         }
-        let last_data = last_data.context("no server segment seen")?;
-        let forged = TcpSegment {
-            src: flow.server,
-            dst: flow.client,
-            ttl: FORGED_RST_TTL,
-            ip_id: last_data.ip_id.map(|id| id.wrapping_add(0x8000)),
-            seq: last_data.next_seq(),
-            ack: last_data.ack,
-            flags: RST | ACK,
-            payload_len: 0,
-        };
-        router.send(&forged.to_ethernet_frame(ROUTER_CLIENT_MAC, CLIENT_MAC))?;
+        forge_rst(
+            &router,
+            &flow,
+            &last_data.context("no server segment seen")?,
+        )?;
         wait_for_reset(&client, "the client")?;
         streaming.join().expect("streaming thread panicked")
     })?;
     Ok(flow)
+}
+
+/// [`forged_rst`] one step at a time: the server sends its chunks, the router forges its RST
+/// behind the last, and once the client's socket is reset `between` runs; only then does the
+/// server, which never learnt of the reset, send its next chunk, which the client's stack
+/// answers with a RST of its own.
+pub fn forged_rst_answered_after(
+    lab: &Lab,
+    family: Family,
+    between: impl FnOnce() -> Result<()>,
+) -> Result<Flow> {
+    let (client, server, flow) = connection(lab, family, SERVICE_PORT)?;
+    server.set_nodelay(true)?;
+    let router = PacketSocket::open(lab.router_ns(), ROUTER_CLIENT_IFACE)?;
+    let mut last_data = None;
+    for _ in 0..SEGMENTS_BEFORE_FORGED_RST {
+        (&server).write_all(&STREAM_CHUNK)?;
+        last_data = Some(router.next_segment(IO_TIMEOUT, |segment| {
+            segment.src == flow.server && segment.dst == flow.client && segment.payload_len > 0
+        })?);
+    }
+    forge_rst(
+        &router,
+        &flow,
+        &last_data.context("no server segment seen")?,
+    )?;
+    wait_for_reset(&client, "the client")?;
+    between()?;
+    (&server).write_all(&STREAM_CHUNK)?;
+    wait_for_reset(&server, "the server")?;
+    Ok(flow)
+}
+
+/// The router's RST in the server's name, right behind the server's `last_data`, with the
+/// router's own TTL and an IP ID far from the server's.
+fn forge_rst(router: &PacketSocket, flow: &Flow, last_data: &TcpSegment) -> Result<()> {
+    let forged = TcpSegment {
+        src: flow.server,
+        dst: flow.client,
+        ttl: FORGED_RST_TTL,
+        ip_id: last_data.ip_id.map(|id| id.wrapping_add(0x8000)),
+        seq: last_data.next_seq(),
+        ack: last_data.ack,
+        flags: RST | ACK,
+        payload_len: 0,
+    };
+    router.send(&forged.to_ethernet_frame(ROUTER_CLIENT_MAC, CLIENT_MAC))?;
+    Ok(())
 }
 
 #[doc = about!(unsolicited_rst)]

@@ -48,13 +48,16 @@ const VERDICT_FIELDS: [&str; 6] = [
     "community_id",
 ];
 
+/// `--hold` in these tests.
+const HOLD: Duration = Duration::from_millis(300);
+
 /// The options `watch` and `explain` share in these tests: the idle threshold just below the
 /// router's conntrack timeout, so the router's reset reads as the timeout it is.
 fn common_options() -> Vec<String> {
     let idle = format!("{}ms", ROUTER_IDLE_TIMEOUT.as_millis() * 2 / 3);
     vec![
         "--hold".into(),
-        "300ms".into(),
+        format!("{}ms", HOLD.as_millis()),
         "--idle-timeout".into(),
         idle,
     ]
@@ -147,24 +150,122 @@ fn live_and_offline_agree(scenario: &Scenario, family: Family) {
     let local = lab.client_addr(family).to_string();
     let (offline, output) = explain_file(&file.path, &["--local", &local]);
     assert!(output.status.success(), "{output:?}");
-    let live = by_rst(live.into_iter().filter(|r| on_flow(&flow, r)).collect());
-    let offline = by_rst(offline.into_iter().filter(|r| on_flow(&flow, r)).collect());
+    assert_same_verdicts(scenario.name, &flow, live, offline, &output);
+}
+
+/// Every RST of `flow` is reported live and offline, with the same verdict.
+fn assert_same_verdicts(
+    name: &str,
+    flow: &Flow,
+    live: Vec<Value>,
+    offline: Vec<Value>,
+    output: &Output,
+) {
+    let live = by_rst(live.into_iter().filter(|r| on_flow(flow, r)).collect());
+    let offline = by_rst(offline.into_iter().filter(|r| on_flow(flow, r)).collect());
     let ids = |records: &[Value]| records.iter().map(rst_id).collect::<Vec<_>>();
     assert_eq!(
         ids(&live),
         ids(&offline),
-        "{}: the same RSTs live and offline\nlive: {live:#?}\noffline: {offline:#?}\n{}",
-        scenario.name,
+        "{name}: the same RSTs live and offline\nlive: {live:#?}\noffline: {offline:#?}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
     for (live, offline) in live.iter().zip(&offline) {
         assert_eq!(
             verdict(live),
             verdict(offline),
-            "{}: the same verdict on {}\nlive: {live:#}\noffline: {offline:#}",
-            scenario.name,
+            "{name}: the same verdict on {}\nlive: {live:#}\noffline: {offline:#}",
             rst_id(live)
         );
+    }
+}
+
+/// A process stopped with SIGSTOP, continued when this is dropped, failure or not.
+struct Stopped(u32);
+
+impl Stopped {
+    fn new(pid: u32) -> Self {
+        // SAFETY: kill has no memory-safety preconditions; the pid is our live child.
+        assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) }, 0);
+        Self(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`.
+        unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGCONT) };
+    }
+}
+
+/// Waits until `instant` has passed: the condition here is the time itself.
+fn wait_until(instant: Instant) {
+    std::thread::sleep(instant.saturating_duration_since(Instant::now()));
+}
+
+/// The first RST's report is the connection as of the end of its hold, live and offline:
+/// the packets after it (the server's next chunk, the client's RST answering it) are neither
+/// follow-ups nor in its Zeek state. `watch` is stopped for the whole scenario, so that it
+/// releases the report only after those packets are in the kernel's flow table, as happens
+/// when they come just after the hold's end and before the daemon's next release.
+#[test]
+fn packets_after_the_hold_are_in_no_report_live_or_offline() {
+    for family in Family::BOTH {
+        let lab = Lab::new("holdend").unwrap();
+        let capture =
+            Capture::start_with(lab.client_ns(), CLIENT_IFACE, &SMALL_SNAPSHOT, ALL_TCP).unwrap();
+        let options = common_options();
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        let mut watcher = Watcher::start(
+            &rstwatch_binary().unwrap(),
+            lab.client_ns(),
+            lab.client_iface(),
+            &options,
+        )
+        .unwrap();
+        let stopped = Stopped::new(watcher.pid());
+        // The client's socket is reset once its kernel has seen the forged RST: its hold has
+        // ended by a hold from now.
+        let flow = scenarios::forged_rst_answered_after(&lab, family, || {
+            wait_until(Instant::now() + HOLD);
+            Ok(())
+        })
+        .unwrap();
+        drop(stopped);
+        let mut live = Vec::new();
+        while live.iter().filter(|r| on_flow(&flow, r)).count() < 2 {
+            live.extend(
+                watcher
+                    .events_until(|record| on_flow(&flow, record), EVENT_TIMEOUT)
+                    .unwrap(),
+            );
+        }
+        let exit = watcher.stop().unwrap();
+        assert!(exit.status.success(), "{exit:?}");
+        // The forged RST's entry held both later packets when the daemon went on, and the
+        // first of them sent no state (it is data): the report took the state right after
+        // the forged RST, which nothing came between, and the daemon counted it.
+        assert!(
+            exit.stderr.contains("states_past_hold_end=1 "),
+            "{family:?}: {}",
+            exit.stderr
+        );
+        live.extend(exit.events);
+        wait_until_captured(capture.path(), &flow, &live);
+        let file = capture.finish().unwrap();
+        let local = lab.client_addr(family).to_string();
+        let (offline, output) = explain_file(&file.path, &["--local", &local]);
+        assert!(output.status.success(), "{output:?}");
+        for records in [&live, &offline] {
+            let forged = records
+                .iter()
+                .find(|r| on_flow(&flow, r) && r["sender"] == "responder")
+                .unwrap_or_else(|| panic!("{family:?}: the forged RST's report: {records:#?}"));
+            let history = forged["history"].as_str().unwrap();
+            assert!(!history.contains('R'), "{family:?}: {forged:#}");
+            assert_eq!(forged["followups"], 0, "{family:?}: {forged:#}");
+        }
+        assert_same_verdicts("holdend", &flow, live, offline, &output);
     }
 }
 

@@ -16,7 +16,10 @@ use rstwatch_common::{
 };
 
 use super::{explain, explain_held, ExplainSettings};
-use crate::{hold::HoldQueue, report::ResetReport};
+use crate::{
+    hold::{Held, HoldQueue},
+    report::ResetReport,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Side {
@@ -291,12 +294,13 @@ impl Conversation {
         &self.events
     }
 
-    /// The table's entry as it was at `ns`, as the release step reads it from the kernel.
+    /// The table's entry as the packets before `ns` left it, as the release step of a hold
+    /// ending at `ns` reads it.
     pub fn table_at(&self, ns: u64) -> Option<FlowState> {
         self.table_log
             .iter()
             .rev()
-            .find(|(at, _)| *at <= ns)
+            .find(|(at, _)| *at < ns)
             .map(|(_, flow)| *flow)
     }
 
@@ -347,18 +351,38 @@ impl Conversation {
         released.extend(hold.release_all());
         released
             .iter()
-            .map(|held| {
-                let hold_end = held.event.ts_ns + HOLD_NS;
-                let table_then = |_: &FlowKey| self.table_at(hold_end);
-                explain_held(
-                    held,
-                    &table_then,
-                    &ExplainSettings::default(),
-                    "eth0",
-                    |ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
-                )
-            })
+            .map(|held| self.explain_released(held, held.hold_end_ns))
             .collect()
+    }
+
+    /// Every report the daemon writes for this conversation when it releases each hold
+    /// `late_ns` after its end, as `watch` does at its next tick: the events until then are
+    /// offered first, and the table is read as the packets until then left it.
+    pub fn reports_released_late(&self, late_ns: u64) -> Vec<ResetReport> {
+        let mut hold = HoldQueue::new(HOLD_NS, self.settings.grace_ns);
+        let mut reports = Vec::new();
+        for event in &self.events {
+            for held in hold.release(event.ts_ns.saturating_sub(late_ns)) {
+                reports.push(self.explain_released(&held, event.ts_ns));
+            }
+            hold.offer(*event);
+        }
+        for held in hold.release_all() {
+            reports.push(self.explain_released(&held, u64::MAX));
+        }
+        reports
+    }
+
+    /// The report on `held`, released with the table as the packets before `read_ns` left it.
+    fn explain_released(&self, held: &Held, read_ns: u64) -> ResetReport {
+        let table_then = |_: &FlowKey| self.table_at(read_ns);
+        explain_held(
+            held,
+            held.state_at_hold_end(&table_then),
+            &ExplainSettings::default(),
+            "eth0",
+            |ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
+        )
     }
 }
 

@@ -32,7 +32,7 @@ use rstwatch_common::{event::DIRECTION_EGRESS, flow::FlowState, PortSet, RstEven
 use self::sides::Sides;
 use crate::{
     event::{FlowSide, Hook, Origin},
-    hold::{FlowStateSource, Held},
+    hold::{AtHoldEnd, Held},
     report::{CapturedFrame, Direction, ResetReport},
 };
 
@@ -72,22 +72,25 @@ impl Default for ExplainSettings {
     }
 }
 
-/// The release step: explains a RST whose hold ended, with its connection's state as `flows`
-/// holds it now, and links it to the earlier report it follows. `wall_clock` turns kernel
-/// timestamps into wall-clock time.
+/// The release step: explains a RST whose hold ended, with its connection's state as the
+/// release step found it at the hold's end (`Held::state_at_hold_end`), and links it to the
+/// earlier report it follows. `wall_clock` turns kernel timestamps into wall-clock time.
 pub fn explain_held(
     held: &Held,
-    flows: &impl FlowStateSource,
+    at_hold_end: AtHoldEnd<'_>,
     settings: &ExplainSettings,
     iface: &str,
     wall_clock: impl Fn(u64) -> SystemTime,
 ) -> ResetReport {
-    let state = held.state_at_hold_end(flows);
+    let state = match at_hold_end {
+        AtHoldEnd::Exact(flow) => flow,
+        AtHoldEnd::AfterRst { rst, .. } => flow_after_rst(rst, settings.server_ports),
+    };
     let ts = wall_clock(held.event.ts_ns);
     let mut report = explain_at_hold_end(
         &held.event,
         &held.followups,
-        state.as_ref(),
+        Some(&state),
         settings,
         iface,
         ts,
@@ -129,9 +132,9 @@ pub fn explain(
 /// `followups` are the later events of the same claimed sender collected during the hold:
 /// they only add evidence. Class and evidence are judged on the flow as it was before the
 /// RST. `conn_state`, `history` and the packet counts are Zeek's for the connection as of the
-/// end of the hold: `state_at_hold_end` is the flow's entry then (what came after the RST, a
-/// FIN right behind it, changes Zeek's verdict); without it (the entry is gone or belongs to
-/// a newer connection) they are those right after the RST.
+/// end of the hold: `state_at_hold_end` is the flow's state then (what came after the RST, a
+/// FIN right behind it, changes Zeek's verdict; `crate::hold` says how it is found); without
+/// it they are those right after the RST.
 pub fn explain_at_hold_end(
     event: &RstEvent,
     followups: &[RstEvent],

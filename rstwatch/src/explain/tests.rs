@@ -659,6 +659,38 @@ mod every_rst {
     }
 
     #[test]
+    fn a_report_released_late_is_the_connection_at_its_hold_end() {
+        let mut c = server_resets_request();
+        c.send_with(Server, RST | ACK, 0, |p| p.ttl = 64)
+            .wait_ms(HOLD_NS / 1_000_000)
+            .data(Server, 500)
+            .wait_us(300)
+            .rst(Client);
+        let on_time = c.reports();
+        assert_eq!(
+            on_time[0].history, "ShADdr",
+            "nothing from the hold's end on"
+        );
+        assert_eq!(on_time[0].followups, 0, "the server's data came at the end");
+        let verdicts = |reports: &[crate::report::ResetReport]| {
+            reports
+                .iter()
+                .map(|r| {
+                    let evidence = r.evidence.clone();
+                    (r.history.clone(), r.conn_state, r.followups, evidence)
+                })
+                .collect::<Vec<_>>()
+        };
+        for late_ms in [1, 20, 1_000] {
+            assert_eq!(
+                verdicts(&c.reports_released_late(late_ms * 1_000_000)),
+                verdicts(&on_time),
+                "released {late_ms} ms after the hold's end"
+            );
+        }
+    }
+
+    #[test]
     fn a_rst_after_the_hold_gets_its_own_report() {
         let mut c = server_resets_request();
         c.rst_ack(Server)

@@ -5,7 +5,7 @@ use aya::{
     programs::{tp_btf::BtfTracePointLinkId, BtfTracePoint},
     Ebpf,
 };
-use rstwatch_common::{features::ProgramFeatures, local::SocketLayout};
+use rstwatch_common::{features::ProgramFeatures, local::SocketLayout, maps};
 
 use super::{layout, LocalJoin};
 
@@ -47,8 +47,8 @@ pub fn attach(ebpf: &mut Ebpf, features: ProgramFeatures) -> Result<Witness, Una
     let aya_btf = aya::Btf::from_sys_fs()
         .map_err(|err| unavailable(format!("cannot read the kernel's BTF: {err}")))?;
     let layout_map = ebpf
-        .map_mut("SOCKET_LAYOUT")
-        .ok_or_else(|| unavailable("no SOCKET_LAYOUT map in the object".into()))?;
+        .map_mut(maps::SOCKET_LAYOUT)
+        .ok_or_else(|| unavailable(format!("no {} map in the object", maps::SOCKET_LAYOUT)))?;
     Array::<_, SocketLayout>::try_from(layout_map)
         .and_then(|mut map| map.set(0, socket_layout, 0))
         .map_err(|err| unavailable(format!("cannot write the socket layout: {err}")))?;
@@ -83,16 +83,18 @@ pub fn attach(ebpf: &mut Ebpf, features: ProgramFeatures) -> Result<Witness, Una
         missing.push("no inet_sock_set_state: owners are known only for resets sent in close()");
     }
     let ring = ebpf
-        .take_map("LOCAL_EVENTS")
-        .ok_or_else(|| unavailable("no LOCAL_EVENTS map in the object".into()))
+        .take_map(maps::LOCAL_EVENTS)
+        .ok_or_else(|| unavailable(format!("no {} map in the object", maps::LOCAL_EVENTS)))
         .and_then(|map| {
-            RingBuf::try_from(map).map_err(|err| unavailable(format!("LOCAL_EVENTS: {err}")))
+            RingBuf::try_from(map)
+                .map_err(|err| unavailable(format!("{}: {err}", maps::LOCAL_EVENTS)))
         })?;
     let lost = ebpf
-        .take_map("LOCAL_LOST")
-        .ok_or_else(|| unavailable("no LOCAL_LOST map in the object".into()))
+        .take_map(maps::LOCAL_LOST)
+        .ok_or_else(|| unavailable(format!("no {} map in the object", maps::LOCAL_LOST)))
         .and_then(|map| {
-            PerCpuArray::try_from(map).map_err(|err| unavailable(format!("LOCAL_LOST: {err}")))
+            PerCpuArray::try_from(map)
+                .map_err(|err| unavailable(format!("{}: {err}", maps::LOCAL_LOST)))
         })?;
     Ok(Witness {
         ring,

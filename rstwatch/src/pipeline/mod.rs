@@ -25,7 +25,7 @@ use self::{
 use crate::{
     clock::WallClock,
     explain::{explain, explain_held, ExplainSettings},
-    hold::{FlowStateSource, HoldQueue, Offer},
+    hold::{AtHoldEnd, FlowStateSource, HoldQueue, Offer},
     local::LocalJoin,
     output::Format,
     report::{Aggregate, ResetReport},
@@ -58,6 +58,10 @@ pub struct PipelineStats {
     pub short_events: u64,
     /// Resets folded into storm aggregates (they are in an aggregate's count, not lost).
     pub folded: u64,
+    /// Reports whose connection's entry had taken packets past the hold's end, with no event
+    /// to tell the state before them, by the time their hold was released: they carry the
+    /// state right after the connection's latest RST within the hold (`crate::hold`).
+    pub states_past_hold_end: u64,
 }
 
 /// One format and the sinks that take its records.
@@ -162,7 +166,7 @@ impl Pipeline {
     }
 
     /// Explains and writes every RST whose hold ended by `now_ns` (kernel time), with its
-    /// connection's state as `flows` holds it now, and writes out storm aggregates whose window
+    /// connection's state at the hold's end as `flows` tells it (`crate::hold`), and writes out storm aggregates whose window
     /// ended; then flushes every sink.
     pub fn release(&mut self, now_ns: u64, flows: &impl FlowStateSource) -> anyhow::Result<()> {
         let released = self.hold.release(now_ns);
@@ -256,7 +260,15 @@ impl Pipeline {
                 .get(&held.event.ifindex)
                 .map_or("?", String::as_str);
             let clock = self.clock;
-            let mut report = explain_held(&held, flows, &self.explain, iface, |ns| {
+            let at_hold_end = held.state_at_hold_end(flows);
+            if let AtHoldEnd::AfterRst {
+                entry_past_end: true,
+                ..
+            } = at_hold_end
+            {
+                self.stats.states_past_hold_end += 1;
+            }
+            let mut report = explain_held(&held, at_hold_end, &self.explain, iface, |ns| {
                 clock.to_system_time(ns)
             });
             report.local = self
