@@ -327,7 +327,7 @@ impl Conversation {
             &self.rst_event(),
             &self.followups(),
             settings,
-            "eth0",
+            &"eth0".into(),
             SystemTime::UNIX_EPOCH,
         )
     }
@@ -354,7 +354,7 @@ impl Conversation {
                     held,
                     &table_then,
                     &ExplainSettings::default(),
-                    "eth0",
+                    &"eth0".into(),
                     |ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
                 )
             })

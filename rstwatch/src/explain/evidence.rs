@@ -9,7 +9,10 @@ use rstwatch_common::{
 };
 
 use super::{address, sides::Sides, ExplainSettings};
-use crate::{event::Hook, report::Evidence};
+use crate::{
+    event::Hook,
+    report::{Evidence, EvidenceSet},
+};
 
 /// Largest step between successive IP IDs of one sender that still reads as a counter: a
 /// per-connection counter moves by the number of segments in each (offloaded) send.
@@ -23,7 +26,7 @@ pub const IP_ID_MAX_JUMP: u16 = 4096;
 const MAX_WINDOW_SCALE: u32 = 14;
 
 /// Every signal that fired for this RST, in `Evidence` order.
-pub fn collect(s: &Sides, followups: &[RstEvent], settings: &ExplainSettings) -> Vec<Evidence> {
+pub fn collect(s: &Sides, followups: &[RstEvent], settings: &ExplainSettings) -> EvidenceSet {
     let signals = [
         (Evidence::TtlMismatch, ttl_mismatch(s)),
         (Evidence::IpIdAnomaly, ip_id_anomaly(s)),

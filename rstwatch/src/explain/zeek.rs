@@ -10,26 +10,31 @@
 
 use rstwatch_common::flow::{seen, FlowState, HISTORY_FROM_HIGH};
 
-use crate::{event::FlowSide, report::ConnState};
+use crate::{
+    event::FlowSide,
+    report::{ConnState, History},
+};
 
 /// Zeek's history letters: upper case for the originator, lower case for the responder,
 /// after `^` when Zeek's heuristic flipped the roles; a trailing `+` when the flow had more
 /// letters than the kernel keeps (`HISTORY_CAPACITY`) and the rest were cut.
-pub fn history(flow: &FlowState) -> String {
-    let flipped = flow.flipped().then_some('^');
-    let cut = flow.history_cut().then_some('+');
-    flipped
-        .into_iter()
-        .chain(events(flow).map(|e| {
-            let letter = seen::HISTORY_LETTERS[e.bit as usize] as char;
-            if e.from_originator {
-                letter.to_ascii_uppercase()
-            } else {
-                letter
-            }
-        }))
-        .chain(cut)
-        .collect()
+pub fn history(flow: &FlowState) -> History {
+    let mut history = History::new();
+    if flow.flipped() {
+        history.push_ascii(b'^');
+    }
+    for e in events(flow) {
+        let letter = seen::HISTORY_LETTERS[e.bit as usize];
+        history.push_ascii(if e.from_originator {
+            letter.to_ascii_uppercase()
+        } else {
+            letter
+        });
+    }
+    if flow.history_cut() {
+        history.push_ascii(b'+');
+    }
+    history
 }
 
 /// Zeek's `conn_state` of the flow.
@@ -297,7 +302,7 @@ mod tests {
 
     fn zeek(c: &Conversation) -> (String, ConnState) {
         let flow = c.flow();
-        (history(&flow), conn_state(&flow))
+        (history(&flow).as_str().to_owned(), conn_state(&flow))
     }
 
     fn expect(c: &Conversation, history: &str, state: ConnState) {

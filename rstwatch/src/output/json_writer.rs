@@ -2,7 +2,7 @@
 //! compact writer would write it (same string escapes, same number forms), without building a
 //! value or a struct of owned strings first: rendering is on the path of every reset.
 
-use std::{io::Write as _, net::IpAddr, time::SystemTime};
+use std::{net::IpAddr, time::SystemTime};
 
 use super::fields;
 
@@ -26,8 +26,7 @@ impl<'a> JsonObject<'a> {
 
     pub fn uint(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
-        self.out
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        fields::write_uint(self.out, value);
         self
     }
 
@@ -61,9 +60,7 @@ impl<'a> JsonObject<'a> {
 
     /// An address in its standard text form (IPv6 as RFC 5952), as a string.
     pub fn ip(&mut self, key: &str, value: IpAddr) -> &mut Self {
-        self.plain_str(key, |out| {
-            write!(out, "{value}").expect("writing into memory");
-        })
+        self.plain_str(key, |out| fields::write_ip(out, value))
     }
 
     /// A time as `fields::rfc3339` spells it, as a string.
@@ -135,7 +132,7 @@ impl<'a> JsonObject<'a> {
     }
 
     /// A string `write` puts in place, with nothing in it to escape.
-    fn plain_str(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+    pub fn plain_str(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
         self.key(key);
         self.out.push(b'"');
         write(self.out);
@@ -143,13 +140,16 @@ impl<'a> JsonObject<'a> {
         self
     }
 
+    /// Keys are names of our own: nothing in them needs escaping.
     fn key(&mut self, key: &str) {
+        debug_assert!(key.bytes().all(|byte| ESCAPE[usize::from(byte)] == 0));
         if !self.empty {
             self.out.push(b',');
         }
         self.empty = false;
-        write_str(self.out, key);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 }
 
@@ -158,8 +158,16 @@ impl<'a> JsonObject<'a> {
 pub fn write_str(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
     let bytes = value.as_bytes();
+    let Some(first) = bytes
+        .iter()
+        .position(|&byte| ESCAPE[usize::from(byte)] != 0)
+    else {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    };
     let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
+    for (i, &byte) in bytes.iter().enumerate().skip(first) {
         let escape = ESCAPE[usize::from(byte)];
         if escape == 0 {
             continue;

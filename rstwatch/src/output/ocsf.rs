@@ -18,7 +18,7 @@
 
 use std::net::SocketAddr;
 
-use super::{json_writer::JsonObject, Format};
+use super::{fields, json_writer::JsonObject, Format};
 use crate::report::{unix_millis, ResetClass, ResetReport, Severity};
 
 /// The OCSF schema release this mapping follows.
@@ -36,7 +36,7 @@ impl Format for Ocsf {
     /// Keys are written in sorted order at every level, as a document of sorted maps would
     /// have them.
     fn render(&self, r: &ResetReport, out: &mut Vec<u8>) {
-        let (activity_id, activity_name) = activity(r.class);
+        let (activity_id, activity_name, type_name) = activity(r.class);
         let (severity_id, severity_name) = severity(r.severity());
         let (status_id, status) = match r.class {
             ResetClass::Teardown => (1, "Success"),
@@ -65,7 +65,7 @@ impl Format for Ocsf {
                 endpoint(endpoint_, r.resp, r.vlan)
             })
             .known_uint("end_time", r.aggregate.map(|a| unix_millis(a.last)))
-            .str("message", &r.explanation())
+            .plain_str("message", |out| r.write_explanation(out))
             .object("metadata", |metadata| {
                 metadata
                     .str("event_code", r.class.as_str())
@@ -107,22 +107,23 @@ impl Format for Ocsf {
                     .uint("packets_in", r.resp_pkts)
                     .uint("packets_out", r.orig_pkts);
             })
-            .str("type_name", &format!("Network Activity: {activity_name}"))
+            .str("type_name", type_name)
             .uint("type_uid", (CLASS_UID * 100 + activity_id).into())
             .object("unmapped", |unmapped_| unmapped(unmapped_, r));
         event.end();
     }
 }
 
-/// The Network Activity `activity_id` of a class, with its caption.
-fn activity(class: ResetClass) -> (u32, &'static str) {
+/// The Network Activity `activity_id` of a class, with its caption and the event type's
+/// name (`Network Activity: ` and the caption).
+fn activity(class: ResetClass) -> (u32, &'static str, &'static str) {
     match class {
-        ResetClass::Refused => (5, "Refuse"),
-        ResetClass::Teardown => (2, "Close"),
+        ResetClass::Refused => (5, "Refuse", "Network Activity: Refuse"),
+        ResetClass::Teardown => (2, "Close", "Network Activity: Close"),
         ResetClass::DataAfterClose
         | ResetClass::IdleTimeout
         | ResetClass::Abort
-        | ResetClass::NoState => (3, "Reset"),
+        | ResetClass::NoState => (3, "Reset", "Network Activity: Reset"),
     }
 }
 
@@ -139,7 +140,7 @@ fn endpoint(endpoint: &mut JsonObject<'_>, address: SocketAddr, vlan: u16) {
         .ip("ip", address.ip())
         .uint("port", address.port().into());
     if vlan != 0 {
-        endpoint.str("vlan_uid", &vlan.to_string());
+        endpoint.plain_str("vlan_uid", |out| fields::write_uint(out, vlan.into()));
     }
 }
 
@@ -211,7 +212,7 @@ fn unmapped(unmapped: &mut JsonObject<'_>, r: &ResetReport) {
         .uint("seq", r.seq.into())
         .uint("ttl", r.ttl.into())
         .uint("window", r.window.into())
-        .str("wireshark_filter", &r.wireshark_filter);
+        .plain_str("wireshark_filter", |out| r.wireshark_filter.write(out));
 }
 
 #[cfg(test)]
@@ -305,7 +306,7 @@ mod tests {
         let mut report = crate::test_support::sample::refused_report();
         report.class = ResetClass::Abort;
         report.middlebox = true;
-        report.evidence = vec![Evidence::TtlMismatch];
+        report.evidence = [Evidence::TtlMismatch].into();
         report.sender = Sender::Originator;
         report.direction = Direction::Ingress;
         report.src = "[2001:db8::7]:51000".parse().unwrap();

@@ -14,7 +14,7 @@ pub mod decode;
 #[cfg(test)]
 mod golden;
 
-use std::{collections::HashMap, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use rstwatch_common::{RstEvent, StormCount, StormKey};
 
@@ -24,7 +24,7 @@ use self::{
 };
 use crate::{
     clock::WallClock,
-    explain::{explain, explain_held, ExplainSettings},
+    explain::{captured_frames, explain, explain_held, ExplainSettings},
     hold::{FlowStateSource, HoldQueue, Offer},
     local::LocalJoin,
     output::Format,
@@ -70,7 +70,12 @@ struct Output {
 pub struct Pipeline {
     clock: WallClock,
     explain: ExplainSettings,
-    ifnames: HashMap<u32, String>,
+    /// Shared with every report of the interface.
+    ifnames: HashMap<u32, Arc<str>>,
+    /// The name of an interface not in `ifnames`.
+    unknown_iface: Arc<str>,
+    /// Some sink takes the frames the kernel copied (`Sink::takes_frames`).
+    frames_wanted: bool,
     hold: HoldQueue,
     aggregator: Option<Aggregator>,
     outputs: Vec<Output>,
@@ -90,7 +95,11 @@ impl Pipeline {
         Self {
             clock: config.clock,
             explain: config.explain,
-            ifnames: config.ifnames,
+            ifnames: (config.ifnames.into_iter())
+                .map(|(index, name)| (index, Arc::from(name)))
+                .collect(),
+            unknown_iface: Arc::from("?"),
+            frames_wanted: false,
             hold: HoldQueue::new(config.hold_ns, config.link_ns),
             aggregator: config.aggregate.map(Aggregator::new),
             outputs: Vec::new(),
@@ -131,6 +140,7 @@ impl Pipeline {
 
     /// Adds an output: `sinks` take the records rendered in `format` (rendered once for all).
     pub fn add_output(&mut self, format: Box<dyn Format>, sinks: Vec<Box<dyn Sink>>) {
+        self.frames_wanted |= sinks.iter().any(|sink| sink.takes_frames());
         self.outputs.push(Output {
             format,
             sinks,
@@ -182,7 +192,10 @@ impl Pipeline {
     pub fn report_storms(&mut self, counts: &[(StormKey, Vec<StormCount>)]) -> anyhow::Result<()> {
         for storm in self.storms.read(counts) {
             let event = &storm.sample;
-            let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
+            let iface = self
+                .ifnames
+                .get(&event.ifindex)
+                .unwrap_or(&self.unknown_iface);
             let ts = self.clock.to_system_time(event.ts_ns);
             let mut report = explain(event, &[], &self.explain, iface, ts);
             report.aggregate = Some(Aggregate {
@@ -229,7 +242,7 @@ impl Pipeline {
     /// Names interface `index` in reports: a watched interface that came back under a new
     /// index.
     pub fn name_interface(&mut self, index: u32, name: String) {
-        self.ifnames.insert(index, name);
+        self.ifnames.insert(index, Arc::from(name));
     }
 
     pub fn summary(&self) -> &Summary {
@@ -251,14 +264,13 @@ impl Pipeline {
         flows: &impl FlowStateSource,
     ) -> anyhow::Result<()> {
         for held in released {
-            let iface = self
-                .ifnames
-                .get(&held.event.ifindex)
-                .map_or("?", String::as_str);
+            let iface = (self.ifnames.get(&held.event.ifindex)).unwrap_or(&self.unknown_iface);
             let clock = self.clock;
-            let mut report = explain_held(&held, flows, &self.explain, iface, |ns| {
-                clock.to_system_time(ns)
-            });
+            let wall_clock = |ns| clock.to_system_time(ns);
+            let mut report = explain_held(&held, flows, &self.explain, iface, wall_clock);
+            if self.frames_wanted {
+                report.frames = captured_frames(&held, wall_clock);
+            }
             report.local = self
                 .local
                 .as_mut()
