@@ -173,13 +173,10 @@ impl HoldQueue {
     /// Takes the RSTs whose hold ended by `now_ns` (kernel monotonic time).
     pub fn release(&mut self, now_ns: u64) -> Vec<Held> {
         let mut due = Vec::new();
-        while let Some(front) = self.queue.front() {
-            if front.event.ts_ns.saturating_add(self.hold_ns) > now_ns {
-                break;
-            }
+        while self.next_due(now_ns).is_some() {
             due.push(self.pop_front());
         }
-        self.forget_reports_before(now_ns.saturating_sub(self.link_ns));
+        self.forget_released(now_ns);
         due
     }
 
@@ -190,6 +187,25 @@ impl HoldQueue {
             all.push(self.pop_front());
         }
         all
+    }
+
+    /// The oldest RST, in place, if its hold ended by `now_ns` (kernel monotonic time): the
+    /// release step reads it where it is held, then `drop_front` lets it go. `u64::MAX` takes
+    /// every RST, as at the end of a run.
+    pub fn next_due(&self, now_ns: u64) -> Option<&Held> {
+        self.queue
+            .front()
+            .filter(|front| front.event.ts_ns.saturating_add(self.hold_ns) <= now_ns)
+    }
+
+    /// Lets the oldest RST go, once released.
+    pub fn drop_front(&mut self) {
+        self.pop_front();
+    }
+
+    /// After a release at `now_ns`: forgets the reports no later RST can be linked to.
+    pub fn forget_released(&mut self, now_ns: u64) {
+        self.forget_reports_before(now_ns.saturating_sub(self.link_ns));
     }
 
     pub fn len(&self) -> usize {

@@ -16,6 +16,8 @@ mod golden;
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
+use foldhash::HashMap as FastMap;
+
 use rstwatch_common::{RstEvent, StormCount, StormKey};
 
 use self::{
@@ -71,7 +73,7 @@ pub struct Pipeline {
     clock: WallClock,
     explain: ExplainSettings,
     /// Shared with every report of the interface.
-    ifnames: HashMap<u32, Arc<str>>,
+    ifnames: FastMap<u32, Arc<str>>,
     /// The name of an interface not in `ifnames`.
     unknown_iface: Arc<str>,
     /// Some sink takes the frames the kernel copied (`Sink::takes_frames`).
@@ -175,8 +177,8 @@ impl Pipeline {
     /// connection's state as `flows` holds it now, and writes out storm aggregates whose window
     /// ended; then flushes every sink.
     pub fn release(&mut self, now_ns: u64, flows: &impl FlowStateSource) -> anyhow::Result<()> {
-        let released = self.hold.release(now_ns);
-        self.explain_and_publish(released, flows)?;
+        self.explain_and_publish(now_ns, flows)?;
+        self.hold.forget_released(now_ns);
         if let Some(local) = &mut self.local {
             local.forget_before(now_ns, self.hold_ns);
         }
@@ -210,8 +212,7 @@ impl Pipeline {
 
     /// Releases everything held and every storm aggregate, then flushes (at the end of a run).
     pub fn finish(&mut self, flows: &impl FlowStateSource) -> anyhow::Result<()> {
-        let released = self.hold.release_all();
-        self.explain_and_publish(released, flows)?;
+        self.explain_and_publish(u64::MAX, flows)?;
         if let Some(aggregator) = &mut self.aggregator {
             aggregator.flush_all(&mut self.publish);
             self.write_published()?;
@@ -226,10 +227,10 @@ impl Pipeline {
         match &mut self.aggregator {
             Some(aggregator) => {
                 self.stats.folded += aggregator.offer(report, Instant::now(), &mut self.publish);
+                self.write_published()
             }
-            None => self.publish.push(report),
+            None => write(&mut self.outputs, &report),
         }
-        self.write_published()
     }
 
     pub fn flush(&mut self) -> anyhow::Result<()> {
@@ -258,39 +259,48 @@ impl Pipeline {
         self.hold.len()
     }
 
+    /// Explains and publishes every RST whose hold ended by `now_ns`, each read where it is
+    /// held.
     fn explain_and_publish(
         &mut self,
-        released: Vec<crate::hold::Held>,
+        now_ns: u64,
         flows: &impl FlowStateSource,
     ) -> anyhow::Result<()> {
-        for held in released {
+        while let Some(held) = self.hold.next_due(now_ns) {
             let iface = (self.ifnames.get(&held.event.ifindex)).unwrap_or(&self.unknown_iface);
             let clock = self.clock;
             let wall_clock = |ns| clock.to_system_time(ns);
-            let mut report = explain_held(&held, flows, &self.explain, iface, wall_clock);
+            let mut report = explain_held(held, flows, &self.explain, iface, wall_clock);
             if self.frames_wanted {
-                report.frames = captured_frames(&held, wall_clock);
+                report.frames = captured_frames(held, wall_clock);
             }
             report.local = self
                 .local
                 .as_mut()
                 .and_then(|local| local.evidence_for(&held.event));
+            self.hold.drop_front();
             self.publish(report)?;
         }
         Ok(())
     }
 
-    /// Renders each report leaving the aggregator once per format and hands it to the sinks.
+    /// Writes each report leaving the aggregator.
     fn write_published(&mut self) -> anyhow::Result<()> {
         for report in self.publish.drain(..) {
-            for output in &mut self.outputs {
-                output.record.clear();
-                output.format.render(&report, &mut output.record);
-                for sink in &mut output.sinks {
-                    sink.write(&report, &output.record)?;
-                }
-            }
+            write(&mut self.outputs, &report)?;
         }
         Ok(())
     }
+}
+
+/// Renders `report` once per format and hands it to the format's sinks.
+fn write(outputs: &mut [Output], report: &ResetReport) -> anyhow::Result<()> {
+    for output in outputs {
+        output.record.clear();
+        output.format.render(report, &mut output.record);
+        for sink in &mut output.sinks {
+            sink.write(report, &output.record)?;
+        }
+    }
+    Ok(())
 }
