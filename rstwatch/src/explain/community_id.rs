@@ -1,9 +1,12 @@
 //! Community ID v1 (Corelight's community-id-spec): one flow hash that Zeek, Suricata,
 //! Wireshark and SIEMs agree on, so a reset found here can be joined with their records.
+//! SHA-1 runs on the CPU's SHA instructions where it has them: the ID is computed for every
+//! reset.
 
 use std::net::{IpAddr, SocketAddr};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
+use sha1::{Digest as _, Sha1};
 
 use crate::report::CommunityId;
 
@@ -26,17 +29,17 @@ pub fn v1(seed: u16, proto: u8, a: SocketAddr, b: SocketAddr) -> CommunityId {
     } else {
         ((b_addr, b.port()), (a_addr, a.port()))
     };
-    let mut sha = sha1_smol::Sha1::new();
-    sha.update(&seed.to_be_bytes());
+    let mut sha = Sha1::new();
+    sha.update(seed.to_be_bytes());
     sha.update(first.0.bytes());
     sha.update(second.0.bytes());
-    sha.update(&[proto, 0]);
-    sha.update(&first.1.to_be_bytes());
-    sha.update(&second.1.to_be_bytes());
+    sha.update([proto, 0]);
+    sha.update(first.1.to_be_bytes());
+    sha.update(second.1.to_be_bytes());
     let mut text = [0u8; 30];
     text[..2].copy_from_slice(b"1:");
     let written = STANDARD
-        .encode_slice(sha.digest().bytes(), &mut text[2..])
+        .encode_slice(sha.finalize(), &mut text[2..])
         .expect("20 bytes are 28 base64 characters");
     let text = std::str::from_utf8(&text[..2 + written]).expect("base64 is ASCII");
     CommunityId::try_from(text).expect("a Community ID fits its string")
