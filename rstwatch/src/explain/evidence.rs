@@ -3,7 +3,7 @@
 //! into `middlebox` is `attribution`'s rule.
 
 use rstwatch_common::{
-    flow::{seen, DirState},
+    flow::{seen, DirState, RECENT_IP_IDS},
     packet::NO_WINDOW_SCALE,
     RstEvent,
 };
@@ -70,7 +70,8 @@ pub fn ip_id_anomaly(s: &Sides) -> bool {
     if !address::is_ipv4(pkt.family) || (pkt.df != 0 && pkt.ip_id == 0) {
         return false;
     }
-    let ids = recent_ip_ids(s.sender);
+    let (recent, len) = recent_ip_ids(s.sender);
+    let ids = &recent[..len];
     if ids.len() < 2 {
         return false;
     }
@@ -84,10 +85,15 @@ pub fn ip_id_anomaly(s: &Sides) -> bool {
     counts_up && !(1..=IP_ID_MAX_JUMP).contains(&pkt.ip_id.wrapping_sub(last))
 }
 
-fn recent_ip_ids(d: &DirState) -> Vec<u16> {
-    let mut ids = Vec::with_capacity(d.ip_ids_len());
-    d.recent_ip_ids(|id| ids.push(id));
-    ids
+/// The sender's recent IP IDs, oldest first, and how many there are.
+fn recent_ip_ids(d: &DirState) -> ([u16; RECENT_IP_IDS], usize) {
+    let mut ids = [0; RECENT_IP_IDS];
+    let mut len = 0;
+    d.recent_ip_ids(|id| {
+        ids[len] = id;
+        len += 1;
+    });
+    (ids, len)
 }
 
 /// `seq_out_of_window`: the RST's sequence number is outside the receiver's window, from the

@@ -24,22 +24,35 @@ pub struct DisplayFilter {
 impl DisplayFilter {
     /// The filter's text appended to `out`.
     pub fn write(&self, out: &mut Vec<u8>) {
+        self.write_with(out, b"==");
+    }
+
+    /// The filter's text appended to `out`, with `equals` for each `==`: a format whose
+    /// values escape `=` passes the escaped form, and the rest of the text needs none.
+    pub fn write_with(&self, out: &mut Vec<u8>, equals: &[u8]) {
         let field: &[u8] = if self.a.is_ipv4() {
-            b"ip.addr=="
+            b"ip.addr"
         } else {
-            b"ipv6.addr=="
+            b"ipv6.addr"
         };
-        out.extend_from_slice(field);
+        let compare = |out: &mut Vec<u8>, name: &[u8]| {
+            out.extend_from_slice(name);
+            out.extend_from_slice(equals);
+        };
+        compare(out, field);
         write_ip(out, self.a.ip());
         out.extend_from_slice(b" && ");
-        out.extend_from_slice(field);
+        compare(out, field);
         write_ip(out, self.b.ip());
-        out.extend_from_slice(b" && tcp.port==");
+        out.extend_from_slice(b" && ");
+        compare(out, b"tcp.port");
         write_uint(out, self.a.port().into());
-        out.extend_from_slice(b" && tcp.port==");
+        out.extend_from_slice(b" && ");
+        compare(out, b"tcp.port");
         write_uint(out, self.b.port().into());
         if self.vlan != 0 {
-            out.extend_from_slice(b" && vlan.id==");
+            out.extend_from_slice(b" && ");
+            compare(out, b"vlan.id");
             write_uint(out, self.vlan.into());
         }
     }

@@ -59,7 +59,7 @@ impl Format for Cef {
         }
         ext.address(r.src, "src", "spt", "c6a2", "Source IPv6 Address");
         ext.address(r.dst, "dst", "dpt", "c6a3", "Destination IPv6 Address");
-        ext.str("proto", "TCP");
+        ext.plain("proto", b"TCP");
         match r.direction {
             Direction::Ingress => {
                 ext.uint("deviceDirection", 0);
@@ -70,48 +70,48 @@ impl Format for Cef {
                 ext.str("deviceOutboundInterface", &r.iface);
             }
         }
-        ext.str("act", r.class.as_str());
+        ext.plain("act", r.class.as_str().as_bytes());
         ext.written("reason", |out| r.write_explanation(out));
-        ext.labelled("cs1", "rstSender", |out| {
+        ext.labelled_plain("cs1", "rstSender", |out| {
             out.extend_from_slice(r.sender.as_str().as_bytes())
         });
         if !r.evidence.is_empty() {
-            ext.labelled("cs2", "evidence", |out| write_joined(out, r.evidence, b","));
+            ext.labelled_plain("cs2", "evidence", |out| write_joined(out, r.evidence, b","));
         }
-        ext.labelled("cs3", "connState", |out| {
+        ext.labelled_plain("cs3", "connState", |out| {
             out.extend_from_slice(r.conn_state.as_str().as_bytes())
         });
         ext.labelled("cs4", "history", |out| {
             out.extend_from_slice(r.history.as_bytes())
         });
-        ext.labelled("cs5", "wiresharkFilter", |out| {
-            r.wireshark_filter.write(out)
+        ext.labelled_plain("cs5", "wiresharkFilter", |out| {
+            r.wireshark_filter.write_with(out, b"\\=\\=")
         });
         ext.labelled("cs6", "communityId", |out| {
             out.extend_from_slice(r.community_id.as_bytes())
         });
-        ext.labelled("cn1", "ttl", |out| fields::write_uint(out, r.ttl.into()));
+        ext.labelled_plain("cn1", "ttl", |out| fields::write_uint(out, r.ttl.into()));
         if let Some(ttl) = r.expected_ttl {
-            ext.labelled("cn2", "expectedTtl", |out| {
+            ext.labelled_plain("cn2", "expectedTtl", |out| {
                 fields::write_uint(out, ttl.into())
             });
         }
         if let Some(idle_ms) = r.idle_ms {
-            ext.labelled("cn3", "idleMs", |out| fields::write_uint(out, idle_ms));
+            ext.labelled_plain("cn3", "idleMs", |out| fields::write_uint(out, idle_ms));
         }
         if let Some(rtt_us) = r.rtt_us {
-            ext.labelled("flexNumber1", "rttUs", |out| {
+            ext.labelled_plain("flexNumber1", "rttUs", |out| {
                 fields::write_uint(out, rtt_us)
             });
         }
-        ext.labelled("flexString1", "middlebox", |out| {
+        ext.labelled_plain("flexString1", "middlebox", |out| {
             out.extend_from_slice(if r.middlebox { b"true" } else { b"false" })
         });
-        ext.labelled("flexString2", "originator", |out| {
+        ext.labelled_plain("flexString2", "originator", |out| {
             fields::write_socket(out, r.orig)
         });
         if let Some(earlier) = r.related_to {
-            ext.labelled("deviceCustomDate1", "relatedTo", |out| {
+            ext.labelled_plain("deviceCustomDate1", "relatedTo", |out| {
                 fields::write_uint(out, unix_millis(earlier))
             });
         }
@@ -221,6 +221,12 @@ impl Extensions<'_> {
         self.written(key, |out| out.extend_from_slice(value.as_bytes()));
     }
 
+    /// A value that needs no escaping.
+    fn plain(&mut self, key: &str, value: &[u8]) {
+        self.key(key);
+        self.out.extend_from_slice(value);
+    }
+
     /// Digits need no escaping.
     fn uint(&mut self, key: &str, value: u64) {
         self.key(key);
@@ -230,11 +236,22 @@ impl Extensions<'_> {
     /// A custom field and the label that tells the receiver what it holds.
     fn labelled(&mut self, key: &str, label: &str, write: impl FnOnce(&mut Vec<u8>)) {
         self.written(key, write);
+        self.label(key, label);
+    }
+
+    /// `labelled`, for a value `write` appends that needs no escaping or comes escaped.
+    fn labelled_plain(&mut self, key: &str, label: &str, write: impl FnOnce(&mut Vec<u8>)) {
+        self.key(key);
+        write(self.out);
+        self.label(key, label);
+    }
+
+    /// Labels are names of our own: nothing in them needs escaping.
+    fn label(&mut self, key: &str, label: &str) {
         self.out.push(b' ');
         self.out.extend_from_slice(key.as_bytes());
         self.out.extend_from_slice(b"Label=");
         self.out.extend_from_slice(label.as_bytes());
-        escape_value_from(self.out, self.out.len() - label.len());
     }
 
     fn address(
@@ -246,9 +263,12 @@ impl Extensions<'_> {
         v6_label: &str,
     ) {
         match address {
-            SocketAddr::V4(_) => self.written(v4_key, |out| fields::write_ip(out, address.ip())),
+            SocketAddr::V4(_) => {
+                self.key(v4_key);
+                fields::write_ip(self.out, address.ip());
+            }
             SocketAddr::V6(_) => {
-                self.labelled(v6_key, v6_label, |out| fields::write_ip(out, address.ip()))
+                self.labelled_plain(v6_key, v6_label, |out| fields::write_ip(out, address.ip()))
             }
         }
         self.uint(port_key, address.port().into());

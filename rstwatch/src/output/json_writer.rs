@@ -18,18 +18,21 @@ impl<'a> JsonObject<'a> {
         Self { out, empty: true }
     }
 
+    #[inline]
     pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
         self.key(key);
         write_str(self.out, value);
         self
     }
 
+    #[inline]
     pub fn uint(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);
         fields::write_uint(self.out, value);
         self
     }
 
+    #[inline]
     pub fn opt_uint(&mut self, key: &str, value: Option<u64>) -> &mut Self {
         match value {
             Some(value) => self.uint(key, value),
@@ -38,6 +41,7 @@ impl<'a> JsonObject<'a> {
     }
 
     /// The key and its value when the value is known; nothing otherwise.
+    #[inline]
     pub fn known_uint(&mut self, key: &str, value: Option<u64>) -> &mut Self {
         match value {
             Some(value) => self.uint(key, value),
@@ -45,6 +49,7 @@ impl<'a> JsonObject<'a> {
         }
     }
 
+    #[inline]
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key);
         self.out
@@ -52,6 +57,7 @@ impl<'a> JsonObject<'a> {
         self
     }
 
+    #[inline]
     pub fn null(&mut self, key: &str) -> &mut Self {
         self.key(key);
         self.out.extend_from_slice(b"null");
@@ -59,15 +65,18 @@ impl<'a> JsonObject<'a> {
     }
 
     /// An address in its standard text form (IPv6 as RFC 5952), as a string.
+    #[inline]
     pub fn ip(&mut self, key: &str, value: IpAddr) -> &mut Self {
         self.plain_str(key, |out| fields::write_ip(out, value))
     }
 
     /// A time as `fields::rfc3339` spells it, as a string.
+    #[inline]
     pub fn time(&mut self, key: &str, value: SystemTime) -> &mut Self {
         self.plain_str(key, |out| fields::write_rfc3339(out, value))
     }
 
+    #[inline]
     pub fn opt_time(&mut self, key: &str, value: Option<SystemTime>) -> &mut Self {
         match value {
             Some(value) => self.time(key, value),
@@ -132,6 +141,7 @@ impl<'a> JsonObject<'a> {
     }
 
     /// A string `write` puts in place, with nothing in it to escape.
+    #[inline]
     pub fn plain_str(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
         self.key(key);
         self.out.push(b'"');
@@ -140,7 +150,9 @@ impl<'a> JsonObject<'a> {
         self
     }
 
-    /// Keys are names of our own: nothing in them needs escaping.
+    /// Keys are names of our own: nothing in them needs escaping. Inlined, so that a key
+    /// written as a literal is copied as a constant.
+    #[inline(always)]
     fn key(&mut self, key: &str) {
         debug_assert!(key.bytes().all(|byte| ESCAPE[usize::from(byte)] == 0));
         if !self.empty {
