@@ -47,6 +47,10 @@ impl Held {
 /// watching, the replay's own table when reading a capture.
 pub trait FlowStateSource {
     fn current(&self, key: &FlowKey) -> Option<FlowState>;
+
+    /// `key`'s state is read soon: a source in memory that others write may start bringing
+    /// it in.
+    fn prefetch(&self, _key: &FlowKey) {}
 }
 
 impl<F: Fn(&FlowKey) -> Option<FlowState>> FlowStateSource for F {
@@ -196,6 +200,14 @@ impl HoldQueue {
         self.queue
             .front()
             .filter(|front| front.event.ts_ns.saturating_add(self.hold_ns) <= now_ns)
+    }
+
+    /// The RST `ahead` places behind the oldest, if its hold ended by `now_ns` too: the
+    /// release step looks ahead to what it reads next.
+    pub fn due_ahead(&self, now_ns: u64, ahead: usize) -> Option<&Held> {
+        self.queue
+            .get(ahead)
+            .filter(|held| held.event.ts_ns.saturating_add(self.hold_ns) <= now_ns)
     }
 
     /// Lets the oldest RST go, once released.

@@ -36,6 +36,10 @@ use crate::{
     summary::Summary,
 };
 
+/// How many released RSTs ahead the flow state is asked for early: each read of the kernel's
+/// table waits on memory unless it was asked for a while before.
+const LOOKUP_AHEAD: usize = 8;
+
 /// How the pipeline is set up; everything but the sinks.
 pub struct PipelineConfig {
     /// Kernel time to wall-clock time.
@@ -267,6 +271,9 @@ impl Pipeline {
         flows: &impl FlowStateSource,
     ) -> anyhow::Result<()> {
         while let Some(held) = self.hold.next_due(now_ns) {
+            if let Some(ahead) = self.hold.due_ahead(now_ns, LOOKUP_AHEAD) {
+                flows.prefetch(&ahead.event.key);
+            }
             let iface = (self.ifnames.get(&held.event.ifindex)).unwrap_or(&self.unknown_iface);
             let clock = self.clock;
             let wall_clock = |ns| clock.to_system_time(ns);

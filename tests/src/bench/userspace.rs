@@ -29,7 +29,7 @@ use rstwatch::{
         Sink,
     },
 };
-use rstwatch_common::{Counter, FlowKey};
+use rstwatch_common::Counter;
 
 use super::{
     kernel_cost::{ring_capacity, run},
@@ -308,8 +308,7 @@ fn timed(
         aggregate: None,
     });
     pipeline.add_output(format, vec![sink]);
-    let kernel: &Kernel = kernel;
-    let flows = |key: &FlowKey| kernel.flow(key).ok().flatten();
+    let flows: &Kernel = kernel;
     let started = Instant::now();
     let cpu_before = thread_cpu_time();
     loop {
@@ -319,12 +318,12 @@ fn timed(
             pipeline.offer_record(&item);
             drained += 1;
         }
-        pipeline.release(monotonic_ns(), &flows)?;
+        pipeline.release(monotonic_ns(), flows)?;
         if drained < DRAIN_BATCH {
             break;
         }
     }
-    pipeline.finish(&flows)?;
+    pipeline.finish(flows)?;
     let elapsed = started.elapsed();
     let cpu = thread_cpu_time() - cpu_before;
     let written = written()?;
