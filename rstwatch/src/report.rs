@@ -251,8 +251,9 @@ impl<const N: usize> InlineStr<N> {
     }
 
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)])
-            .expect("only whole strings and ASCII bytes are put in")
+        // SAFETY: only whole strings (`try_from`) and ASCII bytes (`push_ascii`) are put in,
+        // so the bytes up to `len` are UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..usize::from(self.len)]) }
     }
 }
 

@@ -42,17 +42,17 @@ impl Format for Ecs {
         }
         doc.object("destination", |destination| endpoint(destination, r.dst))
             .object("ecs", |ecs| {
-                ecs.str("version", ECS_VERSION);
+                ecs.name("version", ECS_VERSION);
             })
             .object("event", |event| event_fields(event, r))
             .plain_str("message", |out| r.write_explanation(out))
             .object("network", |network| {
                 network
                     .str("community_id", &r.community_id)
-                    .str("direction", r.direction.as_str())
-                    .str("iana_number", "6")
-                    .str("transport", "tcp")
-                    .str("type", if r.src.is_ipv4() { "ipv4" } else { "ipv6" });
+                    .name("direction", r.direction.as_str())
+                    .name("iana_number", "6")
+                    .name("transport", "tcp")
+                    .name("type", if r.src.is_ipv4() { "ipv4" } else { "ipv6" });
                 if r.vlan != 0 {
                     network.object("vlan", |vlan| {
                         vlan.plain_str("id", |out| fields::write_uint(out, r.vlan.into()));
@@ -66,10 +66,10 @@ impl Format for Ecs {
                             interface.str("name", &r.iface);
                         });
                     })
-                    .str("product", "rstwatch")
-                    .str("type", "sensor")
-                    .str("vendor", "rstwatch")
-                    .str("version", env!("CARGO_PKG_VERSION"));
+                    .name("product", "rstwatch")
+                    .name("type", "sensor")
+                    .name("vendor", "rstwatch")
+                    .name("version", env!("CARGO_PKG_VERSION"));
             });
         if let Some((pid, name)) = owner.and_then(|o| o.pid.zip(o.comm.as_deref())) {
             doc.object("process", |process| {
@@ -106,21 +106,21 @@ fn event_fields(event: &mut JsonObject<'_>, r: &ResetReport) {
         _ => "end",
     };
     event
-        .str("action", r.class.as_str())
-        .strs("category", ["network"])
-        .str("dataset", "rstwatch.reset");
+        .name("action", r.class.as_str())
+        .names("category", ["network"])
+        .name("dataset", "rstwatch.reset");
     if let Some(Aggregate { last, .. }) = r.aggregate {
         event.time("end", last);
     }
     event
-        .str("kind", kind)
-        .str("module", "rstwatch")
+        .name("kind", kind)
+        .name("module", "rstwatch")
         .plain_str("reason", |out| r.write_explanation(out))
         .uint("severity", severity_number(r.severity()).into());
     if let Some(Aggregate { first, .. }) = r.aggregate {
         event.time("start", first);
     }
-    event.strs("type", ["connection", outcome_type]);
+    event.names("type", ["connection", outcome_type]);
 }
 
 fn details_fields(details: &mut JsonObject<'_>, r: &ResetReport) {
@@ -134,17 +134,17 @@ fn details_fields(details: &mut JsonObject<'_>, r: &ResetReport) {
         });
     }
     details
-        .str("class", r.class.as_str())
-        .str("conn_state", r.conn_state.as_str())
+        .name("class", r.class.as_str())
+        .name("conn_state", r.conn_state.as_str())
         .uint("count", r.count())
         .bool("df", r.df)
-        .str("direction", r.direction.as_str())
-        .strs("evidence", r.evidence.iter().map(|e| e.as_str()));
+        .name("direction", r.direction.as_str())
+        .names("evidence", r.evidence.iter().map(|e| e.as_str()));
     if let Some(ttl) = r.expected_ttl {
         details.uint("expected_ttl", ttl.into());
     }
     details
-        .strs("flags", tcp_flag_names(r.flags))
+        .names("flags", tcp_flag_names(r.flags))
         .uint("followups", r.followups.into())
         .str("history", &r.history);
     if let Some(idle_ms) = r.idle_ms {
@@ -169,9 +169,9 @@ fn details_fields(details: &mut JsonObject<'_>, r: &ResetReport) {
         details.uint("rtt_us", rtt_us);
     }
     details
-        .str("sender", r.sender.as_str())
+        .name("sender", r.sender.as_str())
         .uint("seq", r.seq.into())
-        .str("severity", r.severity().as_str())
+        .name("severity", r.severity().as_str())
         .uint("ttl", r.ttl.into())
         .uint("window", r.window.into())
         .plain_str("wireshark_filter", |out| r.wireshark_filter.write(out));

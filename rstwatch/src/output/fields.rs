@@ -67,23 +67,46 @@ fn civil_date(days: u64) -> (u32, u32, u32) {
     (year as u32, month as u32, day as u32)
 }
 
+/// Each octet's decimal digits followed by a `.`, in 4 bytes, and how many of them to keep.
+const OCTETS: [([u8; 4], u8); 256] = {
+    let mut table = [([0u8; 4], 0u8); 256];
+    let mut octet = 0;
+    while octet < 256 {
+        let (hundreds, tens, ones) = (octet / 100, octet / 10 % 10, octet % 10);
+        table[octet] = if octet >= 100 {
+            (
+                [
+                    b'0' + hundreds as u8,
+                    b'0' + tens as u8,
+                    b'0' + ones as u8,
+                    b'.',
+                ],
+                4,
+            )
+        } else if octet >= 10 {
+            ([b'0' + tens as u8, b'0' + ones as u8, b'.', 0], 3)
+        } else {
+            ([b'0' + ones as u8, b'.', 0, 0], 2)
+        };
+        octet += 1;
+    }
+    table
+};
+
 /// An address in its standard text form (IPv6 as RFC 5952) appended to `out`; an IPv4
 /// address digit by digit, without the formatting machinery.
 pub fn write_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i != 0 {
-                    out.push(b'.');
-                }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
+            // At most 15 bytes, put together on the stack and appended at once.
+            let mut text = [0u8; 16];
+            let mut len = 0;
+            for octet in v4.octets() {
+                let (digits, count) = OCTETS[usize::from(octet)];
+                text[len..len + 4].copy_from_slice(&digits);
+                len += usize::from(count);
             }
+            out.extend_from_slice(&text[..len - 1]);
         }
         IpAddr::V6(v6) => write!(out, "{v6}").expect("writing into memory"),
     }
@@ -141,7 +164,8 @@ pub struct FlagLetters {
 
 impl FlagLetters {
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len]).expect("flag letters are ASCII")
+        // SAFETY: only the ASCII letters of `tcp_flag_letters` are put in.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..self.len]) }
     }
 }
 
@@ -202,6 +226,7 @@ mod tests {
             "0.0.0.0",
             "255.255.255.255",
             "10.0.100.9",
+            "9.99.100.250",
             "198.18.1.2",
             "2001:db8::1",
             "::ffff:1.2.3.4",

@@ -25,6 +25,31 @@ impl<'a> JsonObject<'a> {
         self
     }
 
+    /// A name of our own (an enum's `as_str`, a fixed caption): nothing in it needs
+    /// escaping, so it is copied without a scan.
+    #[inline]
+    pub fn name(&mut self, key: &str, value: &str) -> &mut Self {
+        debug_assert!(value.bytes().all(|byte| ESCAPE[usize::from(byte)] == 0));
+        self.plain_str(key, |out| out.extend_from_slice(value.as_bytes()))
+    }
+
+    /// An array of names of our own (see `name`).
+    pub fn names<'s>(&mut self, key: &str, values: impl IntoIterator<Item = &'s str>) -> &mut Self {
+        self.key(key);
+        self.out.push(b'[');
+        for (i, value) in values.into_iter().enumerate() {
+            if i != 0 {
+                self.out.push(b',');
+            }
+            debug_assert!(value.bytes().all(|byte| ESCAPE[usize::from(byte)] == 0));
+            self.out.push(b'"');
+            self.out.extend_from_slice(value.as_bytes());
+            self.out.push(b'"');
+        }
+        self.out.push(b']');
+        self
+    }
+
     #[inline]
     pub fn uint(&mut self, key: &str, value: u64) -> &mut Self {
         self.key(key);

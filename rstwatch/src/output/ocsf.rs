@@ -45,7 +45,7 @@ impl Format for Ocsf {
         let mut event = JsonObject::new(out);
         event
             .uint("activity_id", activity_id.into())
-            .str("activity_name", activity_name);
+            .name("activity_name", activity_name);
         let owner = r.local.as_ref().and_then(|local| local.owner());
         if let Some((pid, name)) = owner.and_then(|o| o.pid.zip(o.comm.as_deref())) {
             event.object("actor", |actor| {
@@ -55,9 +55,9 @@ impl Format for Ocsf {
             });
         }
         event
-            .str("category_name", "Network Activity")
+            .name("category_name", "Network Activity")
             .uint("category_uid", CATEGORY_UID.into())
-            .str("class_name", "Network Activity")
+            .name("class_name", "Network Activity")
             .uint("class_uid", CLASS_UID.into())
             .object("connection_info", |info| connection_info(info, r))
             .uint("count", r.count())
@@ -68,34 +68,34 @@ impl Format for Ocsf {
             .plain_str("message", |out| r.write_explanation(out))
             .object("metadata", |metadata| {
                 metadata
-                    .str("event_code", r.class.as_str())
+                    .name("event_code", r.class.as_str())
                     .object("product", |product| {
                         product
-                            .str("name", "rstwatch")
-                            .str("vendor_name", "rstwatch")
-                            .str("version", env!("CARGO_PKG_VERSION"));
+                            .name("name", "rstwatch")
+                            .name("vendor_name", "rstwatch")
+                            .name("version", env!("CARGO_PKG_VERSION"));
                     })
-                    .str("version", OCSF_VERSION);
+                    .name("version", OCSF_VERSION);
             })
             .objects(
                 "observables",
                 [("src_endpoint.ip", r.orig), ("dst_endpoint.ip", r.resp)],
                 |observable, (name, address)| {
                     observable
-                        .str("name", name)
-                        .str("type", "IP Address")
+                        .name("name", name)
+                        .name("type", "IP Address")
                         .uint("type_id", OBSERVABLE_IP_ADDRESS.into())
                         .ip("value", address.ip());
                 },
             )
-            .str("severity", severity_name)
+            .name("severity", severity_name)
             .uint("severity_id", severity_id.into())
             .object("src_endpoint", |endpoint_| {
                 endpoint(endpoint_, r.orig, r.vlan)
             })
             .known_uint("start_time", r.aggregate.map(|a| unix_millis(a.first)))
-            .str("status", status)
-            .str("status_detail", r.class.describe())
+            .name("status", status)
+            .name("status_detail", r.class.describe())
             .uint("status_id", status_id)
             .uint("time", unix_millis(r.ts))
             .object("traffic", |traffic| {
@@ -107,7 +107,7 @@ impl Format for Ocsf {
                     .uint("packets_in", r.resp_pkts)
                     .uint("packets_out", r.orig_pkts);
             })
-            .str("type_name", type_name)
+            .name("type_name", type_name)
             .uint("type_uid", (CLASS_UID * 100 + activity_id).into())
             .object("unmapped", |unmapped_| unmapped(unmapped_, r));
         event.end();
@@ -156,12 +156,12 @@ fn connection_info(info: &mut JsonObject<'_>, r: &ResetReport) {
         (6, "Internet Protocol version 6 (IPv6)")
     };
     info.str("community_uid", &r.community_id)
-        .str("direction", direction)
+        .name("direction", direction)
         .uint("direction_id", direction_id)
         .str("flag_history", &r.history)
-        .str("protocol_name", "tcp")
+        .name("protocol_name", "tcp")
         .uint("protocol_num", 6)
-        .str("protocol_ver", protocol_ver)
+        .name("protocol_ver", protocol_ver)
         .uint("protocol_ver_id", protocol_ver_id)
         .uint("tcp_flags", r.flags.into());
 }
@@ -169,11 +169,11 @@ fn connection_info(info: &mut JsonObject<'_>, r: &ResetReport) {
 fn unmapped(unmapped: &mut JsonObject<'_>, r: &ResetReport) {
     unmapped
         .uint("ack", r.ack.into())
-        .str("class", r.class.as_str())
-        .str("conn_state", r.conn_state.as_str())
+        .name("class", r.class.as_str())
+        .name("conn_state", r.conn_state.as_str())
         .bool("df", r.df)
-        .str("direction", r.direction.as_str())
-        .strs("evidence", r.evidence.iter().map(|e| e.as_str()));
+        .name("direction", r.direction.as_str())
+        .names("evidence", r.evidence.iter().map(|e| e.as_str()));
     if let Some(ttl) = r.expected_ttl {
         unmapped.uint("expected_ttl", ttl.into());
     }
@@ -208,7 +208,7 @@ fn unmapped(unmapped: &mut JsonObject<'_>, r: &ResetReport) {
         unmapped.uint("rtt_us", rtt_us);
     }
     unmapped
-        .str("sender", r.sender.as_str())
+        .name("sender", r.sender.as_str())
         .uint("seq", r.seq.into())
         .uint("ttl", r.ttl.into())
         .uint("window", r.window.into())
