@@ -194,7 +194,7 @@ pub fn explain_at_hold_end(
         payload_len: pkt.payload_len,
         idle_ms: classify::idle_before_rst(&sides).map(|idle| idle.as_millis() as u64),
         rtt_us: (event.flow.rtt_ns() != 0).then_some(event.flow.rtt_ns() / 1_000),
-        conn_state: zeek::conn_state(&after),
+        conn_state: zeek::conn_state_with(&after, &history),
         history,
         community_id: community_id::tcp(src, dst),
         wireshark_filter: wireshark::display_filter(src, dst, event.key.vlan),

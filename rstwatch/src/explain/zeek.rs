@@ -39,6 +39,11 @@ pub fn history(flow: &FlowState) -> History {
 
 /// Zeek's `conn_state` of the flow.
 pub fn conn_state(flow: &FlowState) -> ConnState {
+    conn_state_with(flow, &history(flow))
+}
+
+/// `conn_state(flow)`, given the flow's `history(flow)` already made.
+pub fn conn_state_with(flow: &FlowState, history: &History) -> ConnState {
     let mut replay = Replay::default();
     for e in events(flow) {
         if let Some(segment) = Segment::of(e.bit) {
@@ -47,7 +52,7 @@ pub fn conn_state(flow: &FlowState) -> ConnState {
     }
     let (os, rs) = (replay.orig.state, replay.resp.state);
     let no_payload = flow.dir.iter().all(|d| d.bytes == 0);
-    decide(os, rs, no_payload, &history(flow))
+    decide(os, rs, no_payload, history)
 }
 
 /// One history byte: which event, and whether the originator sent it.
