@@ -193,10 +193,19 @@ pub fn decode(bytes: &[u8]) -> Result<RstEvent, DecodeError> {
             } else {
                 EventKind::FollowUp
             };
-            let mut event = RstEvent::of_packet(&header, kind, pkt);
-            event.flow = flow;
-            event.frame = frame;
-            Ok(event)
+            let (key, dir) = FlowKey::of(&pkt);
+            Ok(RstEvent {
+                ts_ns: header.ts_ns,
+                ifindex: header.ifindex,
+                kind: kind as u8,
+                direction: header.direction,
+                dir,
+                _pad: 0,
+                key,
+                pkt,
+                flow,
+                frame,
+            })
         }
         record::RST_NO_STATE | record::FOLLOW_UP => {
             let PacketRecord { pkt, frame, .. } = read(bytes).ok_or(DecodeError::Short)?;

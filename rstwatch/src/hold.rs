@@ -22,7 +22,7 @@
 //! counts the reports it gives that state with an entry past the end
 //! (`states_past_hold_end`); `explain`'s table never holds a packet past the end.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{hash_map::Entry, HashMap, VecDeque};
 
 use foldhash::HashMap as FastMap;
 
@@ -114,6 +114,10 @@ impl Held {
 /// watching, the replay's own table when reading a capture.
 pub trait FlowStateSource {
     fn current(&self, key: &FlowKey) -> Option<FlowState>;
+
+    /// `key`'s state is read soon: a source in memory that others write may start bringing
+    /// it in.
+    fn prefetch(&self, _key: &FlowKey) {}
 }
 
 impl<F: Fn(&FlowKey) -> Option<FlowState>> FlowStateSource for F {
@@ -153,6 +157,23 @@ struct Reported {
     syn_ns: u64,
 }
 
+/// What the queue knows of one flow: its senders' held RSTs and its connection's reports.
+/// Gone once both are.
+#[derive(Clone, Copy, Debug, Default)]
+struct FlowEntry {
+    /// By the claimed sender's side (`FlowSide::index`): sequence number of its latest held
+    /// RST.
+    held: [Option<u64>; 2],
+    /// The connection's reports, held or released, the latest within `link_ns`.
+    reported: Option<Reported>,
+}
+
+impl FlowEntry {
+    fn is_empty(&self) -> bool {
+        self.held == [None, None] && self.reported.is_none()
+    }
+}
+
 /// RSTs in arrival order; every entry waits the same time, so the oldest is always released
 /// first and a FIFO is enough.
 pub struct HoldQueue {
@@ -162,11 +183,9 @@ pub struct HoldQueue {
     queue: VecDeque<Held>,
     /// Sequence number of `queue[0]`.
     front_seq: u64,
-    /// (flow, claimed sender's direction) -> sequence number of its latest held RST.
-    held_by_sender: FastMap<(FlowKey, FlowSide), u64>,
-    /// Flow -> its connection's reports, held or released, the latest within `link_ns`.
-    reported: FastMap<FlowKey, Reported>,
-    /// `reported` entries by age, to forget them in order.
+    /// Flow -> its held RSTs and reports: one entry, found with one hash of its key.
+    flows: FastMap<FlowKey, FlowEntry>,
+    /// Reports by age, to forget them in order.
     reported_order: VecDeque<(u64, FlowKey)>,
 }
 
@@ -179,8 +198,7 @@ impl HoldQueue {
             link_ns,
             queue: VecDeque::new(),
             front_seq: 0,
-            held_by_sender: FastMap::default(),
-            reported: FastMap::default(),
+            flows: FastMap::default(),
             reported_order: VecDeque::new(),
         }
     }
@@ -190,39 +208,43 @@ impl HoldQueue {
             Some(kind) => kind,
             None => return Offer::UnknownKind,
         };
-        let sender = (event.key, FlowSide::of(event.dir));
+        let side = FlowSide::of(event.dir).index();
+        let entry = self.flows.entry(event.key).or_default();
         if event.pkt.is_rst() && event.flow.packets() != 0 {
-            for side in [FlowSide::Low, FlowSide::High] {
-                if let Some(held) = self.held_mut(&(event.key, side)) {
+            for seq in entry.held.into_iter().flatten() {
+                if let Some(held) = self.queue.get_mut((seq - self.front_seq) as usize) {
                     held.note_rst(&event);
                 }
             }
         }
         if kind == EventKind::FollowUp {
-            let ts_ns = event.ts_ns;
-            let held = self
-                .held_mut(&sender)
-                .filter(|held| ts_ns < held.hold_end_ns);
+            let held = entry.held[side]
+                .and_then(|seq| self.queue.get_mut((seq - self.front_seq) as usize))
+                .filter(|held| event.ts_ns < held.hold_end_ns);
             match held {
                 Some(held) => {
                     held.followups.push(event);
                     return Offer::AttachedToHeld;
                 }
-                None if !event.pkt.is_rst() => return Offer::LateDataFollowUp,
+                None if !event.pkt.is_rst() => {
+                    if entry.is_empty() {
+                        self.flows.remove(&event.key);
+                    }
+                    return Offer::LateDataFollowUp;
+                }
                 None => {}
             }
         }
-        let related_to = self.earlier_report(kind, &event);
+        let related_to = entry
+            .reported
+            .and_then(|earlier| earlier_report(kind, &event, &earlier, self.link_ns));
         let seq = self.front_seq + self.queue.len() as u64;
-        self.held_by_sender.insert(sender, seq);
-        self.reported.insert(
-            event.key,
-            Reported {
-                first_rst_ns: related_to.unwrap_or(event.ts_ns),
-                last_rst_ns: event.ts_ns,
-                syn_ns: event.flow.syn_ns(),
-            },
-        );
+        entry.held[side] = Some(seq);
+        entry.reported = Some(Reported {
+            first_rst_ns: related_to.unwrap_or(event.ts_ns),
+            last_rst_ns: event.ts_ns,
+            syn_ns: event.flow.syn_ns(),
+        });
         self.reported_order.push_back((event.ts_ns, event.key));
         self.queue.push_back(Held {
             event,
@@ -235,35 +257,14 @@ impl HoldQueue {
         Offer::Held
     }
 
-    /// The latest held report of a flow's claimed sender.
-    fn held_mut(&mut self, sender: &(FlowKey, FlowSide)) -> Option<&mut Held> {
-        let seq = *self.held_by_sender.get(sender)?;
-        self.queue.get_mut((seq - self.front_seq) as usize)
-    }
-
-    /// The first report of the connection a RST reported on its own belongs to: for a
-    /// follow-up, the kernel kept the connection; a `Rst` belongs to the same connection unless
-    /// a new SYN opened another (a retried refused connection is a new attempt).
-    fn earlier_report(&self, kind: EventKind, event: &RstEvent) -> Option<u64> {
-        let earlier = self.reported.get(&event.key)?;
-        let same_connection = kind == EventKind::FollowUp
-            || event.flow.syn_ns() == 0
-            || event.flow.syn_ns() == earlier.syn_ns;
-        let recent = event.ts_ns.saturating_sub(earlier.last_rst_ns) <= self.link_ns;
-        (same_connection && recent).then_some(earlier.first_rst_ns)
-    }
-
     /// Takes the RSTs whose hold ended by `now_ns` (kernel monotonic time): those whose
     /// report can take no packet seen from `now_ns` on.
     pub fn release(&mut self, now_ns: u64) -> Vec<Held> {
         let mut due = Vec::new();
-        while let Some(front) = self.queue.front() {
-            if front.hold_end_ns > now_ns {
-                break;
-            }
+        while self.next_due(now_ns).is_some() {
             due.push(self.pop_front());
         }
-        self.forget_reports_before(now_ns.saturating_sub(self.link_ns));
+        self.forget_released(now_ns);
         due
     }
 
@@ -276,6 +277,33 @@ impl HoldQueue {
         all
     }
 
+    /// The oldest RST, in place, if its hold ended by `now_ns` (kernel monotonic time): the
+    /// release step reads it where it is held, then `drop_front` lets it go. `u64::MAX` takes
+    /// every RST, as at the end of a run.
+    pub fn next_due(&self, now_ns: u64) -> Option<&Held> {
+        self.queue
+            .front()
+            .filter(|front| front.hold_end_ns <= now_ns)
+    }
+
+    /// The RST `ahead` places behind the oldest, if its hold ended by `now_ns` too: the
+    /// release step looks ahead to what it reads next.
+    pub fn due_ahead(&self, now_ns: u64, ahead: usize) -> Option<&Held> {
+        self.queue
+            .get(ahead)
+            .filter(|held| held.hold_end_ns <= now_ns)
+    }
+
+    /// Lets the oldest RST go, once released.
+    pub fn drop_front(&mut self) {
+        self.pop_front();
+    }
+
+    /// After a release at `now_ns`: forgets the reports no later RST can be linked to.
+    pub fn forget_released(&mut self, now_ns: u64) {
+        self.forget_reports_before(now_ns.saturating_sub(self.link_ns));
+    }
+
     pub fn len(&self) -> usize {
         self.queue.len()
     }
@@ -286,9 +314,14 @@ impl HoldQueue {
 
     fn pop_front(&mut self) -> Held {
         let held = self.queue.pop_front().expect("caller checked non-empty");
-        let sender = (held.event.key, FlowSide::of(held.event.dir));
-        if self.held_by_sender.get(&sender) == Some(&self.front_seq) {
-            self.held_by_sender.remove(&sender);
+        let side = FlowSide::of(held.event.dir).index();
+        if let Entry::Occupied(mut entry) = self.flows.entry(held.event.key) {
+            if entry.get().held[side] == Some(self.front_seq) {
+                entry.get_mut().held[side] = None;
+                if entry.get().is_empty() {
+                    entry.remove();
+                }
+            }
         }
         self.front_seq += 1;
         held
@@ -300,15 +333,33 @@ impl HoldQueue {
                 break;
             }
             self.reported_order.pop_front();
-            if self
-                .reported
-                .get(&key)
-                .is_some_and(|r| r.last_rst_ns == ts_ns)
-            {
-                self.reported.remove(&key);
+            if let Entry::Occupied(mut entry) = self.flows.entry(key) {
+                if entry.get().reported.is_some_and(|r| r.last_rst_ns == ts_ns) {
+                    entry.get_mut().reported = None;
+                    if entry.get().is_empty() {
+                        entry.remove();
+                    }
+                }
             }
         }
     }
+}
+
+/// The first report of the connection a RST reported on its own belongs to, given the
+/// flow's `earlier` reports: for a follow-up, the kernel kept the connection; a `Rst` belongs
+/// to the same connection unless a new SYN opened another (a retried refused connection is a
+/// new attempt).
+fn earlier_report(
+    kind: EventKind,
+    event: &RstEvent,
+    earlier: &Reported,
+    link_ns: u64,
+) -> Option<u64> {
+    let same_connection = kind == EventKind::FollowUp
+        || event.flow.syn_ns() == 0
+        || event.flow.syn_ns() == earlier.syn_ns;
+    let recent = event.ts_ns.saturating_sub(earlier.last_rst_ns) <= link_ns;
+    (same_connection && recent).then_some(earlier.first_rst_ns)
 }
 
 #[cfg(test)]

@@ -27,9 +27,23 @@ use rstwatch_common::{
 use crate::{
     error::UserError,
     filter::Cidr,
+    hold::FlowStateSource,
     table::FlowTables,
     tc_filter::{self, EgressFilter, EgressLock, LockState},
 };
+
+/// Where the daemon's release step reads a held RST's flow: the kernel's table, mapped, as it is
+/// now, later than the hold's end, which the release step allows for (`crate::hold`). A read
+/// the programs kept tearing counts as no entry (and is counted, `FlowTables::torn_reads`).
+impl FlowStateSource for Kernel {
+    fn current(&self, key: &FlowKey) -> Option<FlowState> {
+        self.tables.get(key).ok().flatten()
+    }
+
+    fn prefetch(&self, key: &FlowKey) {
+        self.tables.prefetch(key);
+    }
+}
 
 /// The eBPF object, built by `build.rs` and embedded so the binary is self-contained.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rstwatch"));

@@ -1,7 +1,9 @@
 //! A reset, explained: what the classifier concludes about one RST, and what every output
 //! format renders. Plain data, no behaviour beyond naming.
 
-use std::{net::SocketAddr, time::SystemTime};
+use std::{fmt, net::SocketAddr, ops::Deref, sync::Arc, time::SystemTime};
+
+use crate::explain::wireshark::DisplayFilter;
 
 /// Where the RST was seen on the watched interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -130,6 +132,18 @@ pub enum Evidence {
 }
 
 impl Evidence {
+    /// Every signal, in `Evidence` order.
+    pub const ALL: [Evidence; 8] = [
+        Evidence::TtlMismatch,
+        Evidence::IpIdAnomaly,
+        Evidence::SeqOutOfWindow,
+        Evidence::DataAfterRst,
+        Evidence::RstSeqChange,
+        Evidence::RstBurst,
+        Evidence::FastRst,
+        Evidence::TlsAlertBefore,
+    ];
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Evidence::TtlMismatch => "ttl_mismatch",
@@ -141,6 +155,161 @@ impl Evidence {
             Evidence::FastRst => "fast_rst",
             Evidence::TlsAlertBefore => "tls_alert_before",
         }
+    }
+}
+
+/// Signals that fired, one bit each, iterated in `Evidence` order.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct EvidenceSet(u8);
+
+impl EvidenceSet {
+    pub const fn bit(evidence: Evidence) -> u8 {
+        1 << evidence as u8
+    }
+
+    pub fn insert(&mut self, evidence: Evidence) {
+        self.0 |= Self::bit(evidence);
+    }
+
+    pub fn contains(&self, evidence: &Evidence) -> bool {
+        self.0 & Self::bit(*evidence) != 0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// The signals, in `Evidence` order.
+    pub fn iter(&self) -> impl Iterator<Item = Evidence> + '_ {
+        Evidence::ALL
+            .into_iter()
+            .filter(|evidence| self.contains(evidence))
+    }
+}
+
+impl FromIterator<Evidence> for EvidenceSet {
+    fn from_iter<I: IntoIterator<Item = Evidence>>(signals: I) -> Self {
+        let mut set = Self::default();
+        for evidence in signals {
+            set.insert(evidence);
+        }
+        set
+    }
+}
+
+impl<const N: usize> From<[Evidence; N]> for EvidenceSet {
+    fn from(signals: [Evidence; N]) -> Self {
+        signals.into_iter().collect()
+    }
+}
+
+/// The set equals a list that names the same signals in `Evidence` order.
+impl<const N: usize> PartialEq<[Evidence; N]> for EvidenceSet {
+    fn eq(&self, list: &[Evidence; N]) -> bool {
+        self.iter().eq(list.iter().copied())
+    }
+}
+
+impl fmt::Debug for EvidenceSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// A short string kept inline, `N` bytes at most: Zeek's history, the Community ID.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct InlineStr<const N: usize> {
+    len: u8,
+    bytes: [u8; N],
+}
+
+/// Zeek's history: at most 16 letters, with a leading `^` and a trailing `+`.
+pub type History = InlineStr<24>;
+/// A Community ID: `1:` and 28 base64 characters.
+pub type CommunityId = InlineStr<32>;
+
+impl<const N: usize> InlineStr<N> {
+    pub const fn new() -> Self {
+        Self {
+            len: 0,
+            bytes: [0; N],
+        }
+    }
+
+    /// Appends `byte`, an ASCII character.
+    ///
+    /// # Panics
+    /// When the string is full: callers know their bound.
+    pub fn push_ascii(&mut self, byte: u8) {
+        assert!(byte.is_ascii(), "only ASCII is pushed");
+        self.bytes[usize::from(self.len)] = byte;
+        self.len += 1;
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: only whole strings (`try_from`) and ASCII bytes (`push_ascii`) are put in,
+        // so the bytes up to `len` are UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.bytes[..usize::from(self.len)]) }
+    }
+}
+
+impl<const N: usize> Default for InlineStr<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Too long for the string's capacity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooLong;
+
+impl<const N: usize> TryFrom<&str> for InlineStr<N> {
+    type Error = TooLong;
+
+    fn try_from(text: &str) -> Result<Self, TooLong> {
+        if text.len() > N || N > usize::from(u8::MAX) {
+            return Err(TooLong);
+        }
+        let mut inline = Self::new();
+        inline.bytes[..text.len()].copy_from_slice(text.as_bytes());
+        inline.len = text.len() as u8;
+        Ok(inline)
+    }
+}
+
+impl<const N: usize> Deref for InlineStr<N> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl<const N: usize> PartialEq<str> for InlineStr<N> {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl<const N: usize> PartialEq<&str> for InlineStr<N> {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl<const N: usize> fmt::Debug for InlineStr<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl<const N: usize> fmt::Display for InlineStr<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -194,13 +363,14 @@ pub struct Aggregate {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResetReport {
     pub ts: SystemTime,
-    pub iface: String,
+    /// Shared by every report of the interface.
+    pub iface: Arc<str>,
     pub direction: Direction,
     pub class: ResetClass,
     pub sender: Sender,
     pub middlebox: bool,
     /// Every signal that fired, in `Evidence` order; context-only ones included.
-    pub evidence: Vec<Evidence>,
+    pub evidence: EvidenceSet,
     /// Addresses and ports of the RST packet itself.
     pub src: SocketAddr,
     pub dst: SocketAddr,
@@ -228,9 +398,10 @@ pub struct ResetReport {
     /// Handshake round-trip time, if the handshake was seen.
     pub rtt_us: Option<u64>,
     pub conn_state: ConnState,
-    pub history: String,
-    pub community_id: String,
-    pub wireshark_filter: String,
+    pub history: History,
+    pub community_id: CommunityId,
+    /// Rendered where it is written.
+    pub wireshark_filter: DisplayFilter,
     pub orig_pkts: u64,
     pub orig_bytes: u64,
     pub resp_pkts: u64,
@@ -244,7 +415,7 @@ pub struct ResetReport {
     /// What this host's own TCP stack said about the RST, where it was watched.
     pub local: Option<crate::local::LocalEvidence>,
     /// The frames of the RST and of its follow-up RSTs, as the kernel copied them; empty for
-    /// a storm aggregate and where nothing was copied.
+    /// a storm aggregate, where nothing was copied, and where no sink takes frames.
     pub frames: Vec<CapturedFrame>,
 }
 
@@ -295,18 +466,32 @@ impl ResetReport {
     /// One sentence for SIEM `reason`/`message` fields: the class in words, who the RST claims
     /// to come from, and, when a middlebox is suspected, the signals that say so.
     pub fn explanation(&self) -> String {
-        let mut text = format!(
-            "{}; RST from the {}",
-            self.class.describe(),
-            self.sender.as_str()
-        );
+        let mut text = Vec::new();
+        self.write_explanation(&mut text);
+        String::from_utf8(text).expect("the explanation is built of strings")
+    }
+
+    /// `explanation()` appended to `out`. Nothing in it needs escaping in JSON: class words,
+    /// sender and signal names are fixed ASCII text without quotes or backslashes.
+    pub fn write_explanation(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.class.describe().as_bytes());
+        out.extend_from_slice(b"; RST from the ");
+        out.extend_from_slice(self.sender.as_str().as_bytes());
         if self.middlebox {
-            let signals: Vec<&str> = self.evidence.iter().map(|e| e.as_str()).collect();
-            text.push_str("; probably sent by a middlebox (");
-            text.push_str(&signals.join(", "));
-            text.push(')');
+            out.extend_from_slice(b"; probably sent by a middlebox (");
+            write_joined(out, self.evidence, b", ");
+            out.push(b')');
         }
-        text
+    }
+}
+
+/// The names of `evidence`, `separator` between them, appended to `out`.
+pub fn write_joined(out: &mut Vec<u8>, evidence: EvidenceSet, separator: &[u8]) {
+    for (i, signal) in evidence.iter().enumerate() {
+        if i != 0 {
+            out.extend_from_slice(separator);
+        }
+        out.extend_from_slice(signal.as_str().as_bytes());
     }
 }
 

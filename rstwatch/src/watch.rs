@@ -15,7 +15,7 @@ use aya::{
     maps::{MapData, RingBuf},
     programs::XdpMode,
 };
-use rstwatch_common::{features::ProgramFeatures, Counter, FlowKey, FlowState, PortSet, Settings};
+use rstwatch_common::{features::ProgramFeatures, Counter, PortSet, Settings};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -233,7 +233,7 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
                 let now = monotonic_ns();
                 drain_stack(&mut pipeline, stack.as_mut(), &mut kernel);
                 drain(&mut pipeline, events.get_mut());
-                pipeline.release(now.saturating_sub(EVENT_LAG_NS), &flows(&kernel))?;
+                pipeline.release(now.saturating_sub(EVENT_LAG_NS), &kernel)?;
             }
             _ = storm_tick.tick() => pipeline.report_storms(&kernel.storms()?)?,
             _ = user1.recv() => {
@@ -260,9 +260,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     }
     drain_stack(&mut pipeline, stack.as_mut(), &mut kernel);
     drain(&mut pipeline, events.get_mut());
-    pipeline.release(u64::MAX, &flows(&kernel))?;
+    pipeline.release(u64::MAX, &kernel)?;
     pipeline.report_storms(&kernel.storms()?)?;
-    pipeline.finish(&flows(&kernel))?;
+    pipeline.finish(&kernel)?;
     let output = records.close(OUTPUT_SHUTDOWN_GRACE);
     let view = View {
         pipeline: &pipeline,
@@ -440,12 +440,6 @@ fn reopen(records: &LineSink) {
             eprintln!("rstwatch: SIGHUP: records go to standard output, nothing to reopen")
         }
     }
-}
-
-/// The kernel's flow table, where the pipeline looks up the state of a held RST's flow: as it
-/// is now, later than the hold's end, which the release step allows for (`crate::hold`).
-fn flows(kernel: &Kernel) -> impl Fn(&FlowKey) -> Option<FlowState> + '_ {
-    |key: &FlowKey| kernel.flow(key).ok().flatten()
 }
 
 /// Reports watched interfaces that disappeared, and attaches again to those that are back.

@@ -6,7 +6,7 @@ use rstwatch_common::FlowState;
 use super::{evidence::expected_ttl, sides::Sides};
 use crate::{
     event::{FlowSide, Hook, Origin},
-    report::{Evidence, Sender},
+    report::{Evidence, EvidenceSet, Sender},
 };
 
 /// TTLs stacks start their packets with; a RST arriving with one of them has not been routed.
@@ -61,7 +61,7 @@ const CORROBORATING: [Evidence; 4] = [
 /// `ttl_mismatch` alone is never enough: routes change and some stacks send RSTs with their
 /// own TTL. `tls_alert_before` is context and never counts. An egress RST was sent by this
 /// host, so it is never a middlebox's.
-pub fn middlebox(s: &Sides, evidence: &[Evidence]) -> bool {
+pub fn middlebox(s: &Sides, evidence: &EvidenceSet) -> bool {
     if s.hook == Hook::TcEgress {
         return false;
     }

@@ -1,15 +1,20 @@
 //! Community ID v1 (Corelight's community-id-spec): one flow hash that Zeek, Suricata,
 //! Wireshark and SIEMs agree on, so a reset found here can be joined with their records.
+//! SHA-1 runs on the CPU's SHA instructions where it has them: the ID is computed for every
+//! reset.
 
 use std::net::{IpAddr, SocketAddr};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
+use sha1::{Digest as _, Sha1};
+
+use crate::report::CommunityId;
 
 /// IANA protocol number of TCP.
 const PROTO_TCP: u8 = 6;
 
 /// The Community ID of a TCP flow with the default seed 0. Either direction gives the same ID.
-pub fn tcp(a: SocketAddr, b: SocketAddr) -> String {
+pub fn tcp(a: SocketAddr, b: SocketAddr) -> CommunityId {
     v1(0, PROTO_TCP, a, b)
 }
 
@@ -17,24 +22,27 @@ pub fn tcp(a: SocketAddr, b: SocketAddr) -> String {
 /// other's address, protocol (1 byte), a zero pad byte, then the two ports in the same order;
 /// all in network byte order, IPv4 as 4 bytes and IPv6 as 16. The smaller endpoint is the one
 /// with the smaller address, or the smaller port when the addresses are equal.
-pub fn v1(seed: u16, proto: u8, a: SocketAddr, b: SocketAddr) -> String {
+pub fn v1(seed: u16, proto: u8, a: SocketAddr, b: SocketAddr) -> CommunityId {
     let (a_addr, b_addr) = (Octets::of(a.ip()), Octets::of(b.ip()));
     let (first, second) = if (a_addr.bytes(), a.port()) <= (b_addr.bytes(), b.port()) {
         ((a_addr, a.port()), (b_addr, b.port()))
     } else {
         ((b_addr, b.port()), (a_addr, a.port()))
     };
-    let mut sha = sha1_smol::Sha1::new();
-    sha.update(&seed.to_be_bytes());
+    let mut sha = Sha1::new();
+    sha.update(seed.to_be_bytes());
     sha.update(first.0.bytes());
     sha.update(second.0.bytes());
-    sha.update(&[proto, 0]);
-    sha.update(&first.1.to_be_bytes());
-    sha.update(&second.1.to_be_bytes());
-    let mut id = String::with_capacity(30);
-    id.push_str("1:");
-    STANDARD.encode_string(sha.digest().bytes(), &mut id);
-    id
+    sha.update([proto, 0]);
+    sha.update(first.1.to_be_bytes());
+    sha.update(second.1.to_be_bytes());
+    let mut text = [0u8; 30];
+    text[..2].copy_from_slice(b"1:");
+    let written = STANDARD
+        .encode_slice(sha.finalize(), &mut text[2..])
+        .expect("20 bytes are 28 base64 characters");
+    let text = std::str::from_utf8(&text[..2 + written]).expect("base64 is ASCII");
+    CommunityId::try_from(text).expect("a Community ID fits its string")
 }
 
 /// An address in network byte order, IPv4 as 4 bytes and IPv6 as 16, kept on the stack: the

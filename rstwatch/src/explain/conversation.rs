@@ -331,7 +331,7 @@ impl Conversation {
             &self.rst_event(),
             &self.followups(),
             settings,
-            "eth0",
+            &"eth0".into(),
             SystemTime::UNIX_EPOCH,
         )
     }
@@ -380,7 +380,7 @@ impl Conversation {
             held,
             held.state_at_hold_end(&table_then),
             &ExplainSettings::default(),
-            "eth0",
+            &"eth0".into(),
             |ns| SystemTime::UNIX_EPOCH + Duration::from_nanos(ns),
         )
     }

@@ -3,13 +3,16 @@
 //! into `middlebox` is `attribution`'s rule.
 
 use rstwatch_common::{
-    flow::{seen, DirState},
+    flow::{seen, DirState, RECENT_IP_IDS},
     packet::NO_WINDOW_SCALE,
     RstEvent,
 };
 
 use super::{address, sides::Sides, ExplainSettings};
-use crate::{event::Hook, report::Evidence};
+use crate::{
+    event::Hook,
+    report::{Evidence, EvidenceSet},
+};
 
 /// Largest step between successive IP IDs of one sender that still reads as a counter: a
 /// per-connection counter moves by the number of segments in each (offloaded) send.
@@ -23,7 +26,7 @@ pub const IP_ID_MAX_JUMP: u16 = 4096;
 const MAX_WINDOW_SCALE: u32 = 14;
 
 /// Every signal that fired for this RST, in `Evidence` order.
-pub fn collect(s: &Sides, followups: &[RstEvent], settings: &ExplainSettings) -> Vec<Evidence> {
+pub fn collect(s: &Sides, followups: &[RstEvent], settings: &ExplainSettings) -> EvidenceSet {
     let signals = [
         (Evidence::TtlMismatch, ttl_mismatch(s)),
         (Evidence::IpIdAnomaly, ip_id_anomaly(s)),
@@ -67,7 +70,8 @@ pub fn ip_id_anomaly(s: &Sides) -> bool {
     if !address::is_ipv4(pkt.family) || (pkt.df != 0 && pkt.ip_id == 0) {
         return false;
     }
-    let ids = recent_ip_ids(s.sender);
+    let (recent, len) = recent_ip_ids(s.sender);
+    let ids = &recent[..len];
     if ids.len() < 2 {
         return false;
     }
@@ -81,10 +85,15 @@ pub fn ip_id_anomaly(s: &Sides) -> bool {
     counts_up && !(1..=IP_ID_MAX_JUMP).contains(&pkt.ip_id.wrapping_sub(last))
 }
 
-fn recent_ip_ids(d: &DirState) -> Vec<u16> {
-    let mut ids = Vec::with_capacity(d.ip_ids_len());
-    d.recent_ip_ids(|id| ids.push(id));
-    ids
+/// The sender's recent IP IDs, oldest first, and how many there are.
+fn recent_ip_ids(d: &DirState) -> ([u16; RECENT_IP_IDS], usize) {
+    let mut ids = [0; RECENT_IP_IDS];
+    let mut len = 0;
+    d.recent_ip_ids(|id| {
+        ids[len] = id;
+        len += 1;
+    });
+    (ids, len)
 }
 
 /// `seq_out_of_window`: the RST's sequence number is outside the receiver's window, from the

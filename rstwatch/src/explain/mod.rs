@@ -25,7 +25,10 @@ pub(crate) mod conversation;
 #[cfg(test)]
 mod tests;
 
-use std::time::{Duration, SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use rstwatch_common::{event::DIRECTION_EGRESS, flow::FlowState, PortSet, RstEvent, Settings};
 
@@ -74,12 +77,13 @@ impl Default for ExplainSettings {
 
 /// The release step: explains a RST whose hold ended, with its connection's state as the
 /// release step found it at the hold's end (`Held::state_at_hold_end`), and links it to the
-/// earlier report it follows. `wall_clock` turns kernel timestamps into wall-clock time.
+/// earlier report it follows. `wall_clock` turns kernel timestamps into wall-clock time. The
+/// frames the kernel copied are not in the report: see `captured_frames`.
 pub fn explain_held(
     held: &Held,
     at_hold_end: AtHoldEnd<'_>,
     settings: &ExplainSettings,
-    iface: &str,
+    iface: &Arc<str>,
     wall_clock: impl Fn(u64) -> SystemTime,
 ) -> ResetReport {
     let state = match at_hold_end {
@@ -96,7 +100,13 @@ pub fn explain_held(
         ts,
     );
     report.related_to = held.related_to.map(&wall_clock);
-    report.frames = std::iter::once(&held.event)
+    report
+}
+
+/// The frames the kernel copied of a held RST and its follow-ups, for the sinks that take
+/// them (`ResetReport::frames`).
+pub fn captured_frames(held: &Held, wall_clock: impl Fn(u64) -> SystemTime) -> Vec<CapturedFrame> {
+    std::iter::once(&held.event)
         .chain(&held.followups)
         .filter(|event| event.frame.captured > 0)
         .map(|event| CapturedFrame {
@@ -111,8 +121,7 @@ pub fn explain_held(
             wire_len: event.frame.wire_len,
             bytes: event.frame.captured_bytes().to_vec(),
         })
-        .collect();
-    report
+        .collect()
 }
 
 /// Explains the RST in `event`, seen on `iface` at wall-clock time `ts`, from its own
@@ -121,7 +130,7 @@ pub fn explain(
     event: &RstEvent,
     followups: &[RstEvent],
     settings: &ExplainSettings,
-    iface: &str,
+    iface: &Arc<str>,
     ts: SystemTime,
 ) -> ResetReport {
     explain_at_hold_end(event, followups, None, settings, iface, ts)
@@ -140,7 +149,7 @@ pub fn explain_at_hold_end(
     followups: &[RstEvent],
     state_at_hold_end: Option<&FlowState>,
     settings: &ExplainSettings,
-    iface: &str,
+    iface: &Arc<str>,
     ts: SystemTime,
 ) -> ResetReport {
     let pkt = &event.pkt;
@@ -159,9 +168,10 @@ pub fn explain_at_hold_end(
     let dst = address::socket(&pkt.dst_addr, pkt.dst_port, pkt.family);
     let orig_dir = &after.dir[originator.index()];
     let resp_dir = &after.dir[originator.other().index()];
+    let history = zeek::history(&after);
     ResetReport {
         ts,
-        iface: iface.to_owned(),
+        iface: Arc::clone(iface),
         direction: match sides.hook {
             Hook::XdpIngress => Direction::Ingress,
             Hook::TcEgress => Direction::Egress,
@@ -187,8 +197,8 @@ pub fn explain_at_hold_end(
         payload_len: pkt.payload_len,
         idle_ms: classify::idle_before_rst(&sides).map(|idle| idle.as_millis() as u64),
         rtt_us: (event.flow.rtt_ns() != 0).then_some(event.flow.rtt_ns() / 1_000),
-        conn_state: zeek::conn_state(&after),
-        history: zeek::history(&after),
+        conn_state: zeek::conn_state_with(&after, &history),
+        history,
         community_id: community_id::tcp(src, dst),
         wireshark_filter: wireshark::display_filter(src, dst, event.key.vlan),
         orig_pkts: orig_dir.pkts.into(),

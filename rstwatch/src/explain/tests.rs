@@ -536,7 +536,7 @@ mod report {
         let mut c = server_resets_request();
         c.rst_ack(Server);
         let r = c.explain();
-        assert_eq!(r.iface, "eth0");
+        assert_eq!(&*r.iface, "eth0");
         assert_eq!(r.direction, Direction::Ingress);
         assert_eq!(r.src.to_string(), "198.18.1.2:80");
         assert_eq!(r.dst.to_string(), "198.18.0.1:40000");
@@ -544,7 +544,7 @@ mod report {
         assert_eq!(r.resp.to_string(), "198.18.1.2:80");
         assert_eq!(r.community_id, "1:m4Ien//KTz7fgaSi9qyji8Mv2JM=");
         assert_eq!(
-            r.wireshark_filter,
+            r.wireshark_filter.to_string(),
             "ip.addr==198.18.1.2 && ip.addr==198.18.0.1 && tcp.port==80 && tcp.port==40000"
         );
         assert_eq!(r.rtt_us, Some(RTT_MS * 1_000));
@@ -581,7 +581,10 @@ mod report {
         let r = c.explain();
         assert_eq!(r.src.to_string(), "[2001:db8::2]:443");
         assert_eq!(r.ip_id, None);
-        assert!(r.wireshark_filter.starts_with("ipv6.addr==2001:db8::2 && "));
+        assert!(r
+            .wireshark_filter
+            .to_string()
+            .starts_with("ipv6.addr==2001:db8::2 && "));
         assert_eq!(r.community_id, "1:RYG3Msb11GthNt1OYXJouPzmrvA=");
     }
 
@@ -591,7 +594,7 @@ mod report {
         c.vlan(42).syn(Client).rst_ack(Server);
         let r = c.explain();
         assert_eq!(r.vlan, 42);
-        assert!(r.wireshark_filter.ends_with(" && vlan.id==42"));
+        assert!(r.wireshark_filter.to_string().ends_with(" && vlan.id==42"));
     }
 }
 
@@ -675,10 +678,7 @@ mod every_rst {
         let verdicts = |reports: &[crate::report::ResetReport]| {
             reports
                 .iter()
-                .map(|r| {
-                    let evidence = r.evidence.clone();
-                    (r.history.clone(), r.conn_state, r.followups, evidence)
-                })
+                .map(|r| (r.history, r.conn_state, r.followups, r.evidence))
                 .collect::<Vec<_>>()
         };
         for late_ms in [1, 20, 1_000] {

@@ -10,30 +10,40 @@
 
 use rstwatch_common::flow::{seen, FlowState, HISTORY_FROM_HIGH};
 
-use crate::{event::FlowSide, report::ConnState};
+use crate::{
+    event::FlowSide,
+    report::{ConnState, History},
+};
 
 /// Zeek's history letters: upper case for the originator, lower case for the responder,
 /// after `^` when Zeek's heuristic flipped the roles; a trailing `+` when the flow had more
 /// letters than the kernel keeps (`HISTORY_CAPACITY`) and the rest were cut.
-pub fn history(flow: &FlowState) -> String {
-    let flipped = flow.flipped().then_some('^');
-    let cut = flow.history_cut().then_some('+');
-    flipped
-        .into_iter()
-        .chain(events(flow).map(|e| {
-            let letter = seen::HISTORY_LETTERS[e.bit as usize] as char;
-            if e.from_originator {
-                letter.to_ascii_uppercase()
-            } else {
-                letter
-            }
-        }))
-        .chain(cut)
-        .collect()
+pub fn history(flow: &FlowState) -> History {
+    let mut history = History::new();
+    if flow.flipped() {
+        history.push_ascii(b'^');
+    }
+    for e in events(flow) {
+        let letter = seen::HISTORY_LETTERS[e.bit as usize];
+        history.push_ascii(if e.from_originator {
+            letter.to_ascii_uppercase()
+        } else {
+            letter
+        });
+    }
+    if flow.history_cut() {
+        history.push_ascii(b'+');
+    }
+    history
 }
 
 /// Zeek's `conn_state` of the flow.
 pub fn conn_state(flow: &FlowState) -> ConnState {
+    conn_state_with(flow, &history(flow))
+}
+
+/// `conn_state(flow)`, given the flow's `history(flow)` already made.
+pub fn conn_state_with(flow: &FlowState, history: &History) -> ConnState {
     let mut replay = Replay::default();
     for e in events(flow) {
         if let Some(segment) = Segment::of(e.bit) {
@@ -42,7 +52,7 @@ pub fn conn_state(flow: &FlowState) -> ConnState {
     }
     let (os, rs) = (replay.orig.state, replay.resp.state);
     let no_payload = flow.dir.iter().all(|d| d.bytes == 0);
-    decide(os, rs, no_payload, &history(flow))
+    decide(os, rs, no_payload, history)
 }
 
 /// One history byte: which event, and whether the originator sent it.
@@ -297,7 +307,7 @@ mod tests {
 
     fn zeek(c: &Conversation) -> (String, ConnState) {
         let flow = c.flow();
-        (history(&flow), conn_state(&flow))
+        (history(&flow).as_str().to_owned(), conn_state(&flow))
     }
 
     fn expect(c: &Conversation, history: &str, state: ConnState) {

@@ -26,8 +26,8 @@
 
 use std::net::SocketAddr;
 
-use super::Format;
-use crate::report::{unix_millis, Aggregate, Direction, ResetReport, Severity};
+use super::{fields, Format};
+use crate::report::{unix_millis, write_joined, Aggregate, Direction, ResetReport, Severity};
 
 /// Renders reports as CEF records.
 #[derive(Clone, Copy, Debug, Default)]
@@ -35,8 +35,7 @@ pub struct Cef;
 
 impl Format for Cef {
     fn render(&self, r: &ResetReport, out: &mut Vec<u8>) {
-        let mut record = String::with_capacity(768);
-        record.push_str("CEF:0");
+        out.extend_from_slice(b"CEF:0");
         for field in [
             "rstwatch",
             "rstwatch",
@@ -44,61 +43,77 @@ impl Format for Cef {
             r.class.as_str(),
             r.class.describe(),
         ] {
-            record.push('|');
-            push_header(&mut record, field);
+            out.push(b'|');
+            push_header(out, field);
         }
-        record.push('|');
-        record.push_str(&severity(r.severity()).to_string());
-        record.push('|');
+        out.push(b'|');
+        fields::write_uint(out, severity(r.severity()).into());
+        out.push(b'|');
 
-        let mut ext = Extensions {
-            record: &mut record,
-            empty: true,
-        };
-        ext.put("rt", unix_millis(r.ts));
-        ext.put("cnt", r.count());
+        let mut ext = Extensions { out, empty: true };
+        ext.uint("rt", unix_millis(r.ts));
+        ext.uint("cnt", r.count());
         if let Some(Aggregate { first, last, .. }) = r.aggregate {
-            ext.put("start", unix_millis(first));
-            ext.put("end", unix_millis(last));
+            ext.uint("start", unix_millis(first));
+            ext.uint("end", unix_millis(last));
         }
         ext.address(r.src, "src", "spt", "c6a2", "Source IPv6 Address");
         ext.address(r.dst, "dst", "dpt", "c6a3", "Destination IPv6 Address");
-        ext.put("proto", "TCP");
+        ext.plain("proto", b"TCP");
         match r.direction {
             Direction::Ingress => {
-                ext.put("deviceDirection", 0);
-                ext.put("deviceInboundInterface", &r.iface);
+                ext.uint("deviceDirection", 0);
+                ext.str("deviceInboundInterface", &r.iface);
             }
             Direction::Egress => {
-                ext.put("deviceDirection", 1);
-                ext.put("deviceOutboundInterface", &r.iface);
+                ext.uint("deviceDirection", 1);
+                ext.str("deviceOutboundInterface", &r.iface);
             }
         }
-        ext.put("act", r.class.as_str());
-        ext.put("reason", r.explanation());
-        ext.labelled("cs1", "rstSender", r.sender.as_str());
+        ext.plain("act", r.class.as_str().as_bytes());
+        ext.written("reason", |out| r.write_explanation(out));
+        ext.labelled_plain("cs1", "rstSender", |out| {
+            out.extend_from_slice(r.sender.as_str().as_bytes())
+        });
         if !r.evidence.is_empty() {
-            let evidence: Vec<&str> = r.evidence.iter().map(|e| e.as_str()).collect();
-            ext.labelled("cs2", "evidence", evidence.join(","));
+            ext.labelled_plain("cs2", "evidence", |out| write_joined(out, r.evidence, b","));
         }
-        ext.labelled("cs3", "connState", r.conn_state.as_str());
-        ext.labelled("cs4", "history", &r.history);
-        ext.labelled("cs5", "wiresharkFilter", &r.wireshark_filter);
-        ext.labelled("cs6", "communityId", &r.community_id);
-        ext.labelled("cn1", "ttl", r.ttl);
+        ext.labelled_plain("cs3", "connState", |out| {
+            out.extend_from_slice(r.conn_state.as_str().as_bytes())
+        });
+        ext.labelled("cs4", "history", |out| {
+            out.extend_from_slice(r.history.as_bytes())
+        });
+        ext.labelled_plain("cs5", "wiresharkFilter", |out| {
+            r.wireshark_filter.write_with(out, b"\\=\\=")
+        });
+        ext.labelled("cs6", "communityId", |out| {
+            out.extend_from_slice(r.community_id.as_bytes())
+        });
+        ext.labelled_plain("cn1", "ttl", |out| fields::write_uint(out, r.ttl.into()));
         if let Some(ttl) = r.expected_ttl {
-            ext.labelled("cn2", "expectedTtl", ttl);
+            ext.labelled_plain("cn2", "expectedTtl", |out| {
+                fields::write_uint(out, ttl.into())
+            });
         }
         if let Some(idle_ms) = r.idle_ms {
-            ext.labelled("cn3", "idleMs", idle_ms);
+            ext.labelled_plain("cn3", "idleMs", |out| fields::write_uint(out, idle_ms));
         }
         if let Some(rtt_us) = r.rtt_us {
-            ext.labelled("flexNumber1", "rttUs", rtt_us);
+            ext.labelled_plain("flexNumber1", "rttUs", |out| {
+                fields::write_uint(out, rtt_us)
+            });
         }
-        ext.labelled("flexString1", "middlebox", r.middlebox);
-        ext.labelled("flexString2", "originator", r.orig);
+        ext.labelled_plain("flexString1", "middlebox", |out| {
+            out.extend_from_slice(if r.middlebox { b"true" } else { b"false" })
+        });
+        ext.labelled_plain("flexString2", "originator", |out| {
+            fields::write_socket(out, r.orig)
+        });
         if let Some(earlier) = r.related_to {
-            ext.labelled("deviceCustomDate1", "relatedTo", unix_millis(earlier));
+            ext.labelled_plain("deviceCustomDate1", "relatedTo", |out| {
+                fields::write_uint(out, unix_millis(earlier))
+            });
         }
         if let Some(local) = &r.local {
             // The socket's process is on this host's end: the source of a RST it sent, the
@@ -109,12 +124,11 @@ impl Format for Cef {
                     Direction::Egress => ("spid", "sproc"),
                     Direction::Ingress => ("dpid", "dproc"),
                 };
-                ext.put(pid_key, pid);
-                ext.put(name_key, name);
+                ext.uint(pid_key, pid.into());
+                ext.str(name_key, name);
             }
-            ext.put("msg", local.describe());
+            ext.str("msg", &local.describe());
         }
-        out.extend_from_slice(record.as_bytes());
     }
 }
 
@@ -128,50 +142,116 @@ fn severity(severity: Severity) -> u8 {
 
 /// Appends a header field. Line breaks have no escape in the header, and a record must stay on
 /// one line, so they become spaces.
-fn push_header(out: &mut String, field: &str) {
-    for c in field.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
-            '\r' | '\n' => out.push(' '),
-            _ => out.push(c),
+fn push_header(out: &mut Vec<u8>, field: &str) {
+    for &byte in field.as_bytes() {
+        match byte {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'|' => out.extend_from_slice(b"\\|"),
+            b'\r' | b'\n' => out.push(b' '),
+            _ => out.push(byte),
         }
     }
 }
 
-fn push_value(out: &mut String, value: &str) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '=' => out.push_str("\\="),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            _ => out.push(c),
+/// The escape of a byte in an extension value: the letter after its backslash, 0 for none.
+/// Every byte escaped is ASCII, so a UTF-8 value is escaped byte by byte.
+const fn value_escape(byte: u8) -> u8 {
+    match byte {
+        b'\\' => b'\\',
+        b'=' => b'=',
+        b'\n' => b'n',
+        b'\r' => b'r',
+        _ => 0,
+    }
+}
+
+/// Escapes the extension value that starts at `start` in `out`, in place.
+fn escape_value_from(out: &mut Vec<u8>, start: usize) {
+    let escapes = out[start..]
+        .iter()
+        .filter(|&&byte| value_escape(byte) != 0)
+        .count();
+    if escapes == 0 {
+        return;
+    }
+    let old_len = out.len();
+    out.resize(old_len + escapes, 0);
+    let mut to = out.len();
+    for from in (start..old_len).rev() {
+        let byte = out[from];
+        match value_escape(byte) {
+            0 => {
+                to -= 1;
+                out[to] = byte;
+            }
+            letter => {
+                to -= 2;
+                out[to] = b'\\';
+                out[to + 1] = letter;
+            }
         }
     }
 }
 
 /// The space-separated `key=value` list that follows the header.
 struct Extensions<'a> {
-    record: &'a mut String,
+    out: &'a mut Vec<u8>,
     empty: bool,
 }
 
 impl Extensions<'_> {
-    fn put(&mut self, key: &str, value: impl ToString) {
+    fn key(&mut self, key: &str) {
         if !self.empty {
-            self.record.push(' ');
+            self.out.push(b' ');
         }
         self.empty = false;
-        self.record.push_str(key);
-        self.record.push('=');
-        push_value(self.record, &value.to_string());
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.push(b'=');
+    }
+
+    /// A value `write` appends, escaped.
+    fn written(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) {
+        self.key(key);
+        let start = self.out.len();
+        write(self.out);
+        escape_value_from(self.out, start);
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.written(key, |out| out.extend_from_slice(value.as_bytes()));
+    }
+
+    /// A value that needs no escaping.
+    fn plain(&mut self, key: &str, value: &[u8]) {
+        self.key(key);
+        self.out.extend_from_slice(value);
+    }
+
+    /// Digits need no escaping.
+    fn uint(&mut self, key: &str, value: u64) {
+        self.key(key);
+        fields::write_uint(self.out, value);
     }
 
     /// A custom field and the label that tells the receiver what it holds.
-    fn labelled(&mut self, key: &str, label: &str, value: impl ToString) {
-        self.put(key, value);
-        self.put(&format!("{key}Label"), label);
+    fn labelled(&mut self, key: &str, label: &str, write: impl FnOnce(&mut Vec<u8>)) {
+        self.written(key, write);
+        self.label(key, label);
+    }
+
+    /// `labelled`, for a value `write` appends that needs no escaping or comes escaped.
+    fn labelled_plain(&mut self, key: &str, label: &str, write: impl FnOnce(&mut Vec<u8>)) {
+        self.key(key);
+        write(self.out);
+        self.label(key, label);
+    }
+
+    /// Labels are names of our own: nothing in them needs escaping.
+    fn label(&mut self, key: &str, label: &str) {
+        self.out.push(b' ');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"Label=");
+        self.out.extend_from_slice(label.as_bytes());
     }
 
     fn address(
@@ -183,10 +263,15 @@ impl Extensions<'_> {
         v6_label: &str,
     ) {
         match address {
-            SocketAddr::V4(v4) => self.put(v4_key, v4.ip()),
-            SocketAddr::V6(v6) => self.labelled(v6_key, v6_label, v6.ip()),
+            SocketAddr::V4(_) => {
+                self.key(v4_key);
+                fields::write_ip(self.out, address.ip());
+            }
+            SocketAddr::V6(_) => {
+                self.labelled_plain(v6_key, v6_label, |out| fields::write_ip(out, address.ip()))
+            }
         }
-        self.put(port_key, address.port());
+        self.uint(port_key, address.port().into());
     }
 }
 
@@ -266,15 +351,14 @@ mod tests {
         ];
         for text in hostile {
             let mut report = crate::test_support::sample::refused_report();
-            report.iface = text.to_owned();
-            report.wireshark_filter = format!("tcp.port == 1 && frame contains \"{text}\"");
-            report.history = text.to_owned();
-            report.community_id = text.to_owned();
+            report.iface = text.into();
+            report.history = text.try_into().unwrap();
+            report.community_id = text.try_into().unwrap();
             let record = render(&report);
             let (header, ext) = parse(&record);
             assert_eq!(header.len(), 7, "{text:?}");
             assert_eq!(ext["deviceInboundInterface"], text, "{record}");
-            assert_eq!(ext["cs5"], report.wireshark_filter, "{record}");
+            assert_eq!(ext["cs5"], report.wireshark_filter.to_string(), "{record}");
             assert_eq!(ext["cs4"], text, "{record}");
             assert_eq!(ext["cs6"], text, "{record}");
             assert_eq!(ext["cs1"], "responder", "forged key won: {record}");
@@ -284,9 +368,9 @@ mod tests {
 
     #[test]
     fn header_escapes_backslash_and_pipe_and_flattens_line_breaks() {
-        let mut header = String::new();
+        let mut header = Vec::new();
         push_header(&mut header, "a|b\\c\nd=e");
-        assert_eq!(header, "a\\|b\\\\c d=e");
+        assert_eq!(header, b"a\\|b\\\\c d=e");
     }
 
     #[test]
@@ -309,7 +393,7 @@ mod tests {
         report.class = ResetClass::IdleTimeout;
         report.direction = Direction::Egress;
         report.middlebox = true;
-        report.evidence = vec![Evidence::TtlMismatch, Evidence::FastRst];
+        report.evidence = [Evidence::TtlMismatch, Evidence::FastRst].into();
         report.expected_ttl = Some(61);
         report.idle_ms = Some(45_000);
         report.rtt_us = Some(1200);

@@ -2,7 +2,7 @@
 //! compact writer would write it (same string escapes, same number forms), without building a
 //! value or a struct of owned strings first: rendering is on the path of every reset.
 
-use std::{io::Write as _, net::IpAddr, time::SystemTime};
+use std::{net::IpAddr, time::SystemTime};
 
 use super::fields;
 
@@ -18,19 +18,46 @@ impl<'a> JsonObject<'a> {
         Self { out, empty: true }
     }
 
+    #[inline]
     pub fn str(&mut self, key: &str, value: &str) -> &mut Self {
         self.key(key);
         write_str(self.out, value);
         self
     }
 
-    pub fn uint(&mut self, key: &str, value: u64) -> &mut Self {
+    /// A name of our own (an enum's `as_str`, a fixed caption): nothing in it needs
+    /// escaping, so it is copied without a scan.
+    #[inline]
+    pub fn name(&mut self, key: &str, value: &str) -> &mut Self {
+        debug_assert!(value.bytes().all(|byte| ESCAPE[usize::from(byte)] == 0));
+        self.plain_str(key, |out| out.extend_from_slice(value.as_bytes()))
+    }
+
+    /// An array of names of our own (see `name`).
+    pub fn names<'s>(&mut self, key: &str, values: impl IntoIterator<Item = &'s str>) -> &mut Self {
         self.key(key);
-        self.out
-            .extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self.out.push(b'[');
+        for (i, value) in values.into_iter().enumerate() {
+            if i != 0 {
+                self.out.push(b',');
+            }
+            debug_assert!(value.bytes().all(|byte| ESCAPE[usize::from(byte)] == 0));
+            self.out.push(b'"');
+            self.out.extend_from_slice(value.as_bytes());
+            self.out.push(b'"');
+        }
+        self.out.push(b']');
         self
     }
 
+    #[inline]
+    pub fn uint(&mut self, key: &str, value: u64) -> &mut Self {
+        self.key(key);
+        fields::write_uint(self.out, value);
+        self
+    }
+
+    #[inline]
     pub fn opt_uint(&mut self, key: &str, value: Option<u64>) -> &mut Self {
         match value {
             Some(value) => self.uint(key, value),
@@ -39,6 +66,7 @@ impl<'a> JsonObject<'a> {
     }
 
     /// The key and its value when the value is known; nothing otherwise.
+    #[inline]
     pub fn known_uint(&mut self, key: &str, value: Option<u64>) -> &mut Self {
         match value {
             Some(value) => self.uint(key, value),
@@ -46,6 +74,7 @@ impl<'a> JsonObject<'a> {
         }
     }
 
+    #[inline]
     pub fn bool(&mut self, key: &str, value: bool) -> &mut Self {
         self.key(key);
         self.out
@@ -53,6 +82,7 @@ impl<'a> JsonObject<'a> {
         self
     }
 
+    #[inline]
     pub fn null(&mut self, key: &str) -> &mut Self {
         self.key(key);
         self.out.extend_from_slice(b"null");
@@ -60,17 +90,18 @@ impl<'a> JsonObject<'a> {
     }
 
     /// An address in its standard text form (IPv6 as RFC 5952), as a string.
+    #[inline]
     pub fn ip(&mut self, key: &str, value: IpAddr) -> &mut Self {
-        self.plain_str(key, |out| {
-            write!(out, "{value}").expect("writing into memory");
-        })
+        self.plain_str(key, |out| fields::write_ip(out, value))
     }
 
     /// A time as `fields::rfc3339` spells it, as a string.
+    #[inline]
     pub fn time(&mut self, key: &str, value: SystemTime) -> &mut Self {
         self.plain_str(key, |out| fields::write_rfc3339(out, value))
     }
 
+    #[inline]
     pub fn opt_time(&mut self, key: &str, value: Option<SystemTime>) -> &mut Self {
         match value {
             Some(value) => self.time(key, value),
@@ -135,7 +166,8 @@ impl<'a> JsonObject<'a> {
     }
 
     /// A string `write` puts in place, with nothing in it to escape.
-    fn plain_str(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+    #[inline]
+    pub fn plain_str(&mut self, key: &str, write: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
         self.key(key);
         self.out.push(b'"');
         write(self.out);
@@ -143,13 +175,18 @@ impl<'a> JsonObject<'a> {
         self
     }
 
+    /// Keys are names of our own: nothing in them needs escaping. Inlined, so that a key
+    /// written as a literal is copied as a constant.
+    #[inline(always)]
     fn key(&mut self, key: &str) {
+        debug_assert!(key.bytes().all(|byte| ESCAPE[usize::from(byte)] == 0));
         if !self.empty {
             self.out.push(b',');
         }
         self.empty = false;
-        write_str(self.out, key);
-        self.out.push(b':');
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
     }
 }
 
@@ -158,8 +195,16 @@ impl<'a> JsonObject<'a> {
 pub fn write_str(out: &mut Vec<u8>, value: &str) {
     out.push(b'"');
     let bytes = value.as_bytes();
+    let Some(first) = bytes
+        .iter()
+        .position(|&byte| ESCAPE[usize::from(byte)] != 0)
+    else {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    };
     let mut start = 0;
-    for (i, &byte) in bytes.iter().enumerate() {
+    for (i, &byte) in bytes.iter().enumerate().skip(first) {
         let escape = ESCAPE[usize::from(byte)];
         if escape == 0 {
             continue;

@@ -18,7 +18,7 @@
 
 use std::net::SocketAddr;
 
-use super::{json_writer::JsonObject, Format};
+use super::{fields, json_writer::JsonObject, Format};
 use crate::report::{unix_millis, ResetClass, ResetReport, Severity};
 
 /// The OCSF schema release this mapping follows.
@@ -36,7 +36,7 @@ impl Format for Ocsf {
     /// Keys are written in sorted order at every level, as a document of sorted maps would
     /// have them.
     fn render(&self, r: &ResetReport, out: &mut Vec<u8>) {
-        let (activity_id, activity_name) = activity(r.class);
+        let (activity_id, activity_name, type_name) = activity(r.class);
         let (severity_id, severity_name) = severity(r.severity());
         let (status_id, status) = match r.class {
             ResetClass::Teardown => (1, "Success"),
@@ -45,7 +45,7 @@ impl Format for Ocsf {
         let mut event = JsonObject::new(out);
         event
             .uint("activity_id", activity_id.into())
-            .str("activity_name", activity_name);
+            .name("activity_name", activity_name);
         let owner = r.local.as_ref().and_then(|local| local.owner());
         if let Some((pid, name)) = owner.and_then(|o| o.pid.zip(o.comm.as_deref())) {
             event.object("actor", |actor| {
@@ -55,9 +55,9 @@ impl Format for Ocsf {
             });
         }
         event
-            .str("category_name", "Network Activity")
+            .name("category_name", "Network Activity")
             .uint("category_uid", CATEGORY_UID.into())
-            .str("class_name", "Network Activity")
+            .name("class_name", "Network Activity")
             .uint("class_uid", CLASS_UID.into())
             .object("connection_info", |info| connection_info(info, r))
             .uint("count", r.count())
@@ -65,37 +65,37 @@ impl Format for Ocsf {
                 endpoint(endpoint_, r.resp, r.vlan)
             })
             .known_uint("end_time", r.aggregate.map(|a| unix_millis(a.last)))
-            .str("message", &r.explanation())
+            .plain_str("message", |out| r.write_explanation(out))
             .object("metadata", |metadata| {
                 metadata
-                    .str("event_code", r.class.as_str())
+                    .name("event_code", r.class.as_str())
                     .object("product", |product| {
                         product
-                            .str("name", "rstwatch")
-                            .str("vendor_name", "rstwatch")
-                            .str("version", env!("CARGO_PKG_VERSION"));
+                            .name("name", "rstwatch")
+                            .name("vendor_name", "rstwatch")
+                            .name("version", env!("CARGO_PKG_VERSION"));
                     })
-                    .str("version", OCSF_VERSION);
+                    .name("version", OCSF_VERSION);
             })
             .objects(
                 "observables",
                 [("src_endpoint.ip", r.orig), ("dst_endpoint.ip", r.resp)],
                 |observable, (name, address)| {
                     observable
-                        .str("name", name)
-                        .str("type", "IP Address")
+                        .name("name", name)
+                        .name("type", "IP Address")
                         .uint("type_id", OBSERVABLE_IP_ADDRESS.into())
                         .ip("value", address.ip());
                 },
             )
-            .str("severity", severity_name)
+            .name("severity", severity_name)
             .uint("severity_id", severity_id.into())
             .object("src_endpoint", |endpoint_| {
                 endpoint(endpoint_, r.orig, r.vlan)
             })
             .known_uint("start_time", r.aggregate.map(|a| unix_millis(a.first)))
-            .str("status", status)
-            .str("status_detail", r.class.describe())
+            .name("status", status)
+            .name("status_detail", r.class.describe())
             .uint("status_id", status_id)
             .uint("time", unix_millis(r.ts))
             .object("traffic", |traffic| {
@@ -107,22 +107,23 @@ impl Format for Ocsf {
                     .uint("packets_in", r.resp_pkts)
                     .uint("packets_out", r.orig_pkts);
             })
-            .str("type_name", &format!("Network Activity: {activity_name}"))
+            .name("type_name", type_name)
             .uint("type_uid", (CLASS_UID * 100 + activity_id).into())
             .object("unmapped", |unmapped_| unmapped(unmapped_, r));
         event.end();
     }
 }
 
-/// The Network Activity `activity_id` of a class, with its caption.
-fn activity(class: ResetClass) -> (u32, &'static str) {
+/// The Network Activity `activity_id` of a class, with its caption and the event type's
+/// name (`Network Activity: ` and the caption).
+fn activity(class: ResetClass) -> (u32, &'static str, &'static str) {
     match class {
-        ResetClass::Refused => (5, "Refuse"),
-        ResetClass::Teardown => (2, "Close"),
+        ResetClass::Refused => (5, "Refuse", "Network Activity: Refuse"),
+        ResetClass::Teardown => (2, "Close", "Network Activity: Close"),
         ResetClass::DataAfterClose
         | ResetClass::IdleTimeout
         | ResetClass::Abort
-        | ResetClass::NoState => (3, "Reset"),
+        | ResetClass::NoState => (3, "Reset", "Network Activity: Reset"),
     }
 }
 
@@ -139,7 +140,7 @@ fn endpoint(endpoint: &mut JsonObject<'_>, address: SocketAddr, vlan: u16) {
         .ip("ip", address.ip())
         .uint("port", address.port().into());
     if vlan != 0 {
-        endpoint.str("vlan_uid", &vlan.to_string());
+        endpoint.plain_str("vlan_uid", |out| fields::write_uint(out, vlan.into()));
     }
 }
 
@@ -155,12 +156,12 @@ fn connection_info(info: &mut JsonObject<'_>, r: &ResetReport) {
         (6, "Internet Protocol version 6 (IPv6)")
     };
     info.str("community_uid", &r.community_id)
-        .str("direction", direction)
+        .name("direction", direction)
         .uint("direction_id", direction_id)
         .str("flag_history", &r.history)
-        .str("protocol_name", "tcp")
+        .name("protocol_name", "tcp")
         .uint("protocol_num", 6)
-        .str("protocol_ver", protocol_ver)
+        .name("protocol_ver", protocol_ver)
         .uint("protocol_ver_id", protocol_ver_id)
         .uint("tcp_flags", r.flags.into());
 }
@@ -168,11 +169,11 @@ fn connection_info(info: &mut JsonObject<'_>, r: &ResetReport) {
 fn unmapped(unmapped: &mut JsonObject<'_>, r: &ResetReport) {
     unmapped
         .uint("ack", r.ack.into())
-        .str("class", r.class.as_str())
-        .str("conn_state", r.conn_state.as_str())
+        .name("class", r.class.as_str())
+        .name("conn_state", r.conn_state.as_str())
         .bool("df", r.df)
-        .str("direction", r.direction.as_str())
-        .strs("evidence", r.evidence.iter().map(|e| e.as_str()));
+        .name("direction", r.direction.as_str())
+        .names("evidence", r.evidence.iter().map(|e| e.as_str()));
     if let Some(ttl) = r.expected_ttl {
         unmapped.uint("expected_ttl", ttl.into());
     }
@@ -207,11 +208,11 @@ fn unmapped(unmapped: &mut JsonObject<'_>, r: &ResetReport) {
         unmapped.uint("rtt_us", rtt_us);
     }
     unmapped
-        .str("sender", r.sender.as_str())
+        .name("sender", r.sender.as_str())
         .uint("seq", r.seq.into())
         .uint("ttl", r.ttl.into())
         .uint("window", r.window.into())
-        .str("wireshark_filter", &r.wireshark_filter);
+        .plain_str("wireshark_filter", |out| r.wireshark_filter.write(out));
 }
 
 #[cfg(test)]
@@ -305,7 +306,7 @@ mod tests {
         let mut report = crate::test_support::sample::refused_report();
         report.class = ResetClass::Abort;
         report.middlebox = true;
-        report.evidence = vec![Evidence::TtlMismatch];
+        report.evidence = [Evidence::TtlMismatch].into();
         report.sender = Sender::Originator;
         report.direction = Direction::Ingress;
         report.src = "[2001:db8::7]:51000".parse().unwrap();

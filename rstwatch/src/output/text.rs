@@ -2,8 +2,10 @@
 //! how bad, what happened in plain words, who sent it and what gave a middlebox away, the
 //! numbers behind it, and the filter to paste into Wireshark.
 
+use std::io::Write as _;
+
 use super::{fields, Format};
-use crate::report::{ResetReport, Sender, Severity};
+use crate::report::{write_joined, ResetReport, Sender, Severity};
 
 /// Renders each report as one line, wrapped in an ANSI colour by severity when `colour` is on
 /// (the caller decides: a TTY, and `NO_COLOR` unset).
@@ -20,13 +22,12 @@ impl Text {
 
 impl Format for Text {
     fn render(&self, report: &ResetReport, out: &mut Vec<u8>) {
-        let line = line(report);
         if self.colour {
             out.extend_from_slice(colour_of(report.severity()).as_bytes());
-            out.extend_from_slice(line.as_bytes());
+            line(report, out);
             out.extend_from_slice(RESET_COLOUR.as_bytes());
         } else {
-            out.extend_from_slice(line.as_bytes());
+            line(report, out);
         }
     }
 }
@@ -42,90 +43,131 @@ const fn colour_of(severity: Severity) -> &'static str {
     }
 }
 
-fn line(r: &ResetReport) -> String {
-    let mut parts = vec![headline(r), format!("RST {}", who(r)), ttl(r)];
+/// The parts of the line, `; ` between them, appended to `out`.
+fn line(r: &ResetReport, out: &mut Vec<u8>) {
+    const NEXT: &[u8] = b"; ";
+    headline(r, out);
+    out.extend_from_slice(b"; RST ");
+    who(r, out);
+    out.extend_from_slice(NEXT);
+    ttl(r, out);
     if let Some(ms) = r.idle_ms {
-        parts.push(format!("idle {}", duration_words(ms)));
+        out.extend_from_slice(b"; idle ");
+        duration_words(out, ms);
     }
     if let Some(us) = r.rtt_us {
-        parts.push(format!("rtt {}", rtt_words(us)));
+        out.extend_from_slice(b"; rtt ");
+        rtt_words(out, us);
     }
-    parts.push(format!("zeek {} {}", r.conn_state.as_str(), r.history));
+    out.extend_from_slice(b"; zeek ");
+    out.extend_from_slice(r.conn_state.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(r.history.as_bytes());
     if r.followups > 0 {
-        parts.push(format!("{} follow-up packets", r.followups));
+        out.extend_from_slice(NEXT);
+        fields::write_uint(out, r.followups.into());
+        out.extend_from_slice(b" follow-up packets");
     }
     if let Some(earlier) = r.related_to {
-        parts.push(format!("follows the reset of {}", fields::rfc3339(earlier)));
+        out.extend_from_slice(b"; follows the reset of ");
+        fields::write_rfc3339(out, earlier);
     }
     if let Some(a) = &r.aggregate {
-        parts.push(format!("{}x since {}", a.count, fields::rfc3339(a.first)));
+        out.extend_from_slice(NEXT);
+        fields::write_uint(out, a.count);
+        out.extend_from_slice(b"x since ");
+        fields::write_rfc3339(out, a.first);
     }
     if let Some(local) = &r.local {
-        parts.push(local.describe());
+        out.extend_from_slice(NEXT);
+        out.extend_from_slice(local.describe().as_bytes());
     }
-    parts.push(format!("wireshark: {}", r.wireshark_filter));
-    parts.join("; ")
+    out.extend_from_slice(b"; wireshark: ");
+    r.wireshark_filter.write(out);
 }
 
 /// `2024-05-01T12:00:00.250000Z eth0 ingress alert: connection aborted mid-stream (abort)`
-fn headline(r: &ResetReport) -> String {
-    let vlan = if r.vlan != 0 {
-        format!(" vlan {}", r.vlan)
-    } else {
-        String::new()
-    };
-    format!(
-        "{} {}{vlan} {} {}: {} ({})",
-        fields::rfc3339(r.ts),
-        r.iface,
-        r.direction.as_str(),
-        r.severity().as_str(),
-        r.class.describe(),
-        r.class.as_str()
-    )
+fn headline(r: &ResetReport, out: &mut Vec<u8>) {
+    fields::write_rfc3339(out, r.ts);
+    out.push(b' ');
+    out.extend_from_slice(r.iface.as_bytes());
+    if r.vlan != 0 {
+        out.extend_from_slice(b" vlan ");
+        fields::write_uint(out, r.vlan.into());
+    }
+    out.push(b' ');
+    out.extend_from_slice(r.direction.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(r.severity().as_str().as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(r.class.describe().as_bytes());
+    out.extend_from_slice(b" (");
+    out.extend_from_slice(r.class.as_str().as_bytes());
+    out.push(b')');
 }
 
 /// `from responder 198.18.1.2:80 to 198.18.0.1:40000 (middlebox suspected: ttl_mismatch)`
-fn who(r: &ResetReport) -> String {
-    let from = match r.sender {
-        Sender::Unknown => format!("{} (sender role unknown)", r.src),
-        sender => format!("{} {}", sender.as_str(), r.src),
-    };
-    let evidence: Vec<&str> = r.evidence.iter().map(|e| e.as_str()).collect();
-    let attribution = if r.middlebox {
-        format!(" (middlebox suspected: {})", evidence.join(", "))
-    } else if !evidence.is_empty() {
-        format!(" (evidence: {})", evidence.join(", "))
-    } else {
-        String::new()
-    };
-    format!("from {from} to {}{attribution}", r.dst)
+fn who(r: &ResetReport, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"from ");
+    match r.sender {
+        Sender::Unknown => {
+            fields::write_socket(out, r.src);
+            out.extend_from_slice(b" (sender role unknown)");
+        }
+        sender => {
+            out.extend_from_slice(sender.as_str().as_bytes());
+            out.push(b' ');
+            fields::write_socket(out, r.src);
+        }
+    }
+    out.extend_from_slice(b" to ");
+    fields::write_socket(out, r.dst);
+    if r.middlebox {
+        out.extend_from_slice(b" (middlebox suspected: ");
+        write_joined(out, r.evidence, b", ");
+        out.push(b')');
+    } else if !r.evidence.is_empty() {
+        out.extend_from_slice(b" (evidence: ");
+        write_joined(out, r.evidence, b", ");
+        out.push(b')');
+    }
 }
 
-fn ttl(r: &ResetReport) -> String {
+fn ttl(r: &ResetReport, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"ttl ");
+    fields::write_uint(out, r.ttl.into());
     match r.expected_ttl {
-        Some(expected) => format!("ttl {} (expected {expected})", r.ttl),
-        None => format!("ttl {} (expected unknown)", r.ttl),
+        Some(expected) => {
+            out.extend_from_slice(b" (expected ");
+            fields::write_uint(out, expected.into());
+            out.push(b')');
+        }
+        None => out.extend_from_slice(b" (expected unknown)"),
     }
 }
 
 /// Handshake round trips on a LAN are well below a millisecond.
-fn rtt_words(us: u64) -> String {
+fn rtt_words(out: &mut Vec<u8>, us: u64) {
     if us < 1_000 {
-        format!("{us} us")
+        fields::write_uint(out, us);
+        out.extend_from_slice(b" us");
     } else {
-        duration_words(us / 1_000)
+        duration_words(out, us / 1_000)
     }
 }
 
 /// `850 ms`, `31.2 s`, `5 min 3 s`.
-fn duration_words(ms: u64) -> String {
+fn duration_words(out: &mut Vec<u8>, ms: u64) {
     if ms < 1_000 {
-        format!("{ms} ms")
+        fields::write_uint(out, ms);
+        out.extend_from_slice(b" ms");
     } else if ms < 60_000 {
-        format!("{:.1} s", ms as f64 / 1_000.0)
+        write!(out, "{:.1} s", ms as f64 / 1_000.0).expect("writing into memory");
     } else {
-        format!("{} min {} s", ms / 60_000, ms % 60_000 / 1_000)
+        fields::write_uint(out, ms / 60_000);
+        out.extend_from_slice(b" min ");
+        fields::write_uint(out, ms % 60_000 / 1_000);
+        out.extend_from_slice(b" s");
     }
 }
 
@@ -166,7 +208,7 @@ mod tests {
     #[test]
     fn evidence_without_a_middlebox_is_listed_as_evidence() {
         let mut r = teardown_report();
-        r.evidence = vec![crate::report::Evidence::TlsAlertBefore];
+        r.evidence = [crate::report::Evidence::TlsAlertBefore].into();
         let line = render(&r, false);
         assert!(line.contains("to 198.18.1.2:80 (evidence: tls_alert_before); "));
         assert!(line.contains("idle 2.5 s"));
@@ -196,11 +238,16 @@ mod tests {
 
     #[test]
     fn durations_read_naturally() {
-        assert_eq!(duration_words(850), "850 ms");
-        assert_eq!(duration_words(31_240), "31.2 s");
-        assert_eq!(duration_words(303_000), "5 min 3 s");
-        assert_eq!(rtt_words(180), "180 us");
-        assert_eq!(rtt_words(40_000), "40 ms");
+        let words = |write: fn(&mut Vec<u8>, u64), value| {
+            let mut out = Vec::new();
+            write(&mut out, value);
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(words(duration_words, 850), "850 ms");
+        assert_eq!(words(duration_words, 31_240), "31.2 s");
+        assert_eq!(words(duration_words, 303_000), "5 min 3 s");
+        assert_eq!(words(rtt_words, 180), "180 us");
+        assert_eq!(words(rtt_words, 40_000), "40 ms");
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub mod decode;
 #[cfg(test)]
 mod golden;
 
-use std::{collections::HashMap, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use foldhash::HashMap as FastMap;
 
 use rstwatch_common::{RstEvent, StormCount, StormKey};
 
@@ -24,7 +26,7 @@ use self::{
 };
 use crate::{
     clock::WallClock,
-    explain::{explain, explain_held, ExplainSettings},
+    explain::{captured_frames, explain, explain_held, ExplainSettings},
     hold::{AtHoldEnd, FlowStateSource, HoldQueue, Offer},
     local::LocalJoin,
     output::Format,
@@ -33,6 +35,10 @@ use crate::{
     storm::StormTally,
     summary::Summary,
 };
+
+/// How many released RSTs ahead the flow state is asked for early: each read of the kernel's
+/// table waits on memory unless it was asked for a while before.
+const LOOKUP_AHEAD: usize = 8;
 
 /// How the pipeline is set up; everything but the sinks.
 pub struct PipelineConfig {
@@ -74,7 +80,12 @@ struct Output {
 pub struct Pipeline {
     clock: WallClock,
     explain: ExplainSettings,
-    ifnames: HashMap<u32, String>,
+    /// Shared with every report of the interface.
+    ifnames: FastMap<u32, Arc<str>>,
+    /// The name of an interface not in `ifnames`.
+    unknown_iface: Arc<str>,
+    /// Some sink takes the frames the kernel copied (`Sink::takes_frames`).
+    frames_wanted: bool,
     hold: HoldQueue,
     aggregator: Option<Aggregator>,
     outputs: Vec<Output>,
@@ -94,7 +105,11 @@ impl Pipeline {
         Self {
             clock: config.clock,
             explain: config.explain,
-            ifnames: config.ifnames,
+            ifnames: (config.ifnames.into_iter())
+                .map(|(index, name)| (index, Arc::from(name)))
+                .collect(),
+            unknown_iface: Arc::from("?"),
+            frames_wanted: false,
             hold: HoldQueue::new(config.hold_ns, config.link_ns),
             aggregator: config.aggregate.map(Aggregator::new),
             outputs: Vec::new(),
@@ -135,6 +150,7 @@ impl Pipeline {
 
     /// Adds an output: `sinks` take the records rendered in `format` (rendered once for all).
     pub fn add_output(&mut self, format: Box<dyn Format>, sinks: Vec<Box<dyn Sink>>) {
+        self.frames_wanted |= sinks.iter().any(|sink| sink.takes_frames());
         self.outputs.push(Output {
             format,
             sinks,
@@ -169,8 +185,8 @@ impl Pipeline {
     /// connection's state at the hold's end as `flows` tells it (`crate::hold`), and writes out storm aggregates whose window
     /// ended; then flushes every sink.
     pub fn release(&mut self, now_ns: u64, flows: &impl FlowStateSource) -> anyhow::Result<()> {
-        let released = self.hold.release(now_ns);
-        self.explain_and_publish(released, flows)?;
+        self.explain_and_publish(now_ns, flows)?;
+        self.hold.forget_released(now_ns);
         if let Some(local) = &mut self.local {
             local.forget_before(now_ns, self.hold_ns);
         }
@@ -186,7 +202,10 @@ impl Pipeline {
     pub fn report_storms(&mut self, counts: &[(StormKey, Vec<StormCount>)]) -> anyhow::Result<()> {
         for storm in self.storms.read(counts) {
             let event = &storm.sample;
-            let iface = self.ifnames.get(&event.ifindex).map_or("?", String::as_str);
+            let iface = self
+                .ifnames
+                .get(&event.ifindex)
+                .unwrap_or(&self.unknown_iface);
             let ts = self.clock.to_system_time(event.ts_ns);
             let mut report = explain(event, &[], &self.explain, iface, ts);
             report.aggregate = Some(Aggregate {
@@ -201,8 +220,7 @@ impl Pipeline {
 
     /// Releases everything held and every storm aggregate, then flushes (at the end of a run).
     pub fn finish(&mut self, flows: &impl FlowStateSource) -> anyhow::Result<()> {
-        let released = self.hold.release_all();
-        self.explain_and_publish(released, flows)?;
+        self.explain_and_publish(u64::MAX, flows)?;
         if let Some(aggregator) = &mut self.aggregator {
             aggregator.flush_all(&mut self.publish);
             self.write_published()?;
@@ -217,10 +235,10 @@ impl Pipeline {
         match &mut self.aggregator {
             Some(aggregator) => {
                 self.stats.folded += aggregator.offer(report, Instant::now(), &mut self.publish);
+                self.write_published()
             }
-            None => self.publish.push(report),
+            None => write(&mut self.outputs, &report),
         }
-        self.write_published()
     }
 
     pub fn flush(&mut self) -> anyhow::Result<()> {
@@ -233,7 +251,7 @@ impl Pipeline {
     /// Names interface `index` in reports: a watched interface that came back under a new
     /// index.
     pub fn name_interface(&mut self, index: u32, name: String) {
-        self.ifnames.insert(index, name);
+        self.ifnames.insert(index, Arc::from(name));
     }
 
     pub fn summary(&self) -> &Summary {
@@ -249,16 +267,18 @@ impl Pipeline {
         self.hold.len()
     }
 
+    /// Explains and publishes every RST whose hold ended by `now_ns`, each read where it is
+    /// held.
     fn explain_and_publish(
         &mut self,
-        released: Vec<crate::hold::Held>,
+        now_ns: u64,
         flows: &impl FlowStateSource,
     ) -> anyhow::Result<()> {
-        for held in released {
-            let iface = self
-                .ifnames
-                .get(&held.event.ifindex)
-                .map_or("?", String::as_str);
+        while let Some(held) = self.hold.next_due(now_ns) {
+            if let Some(ahead) = self.hold.due_ahead(now_ns, LOOKUP_AHEAD) {
+                flows.prefetch(&ahead.event.key);
+            }
+            let iface = (self.ifnames.get(&held.event.ifindex)).unwrap_or(&self.unknown_iface);
             let clock = self.clock;
             let at_hold_end = held.state_at_hold_end(flows);
             if let AtHoldEnd::AfterRst {
@@ -268,29 +288,38 @@ impl Pipeline {
             {
                 self.stats.states_past_hold_end += 1;
             }
-            let mut report = explain_held(&held, at_hold_end, &self.explain, iface, |ns| {
-                clock.to_system_time(ns)
-            });
+            let wall_clock = |ns| clock.to_system_time(ns);
+            let mut report = explain_held(held, at_hold_end, &self.explain, iface, wall_clock);
+            if self.frames_wanted {
+                report.frames = captured_frames(held, wall_clock);
+            }
             report.local = self
                 .local
                 .as_mut()
                 .and_then(|local| local.evidence_for(&held.event));
+            self.hold.drop_front();
             self.publish(report)?;
         }
         Ok(())
     }
 
-    /// Renders each report leaving the aggregator once per format and hands it to the sinks.
+    /// Writes each report leaving the aggregator.
     fn write_published(&mut self) -> anyhow::Result<()> {
         for report in self.publish.drain(..) {
-            for output in &mut self.outputs {
-                output.record.clear();
-                output.format.render(&report, &mut output.record);
-                for sink in &mut output.sinks {
-                    sink.write(&report, &output.record)?;
-                }
-            }
+            write(&mut self.outputs, &report)?;
         }
         Ok(())
     }
+}
+
+/// Renders `report` once per format and hands it to the format's sinks.
+fn write(outputs: &mut [Output], report: &ResetReport) -> anyhow::Result<()> {
+    for output in outputs {
+        output.record.clear();
+        output.format.render(report, &mut output.record);
+        for sink in &mut output.sinks {
+            sink.write(report, &output.record)?;
+        }
+    }
+    Ok(())
 }

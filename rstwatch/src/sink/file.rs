@@ -224,7 +224,8 @@ impl LineSink {
         if room > 0 {
             let end = self.line_ends[room as usize - 1];
             let block = if room == lines {
-                std::mem::take(&mut self.batch)
+                // The next batch starts with room for a whole block rather than growing to it.
+                std::mem::replace(&mut self.batch, Vec::with_capacity(BLOCK_BYTES + 4096))
             } else {
                 self.batch[..end].to_vec()
             };

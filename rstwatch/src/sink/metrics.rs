@@ -43,7 +43,7 @@ impl Sink for MetricsSink {
             sender: report.sender.as_str(),
             middlebox: if report.middlebox { "true" } else { "false" },
             direction: report.direction.as_str(),
-            interface: report.iface.clone(),
+            interface: report.iface.to_string(),
         };
         // A storm aggregate stands for `count` resets.
         self.resets.get_or_create(&labels).inc_by(report.count());

@@ -35,4 +35,10 @@ pub trait Sink: Send {
 
     /// End of a batch (one ring drain, one hold release): what was written becomes visible.
     fn flush(&mut self) -> anyhow::Result<()>;
+
+    /// Whether the sink writes the frames the kernel copied (`ResetReport::frames`): reports
+    /// carry them only when some sink does.
+    fn takes_frames(&self) -> bool {
+        false
+    }
 }

@@ -150,7 +150,7 @@ impl PcapSink {
             // A watched interface that came back under a new index: found by name.
             .or_else(|| {
                 (self.interfaces.iter())
-                    .position(|iface| iface.name == report.iface)
+                    .position(|iface| *iface.name == *report.iface)
                     .map(|block| block as u32)
             })
             .unwrap_or(0);
@@ -249,6 +249,10 @@ impl Sink for PcapSink {
             }
         }
         Ok(())
+    }
+
+    fn takes_frames(&self) -> bool {
+        true
     }
 }
 

@@ -13,12 +13,12 @@ use crate::report::{ConnState, Direction, Evidence, ResetClass, ResetReport, Sen
 pub fn middlebox_report() -> ResetReport {
     ResetReport {
         ts: UNIX_EPOCH + Duration::from_millis(1_714_564_800_250),
-        iface: "eth0".to_owned(),
+        iface: "eth0".into(),
         direction: Direction::Ingress,
         class: ResetClass::Abort,
         sender: Sender::Responder,
         middlebox: true,
-        evidence: vec![Evidence::TtlMismatch, Evidence::FastRst],
+        evidence: [Evidence::TtlMismatch, Evidence::FastRst].into(),
         src: "198.18.1.2:80".parse().unwrap(),
         dst: "198.18.0.1:40000".parse().unwrap(),
         orig: "198.18.0.1:40000".parse().unwrap(),
@@ -37,11 +37,13 @@ pub fn middlebox_report() -> ResetReport {
         idle_ms: Some(1),
         rtt_us: Some(40_000),
         conn_state: ConnState::Rstr,
-        history: "ShADdr".to_owned(),
-        community_id: "1:m4Ien//KTz7fgaSi9qyji8Mv2JM=".to_owned(),
-        wireshark_filter:
-            "ip.addr==198.18.1.2 && ip.addr==198.18.0.1 && tcp.port==80 && tcp.port==40000"
-                .to_owned(),
+        history: "ShADdr".try_into().unwrap(),
+        community_id: "1:m4Ien//KTz7fgaSi9qyji8Mv2JM=".try_into().unwrap(),
+        wireshark_filter: wireshark::display_filter(
+            "198.18.1.2:80".parse().unwrap(),
+            "198.18.0.1:40000".parse().unwrap(),
+            0,
+        ),
         orig_pkts: 4,
         orig_bytes: 500,
         resp_pkts: 3,
@@ -60,7 +62,7 @@ pub fn ipv6_report() -> ResetReport {
     let dst = "[2001:db8::1]:40000".parse().unwrap();
     ResetReport {
         ts: UNIX_EPOCH + Duration::from_secs(1_714_564_801),
-        iface: "eth1".to_owned(),
+        iface: "eth1".into(),
         class: ResetClass::NoState,
         sender: Sender::Unknown,
         src,
@@ -76,7 +78,7 @@ pub fn ipv6_report() -> ResetReport {
         ack: 0,
         flags: RST,
         conn_state: ConnState::Oth,
-        history: "R".to_owned(),
+        history: "R".try_into().unwrap(),
         community_id: community_id::tcp(src, dst),
         wireshark_filter: wireshark::display_filter(src, dst, 7),
         orig_bytes: 0,
@@ -93,13 +95,13 @@ pub fn teardown_report() -> ResetReport {
         sender: Sender::Originator,
         direction: Direction::Egress,
         middlebox: false,
-        evidence: vec![],
+        evidence: Default::default(),
         src: "198.18.0.1:40000".parse().unwrap(),
         dst: "198.18.1.2:80".parse().unwrap(),
         ttl: 64,
         expected_ttl: Some(64),
         conn_state: ConnState::Sf,
-        history: "ShADdFfR".to_owned(),
+        history: "ShADdFfR".try_into().unwrap(),
         idle_ms: Some(2_500),
         ..middlebox_report()
     }
@@ -122,7 +124,7 @@ pub fn refused_report() -> ResetReport {
         ts: UNIX_EPOCH + Duration::from_millis(1_700_000_000_123),
         class: ResetClass::Refused,
         middlebox: false,
-        evidence: Vec::new(),
+        evidence: Default::default(),
         src: "192.0.2.80:4333".parse().unwrap(),
         dst: "198.51.100.7:51000".parse().unwrap(),
         orig: "198.51.100.7:51000".parse().unwrap(),
@@ -136,11 +138,13 @@ pub fn refused_report() -> ResetReport {
         idle_ms: None,
         rtt_us: None,
         conn_state: ConnState::Rej,
-        history: "Sr".to_owned(),
-        community_id: "1:hO+sN4H+MG5MY/8hIrXPqc4ZQz0=".to_owned(),
-        wireshark_filter:
-            "ip.addr==192.0.2.80 && tcp.port==4333 && ip.addr==198.51.100.7 && tcp.port==51000"
-                .to_owned(),
+        history: "Sr".try_into().unwrap(),
+        community_id: "1:hO+sN4H+MG5MY/8hIrXPqc4ZQz0=".try_into().unwrap(),
+        wireshark_filter: wireshark::display_filter(
+            "192.0.2.80:4333".parse().unwrap(),
+            "198.51.100.7:51000".parse().unwrap(),
+            0,
+        ),
         orig_pkts: 1,
         orig_bytes: 60,
         resp_pkts: 1,
@@ -162,16 +166,18 @@ pub fn id_of(n: u32) -> String {
 pub fn numbered_report(n: u32) -> ResetReport {
     ResetReport {
         ts: UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(n.into()),
-        community_id: id_of(n),
+        community_id: id_of(n)
+            .as_str()
+            .try_into()
+            .expect("a test number fits a Community ID"),
         ..refused_report()
     }
 }
 
-/// `numbered_report(n)` with `HOSTILE` in every free-text field but its number.
+/// `numbered_report(n)` with `HOSTILE` as its interface name, the one free-text field (the
+/// history is Zeek's letters, the filter is addresses and ports).
 pub fn hostile_report(n: u32) -> ResetReport {
     let mut report = numbered_report(n);
-    report.iface = HOSTILE.to_owned();
-    report.history = HOSTILE.to_owned();
-    report.wireshark_filter = format!("frame contains \"{HOSTILE}\"");
+    report.iface = HOSTILE.into();
     report
 }

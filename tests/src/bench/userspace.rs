@@ -1,7 +1,9 @@
 //! Userspace throughput: events the kernel put in the ring buffer, run through the daemon's
 //! own pipeline (`rstwatch::pipeline::Pipeline`) on one thread, streaming as `watch` runs it:
 //! each drain of the ring is followed by a release of what is due (every flow's state read
-//! back from the kernel's table, as at the end of a hold), then by a flush of the sinks.
+//! back from the kernel's table, as at the end of a hold), then by a flush of the sinks. The
+//! sinks: one that discards (the pipeline's own cost), a synchronous file writer, and the
+//! writer thread `watch` hands its records to (`LineSink`, one block per flush).
 
 use std::{
     fs::File,
@@ -22,9 +24,12 @@ use rstwatch::{
     output::{cef::Cef, ecs::Ecs, json::Json, ocsf::Ocsf, text::Text, Format},
     pipeline::{Pipeline, PipelineConfig},
     report::ResetClass,
-    sink::{file::WriterSink, Sink},
+    sink::{
+        file::{Destination, LineSink, WriterSink},
+        Sink,
+    },
 };
-use rstwatch_common::{Counter, FlowKey};
+use rstwatch_common::Counter;
 
 use super::{
     kernel_cost::{ring_capacity, run},
@@ -35,6 +40,8 @@ use crate::frame::{ACK, RST, SYN};
 const RING_BYTES: u32 = 64 << 20;
 /// Records taken per drain: what one wakeup of the daemon finds in a busy ring.
 pub const DRAIN_BATCH: usize = 4096;
+/// How long the writer thread may take to write what is queued once a run ends.
+const WRITER_GRACE: Duration = Duration::from_secs(30);
 /// Flows per run start after the kernel-cost runs' flow numbers.
 const FIRST_FLOW: u32 = 1 << 22;
 
@@ -89,6 +96,9 @@ pub struct Throughput {
     pub json: Run,
     /// JSON written to a real file in batches (one write(2) per drain).
     pub json_file: Run,
+    /// JSON handed to the writer thread `watch` writes its records with (`LineSink`), into a
+    /// real file: the daemon's own path.
+    pub json_threaded: Run,
     /// Every format, records discarded.
     pub formats: Vec<Run>,
     /// Reports by class in the JSON run, to show the events are real conversations (`abort`
@@ -171,7 +181,7 @@ pub fn measure(scratch: &Path) -> Result<Throughput> {
             per_run,
             format(),
             sink,
-            &records,
+            || Ok(records.load(Ordering::Relaxed)),
         )?;
         eprintln!(
             "bench: userspace {name}: {:.2} M events/s of CPU time ({:.2} M/s wall clock)",
@@ -200,7 +210,7 @@ pub fn measure(scratch: &Path) -> Result<Throughput> {
         per_run,
         Box::new(Json),
         sink,
-        &records,
+        || Ok(records.load(Ordering::Relaxed)),
     )?;
     std::fs::remove_file(&file_path)?;
     eprintln!(
@@ -208,12 +218,43 @@ pub fn measure(scratch: &Path) -> Result<Throughput> {
         json_file.events_per_cpu_second() / 1e6,
         json_file.events_per_second() / 1e6
     );
+    let lines = LineSink::start(Destination::File(file_path.clone()))
+        .map_err(|err| anyhow::anyhow!("{err}"))?;
+    let writer = lines.clone();
+    let (json_threaded, _) = timed(
+        &mut kernel,
+        &mut ring,
+        &mut next_flow,
+        per_run,
+        Box::new(Json),
+        Box::new(lines),
+        || {
+            // The writer finishes what is queued; lines it had no room for were dropped.
+            let stats = writer.close(WRITER_GRACE);
+            ensure!(
+                stats.dropped() == 0 && stats.queued == 0,
+                "the writer thread could not keep up: {stats:?}"
+            );
+            Ok(stats.written)
+        },
+    )?;
+    std::fs::remove_file(&file_path)?;
+    eprintln!(
+        "bench: userspace json through the writer thread: {:.2} M events/s of CPU time ({:.2} \
+         M/s wall clock)",
+        json_threaded.events_per_cpu_second() / 1e6,
+        json_threaded.events_per_second() / 1e6
+    );
     let json = runs[0].clone();
     Ok(Throughput {
         json,
         json_file: Run {
             name: format!("json, written to {}", scratch.display()),
             ..json_file
+        },
+        json_threaded: Run {
+            name: format!("json, `watch`'s writer thread to {}", scratch.display()),
+            ..json_threaded
         },
         formats: runs,
         classes,
@@ -228,7 +269,7 @@ fn timed(
     conversations: u32,
     format: Box<dyn Format>,
     sink: Box<dyn Sink>,
-    records: &AtomicU64,
+    written: impl FnOnce() -> Result<u64>,
 ) -> Result<(Run, String)> {
     let sent_before = kernel.counters()?.get(Counter::EventsSent);
     let mut conversation = [
@@ -267,8 +308,7 @@ fn timed(
         aggregate: None,
     });
     pipeline.add_output(format, vec![sink]);
-    let kernel: &Kernel = kernel;
-    let flows = |key: &FlowKey| kernel.flow(key).ok().flatten();
+    let flows: &Kernel = kernel;
     let started = Instant::now();
     let cpu_before = thread_cpu_time();
     loop {
@@ -278,15 +318,15 @@ fn timed(
             pipeline.offer_record(&item);
             drained += 1;
         }
-        pipeline.release(monotonic_ns(), &flows)?;
+        pipeline.release(monotonic_ns(), flows)?;
         if drained < DRAIN_BATCH {
             break;
         }
     }
-    pipeline.finish(&flows)?;
+    pipeline.finish(flows)?;
     let elapsed = started.elapsed();
     let cpu = thread_cpu_time() - cpu_before;
-    let written = records.load(Ordering::Relaxed);
+    let written = written()?;
     ensure!(written == events, "{events} events gave {written} records");
     let summary = pipeline.summary();
     let classes = ResetClass::ALL

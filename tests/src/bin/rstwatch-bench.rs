@@ -361,7 +361,11 @@ fn userspace_markdown(md: &mut String, throughput: &Throughput) {
         verdict(Some(eps >= TARGET_EVENTS_PER_SECOND)),
         throughput.classes
     );
-    for run in throughput.formats.iter().chain([&throughput.json_file]) {
+    for run in throughput
+        .formats
+        .iter()
+        .chain([&throughput.json_file, &throughput.json_threaded])
+    {
         let _ = writeln!(
             md,
             "| {} | {:.2} | {:.2} |",
@@ -725,7 +729,7 @@ fn json_report(
             "runs": throughput
                 .formats
                 .iter()
-                .chain([&throughput.json_file])
+                .chain([&throughput.json_file, &throughput.json_threaded])
                 .map(|run| json!({
                     "name": run.name,
                     "events": run.events,
