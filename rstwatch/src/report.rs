@@ -500,3 +500,34 @@ pub fn unix_millis(time: SystemTime) -> u64 {
     time.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |since| since.as_millis() as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evidence_is_iterated_in_evidence_order_whatever_order_it_fired_in() {
+        let set: EvidenceSet = [Evidence::FastRst, Evidence::TtlMismatch, Evidence::FastRst]
+            .into_iter()
+            .collect();
+        assert_eq!(set, [Evidence::TtlMismatch, Evidence::FastRst]);
+        assert_eq!(set.len(), 2);
+        assert!(set.contains(&Evidence::FastRst) && !set.contains(&Evidence::RstBurst));
+        assert_eq!(format!("{set:?}"), "[TtlMismatch, FastRst]");
+        assert!(EvidenceSet::default().is_empty());
+        assert_eq!(EvidenceSet::from(Evidence::ALL).len(), Evidence::ALL.len());
+    }
+
+    #[test]
+    fn inline_strings_hold_up_to_their_capacity() {
+        let mut history = History::new();
+        for letter in *b"ShADadFf" {
+            history.push_ascii(letter);
+        }
+        assert_eq!(history, "ShADadFf");
+        let full = "x".repeat(32);
+        assert_eq!(CommunityId::try_from(full.as_str()).unwrap(), full.as_str());
+        assert_eq!(CommunityId::try_from("y".repeat(33).as_str()), Err(TooLong));
+        assert_eq!(History::try_from("日本").unwrap().to_string(), "日本");
+    }
+}

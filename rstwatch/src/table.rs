@@ -131,7 +131,9 @@ impl<K: TableKey> Mapping<K> {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
+                // Populated now: the kernel's pages exist already, and the release step would
+                // otherwise fault each one in on its first lookup there.
+                libc::MAP_SHARED | libc::MAP_POPULATE,
                 fd,
                 0,
             )
