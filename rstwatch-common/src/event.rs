@@ -150,6 +150,21 @@ impl RstEvent {
     /// The event of a record's header and packet; the flow's state is empty (never seen)
     /// until the caller sets it.
     pub fn of_packet(header: &RecordHeader, kind: EventKind, pkt: PacketMeta) -> Self {
+        // An empty snapshot only says the table had not seen the flow: its roles are not
+        // flipped here, the report takes them from the flow after the RST.
+        let empty = |dir| FlowState::new(&pkt, dir, &|_| false);
+        Self::of_parts(header, kind, pkt, empty, Frame::default())
+    }
+
+    /// The event of a record's header, packet, flow state (made from the packet's direction
+    /// in its flow) and frame.
+    fn of_parts(
+        header: &RecordHeader,
+        kind: EventKind,
+        pkt: PacketMeta,
+        flow: impl FnOnce(u8) -> FlowState,
+        frame: Frame,
+    ) -> Self {
         let (key, dir) = FlowKey::of(&pkt);
         Self {
             ts_ns: header.ts_ns,
@@ -160,10 +175,8 @@ impl RstEvent {
             _pad: 0,
             key,
             pkt,
-            // An empty snapshot only says the table had not seen the flow: its roles are
-            // not flipped here, the report takes them from the flow after the RST.
-            flow: FlowState::new(&pkt, dir, &|_| false),
-            frame: Frame::default(),
+            flow: flow(dir),
+            frame,
         }
     }
 }
@@ -193,19 +206,7 @@ pub fn decode(bytes: &[u8]) -> Result<RstEvent, DecodeError> {
             } else {
                 EventKind::FollowUp
             };
-            let (key, dir) = FlowKey::of(&pkt);
-            Ok(RstEvent {
-                ts_ns: header.ts_ns,
-                ifindex: header.ifindex,
-                kind: kind as u8,
-                direction: header.direction,
-                dir,
-                _pad: 0,
-                key,
-                pkt,
-                flow,
-                frame,
-            })
+            Ok(RstEvent::of_parts(&header, kind, pkt, |_| flow, frame))
         }
         record::RST_NO_STATE | record::FOLLOW_UP => {
             let PacketRecord { pkt, frame, .. } = read(bytes).ok_or(DecodeError::Short)?;

@@ -121,23 +121,30 @@ fn by_rst(mut records: Vec<Value>) -> Vec<Value> {
     records
 }
 
-/// Runs `scenario` under `rstwatch watch` on the client interface while tcpdump captures the
-/// same interface (headers only), then explains the capture (`--local` names the client, whose packets the
-/// watcher sees on TC egress: a pcap file does not record directions) and compares every
-/// RST's verdict.
-fn live_and_offline_agree(scenario: &Scenario, family: Family) {
-    let lab = Lab::new("equiv").unwrap();
+/// tcpdump capturing the client interface (headers only) and `rstwatch watch` on it, both
+/// started.
+fn capture_and_watch(lab: &Lab) -> (Capture, Watcher) {
     let capture =
         Capture::start_with(lab.client_ns(), CLIENT_IFACE, &SMALL_SNAPSHOT, ALL_TCP).unwrap();
     let options = common_options();
     let options: Vec<&str> = options.iter().map(String::as_str).collect();
-    let mut watcher = Watcher::start(
+    let watcher = Watcher::start(
         &rstwatch_binary().unwrap(),
         lab.client_ns(),
         lab.client_iface(),
         &options,
     )
     .unwrap();
+    (capture, watcher)
+}
+
+/// Runs `scenario` under `rstwatch watch` on the client interface while tcpdump captures the
+/// same interface (headers only), then explains the capture (`--local` names the client, whose packets the
+/// watcher sees on TC egress: a pcap file does not record directions) and compares every
+/// RST's verdict.
+fn live_and_offline_agree(scenario: &Scenario, family: Family) {
+    let lab = Lab::new("equiv").unwrap();
+    let (capture, mut watcher) = capture_and_watch(&lab);
     let flow = (scenario.run)(&lab, family).unwrap();
     let mut live = watcher
         .events_until(|record| on_flow(&flow, record), EVENT_TIMEOUT)
@@ -212,17 +219,7 @@ fn wait_until(instant: Instant) {
 fn packets_after_the_hold_are_in_no_report_live_or_offline() {
     for family in Family::BOTH {
         let lab = Lab::new("holdend").unwrap();
-        let capture =
-            Capture::start_with(lab.client_ns(), CLIENT_IFACE, &SMALL_SNAPSHOT, ALL_TCP).unwrap();
-        let options = common_options();
-        let options: Vec<&str> = options.iter().map(String::as_str).collect();
-        let mut watcher = Watcher::start(
-            &rstwatch_binary().unwrap(),
-            lab.client_ns(),
-            lab.client_iface(),
-            &options,
-        )
-        .unwrap();
+        let (capture, mut watcher) = capture_and_watch(&lab);
         let stopped = Stopped::new(watcher.pid());
         // The client's socket is reset once its kernel has seen the forged RST: its hold has
         // ended by a hold from now.
