@@ -240,17 +240,7 @@ pub fn forged_rst(lab: &Lab, family: Family) -> Result<Flow> {
     let router = PacketSocket::open(lab.router_ns(), ROUTER_CLIENT_IFACE)?;
     thread::scope(|scope| {
         let streaming = scope.spawn(|| stream_until_reset(&server));
-        let mut last_data = None;
-        for _ in 0..SEGMENTS_BEFORE_FORGED_RST {
-            last_data = Some(router.next_segment(IO_TIMEOUT, |segment| {
-                segment.src == flow.server && segment.dst == flow.client && segment.payload_len > 0
-            })?);
-        }
-        forge_rst(
-            &router,
-            &flow,
-            &last_data.context("no server segment seen")?,
-        )?;
+        forge_rst_behind_server_data(&router, &flow, || Ok(()))?;
         wait_for_reset(&client, "the client")?;
         streaming.join().expect("streaming thread panicked")
     })?;
@@ -269,23 +259,32 @@ pub fn forged_rst_answered_after(
     let (client, server, flow) = connection(lab, family, SERVICE_PORT)?;
     server.set_nodelay(true)?;
     let router = PacketSocket::open(lab.router_ns(), ROUTER_CLIENT_IFACE)?;
-    let mut last_data = None;
-    for _ in 0..SEGMENTS_BEFORE_FORGED_RST {
+    forge_rst_behind_server_data(&router, &flow, || {
         (&server).write_all(&STREAM_CHUNK)?;
-        last_data = Some(router.next_segment(IO_TIMEOUT, |segment| {
-            segment.src == flow.server && segment.dst == flow.client && segment.payload_len > 0
-        })?);
-    }
-    forge_rst(
-        &router,
-        &flow,
-        &last_data.context("no server segment seen")?,
-    )?;
+        Ok(())
+    })?;
     wait_for_reset(&client, "the client")?;
     between()?;
     (&server).write_all(&STREAM_CHUNK)?;
     wait_for_reset(&server, "the server")?;
     Ok(flow)
+}
+
+/// Waits for `SEGMENTS_BEFORE_FORGED_RST` of the server's data segments at the router, running
+/// `before_each` before each wait, then forges the RST behind the last.
+fn forge_rst_behind_server_data(
+    router: &PacketSocket,
+    flow: &Flow,
+    mut before_each: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    let mut last_data = None;
+    for _ in 0..SEGMENTS_BEFORE_FORGED_RST {
+        before_each()?;
+        last_data = Some(router.next_segment(IO_TIMEOUT, |segment| {
+            segment.src == flow.server && segment.dst == flow.client && segment.payload_len > 0
+        })?);
+    }
+    forge_rst(router, flow, &last_data.context("no server segment seen")?)
 }
 
 /// The router's RST in the server's name, right behind the server's `last_data`, with the

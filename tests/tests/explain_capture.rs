@@ -152,11 +152,7 @@ fn live_and_offline_agree(scenario: &Scenario, family: Family) {
     let exit = watcher.stop().unwrap();
     assert!(exit.status.success(), "{exit:?}");
     live.extend(exit.events);
-    wait_until_captured(capture.path(), &flow, &live);
-    let file = capture.finish().unwrap();
-    let local = lab.client_addr(family).to_string();
-    let (offline, output) = explain_file(&file.path, &["--local", &local]);
-    assert!(output.status.success(), "{output:?}");
+    let (offline, output) = explain_captured(capture, &lab, family, &flow, &live);
     assert_same_verdicts(scenario.name, &flow, live, offline, &output);
 }
 
@@ -248,11 +244,7 @@ fn packets_after_the_hold_are_in_no_report_live_or_offline() {
             exit.stderr
         );
         live.extend(exit.events);
-        wait_until_captured(capture.path(), &flow, &live);
-        let file = capture.finish().unwrap();
-        let local = lab.client_addr(family).to_string();
-        let (offline, output) = explain_file(&file.path, &["--local", &local]);
-        assert!(output.status.success(), "{output:?}");
+        let (offline, output) = explain_captured(capture, &lab, family, &flow, &live);
         for records in [&live, &offline] {
             let forged = records
                 .iter()
@@ -264,6 +256,23 @@ fn packets_after_the_hold_are_in_no_report_live_or_offline() {
         }
         assert_same_verdicts("holdend", &flow, live, offline, &output);
     }
+}
+
+/// Once the capture holds every packet of `live`'s reports, explains it (`--local` names the
+/// client, as the watcher saw it on TC egress) and checks that `explain` succeeded.
+fn explain_captured(
+    capture: Capture,
+    lab: &Lab,
+    family: Family,
+    flow: &Flow,
+    live: &[Value],
+) -> (Vec<Value>, Output) {
+    wait_until_captured(capture.path(), flow, live);
+    let file = capture.finish().unwrap();
+    let local = lab.client_addr(family).to_string();
+    let (offline, output) = explain_file(&file.path, &["--local", &local]);
+    assert!(output.status.success(), "{output:?}");
+    (offline, output)
 }
 
 /// Waits until tcpdump, which falls behind on a loaded machine, has written every RST the
