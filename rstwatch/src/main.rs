@@ -2,8 +2,8 @@ use std::process::ExitCode;
 
 use clap::FromArgMatches as _;
 use rstwatch::{
+    cli::config,
     cli::{self, Cli, Command},
-    config,
     error::UserError,
 };
 
@@ -86,8 +86,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Watch(args) => rstwatch::watch::run(*args).await,
-            Command::Detach(args) => rstwatch::detach::run(&args),
+            Command::Watch(args) => rstwatch::daemon::run(*args).await,
+            Command::Detach(args) => rstwatch::kernel::detach::run(&args),
             Command::Explain(args) => rstwatch::offline::run(*args).await,
         }
     });

@@ -1,5 +1,5 @@
 //! The userspace decoder of captured frames against the kernel's parser: the same frames
-//! through XDP (BPF_PROG_TEST_RUN) and through `rstwatch::capture`, the same `PacketMeta`
+//! through XDP (BPF_PROG_TEST_RUN) and through `rstwatch::offline::capture`, the same `PacketMeta`
 //! out of both, or the same reason for leaving a frame alone. Needs root; fails without it.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -9,11 +9,11 @@ use aya::{
     programs::{TestRun, TestRunOptions},
 };
 use rstwatch::{
-    capture::{
+    kernel::{Kernel, KernelConfig},
+    offline::capture::{
         decode::decode_ip,
         link::{link_type, network_start},
     },
-    kernel::{Kernel, KernelConfig},
 };
 use rstwatch_common::{event::decode, Counter, PacketMeta};
 use rstwatch_tests::frames::{

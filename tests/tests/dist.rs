@@ -237,8 +237,8 @@ fn the_daemonset_runs_on_the_host_network_with_three_capabilities_and_its_config
 #[test]
 fn the_grafana_dashboard_queries_only_metrics_rstwatch_serves() {
     use rstwatch::{
+        daemon::metrics::{render, SinkRecords, Snapshot},
         kernel::Counters,
-        metrics::{render, SinkRecords, Snapshot},
         pipeline::PipelineStats,
         sink::metrics::{ResetCounts, ResetLabels},
     };

@@ -17,7 +17,7 @@ use rstwatch_common::{
 
 use super::{explain, explain_held, ExplainSettings};
 use crate::{
-    hold::{Held, HoldQueue},
+    pipeline::hold::{Held, HoldQueue},
     report::ResetReport,
 };
 

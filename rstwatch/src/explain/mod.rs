@@ -35,7 +35,7 @@ use rstwatch_common::{event::DIRECTION_EGRESS, flow::FlowState, PortSet, RstEven
 use self::sides::Sides;
 use crate::{
     event::{FlowSide, Hook, Origin},
-    hold::{AtHoldEnd, Held},
+    pipeline::hold::{AtHoldEnd, Held},
     report::{CapturedFrame, Direction, ResetReport},
 };
 
@@ -142,7 +142,7 @@ pub fn explain(
 /// they only add evidence. Class and evidence are judged on the flow as it was before the
 /// RST. `conn_state`, `history` and the packet counts are Zeek's for the connection as of the
 /// end of the hold: `state_at_hold_end` is the flow's state then (what came after the RST, a
-/// FIN right behind it, changes Zeek's verdict; `crate::hold` says how it is found); without
+/// FIN right behind it, changes Zeek's verdict; `crate::pipeline::hold` says how it is found); without
 /// it they are those right after the RST.
 pub fn explain_at_hold_end(
     event: &RstEvent,

@@ -85,9 +85,9 @@ mod tests {
 
     use super::*;
     use crate::{
+        daemon::format,
         output::{cef::Cef, ecs::Ecs, ocsf::Ocsf, Json},
         test_support::sample::middlebox_report,
-        watch::format,
     };
 
     fn rendered(kind: FormatArg) -> String {

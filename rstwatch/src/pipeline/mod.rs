@@ -1,9 +1,9 @@
 //! From the kernel's ring-buffer records to written records, the one path every entry point
 //! runs (the `watch` daemon, the benchmark, the offline replay):
 //!
-//! decode (`decode`) -> hold (`crate::hold`) -> explain (`crate::explain`) -> aggregate
+//! decode (`decode`) -> hold (`crate::pipeline::hold`) -> explain (`crate::explain`) -> aggregate
 //! (`aggregate`, storm folding, for every sink) -> render once per format -> sinks
-//! (`crate::sink`). The kernel's own storm counts (`crate::storm`) join at the aggregate step.
+//! (`crate::sink`). The kernel's own storm counts (`crate::pipeline::storm`) join at the aggregate step.
 //!
 //! The pipeline owns no kernel and no clock of its own: the caller says what time it is
 //! (`release`) and where the flows' current state is read (`FlowStateSource`), so a recorded
@@ -13,6 +13,9 @@ pub mod aggregate;
 pub mod decode;
 #[cfg(test)]
 mod golden;
+pub mod hold;
+pub mod storm;
+pub mod summary;
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
@@ -27,13 +30,13 @@ use self::{
 use crate::{
     clock::WallClock,
     explain::{captured_frames, explain, explain_held, ExplainSettings},
-    hold::{AtHoldEnd, FlowStateSource, HoldQueue, Offer},
     local::LocalJoin,
     output::Format,
+    pipeline::hold::{AtHoldEnd, FlowStateSource, HoldQueue, Offer},
+    pipeline::storm::StormTally,
+    pipeline::summary::Summary,
     report::{Aggregate, ResetReport},
     sink::Sink,
-    storm::StormTally,
-    summary::Summary,
 };
 
 /// How many released RSTs ahead the flow state is asked for early: each read of the kernel's
@@ -66,7 +69,7 @@ pub struct PipelineStats {
     pub folded: u64,
     /// Reports whose connection's entry had taken packets past the hold's end, with no event
     /// to tell the state before them, by the time their hold was released: they carry the
-    /// state right after the connection's latest RST within the hold (`crate::hold`).
+    /// state right after the connection's latest RST within the hold (`crate::pipeline::hold`).
     pub states_past_hold_end: u64,
 }
 
@@ -182,7 +185,7 @@ impl Pipeline {
     }
 
     /// Explains and writes every RST whose hold ended by `now_ns` (kernel time), with its
-    /// connection's state at the hold's end as `flows` tells it (`crate::hold`), and writes out storm aggregates whose window
+    /// connection's state at the hold's end as `flows` tells it (`crate::pipeline::hold`), and writes out storm aggregates whose window
     /// ended; then flushes every sink.
     pub fn release(&mut self, now_ns: u64, flows: &impl FlowStateSource) -> anyhow::Result<()> {
         self.explain_and_publish(now_ns, flows)?;

@@ -3,7 +3,7 @@
 //! programs take a fallback exactly where they must. Runs in every kernel-matrix guest.
 
 use aya::util::KernelVersion;
-use rstwatch::features::probe_programs;
+use rstwatch::kernel::features::probe_programs;
 use rstwatch_common::features::ProgramFeatures;
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use rstwatch::{filter::Cidr, kernel::KernelConfig};
+use rstwatch::{cidr::Cidr, kernel::KernelConfig};
 use rstwatch_common::Counter;
 use rstwatch_tests::{
     frames::{flags::ACK, Frame},

@@ -214,7 +214,7 @@ fn unknown_rsts_beyond_the_rate_are_counted_by_sender_prefix_and_port() {
     let counted: u64 = per_cpu.iter().map(|c| c.resets).sum();
     assert_eq!(counted, aggregated);
 
-    let reported = rstwatch::storm::StormTally::new().read(&storms);
+    let reported = rstwatch::pipeline::storm::StormTally::new().read(&storms);
     assert_eq!(reported.len(), 1);
     assert_eq!(reported[0].count, aggregated);
     assert!(reported[0].first_ns <= reported[0].last_ns);
@@ -306,7 +306,7 @@ fn storms_that_share_a_slot_are_both_counted_in_full() {
         (PER_STORM as u64, 0),
         "the second, in the storm map"
     );
-    let reported = rstwatch::storm::StormTally::new().read(&storms);
+    let reported = rstwatch::pipeline::storm::StormTally::new().read(&storms);
     let mut counts: Vec<u64> = reported.iter().map(|storm| storm.count).collect();
     counts.sort_unstable();
     assert_eq!(counts, [PER_STORM as u64 - 1, PER_STORM as u64]);
@@ -380,7 +380,7 @@ fn a_storm_in_the_map_counted_on_a_second_cpu_carries_that_cpus_first_reset() {
         );
         assert_eq!(counted.sample.src_port, 443, "CPU {cpu}");
     }
-    let reported = rstwatch::storm::StormTally::new().read(&storms);
+    let reported = rstwatch::pipeline::storm::StormTally::new().read(&storms);
     let storm = reported
         .iter()
         .find(|storm| storm.count == 6)

@@ -3,6 +3,10 @@
 //! timeout all run on the packets' timestamps, so a capture explains the same whether it is
 //! read as it is written or a week later.
 
+pub mod capture;
+pub mod replay;
+pub mod timeline;
+
 use std::{
     fs::File,
     io::{IsTerminal as _, Read},
@@ -18,23 +22,23 @@ use rstwatch_common::{
 };
 
 use crate::{
-    capture::{
+    cli::ExplainArgs,
+    clock::WallClock,
+    daemon::{
+        format, format_of, open_records_at, start_syslog, SUMMARY_PEERS, SYSLOG_SHUTDOWN_GRACE,
+    },
+    error::UserError,
+    explain::ExplainSettings,
+    offline::capture::{
         decode::decode_ip,
         link::{network_start, Way},
         CaptureError, CaptureReader,
     },
-    cli::ExplainArgs,
-    clock::WallClock,
-    error::UserError,
-    explain::ExplainSettings,
+    offline::replay::{Hook, PacketFilter, Replay},
+    offline::timeline::Timelines,
     pipeline::{Pipeline, PipelineConfig},
-    replay::{Hook, PacketFilter, Replay},
     report::ResetReport,
     sink::{syslog::SyslogSink, Sink},
-    timeline::Timelines,
-    watch::{
-        format, format_of, open_records_at, start_syslog, SUMMARY_PEERS, SYSLOG_SHUTDOWN_GRACE,
-    },
 };
 
 /// Storm counts are turned into aggregate reports once per second of capture time, as
@@ -242,7 +246,7 @@ impl Offline {
         way: Way,
     ) -> anyhow::Result<()> {
         // Every hold that ended by this packet is released before it is stepped: a report is
-        // the connection as of its hold's end, and this packet is past it (`crate::hold`).
+        // the connection as of its hold's end, and this packet is past it (`crate::pipeline::hold`).
         self.release(ts_ns)?;
         self.replay.count(Counter::Packets);
         let decoded = network_start(link_type, data).and_then(|start| {

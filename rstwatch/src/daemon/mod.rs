@@ -3,6 +3,8 @@
 //! `--output` and `--pcap`), `--metrics` scrapes, and watched interfaces that go away and come
 //! back.
 
+pub mod metrics;
+
 use std::{
     collections::HashMap,
     fs::OpenOptions,
@@ -22,24 +24,24 @@ use tokio::{
     sync::mpsc,
 };
 
+use self::metrics::{Scrape, SinkRecords, Snapshot, StackWitnessStats};
 use crate::{
     cli::{AggregateRate, FormatArg, OnOff, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
     error::UserError,
     explain::ExplainSettings,
-    features::KernelFeatures,
-    ifaces::{Change, Interfaces},
+    kernel::features::KernelFeatures,
+    kernel::ifaces::{Change, Interfaces},
+    kernel::preflight,
     kernel::{table_capacity, Kernel, KernelConfig, TcAttach, VerifierRejection},
     local::{
         gate::{FloodGate, GateAction},
         witness,
     },
-    metrics::{self, Scrape, SinkRecords, Snapshot, StackWitnessStats},
     output::{
         cef::Cef, ecs::Ecs, json::Json, node::with_node_name, ocsf::Ocsf, text::Text, Format,
     },
     pipeline::{aggregate::AggregateConfig, Pipeline, PipelineConfig},
-    preflight,
     sink::{
         file::{Destination, LineSink, LineStats, WriterSink},
         metrics::{MetricsSink, ResetCounts},

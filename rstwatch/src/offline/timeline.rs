@@ -13,7 +13,7 @@ use rstwatch_common::{
     FlowKey, PacketMeta,
 };
 
-use crate::{filter::Cidr, report::ResetReport};
+use crate::{cidr::Cidr, report::ResetReport};
 
 /// Which conversations to show.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,9 +4,11 @@
 use crate::{
     cli::DetachArgs,
     error::UserError,
-    kernel::TC_PROGRAM,
-    preflight,
-    tc_filter::{self, LockState},
+    kernel::{
+        preflight,
+        tc_egress::{self, LockState},
+        TC_PROGRAM,
+    },
 };
 
 pub fn run(args: &DetachArgs) -> anyhow::Result<()> {
@@ -14,7 +16,7 @@ pub fn run(args: &DetachArgs) -> anyhow::Result<()> {
     for iface in &args.ifaces {
         let ifindex = preflight::interface_index(iface)?;
         // Held while removing, so a starting rstwatch cannot attach in between.
-        let _lock = match tc_filter::lock(ifindex)? {
+        let _lock = match tc_egress::lock(ifindex)? {
             LockState::Acquired(lock) => lock,
             LockState::HeldBy(pid) => {
                 return Err(UserError(format!(
@@ -25,7 +27,7 @@ pub fn run(args: &DetachArgs) -> anyhow::Result<()> {
                 .into())
             }
         };
-        match tc_filter::remove_stale(iface, ifindex, TC_PROGRAM)? {
+        match tc_egress::remove_stale(iface, ifindex, TC_PROGRAM)? {
             Some(filter) => println!("rstwatch: removed the {filter} from {iface} egress"),
             None => println!("rstwatch: nothing of rstwatch's attached to {iface} egress"),
         }

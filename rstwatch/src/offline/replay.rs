@@ -17,7 +17,7 @@ use rstwatch_common::{
     PortSet, RateWindow, RstEvent, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
-use crate::{filter::Cidr, hold::FlowStateSource, kernel::Counters};
+use crate::{cidr::Cidr, kernel::Counters, pipeline::hold::FlowStateSource};
 
 /// Where the packet was seen: the event header's fields that do not depend on the event.
 #[derive(Clone, Copy, Debug)]

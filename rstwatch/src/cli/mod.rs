@@ -1,13 +1,15 @@
 //! Command line: what a user can ask for, and the parsers that turn their words into values.
 //! Invalid input is rejected here, before anything touches the kernel, with exit code 2.
 
+pub mod config;
+
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use rstwatch_common::{defaults, PortSet, Settings};
 
 use crate::{
-    filter::Cidr,
+    cidr::Cidr,
     sink::{Facility, SyslogUrl},
 };
 
@@ -119,7 +121,7 @@ pub struct ExplainArgs {
     /// (`10.0.0.1:40000-10.0.0.2:443`), an address or network, `tcp.port==4333` or
     /// `ip.addr==10.1.2.0/24`.
     #[arg(long, value_name = "FILTER")]
-    pub flow: Option<crate::timeline::FlowFilter>,
+    pub flow: Option<crate::offline::timeline::FlowFilter>,
 
     #[command(flatten)]
     pub syslog: SyslogArgs,
@@ -245,7 +247,7 @@ pub struct WatchArgs {
     pub config: ConfigArgs,
 }
 
-/// Options from a file; read before the rest of the command line is parsed (`crate::config`).
+/// Options from a file; read before the rest of the command line is parsed (`crate::cli::config`).
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Configuration file")]
 pub struct ConfigArgs {

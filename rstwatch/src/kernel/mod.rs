@@ -3,7 +3,14 @@
 //!
 //! XDP always attaches through a BPF link, and so does TC egress where the kernel has TCX
 //! (6.6+): nothing outlives the process, even on SIGKILL. Older kernels get a netlink filter
-//! (see `tc_filter`), removed when `Kernel` drops.
+//! (see `tc_egress`), removed when `Kernel` drops.
+
+pub mod detach;
+pub mod features;
+pub mod ifaces;
+pub mod preflight;
+pub mod table;
+pub mod tc_egress;
 
 use std::{collections::HashMap, fmt, io, path::PathBuf};
 
@@ -18,22 +25,20 @@ use aya::{
 use rstwatch_common::{
     defaults,
     event::{StormSlot, STORM_SLOTS_LOG2},
-    features::{self, ProgramFeatures},
+    features::{self as program_features, ProgramFeatures},
     maps,
-    table::{self, WAYS},
+    table::{self as flow_table, WAYS},
     Counter, FlowKey, FlowState, PortSet, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
-use crate::{
-    error::UserError,
-    filter::Cidr,
-    hold::FlowStateSource,
+use self::{
     table::FlowTables,
-    tc_filter::{self, EgressFilter, EgressLock, LockState},
+    tc_egress::{EgressFilter, EgressLock, LockState},
 };
+use crate::{cidr::Cidr, error::UserError, pipeline::hold::FlowStateSource};
 
 /// Where the daemon's release step reads a held RST's flow: the kernel's table, mapped, as it is
-/// now, later than the hold's end, which the release step allows for (`crate::hold`). A read
+/// now, later than the hold's end, which the release step allows for (`crate::pipeline::hold`). A read
 /// the programs kept tearing counts as no entry (and is counted, `FlowTables::torn_reads`).
 impl FlowStateSource for Kernel {
     fn current(&self, key: &FlowKey) -> Option<FlowState> {
@@ -57,8 +62,8 @@ pub const TC_PROGRAM: &str = "rstwatch_tc_egress";
 /// Sets of the IPv4 and the IPv6 flow table, log2, for `--flows`.
 pub fn table_sets_log2(flows: u32) -> [u8; 2] {
     [
-        table::sets_log2(flows),
-        table::sets_log2(table::ipv6_flows(flows)),
+        flow_table::sets_log2(flows),
+        flow_table::sets_log2(flow_table::ipv6_flows(flows)),
     ]
 }
 
@@ -98,7 +103,7 @@ impl Default for KernelConfig {
             ports: Vec::new(),
             nets: Vec::new(),
             server_ports: PortSet::LIKELY_SERVERS,
-            features: crate::features::probe_programs(),
+            features: features::probe_programs(),
         }
     }
 }
@@ -166,7 +171,7 @@ impl Kernel {
             .map_max_entries(maps::TAGS4, 1 << sets_log2[0])
             .map_max_entries(maps::TAGS6, 1 << sets_log2[1])
             .map_max_entries(maps::EVENTS, config.ring_bytes)
-            .override_global(features::GLOBAL, &config.features, true)
+            .override_global(program_features::GLOBAL, &config.features, true)
             .load(EBPF_OBJECT)
             .map_err(|err| load_error(&err))?;
         let mut settings = config.settings;
@@ -251,17 +256,17 @@ impl Kernel {
             return Ok(None);
         };
         let netlink = match how {
-            TcAttach::Auto => !crate::features::has_tcx(),
+            TcAttach::Auto => !features::has_tcx(),
             TcAttach::Tcx => false,
             TcAttach::Netlink => true,
         };
-        let ifindex = crate::preflight::interface_index(iface)?;
-        let lock = tc_filter::lock(ifindex)
+        let ifindex = crate::kernel::preflight::interface_index(iface)?;
+        let lock = tc_egress::lock(ifindex)
             .map_err(|err| anyhow::anyhow!("cannot lock {iface}'s egress filter: {err}"))?;
         let (lock, removed) = match lock {
             LockState::Acquired(lock) => {
                 let removed =
-                    tc_filter::remove_stale(iface, ifindex, TC_PROGRAM).map_err(|err| {
+                    tc_egress::remove_stale(iface, ifindex, TC_PROGRAM).map_err(|err| {
                         anyhow::anyhow!("cannot remove the stale egress filter on {iface}: {err}")
                     })?;
                 (Some(lock), removed)
@@ -298,8 +303,8 @@ impl Kernel {
                     iface,
                     TcAttachType::Egress,
                     TcAttachOptions::Netlink(NlOptions {
-                        priority: tc_filter::FILTER_PRIORITY,
-                        handle: TcHandle::from(tc_filter::FILTER_HANDLE),
+                        priority: tc_egress::FILTER_PRIORITY,
+                        handle: TcHandle::from(tc_egress::FILTER_HANDLE),
                         classid: None,
                     }),
                 )
@@ -389,7 +394,7 @@ impl Kernel {
     /// The in-kernel storm counts: every key with its counts since they were made, from the
     /// storm map at index `cpu` and from the CPU's storm slot at index `cpus + cpu` (a storm
     /// may be counted in a slot on one CPU and in the map on another). Each position only
-    /// ever grows, which is what `storm::StormReader` needs.
+    /// ever grows, which is what `crate::pipeline::storm::StormTally` needs.
     pub fn storms(&self) -> anyhow::Result<Vec<(StormKey, Vec<StormCount>)>> {
         let storms =
             PerCpuHashMap::<_, StormKey, StormCount>::try_from(self.named_map(maps::STORMS)?)?;
