@@ -36,6 +36,7 @@
 //!   (the explained reset), `cidr` (networks as `--net` and `--local` take them), `clock`,
 //!   `error` (`UserError`: a failure the user can fix, exit code 2).
 
+pub mod assembly;
 pub mod cidr;
 pub mod cli;
 pub mod clock;

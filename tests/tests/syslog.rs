@@ -18,8 +18,7 @@ use rstwatch::{
     sink::{
         stats::SinkStats,
         syslog::{spawn, SyslogHandle, SyslogSink},
-        transport::TlsTrust,
-        SyslogConfig, SyslogUrl, Transport,
+        SyslogConfig, SyslogUrl, TlsTrust, Transport,
     },
 };
 use rstwatch_tests::siem::{

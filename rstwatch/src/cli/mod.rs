@@ -10,6 +10,7 @@ use rstwatch_common::{defaults, PortSet, Settings};
 
 use crate::{
     cidr::Cidr,
+    output::FormatKind,
     sink::{Facility, SyslogUrl},
 };
 
@@ -104,7 +105,7 @@ pub struct ExplainArgs {
 
     /// Output format; `text` when standard output is a terminal, `json` otherwise.
     #[arg(long, value_enum)]
-    pub format: Option<FormatArg>,
+    pub format: Option<FormatKind>,
 
     /// Write records to this file (appended) instead of standard output.
     #[arg(long, value_name = "FILE")]
@@ -195,7 +196,7 @@ pub struct WatchArgs {
     /// Output format; `text` when standard output is a terminal, `json` otherwise. JSON and
     /// the SIEM formats (Elastic Common Schema, OCSF, ArcSight CEF) write one record per line.
     #[arg(long, value_enum)]
-    pub format: Option<FormatArg>,
+    pub format: Option<FormatKind>,
 
     /// Write records to this file (appended) instead of standard output.
     #[arg(long, value_name = "FILE")]
@@ -325,15 +326,6 @@ pub enum TcAttachArg {
     Netlink,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
-    Text,
-    Json,
-    Ecs,
-    Ocsf,
-    Cef,
-}
-
 /// Export to a SIEM over syslog, alongside the records on standard output or `--output`.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "SIEM export (syslog)")]
@@ -346,7 +338,7 @@ pub struct SyslogArgs {
     /// Record format sent to the receiver; defaults to `--format`, or `json` where that is
     /// `text`.
     #[arg(long, value_enum, value_name = "FORMAT", requires = "syslog")]
-    pub syslog_format: Option<FormatArg>,
+    pub syslog_format: Option<FormatKind>,
 
     /// Verify the tls:// receiver's certificate against the CAs in this PEM file instead of
     /// the system's.

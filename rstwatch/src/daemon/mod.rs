@@ -5,14 +5,8 @@
 
 pub mod metrics;
 
-use std::{
-    collections::HashMap,
-    fs::OpenOptions,
-    io::{IsTerminal as _, Write},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
-use anyhow::Context as _;
 use aya::{
     maps::{MapData, RingBuf},
     programs::XdpMode,
@@ -26,9 +20,9 @@ use tokio::{
 
 use self::metrics::{Scrape, SinkRecords, Snapshot, StackWitnessStats};
 use crate::{
-    cli::{AggregateRate, FormatArg, OnOff, SyslogArgs, TcAttachArg, WatchArgs, XdpModeArg},
+    assembly::{open_records, Syslog, SUMMARY_PEERS},
+    cli::{AggregateRate, OnOff, TcAttachArg, WatchArgs, XdpModeArg},
     clock::{monotonic_ns, WallClock},
-    error::UserError,
     explain::ExplainSettings,
     kernel::features::KernelFeatures,
     kernel::ifaces::{Change, Interfaces},
@@ -38,17 +32,13 @@ use crate::{
         gate::{FloodGate, GateAction},
         witness,
     },
-    output::{
-        cef::Cef, ecs::Ecs, json::Json, node::with_node_name, ocsf::Ocsf, text::Text, Format,
-    },
+    output::{format, node::with_node_name, Format, FormatKind},
     pipeline::{aggregate::AggregateConfig, Pipeline, PipelineConfig},
     sink::{
-        file::{Destination, LineSink, LineStats, WriterSink},
+        file::{Destination, LineSink, LineStats},
         metrics::{MetricsSink, ResetCounts},
         pcap::{Interface, PcapSink, ReopenRequest},
-        syslog::{self, SyslogHandle, SyslogSink},
-        transport::TlsTrust,
-        Sink, SyslogConfig,
+        Sink,
     },
 };
 
@@ -63,13 +53,9 @@ const EVENT_LAG_NS: u64 = 1_000_000;
 const STORM_TICK: Duration = Duration::from_secs(1);
 /// How often the watched interfaces are checked for having gone or come back.
 const INTERFACE_TICK: Duration = Duration::from_millis(250);
-/// How long the syslog sink may keep delivering after SIGINT/SIGTERM; the rest is spooled.
-pub(crate) const SYSLOG_SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// How long the output writer may keep writing what is queued after SIGINT/SIGTERM; the rest
 /// is lost, and counted.
 const OUTPUT_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-/// Peers listed in the summary.
-pub(crate) const SUMMARY_PEERS: usize = 5;
 
 pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
     preflight::distinct_interfaces(&args.ifaces)?;
@@ -79,11 +65,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         preflight::require_ethernet(iface)?;
     }
     preflight::require_capabilities()?;
-    let (records, records_format) = open_records(&args)?;
-    let (syslog, syslog_task) = match start_syslog(&args.syslog, args.format)? {
-        Some((syslog, task)) => (Some(syslog), Some(task)),
-        None => (None, None),
-    };
+    let (records, records_format) = open_records(args.output.as_ref(), args.format)?;
+    let syslog = Syslog::start(&args.syslog, args.format)?;
     let metrics_listener = match args.metrics {
         Some(addr) => Some(metrics::listen(addr).await?),
         None => None,
@@ -178,12 +161,12 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         }
     });
     let mut records_sinks: Vec<Box<dyn Sink>> = vec![Box::new(records.clone())];
-    if let Some((handle, config, body)) = &syslog {
-        let sink = Box::new(SyslogSink::new(handle.clone(), config));
-        if *body == records_format {
+    if let Some(syslog) = &syslog {
+        let (sink, body) = (Box::new(syslog.sink()), syslog.body);
+        if records_format.renders_as(body) {
             records_sinks.push(sink);
         } else {
-            pipeline.add_output(named(*body, format(*body, false), &args), vec![sink]);
+            pipeline.add_output(named(body, format(body, false), &args), vec![sink]);
         }
     }
     let resets = ResetCounts::default();
@@ -208,10 +191,9 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
         scrapes
     });
     pipeline.add_output(
-        named(records_format.format, format_of(records_format), &args),
+        named(records_format.kind, records_format.format(), &args),
         records_sinks,
     );
-    let syslog = syslog.map(|(handle, _, _)| handle);
     eprintln!(
         "rstwatch: watching {} (XDP ingress{}); Ctrl-C to stop, SIGUSR1 for counters",
         args.ifaces.join(", "),
@@ -281,19 +263,8 @@ pub async fn run(args: WatchArgs) -> anyhow::Result<()> {
             output.queued
         );
     }
-    if let (Some(handle), Some(task)) = (syslog, syslog_task) {
-        let stats = handle.shutdown(SYSLOG_SHUTDOWN_GRACE).await;
-        task.await.context("the syslog sender task failed")?;
-        eprintln!(
-            "rstwatch: syslog sent={} resent={} maybe_duplicated={} folded={} spooled_pending={} \
-             dropped={}",
-            stats.sent,
-            stats.resent,
-            stats.maybe_duplicated,
-            pipeline.stats().folded,
-            stats.pending,
-            stats.dropped()
-        );
+    if let Some(syslog) = syslog {
+        syslog.shut_down(pipeline.stats().folded).await?;
     }
     Ok(())
 }
@@ -317,121 +288,12 @@ fn kernel_config(
     }
 }
 
-pub(crate) fn format(arg: FormatArg, colour: bool) -> Box<dyn Format> {
-    match arg {
-        FormatArg::Text => Box::new(Text::new(colour)),
-        FormatArg::Json => Box::new(Json),
-        FormatArg::Ecs => Box::new(Ecs),
-        FormatArg::Ocsf => Box::new(Ocsf),
-        FormatArg::Cef => Box::new(Cef),
-    }
-}
-
 /// `format` (of kind `kind`) with `--node-name` added to its records, if given.
-fn named(kind: FormatArg, format: Box<dyn Format>, args: &WatchArgs) -> Box<dyn Format> {
+fn named(kind: FormatKind, format: Box<dyn Format>, args: &WatchArgs) -> Box<dyn Format> {
     match &args.node_name {
         Some(node) => with_node_name(kind, format, node),
         None => format,
     }
-}
-
-/// The syslog sender, its settings and the record format it is sent.
-pub(crate) type Syslog = (SyslogHandle, SyslogConfig, FormatArg);
-
-pub(crate) fn start_syslog(
-    args: &SyslogArgs,
-    format_arg: Option<FormatArg>,
-) -> anyhow::Result<Option<(Syslog, tokio::task::JoinHandle<()>)>> {
-    let Some(url) = args.syslog.clone() else {
-        return Ok(None);
-    };
-    let body = match args.syslog_format.or(format_arg) {
-        None | Some(FormatArg::Text) => FormatArg::Json,
-        Some(other) => other,
-    };
-    let mut config = SyslogConfig::new(url, &args.spool_dir);
-    config.tls_trust = match (&args.syslog_ca, args.syslog_insecure) {
-        (Some(ca), _) => TlsTrust::CaFile(ca.clone()),
-        (None, true) => TlsTrust::Insecure,
-        (None, false) => TlsTrust::SystemRoots,
-    };
-    config.facility = args.syslog_facility;
-    config.spool_max_bytes = args.spool_max_mib << 20;
-    let (handle, task) = syslog::spawn(config.clone())
-        .map_err(|err| UserError(format!("cannot start the syslog export: {err}")))?;
-    Ok(Some(((handle, config, body), task)))
-}
-
-/// The format records are written in, with its colour decided.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct RecordsFormat {
-    format: FormatArg,
-    colour: bool,
-}
-
-impl PartialEq<RecordsFormat> for FormatArg {
-    fn eq(&self, other: &RecordsFormat) -> bool {
-        *self == other.format && !other.colour
-    }
-}
-
-pub(crate) fn format_of(records: RecordsFormat) -> Box<dyn Format> {
-    format(records.format, records.colour)
-}
-
-/// Standard output or `--output FILE`, in `--format` (text on a terminal, JSON otherwise),
-/// through a writer thread so that a slow destination never holds up capture.
-fn open_records(args: &WatchArgs) -> anyhow::Result<(LineSink, RecordsFormat)> {
-    let (destination, to_terminal) = match &args.output {
-        Some(path) => (Destination::File(path.clone()), false),
-        None => (Destination::Stdout, std::io::stdout().is_terminal()),
-    };
-    Ok((
-        LineSink::start(destination)?,
-        records_format(args.format, to_terminal),
-    ))
-}
-
-/// Standard output or `output`, in `format_arg` (text on a terminal, JSON otherwise), written
-/// synchronously: a capture file's replay waits for its output instead of outrunning a queue.
-pub(crate) fn open_records_at(
-    output: Option<&std::path::Path>,
-    format_arg: Option<FormatArg>,
-) -> anyhow::Result<(WriterSink, RecordsFormat)> {
-    let stdout_is_terminal = std::io::stdout().is_terminal();
-    let (out, to_terminal): (Box<dyn Write + Send>, bool) = match output {
-        Some(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|err| {
-                    UserError(format!(
-                        "cannot open --output {}: {err}: check the directory exists and is \
-                         writable",
-                        path.display()
-                    ))
-                })?;
-            (Box::new(file), false)
-        }
-        None => (Box::new(std::io::stdout()), stdout_is_terminal),
-    };
-    Ok((
-        WriterSink::new(out),
-        records_format(format_arg, to_terminal),
-    ))
-}
-
-/// `--format`, or text on a terminal and JSON otherwise; colour on a terminal unless
-/// `NO_COLOR` is set.
-fn records_format(format_arg: Option<FormatArg>, to_terminal: bool) -> RecordsFormat {
-    let format = format_arg.unwrap_or(if to_terminal {
-        FormatArg::Text
-    } else {
-        FormatArg::Json
-    });
-    let colour = to_terminal && std::env::var_os("NO_COLOR").is_none();
-    RecordsFormat { format, colour }
 }
 
 /// Log rotation: the next records go to a freshly opened `--output`.
@@ -497,7 +359,7 @@ struct View<'a> {
     pipeline: &'a Pipeline,
     kernel: &'a Kernel,
     records: &'a LineSink,
-    syslog: Option<&'a SyslogHandle>,
+    syslog: Option<&'a Syslog>,
     stack: Option<&'a StackWitness>,
 }
 
@@ -513,7 +375,7 @@ impl View<'_> {
             spooled: 0,
         }];
         if let Some(syslog) = self.syslog {
-            let stats = syslog.stats();
+            let stats = syslog.handle.stats();
             sinks.push(SinkRecords {
                 sink: "syslog",
                 sent: stats.sent + stats.resent,
@@ -573,7 +435,7 @@ impl View<'_> {
             ));
         }
         if let Some(syslog) = self.syslog {
-            let sink = syslog.stats();
+            let sink = syslog.handle.stats();
             totals.push_str(&format!(
                 "rstwatch: syslog connected={} link_failures={} sent={} resent={} \
                  maybe_duplicated={} folded={} pending={} dropped={}\n",

@@ -15,30 +15,30 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::Context as _;
 use rstwatch_common::{
     event::{DIRECTION_EGRESS, DIRECTION_INGRESS},
     Counter, PacketMeta, Settings,
 };
 
-use crate::{
-    cli::ExplainArgs,
-    clock::WallClock,
-    daemon::{
-        format, format_of, open_records_at, start_syslog, SUMMARY_PEERS, SYSLOG_SHUTDOWN_GRACE,
-    },
-    error::UserError,
-    explain::ExplainSettings,
-    offline::capture::{
+use self::{
+    capture::{
         decode::decode_ip,
         link::{network_start, Way},
         CaptureError, CaptureReader,
     },
-    offline::replay::{Hook, PacketFilter, Replay},
-    offline::timeline::Timelines,
+    replay::{Hook, PacketFilter, Replay},
+    timeline::Timelines,
+};
+use crate::{
+    assembly::{open_records_synchronous, RecordsFormat, Syslog, SUMMARY_PEERS},
+    cli::ExplainArgs,
+    clock::WallClock,
+    error::UserError,
+    explain::ExplainSettings,
+    output::{format, FormatKind},
     pipeline::{Pipeline, PipelineConfig},
     report::ResetReport,
-    sink::{syslog::SyslogSink, Sink},
+    sink::Sink,
 };
 
 /// Storm counts are turned into aggregate reports once per second of capture time, as
@@ -104,10 +104,7 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
         // every reset is written.
         aggregate: None,
     });
-    let (syslog, syslog_task) = match start_syslog(&args.syslog, args.format)? {
-        Some((syslog, task)) => (Some(syslog), Some(task)),
-        None => (None, None),
-    };
+    let syslog = Syslog::start(&args.syslog, args.format)?;
     let timelines = args
         .flow
         .clone()
@@ -119,19 +116,17 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
             None
         }
         None => {
-            let (records, records_format) = open_records_at(args.output.as_deref(), args.format)?;
+            let (records, records_format) =
+                open_records_synchronous(args.output.as_deref(), args.format)?;
             records_sinks.push(Box::new(records));
             Some(records_format)
         }
     };
-    if let Some((handle, config, body)) = &syslog {
-        pipeline.add_output(
-            format(*body, false),
-            vec![Box::new(SyslogSink::new(handle.clone(), config))],
-        );
+    if let Some(syslog) = &syslog {
+        pipeline.add_output(format(syslog.body, false), vec![Box::new(syslog.sink())]);
     }
     pipeline.add_output(
-        records_format.map_or_else(|| format(crate::cli::FormatArg::Json, false), format_of),
+        records_format.map_or_else(|| format(FormatKind::Json, false), RecordsFormat::format),
         records_sinks,
     );
     let mut offline = Offline {
@@ -176,17 +171,8 @@ pub async fn run(args: ExplainArgs) -> anyhow::Result<()> {
     offline.finish()?;
     progress.done();
     eprint!("{}", offline.totals(frames));
-    if let (Some((handle, _, _)), Some(task)) = (syslog, syslog_task) {
-        let stats = handle.shutdown(SYSLOG_SHUTDOWN_GRACE).await;
-        task.await.context("the syslog sender task failed")?;
-        eprintln!(
-            "rstwatch: syslog sent={} resent={} folded={} spooled_pending={} dropped={}",
-            stats.sent,
-            stats.resent,
-            offline.pipeline.stats().folded,
-            stats.pending,
-            stats.dropped()
-        );
+    if let Some(syslog) = syslog {
+        syslog.shut_down(offline.pipeline.stats().folded).await?;
     }
     match broken {
         None => Ok(()),

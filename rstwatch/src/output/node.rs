@@ -9,8 +9,8 @@
 
 use std::{fmt, str::FromStr};
 
-use super::Format;
-use crate::{cli::FormatArg, report::ResetReport};
+use super::{Format, FormatKind};
+use crate::report::ResetReport;
 
 /// A host name as RFC 1123 allows it (letters, digits, `-` and `.`, at most 253 characters):
 /// nothing in it needs escaping in JSON or CEF.
@@ -40,13 +40,19 @@ impl fmt::Display for NodeName {
 
 /// `inner`, rendering format `kind`, with `node` added to each record (`inner` itself for
 /// text).
-pub fn with_node_name(kind: FormatArg, inner: Box<dyn Format>, node: &NodeName) -> Box<dyn Format> {
+pub fn with_node_name(
+    kind: FormatKind,
+    inner: Box<dyn Format>,
+    node: &NodeName,
+) -> Box<dyn Format> {
     let member = match kind {
-        FormatArg::Text => return inner,
-        FormatArg::Json => Addition::JsonMember(format!("\"host\":\"{node}\",")),
-        FormatArg::Ecs => Addition::JsonMember(format!("\"host\":{{\"name\":\"{node}\"}},")),
-        FormatArg::Ocsf => Addition::JsonMember(format!("\"device\":{{\"hostname\":\"{node}\"}},")),
-        FormatArg::Cef => Addition::CefExtension(format!(" dvchost={node}")),
+        FormatKind::Text => return inner,
+        FormatKind::Json => Addition::JsonMember(format!("\"host\":\"{node}\",")),
+        FormatKind::Ecs => Addition::JsonMember(format!("\"host\":{{\"name\":\"{node}\"}},")),
+        FormatKind::Ocsf => {
+            Addition::JsonMember(format!("\"device\":{{\"hostname\":\"{node}\"}},"))
+        }
+        FormatKind::Cef => Addition::CefExtension(format!(" dvchost={node}")),
     };
     Box::new(WithNodeName { inner, member })
 }
@@ -85,12 +91,11 @@ mod tests {
 
     use super::*;
     use crate::{
-        daemon::format,
-        output::{cef::Cef, ecs::Ecs, ocsf::Ocsf, Json},
+        output::{cef::Cef, ecs::Ecs, format, ocsf::Ocsf, Json},
         test_support::sample::middlebox_report,
     };
 
-    fn rendered(kind: FormatArg) -> String {
+    fn rendered(kind: FormatKind) -> String {
         let node: NodeName = "node-a.example".parse().unwrap();
         let format = with_node_name(kind, format(kind, false), &node);
         let mut out = b"previous record".to_vec();
@@ -99,36 +104,36 @@ mod tests {
         String::from_utf8(out[start..].to_vec()).unwrap()
     }
 
-    fn json(kind: FormatArg) -> Value {
+    fn json(kind: FormatKind) -> Value {
         serde_json::from_str(&rendered(kind)).unwrap()
     }
 
     #[test]
     fn each_format_carries_the_node_under_its_own_field() {
-        assert_eq!(json(FormatArg::Json)["host"], "node-a.example");
-        assert_eq!(json(FormatArg::Ecs)["host"]["name"], "node-a.example");
+        assert_eq!(json(FormatKind::Json)["host"], "node-a.example");
+        assert_eq!(json(FormatKind::Ecs)["host"]["name"], "node-a.example");
         assert_eq!(
-            json(FormatArg::Ocsf)["device"]["hostname"],
+            json(FormatKind::Ocsf)["device"]["hostname"],
             "node-a.example"
         );
-        assert!(rendered(FormatArg::Cef).ends_with(" dvchost=node-a.example"));
+        assert!(rendered(FormatKind::Cef).ends_with(" dvchost=node-a.example"));
         let mut plain = Vec::new();
         crate::output::Text::new(false).render(&middlebox_report(), &mut plain);
-        assert_eq!(rendered(FormatArg::Text).into_bytes(), plain);
+        assert_eq!(rendered(FormatKind::Text).into_bytes(), plain);
     }
 
     #[test]
     fn the_rest_of_the_record_is_untouched() {
         for (kind, plain) in [
-            (FormatArg::Json, Box::new(Json) as Box<dyn Format>),
-            (FormatArg::Ecs, Box::new(Ecs)),
-            (FormatArg::Ocsf, Box::new(Ocsf)),
+            (FormatKind::Json, Box::new(Json) as Box<dyn Format>),
+            (FormatKind::Ecs, Box::new(Ecs)),
+            (FormatKind::Ocsf, Box::new(Ocsf)),
         ] {
             let mut expected = Vec::new();
             plain.render(&middlebox_report(), &mut expected);
             let mut expected: Value = serde_json::from_slice(&expected).unwrap();
             let mut with_node = json(kind);
-            let key = if kind == FormatArg::Ocsf {
+            let key = if kind == FormatKind::Ocsf {
                 "device"
             } else {
                 "host"
@@ -142,7 +147,7 @@ mod tests {
         Cef.render(&middlebox_report(), &mut cef);
         let cef = String::from_utf8(cef).unwrap();
         assert_eq!(
-            rendered(FormatArg::Cef),
+            rendered(FormatKind::Cef),
             format!("{cef} dvchost=node-a.example")
         );
     }

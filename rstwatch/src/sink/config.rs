@@ -2,10 +2,17 @@
 
 use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
 
-use super::{
-    spool::SpoolError,
-    transport::{TlsSetupError, TlsTrust},
-};
+/// How the receiver's TLS certificate is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsTrust {
+    /// Against the system's trusted CAs (the default; `SSL_CERT_FILE`/`SSL_CERT_DIR` apply).
+    SystemRoots,
+    /// Against the CA certificates of this PEM file only (`--syslog-ca FILE`).
+    CaFile(PathBuf),
+    /// Not at all (`--syslog-insecure`): the stream is encrypted but anyone in the path can
+    /// impersonate the receiver.
+    Insecure,
+}
 
 /// How records reach the receiver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -282,15 +289,6 @@ impl SyslogConfig {
             retry_max: Duration::from_secs(30),
         }
     }
-}
-
-/// Why the syslog sink could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    #[error(transparent)]
-    Tls(#[from] TlsSetupError),
-    #[error(transparent)]
-    Spool(#[from] SpoolError),
 }
 
 #[cfg(test)]

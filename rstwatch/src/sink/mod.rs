@@ -24,7 +24,7 @@ pub mod transport;
 
 use crate::report::ResetReport;
 
-pub use config::{Facility, SyslogConfig, SyslogUrl, Transport};
+pub use config::{Facility, SyslogConfig, SyslogUrl, TlsTrust, Transport};
 
 /// A destination for records. The pipeline renders each report once per format and hands the
 /// same bytes to every sink of that format.

@@ -45,11 +45,11 @@ use tokio::{
 };
 
 use super::{
-    config::{Facility, SinkError, SyslogConfig},
+    config::{Facility, SyslogConfig},
     sender::{Command, Sender},
-    spool::Spool,
+    spool::{Spool, SpoolError},
     stats::{Counters, SinkStats},
-    transport::Connector,
+    transport::{Connector, TlsSetupError},
     Sink,
 };
 use crate::report::{ResetReport, Severity};
@@ -90,6 +90,15 @@ impl SyslogHandle {
         }
         self.counters.snapshot()
     }
+}
+
+/// Why the syslog sink could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// Starts the syslog sender on the current tokio runtime (it must be called from within one).

@@ -26,19 +26,7 @@ use tokio::{
 };
 use tokio_rustls::{client::TlsStream, TlsConnector};
 
-use super::config::{SyslogUrl, Transport};
-
-/// How the receiver's TLS certificate is checked.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TlsTrust {
-    /// Against the system's trusted CAs (the default; `SSL_CERT_FILE`/`SSL_CERT_DIR` apply).
-    SystemRoots,
-    /// Against the CA certificates of this PEM file only (`--syslog-ca FILE`).
-    CaFile(PathBuf),
-    /// Not at all (`--syslog-insecure`): the stream is encrypted but anyone in the path can
-    /// impersonate the receiver.
-    Insecure,
-}
+use super::config::{SyslogUrl, TlsTrust, Transport};
 
 /// Why TLS could not be set up; each message says what to do.
 #[derive(Debug, thiserror::Error)]
