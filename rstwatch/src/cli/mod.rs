@@ -122,7 +122,7 @@ pub struct ExplainArgs {
     /// (`10.0.0.1:40000-10.0.0.2:443`), an address or network, `tcp.port==4333` or
     /// `ip.addr==10.1.2.0/24`.
     #[arg(long, value_name = "FILTER")]
-    pub flow: Option<crate::offline::timeline::FlowFilter>,
+    pub flow: Option<crate::offline::timeline::FlowSelector>,
 
     #[command(flatten)]
     pub syslog: SyslogArgs,

@@ -33,7 +33,7 @@ use rstwatch_common::{
 
 use self::{
     table::FlowTables,
-    tc_egress::{EgressFilter, EgressLock, LockState},
+    tc_egress::{EgressLock, LockState, TcFilter},
 };
 use crate::{cidr::Cidr, error::UserError, pipeline::hold::FlowStateSource};
 
@@ -226,7 +226,7 @@ impl Kernel {
         iface: &str,
         mode: XdpMode,
         egress: Option<TcAttach>,
-    ) -> anyhow::Result<Option<EgressFilter>> {
+    ) -> anyhow::Result<Option<TcFilter>> {
         program::<Xdp>(&mut self.ebpf, XDP_PROGRAM)?
             .attach(iface, mode)
             .map_err(|err| {

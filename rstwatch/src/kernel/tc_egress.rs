@@ -35,16 +35,17 @@ const TCA_BPF_NAME: u16 = 7;
 const TCA_BPF_ID: u16 = 11;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
-/// A `bpf` filter on an interface's egress hook.
+/// A tc filter (the kernel's classifier object, listed by `tc filter show`) of kind `bpf` on an
+/// interface's egress hook.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EgressFilter {
+pub struct TcFilter {
     pub priority: u16,
     pub handle: u32,
     pub name: String,
     pub program_id: u32,
 }
 
-impl EgressFilter {
+impl TcFilter {
     /// Attached by an rstwatch: its name, priority and handle all match.
     pub fn is_rstwatch(&self, program_name: &str) -> bool {
         self.name == program_name
@@ -53,7 +54,7 @@ impl EgressFilter {
     }
 }
 
-impl std::fmt::Display for EgressFilter {
+impl std::fmt::Display for TcFilter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -160,11 +161,7 @@ fn lock_address(ifindex: u32) -> (libc::sockaddr_un, libc::socklen_t) {
 
 /// Removes rstwatch's stale egress filter from `iface`, if there is one and no live rstwatch
 /// owns it. Returns what was removed.
-pub fn remove_stale(
-    iface: &str,
-    ifindex: u32,
-    program_name: &str,
-) -> io::Result<Option<EgressFilter>> {
+pub fn remove_stale(iface: &str, ifindex: u32, program_name: &str) -> io::Result<Option<TcFilter>> {
     let Some(stale) = egress_filters(ifindex)?
         .into_iter()
         .find(|filter| filter.is_rstwatch(program_name))
@@ -186,7 +183,7 @@ pub fn remove_stale(
 
 /// Every `bpf` filter on the egress hook of interface `ifindex` (none without a `clsact`
 /// qdisc), through an RTM_GETTFILTER dump.
-pub fn egress_filters(ifindex: u32) -> io::Result<Vec<EgressFilter>> {
+pub fn egress_filters(ifindex: u32) -> io::Result<Vec<TcFilter>> {
     let socket = NetlinkSocket::open()?;
     let request = FilterDumpRequest {
         header: libc::nlmsghdr {
@@ -250,7 +247,7 @@ pub fn egress_filters(ifindex: u32) -> io::Result<Vec<EgressFilter>> {
 
 /// A filter from one RTM_NEWTFILTER message: `tcmsg` then attributes; only `bpf` filters with
 /// a handle (the dump also lists each priority's header without one).
-fn parse_filter(body: &[u8]) -> Option<EgressFilter> {
+fn parse_filter(body: &[u8]) -> Option<TcFilter> {
     let tc = body.get(..size_of::<TcMsg>())?;
     let handle = u32::from_ne_bytes(tc[8..12].try_into().ok()?);
     let info = u32::from_ne_bytes(tc[16..20].try_into().ok()?);
@@ -274,7 +271,7 @@ fn parse_filter(body: &[u8]) -> Option<EgressFilter> {
             _ => {}
         }
     }
-    (kind.as_deref() == Some("bpf") && handle != 0).then_some(EgressFilter {
+    (kind.as_deref() == Some("bpf") && handle != 0).then_some(TcFilter {
         priority: (info >> 16) as u16,
         handle,
         name,
@@ -403,7 +400,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             filter,
-            EgressFilter {
+            TcFilter {
                 priority: FILTER_PRIORITY,
                 handle: 1,
                 name: "rstwatch_tc_egress".into(),

@@ -15,9 +15,9 @@ use rstwatch_common::{
 
 use crate::{cidr::Cidr, report::ResetReport};
 
-/// Which conversations to show.
+/// Which conversations `--flow` shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FlowFilter {
+pub enum FlowSelector {
     /// Both endpoints, in either order.
     Endpoints(SocketAddr, SocketAddr),
     /// Either port (`tcp.port==P`).
@@ -26,7 +26,7 @@ pub enum FlowFilter {
     Net(Cidr),
 }
 
-impl FromStr for FlowFilter {
+impl FromStr for FlowSelector {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -38,15 +38,15 @@ impl FromStr for FlowFilter {
             )
         };
         if let Some(port) = compact.strip_prefix("tcp.port==") {
-            return port.parse().map(FlowFilter::Port).map_err(|_| bad());
+            return port.parse().map(FlowSelector::Port).map_err(|_| bad());
         }
         for prefix in ["ip.addr==", "ipv6.addr=="] {
             if let Some(net) = compact.strip_prefix(prefix) {
-                return net.parse().map(FlowFilter::Net).map_err(|_| bad());
+                return net.parse().map(FlowSelector::Net).map_err(|_| bad());
             }
         }
         if let Ok(net) = compact.parse() {
-            return Ok(FlowFilter::Net(net));
+            return Ok(FlowSelector::Net(net));
         }
         // IPv6 endpoints are bracketed (`[2001:db8::1]:443`), so the separator is the only
         // '-' outside brackets.
@@ -58,7 +58,7 @@ impl FromStr for FlowFilter {
                 '-' if depth == 0 => {
                     let (a, b) = (&compact[..i], &compact[i + 1..]);
                     return match (a.parse(), b.parse()) {
-                        (Ok(a), Ok(b)) => Ok(FlowFilter::Endpoints(a, b)),
+                        (Ok(a), Ok(b)) => Ok(FlowSelector::Endpoints(a, b)),
                         _ => Err(bad()),
                     };
                 }
@@ -69,13 +69,13 @@ impl FromStr for FlowFilter {
     }
 }
 
-impl FlowFilter {
+impl FlowSelector {
     pub fn matches(&self, pkt: &PacketMeta) -> bool {
         let (src, dst) = endpoints(pkt);
         match self {
-            FlowFilter::Endpoints(a, b) => (src == *a && dst == *b) || (src == *b && dst == *a),
-            FlowFilter::Port(port) => src.port() == *port || dst.port() == *port,
-            FlowFilter::Net(net) => {
+            FlowSelector::Endpoints(a, b) => (src == *a && dst == *b) || (src == *b && dst == *a),
+            FlowSelector::Port(port) => src.port() == *port || dst.port() == *port,
+            FlowSelector::Net(net) => {
                 let (prefix, bits) = net.mapped();
                 let inside = |addr: [u8; 16]| {
                     let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
@@ -141,13 +141,13 @@ struct Conversation {
 /// The selected conversations, in the order their first packet was seen.
 #[derive(Debug)]
 pub struct Timelines {
-    filter: FlowFilter,
+    filter: FlowSelector,
     index: HashMap<FlowKey, usize>,
     conversations: Vec<Conversation>,
 }
 
 impl Timelines {
-    pub fn new(filter: FlowFilter) -> Self {
+    pub fn new(filter: FlowSelector) -> Self {
         Self {
             filter,
             index: HashMap::new(),
@@ -286,30 +286,30 @@ mod tests {
 
     #[test]
     fn filters_in_every_form_parse() {
-        assert_eq!("tcp.port==4333".parse(), Ok(FlowFilter::Port(4333)));
-        assert_eq!("tcp.port == 443".parse(), Ok(FlowFilter::Port(443)));
+        assert_eq!("tcp.port==4333".parse(), Ok(FlowSelector::Port(4333)));
+        assert_eq!("tcp.port == 443".parse(), Ok(FlowSelector::Port(443)));
         assert_eq!(
             "ip.addr==10.1.2.0/24".parse(),
-            Ok(FlowFilter::Net("10.1.2.0/24".parse().unwrap()))
+            Ok(FlowSelector::Net("10.1.2.0/24".parse().unwrap()))
         );
         assert_eq!(
             "198.18.0.1".parse(),
-            Ok(FlowFilter::Net("198.18.0.1".parse().unwrap()))
+            Ok(FlowSelector::Net("198.18.0.1".parse().unwrap()))
         );
         assert_eq!(
             "[2001:db8::1]:40000-[2001:db8::2]:443".parse(),
-            Ok(FlowFilter::Endpoints(
+            Ok(FlowSelector::Endpoints(
                 "[2001:db8::1]:40000".parse().unwrap(),
                 "[2001:db8::2]:443".parse().unwrap()
             ))
         );
-        assert!("tcp.port==x".parse::<FlowFilter>().is_err());
-        assert!("nonsense".parse::<FlowFilter>().is_err());
+        assert!("tcp.port==x".parse::<FlowSelector>().is_err());
+        assert!("nonsense".parse::<FlowSelector>().is_err());
     }
 
     #[test]
     fn a_tuple_selects_both_directions_and_nothing_else() {
-        let filter: FlowFilter = "198.18.0.1:40000-198.18.1.2:80".parse().unwrap();
+        let filter: FlowSelector = "198.18.0.1:40000-198.18.1.2:80".parse().unwrap();
         let mut pkt = PacketMeta {
             src_addr: rstwatch_common::packet::ipv4_mapped([198, 18, 1, 2]),
             dst_addr: rstwatch_common::packet::ipv4_mapped([198, 18, 0, 1]),
