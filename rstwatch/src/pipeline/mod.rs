@@ -1,9 +1,11 @@
 //! From the kernel's ring-buffer records to written records, the one path every entry point
 //! runs (the `watch` daemon, the benchmark, the offline replay):
 //!
-//! decode (`decode`) -> hold (`crate::pipeline::hold`) -> explain (`crate::explain`) -> aggregate
-//! (`aggregate`, storm folding, for every sink) -> render once per format -> sinks
-//! (`crate::sink`). The kernel's own storm counts (`crate::pipeline::storm`) join at the aggregate step.
+//! decode (`decode`, with the host stack's word joined from `crate::local`) -> hold (`hold`)
+//! -> explain (`crate::explain`) -> aggregate (`aggregate`, storm folding, for every sink) ->
+//! render once per format (`crate::output`) -> sinks (`crate::sink`). The kernel's own storm
+//! counts (`storm`) join at the aggregate step; every report is tallied for the closing
+//! summary (`summary`).
 //!
 //! The pipeline owns no kernel and no clock of its own: the caller says what time it is
 //! (`release`) and where the flows' current state is read (`FlowStateSource`), so a recorded
