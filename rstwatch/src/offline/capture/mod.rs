@@ -29,9 +29,9 @@ const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
 /// pcap-ng's default timestamp unit: microseconds.
 const PCAPNG_DEFAULT_TSRESOL: u8 = 6;
 
-/// One captured frame.
+/// One frame as a capture file recorded it.
 #[derive(Clone, Copy, Debug)]
-pub struct Frame<'a> {
+pub struct FileFrame<'a> {
     /// Nanoseconds since the Unix epoch.
     pub ts_ns: u64,
     pub link_type: u32,
@@ -151,7 +151,7 @@ impl CaptureReader {
     }
 
     /// The next frame, `None` at the end of the input.
-    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, CaptureError> {
+    pub fn next_frame(&mut self) -> Result<Option<FileFrame<'_>>, CaptureError> {
         // The frame's place in the buffer is found first and borrowed only once the loop is
         // done: a borrow returned from inside the loop would hold the buffer for every turn.
         let (found, data_start) = loop {
@@ -183,7 +183,7 @@ impl CaptureReader {
             }
         };
         let interface = &self.interfaces[found.interface];
-        Ok(Some(Frame {
+        Ok(Some(FileFrame {
             ts_ns: interface.ns_of(found.ticks),
             link_type: interface.link_type,
             interface: found.interface,
