@@ -15,7 +15,7 @@ use std::{
 
 const PACKAGE: &str = "rstwatch";
 
-/// The files the package must install.
+/// The files the package must install, besides the pages of `docs/` (see `doc_pages`).
 const INSTALLED: &[&str] = &[
     "/usr/bin/rstwatch",
     "/usr/share/man/man8/rstwatch.8.gz",
@@ -31,6 +31,29 @@ const INSTALLED: &[&str] = &[
     "/usr/share/doc/rstwatch/changelog.gz",
     "/usr/share/doc/rstwatch/README.md.gz",
 ];
+
+/// Where the package installs each page of the repository's `docs/`, which the README links
+/// to: `/usr/share/doc/rstwatch/docs/NAME.md.gz`.
+fn doc_pages() -> Vec<String> {
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+    let mut pages: Vec<String> = std::fs::read_dir(&docs)
+        .unwrap_or_else(|err| panic!("reading {docs:?}: {err}"))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "md"))
+        .map(|path| {
+            let name = path.file_name().unwrap().to_string_lossy();
+            format!("/usr/share/doc/{PACKAGE}/docs/{name}.gz")
+        })
+        .collect();
+    pages.sort();
+    assert!(
+        pages
+            .iter()
+            .any(|page| page.ends_with("/docs/design.md.gz")),
+        "{pages:?}"
+    );
+    pages
+}
 
 /// Runs `command` and returns its stdout; panics with its output if it fails.
 fn stdout_of(command: &mut Command) -> String {
@@ -139,9 +162,14 @@ fn the_package_passes_lintian_installs_a_working_rstwatch_and_purges_without_a_t
     let installed = Installed::new(&deb);
     let files = stdout_of(Command::new("dpkg").args(["-L", PACKAGE]));
     let files: Vec<&str> = files.lines().collect();
-    for file in INSTALLED {
+    let pages = doc_pages();
+    for file in INSTALLED
+        .iter()
+        .copied()
+        .chain(pages.iter().map(String::as_str))
+    {
         assert!(
-            files.contains(file),
+            files.contains(&file),
             "{file} is not in the package: {files:#?}"
         );
         assert!(Path::new(file).is_file(), "{file} was not installed");

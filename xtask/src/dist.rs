@@ -1,7 +1,7 @@
 //! `cargo xtask dist`: `target/dist/rstwatch_VERSION_ARCH.deb`, a Debian 12 package of the
 //! release binary with its man pages and shell completions (generated from its command line
 //! by `rstwatch-dist`), the systemd unit (installed, not enabled), the example configuration
-//! as a conffile, the README and the copyright file.
+//! as a conffile, the README with the pages of `docs/` it links to, and the copyright file.
 //!
 //! The package's tree is staged in `target/dist/build/debian/rstwatch`, the layout
 //! dpkg-shlibdeps expects, and packed by `dpkg-deb`: no debhelper, so everything debhelper
@@ -111,6 +111,13 @@ pub fn run() -> Result<PathBuf> {
     }
     let doc = root.join("usr/share/doc").join(PACKAGE);
     gzip_to(&workspace.join("README.md"), &doc.join("README.md.gz"))?;
+    // The README's links (`docs/kernels.md`, ...) resolve beside it, but for the `.gz`.
+    for page in doc_pages(&workspace.join("docs"))? {
+        let name = page.file_name().context("a page has a name")?;
+        let mut gzipped = name.to_owned();
+        gzipped.push(".gz");
+        gzip_to(&page, &doc.join("docs").join(gzipped))?;
+    }
     let long_version = command::read_stdout(Command::new(&binary).arg("--version"))?;
     let changelog = doc.join("changelog");
     fs::write(
@@ -308,6 +315,22 @@ fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     Ok(files)
+}
+
+/// The Markdown pages directly in `dir`, sorted.
+fn doc_pages(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut pages = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|extension| extension == "md") && path.is_file() {
+            pages.push(path);
+        }
+    }
+    if pages.is_empty() {
+        bail!("no pages in {}", dir.display());
+    }
+    pages.sort();
+    Ok(pages)
 }
 
 fn create_parent(path: &Path) -> Result<()> {
