@@ -229,8 +229,10 @@ pub struct WatchArgs {
     #[arg(long, value_name = "N", requires = "pcap", value_parser = clap::value_parser!(u64).range(1..))]
     pub pcap_max_mib: Option<u64>,
 
-    /// Flows tracked at once (1024 to 16777216); the least recently used are evicted beyond
-    /// this.
+    /// Flows the kernel's table is sized for (1024 to 16777216). A new flow takes a free, closed
+    /// or opening slot of its set before it evicts the set's least recently active flow (a SYN
+    /// never evicts an established one), so a busy table holds most of N; evictions are
+    /// counted.
     #[arg(long, value_name = "N", default_value_t = defaults::FLOWS, value_parser = parse_flows)]
     pub flows: u32,
 

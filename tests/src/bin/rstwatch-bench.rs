@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: measures the performance targets of docs/design.md in one run and prints a table, a Markdown
-//! results section for the README's Performance section, and (with `--json FILE`) a machine-readable report.
+//! `cargo xtask bench`: measures the performance targets (docs/performance.md) in one run and
+//! prints a table, a Markdown results section for docs/performance.md, and (with `--json FILE`)
+//! a machine-readable report.
 //! Needs root. Kernel figures are always compared with the empty XDP program measured in the
 //! same run: the machine is shared and noisy, the ratios are what to read.
 
