@@ -20,7 +20,8 @@ use rstwatch_tests::{
     watch::rstwatch_binary,
 };
 
-/// Time for the last reset's hold to end and its line to appear before the next scenario.
+/// Time for the last reset's hold (the default 300 ms) to end and its line to appear before
+/// the next scenario.
 const SETTLE: Duration = Duration::from_millis(700);
 
 fn main() -> Result<()> {
@@ -41,7 +42,7 @@ fn main() -> Result<()> {
         .arg(format!("--net=/run/netns/{}", lab.client_ns()))
         .arg(&binary)
         .args(["watch", "-i", lab.client_iface(), "--format", "text"])
-        .args(["--idle-timeout", &idle, "--hold", "200ms"])
+        .args(["--idle-timeout", &idle])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -93,14 +94,7 @@ fn main() -> Result<()> {
     let offline = Command::new(&binary)
         .arg("explain")
         .arg(&file.path)
-        .args([
-            "--format",
-            "text",
-            "--idle-timeout",
-            &idle,
-            "--hold",
-            "200ms",
-        ])
+        .args(["--format", "text", "--idle-timeout", &idle])
         .args(["--local", &local, "--local", &local6])
         .status()
         .context("running rstwatch explain")?;
