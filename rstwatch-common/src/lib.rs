@@ -19,6 +19,7 @@ pub mod packet;
 pub mod ports;
 pub mod span;
 pub mod table;
+pub mod wire;
 pub mod zero;
 
 pub use budget::RateWindow;

@@ -22,7 +22,10 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use rstwatch_common::event::{DIRECTION_EGRESS, DIRECTION_INGRESS};
+use rstwatch_common::{
+    event::{DIRECTION_EGRESS, DIRECTION_INGRESS},
+    wire::VLAN_VID_MASK,
+};
 
 /// Bytes of an egress skb made linear before parsing, enough for Ethernet, two VLAN tags,
 /// IPv6 with a few extension headers and TCP with options.
@@ -54,7 +57,7 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
     }
     // Offloaded VLAN tags live in skb metadata, not in the frame.
     let vlan_hint = if skb.vlan_present != 0 {
-        (skb.vlan_tci & 0x0fff) as u16
+        skb.vlan_tci as u16 & VLAN_VID_MASK
     } else {
         0
     };
