@@ -6,6 +6,8 @@
 //! the flow key and the packet's direction within its flow follow from the packet's
 //! addresses, and only a RST on a known flow carries the flow's state.
 
+use core::sync::atomic::{compiler_fence, Ordering};
+
 use crate::{
     flow::{FlowKey, FlowState},
     packet::PacketMeta,
@@ -43,11 +45,64 @@ pub mod record {
     pub const RST_NO_STATE: u8 = 3;
     /// A later RST on a known flow: `FlowRecord`, its state matters as the first one's does.
     pub const FOLLOW_UP_RST: u8 = 4;
+
+    use super::EventKind;
+    use crate::packet::PacketMeta;
+
+    /// The record an event of a flow the table holds (`FlowState::step`'s) is sent as: a RST
+    /// with the flow's state, payload after a RST with its own packet alone.
+    #[inline(always)]
+    pub const fn of_flow_event(kind: EventKind, pkt: &PacketMeta) -> u8 {
+        match kind {
+            EventKind::Rst => RST,
+            EventKind::FollowUp if pkt.is_rst() => FOLLOW_UP_RST,
+            EventKind::FollowUp => FOLLOW_UP,
+        }
+    }
+
+    /// Whether a record of `kind` carries the flow's state (a `FlowRecord`) rather than the
+    /// packet alone (a `PacketRecord`).
+    #[inline(always)]
+    pub const fn carries_flow(kind: u8) -> bool {
+        kind == RST || kind == FOLLOW_UP_RST
+    }
+
+    /// The event a record of `kind` reports; `None` for a kind this version does not know.
+    pub const fn event_kind(kind: u8) -> Option<EventKind> {
+        match kind {
+            RST | RST_NO_STATE => Some(EventKind::Rst),
+            FOLLOW_UP | FOLLOW_UP_RST => Some(EventKind::FollowUp),
+            _ => None,
+        }
+    }
 }
 
 /// Where the packet was seen.
 pub const DIRECTION_INGRESS: u8 = 0;
 pub const DIRECTION_EGRESS: u8 = 1;
+
+/// Where a packet was seen: its hook's direction and its interface, the fields of a record's
+/// header that do not depend on the event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeenAt {
+    /// `DIRECTION_INGRESS` (XDP) or `DIRECTION_EGRESS` (TC).
+    pub direction: u8,
+    pub ifindex: u32,
+}
+
+impl SeenAt {
+    /// The header of a record of `kind`, `len` bytes long, sent at `now`.
+    #[inline(always)]
+    pub const fn header(self, kind: u8, len: usize, now: u64) -> RecordHeader {
+        RecordHeader {
+            kind,
+            direction: self.direction,
+            len: len as u16,
+            ifindex: self.ifindex,
+            ts_ns: now,
+        }
+    }
+}
 
 /// The start of every ring-buffer record.
 #[repr(C)]
@@ -150,10 +205,22 @@ impl RstEvent {
     /// The event of a record's header and packet; the flow's state is empty (never seen)
     /// until the caller sets it.
     pub fn of_packet(header: &RecordHeader, kind: EventKind, pkt: PacketMeta) -> Self {
-        // An empty snapshot only says the table had not seen the flow: its roles are not
-        // flipped here, the report takes them from the flow after the RST.
-        let empty = |dir| FlowState::new(&pkt, dir, &|_| false);
-        Self::of_parts(header, kind, pkt, empty, Frame::default())
+        Self::of_parts(header, kind, pkt, |dir| empty(&pkt, dir), Frame::default())
+    }
+
+    /// The event a record reports, of its header (whose `kind` says which event), packet,
+    /// flow state (`Some` for a record that carries one) and frame; `None` for a record kind
+    /// this version does not know. What `decode` makes of a ring record, and the capture
+    /// replay of the record the kernel would have sent.
+    pub fn of_record(
+        header: &RecordHeader,
+        pkt: PacketMeta,
+        flow: Option<FlowState>,
+        frame: Frame,
+    ) -> Option<Self> {
+        let kind = record::event_kind(header.kind)?;
+        let flow = |dir| flow.unwrap_or_else(|| empty(&pkt, dir));
+        Some(Self::of_parts(header, kind, pkt, flow, frame))
     }
 
     /// The event of a record's header, packet, flow state (made from the packet's direction
@@ -181,6 +248,13 @@ impl RstEvent {
     }
 }
 
+/// The state of an event that carries none: an empty snapshot only says the table had not
+/// seen the flow. Its roles are not flipped here, the report takes them from the flow after
+/// the RST.
+fn empty(pkt: &PacketMeta, dir: u8) -> FlowState {
+    FlowState::new(pkt, dir, &|_| false)
+}
+
 /// Why a ring-buffer record could not be decoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecodeError {
@@ -196,31 +270,19 @@ pub fn decode(bytes: &[u8]) -> Result<RstEvent, DecodeError> {
     if (header.len as usize) > bytes.len() {
         return Err(DecodeError::Short);
     }
-    match header.kind {
-        record::RST | record::FOLLOW_UP_RST => {
-            let FlowRecord {
-                pkt, flow, frame, ..
-            } = read(bytes).ok_or(DecodeError::Short)?;
-            let kind = if header.kind == record::RST {
-                EventKind::Rst
-            } else {
-                EventKind::FollowUp
-            };
-            Ok(RstEvent::of_parts(&header, kind, pkt, |_| flow, frame))
-        }
-        record::RST_NO_STATE | record::FOLLOW_UP => {
-            let PacketRecord { pkt, frame, .. } = read(bytes).ok_or(DecodeError::Short)?;
-            let kind = if header.kind == record::RST_NO_STATE {
-                EventKind::Rst
-            } else {
-                EventKind::FollowUp
-            };
-            let mut event = RstEvent::of_packet(&header, kind, pkt);
-            event.frame = frame;
-            Ok(event)
-        }
-        other => Err(DecodeError::UnknownKind(other)),
-    }
+    let unknown = DecodeError::UnknownKind(header.kind);
+    let event = if record::carries_flow(header.kind) {
+        let FlowRecord {
+            pkt, flow, frame, ..
+        } = read(bytes).ok_or(DecodeError::Short)?;
+        RstEvent::of_record(&header, pkt, Some(flow), frame)
+    } else if record::event_kind(header.kind).is_some() {
+        let PacketRecord { pkt, frame, .. } = read(bytes).ok_or(DecodeError::Short)?;
+        RstEvent::of_record(&header, pkt, None, frame)
+    } else {
+        None
+    };
+    event.ok_or(unknown)
 }
 
 /// Copies a `T` out of the start of `bytes`, `None` if it is too short.
@@ -263,6 +325,36 @@ pub struct StormCount {
     pub sample: PacketMeta,
 }
 
+impl StormCount {
+    /// Counts one more reset, `pkt`, seen at `now` on interface `ifindex`: the first one
+    /// starts the count (`start`).
+    #[inline(always)]
+    pub fn count_reset(&mut self, now: u64, ifindex: u32, pkt: &PacketMeta) {
+        if self.resets == 0 {
+            self.start(now, ifindex, pkt);
+        } else {
+            self.resets += 1;
+            self.last_ns = now;
+        }
+    }
+
+    /// Makes this the count of a storm whose first reset is `pkt`. The count is written last:
+    /// userspace copies a kernel's slot or map value while a CPU may be writing it, and a
+    /// storm it reads as started must come with its sample and times (the copy reads the count
+    /// first, and on x86 neither loads nor stores pass each other).
+    #[inline(always)]
+    pub fn start(&mut self, now: u64, ifindex: u32, pkt: &PacketMeta) {
+        self.first_ns = now;
+        self.last_ns = now;
+        self.ifindex = ifindex;
+        self._pad = 0;
+        self.sample = *pkt;
+        compiler_fence(Ordering::Release);
+        // SAFETY: a valid, aligned field of this count.
+        unsafe { core::ptr::write_volatile(&mut self.resets, 1) };
+    }
+}
+
 impl StormKey {
     /// The key of an unknown-flow RST.
     #[inline(always)]
@@ -274,12 +366,17 @@ impl StormKey {
         // Four 32-bit loads, not sixteen byte loads (BPF has no unaligned load).
         // SAFETY: the 4-aligned address of a `PacketMeta`, read as four words.
         let a = unsafe { core::ptr::read(pkt.src_addr.as_ptr().cast::<[u32; 4]>()) };
+        // The third word of every IPv4-mapped address (`packet::ipv4_mapped`).
+        const MAPPED: u32 = {
+            let m = crate::packet::ipv4_mapped([0; 4]);
+            u32::from_ne_bytes([m[8], m[9], m[10], m[11]])
+        };
         let words = if pkt.family == crate::packet::FAMILY_IPV4 {
             // IPv4 is mapped into the last word: a /24 keeps its first three bytes.
             [
                 0,
                 0,
-                u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+                MAPPED,
                 a[3] & u32::from_ne_bytes([0xff, 0xff, 0xff, 0]),
             ]
         } else {
@@ -413,6 +510,64 @@ mod tests {
         let event = decode(&bytes(&record)).unwrap();
         assert_eq!(EventKind::from_u8(event.kind), Some(EventKind::Rst));
         assert_eq!(event.flow.packets(), 0, "no state: never seen");
+    }
+
+    #[test]
+    fn a_flows_events_go_as_their_records_and_come_back_as_the_same_events() {
+        let data = PacketMeta {
+            tcp_flags: tcp_flags::ACK,
+            payload_len: 10,
+            ..rst()
+        };
+        let mut flow = FlowState::default();
+        flow.dir[0].pkts = 3;
+        let seen = SeenAt {
+            direction: DIRECTION_INGRESS,
+            ifindex: 7,
+        };
+        for (kind, pkt, record_kind, carries_flow) in [
+            (EventKind::Rst, rst(), record::RST, true),
+            (EventKind::FollowUp, rst(), record::FOLLOW_UP_RST, true),
+            (EventKind::FollowUp, data, record::FOLLOW_UP, false),
+        ] {
+            let sent = record::of_flow_event(kind, &pkt);
+            assert_eq!(sent, record_kind, "{kind:?} {pkt:?}");
+            assert_eq!(record::carries_flow(sent), carries_flow, "{sent}");
+            assert_eq!(record::event_kind(sent), Some(kind), "{sent}");
+            let header = seen.header(sent, 0, 1234);
+            assert_eq!(header, self::header(sent, 0));
+            let event =
+                RstEvent::of_record(&header, pkt, carries_flow.then_some(flow), frame()).unwrap();
+            assert_eq!(EventKind::from_u8(event.kind), Some(kind));
+            assert_eq!(event.flow.packets(), if carries_flow { 3 } else { 0 });
+            assert_eq!(event.frame, frame());
+        }
+        assert_eq!(
+            record::event_kind(record::RST_NO_STATE),
+            Some(EventKind::Rst)
+        );
+        assert!(!record::carries_flow(record::RST_NO_STATE));
+        assert_eq!(record::event_kind(99), None);
+        assert!(RstEvent::of_record(&header(99, 0), rst(), None, frame()).is_none());
+    }
+
+    #[test]
+    fn a_storm_count_starts_with_its_first_reset_as_its_sample() {
+        let mut count = StormCount::default();
+        count.count_reset(100, 7, &rst());
+        let later = PacketMeta { seq: 9, ..rst() };
+        count.count_reset(250, 8, &later);
+        assert_eq!(
+            count,
+            StormCount {
+                resets: 2,
+                first_ns: 100,
+                last_ns: 250,
+                ifindex: 7,
+                _pad: 0,
+                sample: rst(),
+            }
+        );
     }
 
     #[test]

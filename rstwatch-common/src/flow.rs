@@ -3,6 +3,7 @@
 
 use crate::{
     config::Settings,
+    counter::Counter,
     event::EventKind,
     packet::{tcp_flags, PacketMeta, NO_WINDOW_SCALE},
     span::Span,
@@ -803,6 +804,18 @@ pub enum Step {
     FollowUpSuppressed,
 }
 
+impl Step {
+    /// The counter a step counts in, if any.
+    #[inline(always)]
+    pub const fn counter(self) -> Option<Counter> {
+        match self {
+            Step::Tracked => None,
+            Step::Recycled => Some(Counter::FlowsRecycled),
+            Step::FollowUpSuppressed => Some(Counter::FollowUpsSuppressed),
+        }
+    }
+}
+
 /// `a` comes after `b` in sequence space (RFC 9293 3.4, modulo 2^32).
 pub const fn seq_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
@@ -889,6 +902,16 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn steps_count_what_they_did_besides_tracking() {
+        assert_eq!(Step::Tracked.counter(), None);
+        assert_eq!(Step::Recycled.counter(), Some(Counter::FlowsRecycled));
+        assert_eq!(
+            Step::FollowUpSuppressed.counter(),
+            Some(Counter::FollowUpsSuppressed)
+        );
     }
 
     #[test]

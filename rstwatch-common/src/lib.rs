@@ -19,12 +19,14 @@ pub mod packet;
 pub mod ports;
 pub mod span;
 pub mod table;
+pub mod unheld;
+pub mod wire;
 pub mod zero;
 
 pub use budget::RateWindow;
 pub use config::{FilterConfig, Settings};
 pub use counter::{Counter, COUNTER_COUNT};
-pub use event::{EventKind, RstEvent, StormCount, StormKey};
+pub use event::{EventKind, RstEvent, SeenAt, StormCount, StormKey};
 pub use flow::{DirState, FlowKey, FlowState};
 pub use packet::PacketMeta;
 pub use ports::PortSet;

@@ -72,9 +72,42 @@ impl PacketMeta {
     }
 }
 
-/// Builds an IPv4-mapped IPv6 address (RFC 4291 2.5.5.2) from IPv4 bytes in network order.
+/// Builds an IPv4-mapped IPv6 address (RFC 4291 2.5.5.2) from IPv4 bytes in network order:
+/// the one form of it, for the kernel (byte-level, through `ipv4_mapped_into_zeroed`) and for
+/// userspace alike (rather than std's `Ipv4Addr::to_ipv6_mapped`, which the kernel cannot use).
 pub const fn ipv4_mapped(v4: [u8; 4]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, v4[0], v4[1], v4[2], v4[3],
-    ]
+    let mut addr = [0; 16];
+    ipv4_mapped_into_zeroed(&mut addr, v4);
+    addr
+}
+
+/// Makes `addr`, whose first ten bytes are zero already, `ipv4_mapped(v4)`: writes only its
+/// last six bytes. The kernel's parser fills a zeroed `PacketMeta`, where writing the zeros
+/// again would cost a byte-at-a-time `memset` call per address.
+#[inline(always)]
+pub const fn ipv4_mapped_into_zeroed(addr: &mut [u8; 16], v4: [u8; 4]) {
+    addr[10] = 0xff;
+    addr[11] = 0xff;
+    addr[12] = v4[0];
+    addr[13] = v4[1];
+    addr[14] = v4[2];
+    addr[15] = v4[3];
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use std::net::Ipv4Addr;
+
+    use super::*;
+
+    #[test]
+    fn ipv4_mapped_is_the_standard_mapping() {
+        let v4 = Ipv4Addr::new(198, 18, 0, 1);
+        assert_eq!(ipv4_mapped(v4.octets()), v4.to_ipv6_mapped().octets());
+        let mut addr = [0; 16];
+        ipv4_mapped_into_zeroed(&mut addr, v4.octets());
+        assert_eq!(addr, ipv4_mapped(v4.octets()));
+    }
 }

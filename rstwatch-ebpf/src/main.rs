@@ -22,7 +22,11 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use rstwatch_common::event::{DIRECTION_EGRESS, DIRECTION_INGRESS};
+use rstwatch_common::{
+    event::{DIRECTION_EGRESS, DIRECTION_INGRESS},
+    wire::VLAN_VID_MASK,
+    SeenAt,
+};
 
 /// Bytes of an egress skb made linear before parsing, enough for Ethernet, two VLAN tags,
 /// IPv6 with a few extension headers and TCP with options.
@@ -31,13 +35,13 @@ const EGRESS_PULL_BYTES: u32 = 256;
 #[xdp]
 pub fn rstwatch_xdp(ctx: XdpContext) -> u32 {
     let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    let hook = track::Hook {
+    let seen = SeenAt {
         direction: DIRECTION_INGRESS,
         ifindex,
     };
     let xdp = ctx.ctx;
     let track = || {
-        rstwatch_track_xdp(xdp, hook.direction as u32, ifindex);
+        rstwatch_track_xdp(xdp, seen.direction as u32, ifindex);
     };
     track::observe(ctx.data(), ctx.data_end(), 0, track);
     XDP_PASS
@@ -54,17 +58,17 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
     }
     // Offloaded VLAN tags live in skb metadata, not in the frame.
     let vlan_hint = if skb.vlan_present != 0 {
-        (skb.vlan_tci & 0x0fff) as u16
+        skb.vlan_tci as u16 & VLAN_VID_MASK
     } else {
         0
     };
-    let hook = track::Hook {
+    let seen = SeenAt {
         direction: DIRECTION_EGRESS,
         ifindex: skb.ifindex,
     };
     let skb_ptr = ctx.skb.skb;
     let track = || {
-        rstwatch_track_tc(skb_ptr, hook.direction as u32, hook.ifindex);
+        rstwatch_track_tc(skb_ptr, seen.direction as u32, seen.ifindex);
     };
     track::observe(ctx.data(), ctx.data_end(), vlan_hint, track);
     TC_ACT_UNSPEC
@@ -76,11 +80,11 @@ pub fn rstwatch_tc_egress(ctx: TcContext) -> i32 {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn rstwatch_track_xdp(ctx: *mut xdp_md, direction: u32, ifindex: u32) -> u32 {
-    let hook = track::Hook {
+    let seen = SeenAt {
         direction: direction as u8,
         ifindex,
     };
-    track::track(hook, || {
+    track::track(seen, || {
         rstwatch_capture_xdp(ctx);
     });
     0
@@ -126,11 +130,11 @@ fn copy_packet(data: usize, data_end: usize, offset: u32, to: *mut u8, len: u32)
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn rstwatch_track_tc(skb: *mut __sk_buff, direction: u32, ifindex: u32) -> u32 {
-    let hook = track::Hook {
+    let seen = SeenAt {
         direction: direction as u8,
         ifindex,
     };
-    track::track(hook, || {
+    track::track(seen, || {
         rstwatch_capture_tc(skb);
     });
     0

@@ -2,43 +2,30 @@
 //!
 //! Works on raw `[data, data_end)` bounds so both hooks can use it; every read is checked
 //! against `data_end` first, in the form the verifier can follow.
+//!
+//! What each header's bytes mean is `rstwatch_common::wire`'s, which the capture decoder
+//! (`rstwatch/src/offline/capture/link.rs` and `decode.rs`) calls too. How they are read stays apart:
+//! here every read is such a check and the walks (VLAN tags, the IPv6 extension chain, the
+//! TCP options as five words through a function verified once) are shaped for the
+//! verifier's instruction budget, where the decoder reads a byte slice of a capture, which
+//! may be cut short and may start with another link header than Ethernet. The integration
+//! tests check the two against each other on the same frames.
 
 use core::mem::size_of;
 
 use rstwatch_common::{
-    packet::{tcp_flags, FAMILY_IPV4, FAMILY_IPV6, NO_WINDOW_SCALE},
+    packet::{tcp_flags, NO_WINDOW_SCALE},
+    wire::{
+        ipv4_fields, ipv4_header_len, ipv6_extension, ipv6_fields, opens_tls_alert, tcp_fields,
+        tcp_header_len, ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, IPPROTO_TCP,
+        IPV4_HLEN, IPV6_HLEN, MAX_IPV6_EXT_HEADERS, MAX_TCP_OPTION_BYTES, MAX_VLAN_TAGS,
+        TCPOPT_EOL, TCPOPT_NOP, TCPOPT_WINDOW, TCP_HLEN, TLS_RECORD_HLEN, VLAN_HLEN, VLAN_VID_MASK,
+    },
     Counter, PacketMeta,
 };
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const VLAN_HLEN: usize = 4;
-const MAX_VLAN_TAGS: usize = 2;
-
-const IPPROTO_TCP: u8 = 6;
-const IPV4_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
-const NEXTHDR_HOP: u8 = 0;
-const NEXTHDR_ROUTING: u8 = 43;
-const NEXTHDR_FRAGMENT: u8 = 44;
-const NEXTHDR_DEST: u8 = 60;
-/// Extension headers followed before giving up: RFC 8200 4.1 recommends at most one of each
-/// (destination options twice), so six covers every well-formed chain.
-pub const MAX_IPV6_EXT_HEADERS: usize = 6;
-
-const TCP_HLEN: usize = 20;
 /// Bounds the TCP header's offset for the verifier (`forget_bounds`).
 const TCP_OFFSET_MASK: usize = (1 << 14) - 1;
-const TCPOPT_EOL: u8 = 0;
-const TCPOPT_NOP: u8 = 1;
-const TCPOPT_WINDOW: u8 = 3;
-/// TCP options occupy at most 40 bytes; each loop turn consumes at least one.
-const MAX_TCP_OPTION_BYTES: usize = 40;
-const TLS_CONTENT_ALERT: u8 = 21;
-const TLS_RECORD_HLEN: u16 = 5;
 
 /// Why a packet was not parsed to the end; each maps to its counter.
 pub type ParseError = Counter;
@@ -86,7 +73,7 @@ pub fn parse(
             break;
         }
         // The innermost tag names the VLAN the conversation lives in.
-        vlan = be16_at(data, data_end, l3)? & 0x0fff;
+        vlan = be16_at(data, data_end, l3)? & VLAN_VID_MASK;
         ether_type = be16_at(data, data_end, l3 + 2)?;
         l3 += VLAN_HLEN;
     }
@@ -136,28 +123,11 @@ fn parse_ipv4(
     pkt: &mut PacketMeta,
 ) -> Result<(usize, u16), ParseError> {
     let ip = bytes_at::<IPV4_HLEN>(data, data_end, l3)?;
-    let ihl = ((ip[0] & 0x0f) as usize) * 4;
-    if ip[0] >> 4 != 4 || ihl < IPV4_HLEN {
-        return Err(Counter::BadHeader);
-    }
-    let frag = u16::from_be_bytes([ip[6], ip[7]]);
-    if frag & 0x1fff != 0 {
-        return Err(Counter::NonFirstFragment);
-    }
-    if ip[9] != IPPROTO_TCP {
-        return Err(Counter::NotTcp);
-    }
+    let ihl = ipv4_header_len(&ip)?;
     // Options are not interpreted, but the whole header must be present.
     ptr_at::<u8>(data, data_end, l3 + ihl - 1)?;
-    pkt.family = FAMILY_IPV4;
-    pkt.ip_id = u16::from_be_bytes([ip[4], ip[5]]);
-    pkt.df = ((frag & 0x4000) != 0) as u8;
-    pkt.ttl = ip[8];
-    // IPv4-mapped (`::ffff:a.b.c.d`, as `ipv4_mapped` builds): `parse` zeroed the prefix
-    // already, and writing it again would cost a byte-at-a-time `memset` call per address.
-    pkt.src_addr[10..].copy_from_slice(&[0xff, 0xff, ip[12], ip[13], ip[14], ip[15]]);
-    pkt.dst_addr[10..].copy_from_slice(&[0xff, 0xff, ip[16], ip[17], ip[18], ip[19]]);
-    let total_len = u16::from_be_bytes([ip[2], ip[3]]);
+    // `parse` zeroed the addresses, as `ipv4_fields` needs.
+    let total_len = ipv4_fields(&ip, pkt);
     Ok((l3 + ihl, total_len.saturating_sub(ihl as u16)))
 }
 
@@ -170,16 +140,7 @@ fn parse_ipv6(
 ) -> Result<(usize, u16), ParseError> {
     let ip = ptr_at::<[u8; IPV6_HLEN]>(data, data_end, l3)?;
     // SAFETY: ptr_at checked that the whole fixed header is inside the packet.
-    let ip = unsafe { &*ip };
-    if ip[0] >> 4 != 6 {
-        return Err(Counter::BadHeader);
-    }
-    let payload_len = u16::from_be_bytes([ip[4], ip[5]]);
-    let mut next = ip[6];
-    pkt.family = FAMILY_IPV6;
-    pkt.ttl = ip[7];
-    pkt.src_addr.copy_from_slice(&ip[8..24]);
-    pkt.dst_addr.copy_from_slice(&ip[24..40]);
+    let (payload_len, mut next) = ipv6_fields(unsafe { &*ip }, pkt)?;
     let mut off = l3 + IPV6_HLEN;
     let mut ext_len = 0u16;
     for _ in 0..MAX_IPV6_EXT_HEADERS {
@@ -188,18 +149,8 @@ fn parse_ipv6(
         }
         // Every extension header is at least 8 bytes; its first four say all the parser needs
         // (next header, length, fragment offset), read with one check.
-        let ext = bytes_at::<4>(data, data_end, off)?;
-        let hdr_len = match next {
-            NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST => (ext[1] as usize + 1) * 8,
-            NEXTHDR_FRAGMENT => {
-                if u16::from_be_bytes([ext[2], ext[3]]) & 0xfff8 != 0 {
-                    return Err(Counter::NonFirstFragment);
-                }
-                8
-            }
-            _ => return Err(Counter::NotTcp),
-        };
-        next = ext[0];
+        let (hdr_len, after) = ipv6_extension(next, bytes_at::<4>(data, data_end, off)?)?;
+        next = after;
         off += hdr_len;
         ext_len = ext_len.saturating_add(hdr_len as u16);
     }
@@ -218,26 +169,17 @@ fn parse_tcp(
     pkt: &mut PacketMeta,
 ) -> Result<(), ParseError> {
     let tcp = bytes_at::<TCP_HLEN>(data, data_end, l4)?;
-    let doff = ((tcp[12] >> 4) as usize) * 4;
-    if doff < TCP_HLEN {
-        return Err(Counter::BadHeader);
-    }
+    let doff = tcp_header_len(&tcp)?;
     // Options are only searched in SYNs, but the whole header must be present.
     ptr_at::<u8>(data, data_end, l4 + doff - 1)?;
-    pkt.src_port = u16::from_be_bytes([tcp[0], tcp[1]]);
-    pkt.dst_port = u16::from_be_bytes([tcp[2], tcp[3]]);
-    pkt.seq = u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]);
-    pkt.ack = u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]);
-    pkt.tcp_flags = tcp[13];
-    pkt.window = u16::from_be_bytes([tcp[14], tcp[15]]);
-    pkt.payload_len = l4_len.saturating_sub(doff as u16);
+    tcp_fields(&tcp, doff, l4_len, pkt);
     if pkt.tcp_flags & tcp_flags::SYN != 0 {
         pkt.window_scale = window_scale(data, data_end, l4 + TCP_HLEN, doff - TCP_HLEN);
     }
     if pkt.payload_len >= TLS_RECORD_HLEN {
         // A payload that starts with a TLS alert record (type 21, version 3.x).
         if let Ok(head) = bytes_at::<2>(data, data_end, l4 + doff) {
-            pkt.tls_alert = (head[0] == TLS_CONTENT_ALERT && head[1] == 3) as u8;
+            pkt.tls_alert = opens_tls_alert(head) as u8;
         }
     }
     Ok(())
@@ -273,7 +215,8 @@ fn window_scale(data: usize, data_end: usize, start: usize, len: usize) -> u8 {
 /// A global (exported, never inlined) function: the verifier checks it once on its own,
 /// instead of once for every parse path that leads to a SYN (VLAN tags times IPv6 extension
 /// chains). Its arguments are plain scalars because that is all a global function may take
-/// besides the context.
+/// besides the context. The capture decoder walks a slice of the options instead
+/// (`rstwatch/src/offline/capture/decode.rs`), which needs none of this.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn rstwatch_window_scale(o0: u64, o1: u64, o2: u64, o3: u64, o4: u64) -> u32 {

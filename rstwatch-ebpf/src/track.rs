@@ -6,11 +6,15 @@
 //! mapping. A SYN's flow never takes an established flow's slot. A RST for a flow the table
 //! does not hold creates no entry at all: it is reported (or, beyond a per-CPU rate, counted
 //! in `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups.
+//!
+//! Every decision on a packet is `rstwatch_common`'s, which the capture replay
+//! (`rstwatch/src/offline/replay.rs`) calls too: the filters (`FilterConfig::selects`), the flow update
+//! (`FlowState::step`), what becomes of a packet whose flow the table does not hold
+//! (`unheld::unheld`), how a storm is counted (`StormCount::count_reset`) and which record an
+//! event is sent as (`record::of_flow_event`). What is this file's own is where things are kept:
+//! the maps, the per-CPU slots and the flow table, which the replay keeps in hash maps.
 
-use core::{
-    ffi::c_void,
-    sync::atomic::{compiler_fence, Ordering},
-};
+use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
@@ -24,19 +28,19 @@ use aya_ebpf::{
 use rstwatch_common::{
     defaults,
     event::{
-        record, EventKind, FlowRecord, Frame, PacketRecord, RecordHeader, StormSlot, FRAME_BYTES,
+        record, EventKind, FlowRecord, Frame, PacketRecord, SeenAt, StormSlot, FRAME_BYTES,
         STORM_SLOTS_LOG2,
     },
     flow::Step,
-    packet::{tcp_flags, FAMILY_IPV4},
+    packet::FAMILY_IPV4,
     ports::{word_and_bit, PORT_SET_WORDS},
     table::{
         place, rank, same_key as same_table_key, tag_at, Key4, Key6, Lock, Place, Set, Set4, Set6,
         TableKey, Tags, Victim, Worth, WAYS,
     },
+    unheld::{unheld, Budgets, RecentRst, Start, Unheld},
     zero::copy_words,
-    Counter, FlowKey, FlowState, PacketMeta, RateWindow, Settings, StormCount, StormKey,
-    COUNTER_COUNT,
+    Counter, FlowKey, FlowState, PacketMeta, Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
 const MAX_FILTER_NETS: u32 = 1024;
@@ -75,20 +79,26 @@ static STORM_SLOTS: PerCpuArray<StormSlot> =
     PerCpuArray::with_max_entries(1 << STORM_SLOTS_LOG2, 0);
 
 /// Not an LRU map: a storm's count must never vanish. When it is full, `StormMapFull` counts.
+///
+/// How a storm is counted is `StormCount`'s, shared with the capture replay; where is the
+/// kernel's own: a per-CPU slot, else a per-CPU hash map, as a BPF program can only count in
+/// maps it declares, without allocating, and the replay, which has no CPUs and allocates, keeps
+/// one hash map.
 #[map]
 static STORMS: PerCpuHashMap<StormKey, StormCount> = PerCpuHashMap::with_max_entries(MAX_STORMS, 0);
 
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
-/// An unknown-flow RST, kept so that what follows it is reported as its follow-ups.
+/// A slot of this CPU's recent unknown-flow RSTs: the RST (`unheld::RecentRst`, shared with the
+/// capture replay) and its flow's key. Kept in a few slots per CPU, found by a hash of the key,
+/// where a flow may overwrite another's: a program cannot afford a map update per unknown RST.
+/// The replay keeps one per flow in a hash map instead, as it has no per-packet budget and no
+/// CPUs.
 #[repr(C)]
-pub struct RecentRst {
+pub struct RecentSlot {
     key: FlowKey,
-    rst_ns: u64,
-    rst_dir: u8,
-    followups: u8,
-    _pad: [u8; 6],
+    rst: RecentRst,
 }
 
 /// Per-CPU working memory and state: these values do not fit on the 512-byte BPF stack.
@@ -105,11 +115,10 @@ pub struct Scratch {
     /// The flow `rstwatch_step` steps: a copy of its slot, or a new flow's state.
     flow: FlowState,
     storm: StormCount,
-    /// Unknown-flow RSTs sent one by one in this CPU's current second.
-    unknown_rsts: RateWindow,
-    /// Flows of SYNs inserted in this CPU's current second.
-    half_open: RateWindow,
-    recent: [RecentRst; RECENT_RSTS],
+    /// This CPU's budgets for the current second (unknown-flow RSTs sent one by one, flows of
+    /// SYNs inserted).
+    budgets: Budgets,
+    recent: [RecentSlot; RECENT_RSTS],
     /// The start of the current packet's frame when it is a RST, for its record.
     frame: Frame,
 }
@@ -151,18 +160,9 @@ fn count(counter: Counter) {
 
 #[inline(always)]
 fn count_step(step: Step) {
-    match step {
-        Step::Tracked => {}
-        Step::Recycled => count(Counter::FlowsRecycled),
-        Step::FollowUpSuppressed => count(Counter::FollowUpsSuppressed),
+    if let Some(counter) = step.counter() {
+        count(counter);
     }
-}
-
-/// Where the packet was seen: the record header's fields that do not depend on the event.
-#[derive(Clone, Copy)]
-pub struct Hook {
-    pub direction: u8,
-    pub ifindex: u32,
 }
 
 /// Parses one packet, then has it tracked by `track`, the hook's global function (which runs
@@ -251,7 +251,7 @@ fn overlapping_halves<const HALF: usize>(
 /// parsed segment comes through the per-CPU scratch (a program is not migrated between CPUs
 /// while it runs), and it must return a scalar.
 #[inline(always)]
-pub fn track(hook: Hook, capture_frame: impl Fn()) {
+pub fn track(seen: SeenAt, capture_frame: impl Fn()) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         return;
     };
@@ -260,7 +260,11 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     let Some(settings) = SETTINGS.get(0) else {
         return;
     };
-    if !selected(&scratch.pkt, settings) {
+    // The filter's lists are maps: an array by port and a longest-prefix-match trie, which
+    // the kernel searches (the replay searches its lists itself).
+    let port_on = |port: u16| FILTER_PORTS.get(port as u32).is_some_and(|on| *on != 0);
+    let in_nets = |addr: [u8; 16]| FILTER_NETS.get(Key::new(128, addr)).is_some();
+    if !settings.filter.selects(&scratch.pkt, port_on, in_nets) {
         return count(Counter::Filtered);
     }
     if scratch.pkt.is_rst() {
@@ -296,7 +300,7 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     // store: `rstwatch_step` then works on one kind of pointer, so the verifier walks it once,
     // not once per table; and the load, the claim and the store are global functions of their
     // own rather than callers of it, which keeps the call chain within 5.10's stack limit.
-    let step = |dir: u8| rstwatch_step(dir as u32, fine_now(), hook.direction as u32, hook.ifindex);
+    let step = |dir: u8| rstwatch_step(dir as u32, fine_now(), seen.direction as u32, seen.ifindex);
     let table = v4 as u32;
     if (way as usize) < WAYS {
         // Every RST of a flow the table holds is sent, with its frame.
@@ -315,58 +319,50 @@ pub fn track(hook: Hook, capture_frame: impl Fn()) {
     } else {
         fine_now()
     };
+    // The flow is not in the table: what becomes of the packet is `unheld`'s.
     let (key, pkt) = (&scratch.key, &scratch.pkt);
     let slot = &mut scratch.recent[recent_slot(key)];
-    let recent = slot.rst_ns != 0
-        && coarse_now.saturating_sub(slot.rst_ns) <= settings.grace_ns
-        && same_key(&slot.key, key);
-    if pkt.is_rst() {
-        if recent {
-            return followup_of_recent(
-                slot,
-                fine_now(),
-                hook,
-                pkt,
-                &scratch.frame,
-                settings,
-                &capture_frame,
-            );
+    let recent = slot.rst.within_grace(coarse_now, settings) && same_key(&slot.key, key);
+    let recent = recent.then_some(&slot.rst);
+    match unheld(pkt, dir, recent, &mut scratch.budgets, coarse_now, settings) {
+        Unheld::RstFollowUp => followup_of_recent(
+            &mut slot.rst,
+            fine_now(),
+            seen,
+            pkt,
+            &scratch.frame,
+            settings,
+            &capture_frame,
+        ),
+        Unheld::RstInStorm => aggregate(&mut scratch.storm, coarse_now, seen, pkt),
+        Unheld::RstAlone => {
+            capture_frame();
+            let now = fine_now();
+            send_packet_event(record::RST_NO_STATE, now, seen, pkt, &scratch.frame);
+            slot.key = *key;
+            slot.rst = RecentRst::new(now, dir);
         }
-        if !scratch
-            .unknown_rsts
-            .take(coarse_now, settings.unknown_rsts_per_sec)
-        {
-            return aggregate(&mut scratch.storm, coarse_now, hook, pkt);
+        Unheld::Packet {
+            data_followup,
+            start,
+        } => {
+            if data_followup {
+                // Data carries no frame: nothing to capture.
+                let frame = &scratch.frame;
+                followup_of_recent(&mut slot.rst, fine_now(), seen, pkt, frame, settings, || {});
+            }
+            let opening = match start {
+                Start::Untracked => return count(Counter::SynsUntracked),
+                Start::Opening => true,
+                Start::Midstream => false,
+            };
+            let flags = table | (opening as u32) << 1 | (dir as u32) << 2 | (tag as u32) << 8;
+            let claimed = rstwatch_claim(flags, set);
+            if claimed != 0 {
+                step(dir);
+                rstwatch_store(table, claimed - 1);
+            }
         }
-        capture_frame();
-        let now = fine_now();
-        send_packet_event(record::RST_NO_STATE, now, hook, pkt, &scratch.frame);
-        slot.key = *key;
-        slot.rst_ns = now;
-        slot.rst_dir = dir;
-        slot.followups = 0;
-        return;
-    }
-    if recent && dir == slot.rst_dir && pkt.payload_len > 0 {
-        // Data carries no frame: nothing to capture.
-        followup_of_recent(slot, fine_now(), hook, pkt, &scratch.frame, settings, || {});
-    }
-    // A SYN alone proves nothing about its sender (a flood spoofs millions): its flow never
-    // takes an established flow's slot, and beyond a per-CPU budget it is not tracked at all
-    // (its flow starts at its next packet).
-    let opening = pkt.has(tcp_flags::SYN) && !pkt.has(tcp_flags::ACK);
-    if opening
-        && !scratch
-            .half_open
-            .take(coarse_now, settings.half_open_per_sec)
-    {
-        return count(Counter::SynsUntracked);
-    }
-    let flags = table | (opening as u32) << 1 | (dir as u32) << 2 | (tag as u32) << 8;
-    let claimed = rstwatch_claim(flags, set);
-    if claimed != 0 {
-        step(dir);
-        rstwatch_store(table, claimed - 1);
     }
 }
 
@@ -404,13 +400,13 @@ pub extern "C" fn rstwatch_step(dir: u32, now: u64, direction: u32, ifindex: u32
         return 0;
     };
     let scratch = unsafe { &mut *scratch };
-    let hook = Hook {
+    let seen = SeenAt {
         direction: direction as u8,
         ifindex,
     };
     let (pkt, frame) = (&scratch.pkt, &scratch.frame);
     let emit =
-        |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, hook, pkt, frame, flow);
+        |kind: EventKind, flow: &FlowState| send_flow_event(kind, now, seen, pkt, frame, flow);
     count_step(
         scratch
             .flow
@@ -682,19 +678,18 @@ fn same_key(a: &FlowKey, b: &FlowKey) -> bool {
 /// runs first when it is sent.
 #[inline(always)]
 fn followup_of_recent(
-    slot: &mut RecentRst,
+    recent: &mut RecentRst,
     now: u64,
-    hook: Hook,
+    seen: SeenAt,
     pkt: &PacketMeta,
     frame: *const Frame,
     settings: &Settings,
     capture_frame: impl FnOnce(),
 ) {
-    if (slot.followups as u32) < settings.followup_limit.min(u8::MAX as u32) {
+    if recent.take_followup(settings) {
         capture_frame();
         // SAFETY: this CPU's scratch frame, read only after `capture_frame` wrote it.
-        send_packet_event(record::FOLLOW_UP, now, hook, pkt, unsafe { &*frame });
-        slot.followups += 1;
+        send_packet_event(record::FOLLOW_UP, now, seen, pkt, unsafe { &*frame });
     } else {
         count(Counter::FollowUpsSuppressed);
     }
@@ -703,9 +698,9 @@ fn followup_of_recent(
 /// Counts an unknown-flow RST under its sender prefix and port: in its slot when the slot is
 /// free or already counts this storm, else in `STORMS`; userspace reports the counts.
 #[inline(always)]
-fn aggregate(storm: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
+fn aggregate(storm: &mut StormCount, now: u64, seen: SeenAt, pkt: &PacketMeta) {
     count(Counter::RstsAggregated);
-    let key = StormKey::of(pkt, hook.direction);
+    let key = StormKey::of(pkt, seen.direction);
     if let Some(slot) = STORM_SLOTS.get_ptr_mut(key.slot(STORM_SLOTS_LOG2)) {
         // SAFETY: this CPU's slot, used by this CPU only while the program runs.
         let slot = unsafe { &mut *slot };
@@ -713,91 +708,35 @@ fn aggregate(storm: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
             slot.key = key;
         }
         if slot.key.same(&key) {
-            return add_reset(&mut slot.count, now, hook, pkt);
+            return slot.count.count_reset(now, seen.ifindex, pkt);
         }
     }
     if let Some(counted) = STORMS.get_ptr_mut(&key) {
         // SAFETY: this CPU's value, used by this CPU only while the program runs. It starts
         // zeroed, sample and all, when another CPU made the entry.
-        return add_reset(unsafe { &mut *counted }, now, hook, pkt);
+        return unsafe { &mut *counted }.count_reset(now, seen.ifindex, pkt);
     }
-    start_storm(storm, now, hook, pkt);
+    storm.start(now, seen.ifindex, pkt);
     if STORMS.insert(&key, &*storm, BPF_NOEXIST as u64).is_err() {
         count(Counter::StormMapFull);
     }
 }
 
-/// Counts `pkt` in `count`: its first reset when the count is empty.
-#[inline(always)]
-fn add_reset(count: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
-    if count.resets == 0 {
-        start_storm(count, now, hook, pkt);
-    } else {
-        count.resets += 1;
-        count.last_ns = now;
-    }
-}
-
-/// Makes `count` the count of a storm whose first reset is `pkt`. The count is written last:
-/// userspace copies a slot or a map value while this CPU may be writing it, and a storm it
-/// reads as started must come with its sample and times (the copy reads the count first, and
-/// on x86 neither loads nor stores pass each other).
-#[inline(always)]
-fn start_storm(count: &mut StormCount, now: u64, hook: Hook, pkt: &PacketMeta) {
-    count.first_ns = now;
-    count.last_ns = now;
-    count.ifindex = hook.ifindex;
-    count._pad = 0;
-    count.sample = *pkt;
-    compiler_fence(Ordering::Release);
-    // SAFETY: a valid, aligned field of this CPU's value.
-    unsafe { core::ptr::write_volatile(&mut count.resets, 1) };
-}
-
-#[inline(always)]
-fn selected(pkt: &PacketMeta, settings: &Settings) -> bool {
-    if settings.filter.ports != 0 {
-        let port_on = |port: u16| FILTER_PORTS.get(port as u32).is_some_and(|on| *on != 0);
-        if !port_on(pkt.src_port) && !port_on(pkt.dst_port) {
-            return false;
-        }
-    }
-    if settings.filter.nets != 0 {
-        let in_nets = |addr: [u8; 16]| FILTER_NETS.get(Key::new(128, addr)).is_some();
-        if !in_nets(pkt.src_addr) && !in_nets(pkt.dst_addr) {
-            return false;
-        }
-    }
-    true
-}
-
-#[inline(always)]
-fn header(kind: u8, len: usize, now: u64, hook: Hook) -> RecordHeader {
-    RecordHeader {
-        kind,
-        direction: hook.direction,
-        len: len as u16,
-        ifindex: hook.ifindex,
-        ts_ns: now,
-    }
-}
-
-/// A RST carries the flow's state; payload after a RST only adds its own packet to the
-/// evidence.
+/// Sends a flow's event as its record (`record::of_flow_event`): a RST with the flow's state,
+/// payload after a RST with its own packet alone.
 #[inline(always)]
 fn send_flow_event(
     kind: EventKind,
     now: u64,
-    hook: Hook,
+    seen: SeenAt,
     pkt: &PacketMeta,
     frame: &Frame,
     flow: &FlowState,
 ) {
-    let kind = match kind {
-        EventKind::Rst => record::RST,
-        EventKind::FollowUp if pkt.is_rst() => record::FOLLOW_UP_RST,
-        EventKind::FollowUp => return send_packet_event(record::FOLLOW_UP, now, hook, pkt, frame),
-    };
+    let kind = record::of_flow_event(kind, pkt);
+    if !record::carries_flow(kind) {
+        return send_packet_event(kind, now, seen, pkt, frame);
+    }
     let Some(mut entry) = EVENTS.reserve::<FlowRecord>(0) else {
         return count(Counter::EventsLost);
     };
@@ -805,7 +744,7 @@ fn send_flow_event(
     // BPF stack.
     let event = entry.as_mut_ptr();
     unsafe {
-        (*event).header = header(kind, size_of::<FlowRecord>(), now, hook);
+        (*event).header = seen.header(kind, size_of::<FlowRecord>(), now);
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
         (*event)._pad = 0;
         core::ptr::copy_nonoverlapping(flow, &mut (*event).flow, 1);
@@ -816,13 +755,13 @@ fn send_flow_event(
 }
 
 #[inline(always)]
-fn send_packet_event(kind: u8, now: u64, hook: Hook, pkt: &PacketMeta, frame: &Frame) {
+fn send_packet_event(kind: u8, now: u64, seen: SeenAt, pkt: &PacketMeta, frame: &Frame) {
     let Some(mut entry) = EVENTS.reserve::<PacketRecord>(0) else {
         return count(Counter::EventsLost);
     };
     let event = entry.as_mut_ptr();
     unsafe {
-        (*event).header = header(kind, size_of::<PacketRecord>(), now, hook);
+        (*event).header = seen.header(kind, size_of::<PacketRecord>(), now);
         core::ptr::copy_nonoverlapping(pkt, &mut (*event).pkt, 1);
         (*event)._pad = 0;
         copy_frame(pkt, frame, &mut (*event).frame);

@@ -6,6 +6,8 @@ use std::{
     str::FromStr,
 };
 
+use rstwatch_common::packet::ipv4_mapped;
+
 /// An IPv4 or IPv6 network in CIDR notation, host bits cleared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr {
@@ -17,7 +19,7 @@ impl Cidr {
     /// The network as an IPv4-mapped IPv6 prefix, the form the kernel's filter trie holds.
     pub fn mapped(&self) -> ([u8; 16], u32) {
         match self.addr {
-            IpAddr::V4(v4) => (v4.to_ipv6_mapped().octets(), 96 + self.prefix_len as u32),
+            IpAddr::V4(v4) => (ipv4_mapped(v4.octets()), 96 + self.prefix_len as u32),
             IpAddr::V6(v6) => (v6.octets(), self.prefix_len as u32),
         }
     }

@@ -10,6 +10,9 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+// The wire's numbers are written out here rather than taken from `rstwatch_common::packet`:
+// the frames are the tests' own statement of the wire format, so that a wrong number in the
+// parsers fails the tests instead of agreeing with them.
 pub const ETH_P_IPV4: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
 pub const ETH_P_IPV6: u16 = 0x86dd;

@@ -28,7 +28,8 @@ use rstwatch_common::{
     features::{self as program_features, ProgramFeatures},
     maps,
     table::{self as flow_table, WAYS},
-    Counter, FlowKey, FlowState, PortSet, Settings, StormCount, StormKey, COUNTER_COUNT,
+    Counter, FilterConfig, FlowKey, FlowState, PortSet, Settings, StormCount, StormKey,
+    COUNTER_COUNT,
 };
 
 use self::{
@@ -181,8 +182,7 @@ impl Kernel {
             use std::hash::{BuildHasher as _, Hasher as _};
             std::hash::RandomState::new().build_hasher().finish()
         };
-        settings.filter.ports = u8::from(!config.ports.is_empty());
-        settings.filter.nets = u8::from(!config.nets.is_empty());
+        settings.filter = FilterConfig::new(!config.ports.is_empty(), !config.nets.is_empty());
         Array::<_, Settings>::try_from(map(&mut ebpf, maps::SETTINGS)?)?.set(0, settings, 0)?;
         let mut ports = Array::<_, u8>::try_from(map(&mut ebpf, maps::FILTER_PORTS)?)?;
         for &port in &config.ports {

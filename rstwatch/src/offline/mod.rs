@@ -17,7 +17,7 @@ use std::{
 
 use rstwatch_common::{
     event::{DIRECTION_EGRESS, DIRECTION_INGRESS},
-    Counter, PacketMeta, Settings,
+    Counter, PacketMeta, SeenAt, Settings,
 };
 
 use self::{
@@ -26,7 +26,7 @@ use self::{
         link::{network_start, Way},
         CaptureError, CaptureReader,
     },
-    replay::{Hook, PacketFilter, Replay},
+    replay::{PacketFilter, Replay},
     timeline::Timelines,
 };
 use crate::{
@@ -258,7 +258,7 @@ impl Offline {
         // A capture that does not record the way of each packet is read as `--local` says, or
         // else as a sensor on a mirror port reads its traffic: everything arrives.
         let sent_here = way == Way::Out || (way == Way::Unknown && self.local.sent(&self.pkt));
-        let hook = Hook {
+        let seen = SeenAt {
             direction: if sent_here {
                 DIRECTION_EGRESS
             } else {
@@ -268,7 +268,7 @@ impl Offline {
         };
         let pipeline = &mut self.pipeline;
         self.replay
-            .packet(&self.pkt, ts_ns, hook, |event| pipeline.offer(event));
+            .packet(&self.pkt, ts_ns, seen, |event| pipeline.offer(event));
         if let Some(timelines) = &self.timelines {
             lock(timelines).packet(&self.pkt, ts_ns);
         }

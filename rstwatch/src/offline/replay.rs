@@ -1,33 +1,34 @@
 //! The kernel's flow tables, replayed in userspace over a capture's packets.
 //!
-//! Each packet takes the decisions the eBPF programs take (`rstwatch-ebpf/src/track.rs`):
-//! the same `FlowState::step` on the same state, SYNs of new flows tracked within the same
-//! per-second budget, no flow at all for a RST on a flow the table does not know (it is
-//! reported, or beyond the per-second budget counted as a storm), and follow-ups of such a
-//! RST within the grace period. The events it produces are the `RstEvent`s the ring buffer
-//! would have carried, with the capture's timestamps as the clock. Two kernel limits are not
-//! replayed because a capture has no CPUs and no memory pressure to model: the table is not
-//! bounded (no flow is evicted), and the recent unknown RSTs are kept per flow instead of in
-//! 16 per-CPU slots that can overwrite one another.
+//! Each packet takes the decisions the eBPF programs take (`rstwatch-ebpf/src/track.rs`),
+//! through the very code they run, in `rstwatch_common`: the filters
+//! (`FilterConfig::selects`), the flow update (`FlowState::step`) and, for a packet whose flow
+//! the table does not hold, `unheld::unheld`: no flow at all for a RST (it is reported, or
+//! beyond the per-second budget counted in its storm, `StormCount::count_reset`), follow-ups
+//! of such a RST within the grace period (`unheld::RecentRst`), SYNs of new flows tracked
+//! within the same per-second budget. The events it produces are the `RstEvent`s `decode`
+//! makes of the records the kernel would have sent (`record::of_flow_event`,
+//! `RstEvent::of_record`), with the capture's timestamps as the clock. What stays apart is
+//! storage: the kernel's maps and per-CPU slots are hash maps here, and two kernel limits are
+//! not replayed because a capture has no CPUs and no memory pressure to model: the table is
+//! not bounded (no flow is evicted), and the recent unknown RSTs are kept per flow instead of
+//! in 16 per-CPU slots that can overwrite one another.
 
 use foldhash::HashMap;
 
 use rstwatch_common::{
-    event::RecordHeader, packet::tcp_flags, Counter, EventKind, FlowKey, FlowState, PacketMeta,
-    PortSet, RateWindow, RstEvent, Settings, StormCount, StormKey, COUNTER_COUNT,
+    event::{record, Frame, RecordHeader},
+    flow::Step,
+    unheld::{unheld, Budgets, RecentRst, Start, Unheld},
+    Counter, EventKind, FilterConfig, FlowKey, FlowState, PacketMeta, PortSet, RstEvent, SeenAt,
+    Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
 use crate::{cidr::Cidr, kernel::Counters, pipeline::hold::FlowStateSource};
 
-/// Where the packet was seen: the event header's fields that do not depend on the event.
-#[derive(Clone, Copy, Debug)]
-pub struct Hook {
-    /// `DIRECTION_INGRESS` or `DIRECTION_EGRESS`.
-    pub direction: u8,
-    pub ifindex: u32,
-}
-
-/// `--port` and `--net`, as the kernel applies them.
+/// `--port` and `--net`, as the kernel applies them (`FilterConfig::selects`). The kernel
+/// keeps the lists in maps it searches (an array by port, a longest-prefix-match trie), which
+/// userspace cannot call per packet of a capture: here they are lists, searched in turn.
 #[derive(Clone, Debug, Default)]
 pub struct PacketFilter {
     ports: Vec<u16>,
@@ -42,40 +43,33 @@ impl PacketFilter {
         }
     }
 
-    /// The packet's source is one of the networks (and there are some).
-    pub fn sent(&self, pkt: &PacketMeta) -> bool {
-        self.nets
-            .iter()
-            .any(|(net, bits)| prefix_matches(&pkt.src_addr, net, *bits))
+    /// The filters in force, as the kernel's loader writes them into its settings.
+    pub fn config(&self) -> FilterConfig {
+        FilterConfig::new(!self.ports.is_empty(), !self.nets.is_empty())
     }
 
-    pub fn selects(&self, pkt: &PacketMeta) -> bool {
-        let port_on = |port: u16| self.ports.contains(&port);
-        if !self.ports.is_empty() && !port_on(pkt.src_port) && !port_on(pkt.dst_port) {
-            return false;
-        }
-        let in_nets = |addr: &[u8; 16]| {
-            self.nets
-                .iter()
-                .any(|(net, bits)| prefix_matches(addr, net, *bits))
-        };
-        self.nets.is_empty() || in_nets(&pkt.src_addr) || in_nets(&pkt.dst_addr)
+    /// The packet's source is one of the networks (and there are some).
+    pub fn sent(&self, pkt: &PacketMeta) -> bool {
+        self.in_nets(pkt.src_addr)
+    }
+
+    fn port_on(&self, port: u16) -> bool {
+        self.ports.contains(&port)
+    }
+
+    fn in_nets(&self, addr: [u8; 16]) -> bool {
+        self.nets
+            .iter()
+            .any(|(net, bits)| prefix_matches(&addr, net, *bits))
     }
 }
 
+/// What the kernel's longest-prefix-match trie answers for one network.
 fn prefix_matches(addr: &[u8; 16], net: &[u8; 16], bits: u32) -> bool {
     let addr = u128::from_be_bytes(*addr);
     let net = u128::from_be_bytes(*net);
     let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
     addr & mask == net & mask
-}
-
-/// An unknown-flow RST, kept so that what follows it is reported as its follow-ups.
-#[derive(Clone, Copy, Debug)]
-struct RecentRst {
-    rst_ns: u64,
-    rst_dir: u8,
-    followups: u8,
 }
 
 /// The flow tables and counters of one replay.
@@ -86,24 +80,33 @@ pub struct Replay {
     /// The capture's flows, without a bound: a capture is finite, and no flow of it is
     /// evicted as the kernel's table may evict one.
     flows: HashMap<FlowKey, FlowState>,
+    /// Recent unknown-flow RSTs, one per flow: the kernel keeps a few per CPU in slots found
+    /// by a hash of the key (a map update per unknown RST costs more than a packet may), which
+    /// a capture, without CPUs or such a budget, need not model.
     recent: HashMap<FlowKey, RecentRst>,
-    unknown_rsts: RateWindow,
-    half_open_budget: RateWindow,
+    budgets: Budgets,
+    /// Storm counts, one per key: the kernel counts in a per-CPU slot, else in a per-CPU hash
+    /// map, the storage a BPF program has without allocating.
     storms: HashMap<StormKey, StormCount>,
     counters: [u64; COUNTER_COUNT as usize],
 }
 
 impl Replay {
-    /// `server_ports`: the likely server ports of Zeek's direction heuristic.
-    pub fn new(settings: Settings, filter: PacketFilter, server_ports: &'static PortSet) -> Self {
+    /// `server_ports`: the likely server ports of Zeek's direction heuristic. The settings'
+    /// filters in force are `filter`'s, as the kernel's loader sets them.
+    pub fn new(
+        mut settings: Settings,
+        filter: PacketFilter,
+        server_ports: &'static PortSet,
+    ) -> Self {
+        settings.filter = filter.config();
         Self {
             settings,
             filter,
             server_ports,
             flows: HashMap::default(),
             recent: HashMap::default(),
-            unknown_rsts: RateWindow::default(),
-            half_open_budget: RateWindow::default(),
+            budgets: Budgets::default(),
             storms: HashMap::default(),
             counters: [0; COUNTER_COUNT as usize],
         }
@@ -133,11 +136,12 @@ impl Replay {
         &mut self,
         pkt: &PacketMeta,
         now: u64,
-        hook: Hook,
+        seen: SeenAt,
         mut emit: impl FnMut(RstEvent),
     ) {
         self.count(Counter::TcpPackets);
-        if !self.filter.selects(pkt) {
+        let (filter, lists) = (&self.settings.filter, &self.filter);
+        if !filter.selects(pkt, |port| lists.port_on(port), |addr| lists.in_nets(addr)) {
             return self.count(Counter::Filtered);
         }
         if pkt.is_rst() {
@@ -148,58 +152,52 @@ impl Replay {
         let settings = self.settings;
         let server_ports = self.server_ports;
         let likely_server = |port| server_ports.contains(port);
-        let mut emit_flow =
-            |kind: EventKind, flow: &FlowState| emit(flow_event(kind, now, hook, pkt, flow));
+        let flow_event = |kind: EventKind, flow: &FlowState| {
+            let kind = record::of_flow_event(kind, pkt);
+            let flow = record::carries_flow(kind).then_some(*flow);
+            event(seen.header(kind, 0, now), pkt, flow)
+        };
         if let Some(flow) = self.flows.get_mut(&key) {
-            let step = flow.step(pkt, dir, now, &settings, &likely_server, &mut emit_flow);
+            let emit_flow = |kind, flow: &_| emit(flow_event(kind, flow));
+            let step = flow.step(pkt, dir, now, &settings, &likely_server, emit_flow);
             return self.count_step(step);
         }
+        // The flow is not in the table: what becomes of the packet is `unheld`'s.
         let recent = self
             .recent
             .get(&key)
-            .copied()
-            .filter(|r| now.saturating_sub(r.rst_ns) <= settings.grace_ns);
-        if pkt.is_rst() {
-            if recent.is_some() {
-                return self.followup_of_recent(&key, now, hook, pkt, &mut emit);
+            .filter(|recent| recent.within_grace(now, &settings))
+            .copied();
+        match unheld(pkt, dir, recent.as_ref(), &mut self.budgets, now, &settings) {
+            Unheld::RstFollowUp => self.followup_of_recent(&key, now, seen, pkt, &mut emit),
+            Unheld::RstInStorm => self.aggregate(now, seen, pkt),
+            Unheld::RstAlone => {
+                emit(event(seen.header(record::RST_NO_STATE, 0, now), pkt, None));
+                self.recent.insert(key, RecentRst::new(now, dir));
             }
-            if !self.unknown_rsts.take(now, settings.unknown_rsts_per_sec) {
-                return self.aggregate(now, hook, pkt);
+            Unheld::Packet {
+                data_followup,
+                start,
+            } => {
+                if data_followup {
+                    self.followup_of_recent(&key, now, seen, pkt, &mut emit);
+                }
+                if start == Start::Untracked {
+                    return self.count(Counter::SynsUntracked);
+                }
+                let mut flow = FlowState::new(pkt, dir, &likely_server);
+                self.count(Counter::FlowsInserted);
+                let emit_flow = |kind, flow: &_| emit(flow_event(kind, flow));
+                let step = flow.step(pkt, dir, now, &settings, &likely_server, emit_flow);
+                self.count_step(step);
+                self.flows.insert(key, flow);
             }
-            emit(packet_event(EventKind::Rst, now, hook, pkt));
-            self.recent.insert(
-                key,
-                RecentRst {
-                    rst_ns: now,
-                    rst_dir: dir,
-                    followups: 0,
-                },
-            );
-            return;
         }
-        if recent.is_some_and(|r| r.rst_dir == dir) && pkt.payload_len > 0 {
-            self.followup_of_recent(&key, now, hook, pkt, &mut emit);
-        }
-        // A SYN alone proves nothing about its sender: beyond the budget it is not tracked at
-        // all (its flow starts at its next packet).
-        let opening = pkt.has(tcp_flags::SYN) && !pkt.has(tcp_flags::ACK);
-        if opening && !self.half_open_budget.take(now, settings.half_open_per_sec) {
-            return self.count(Counter::SynsUntracked);
-        }
-        let mut flow = FlowState::new(pkt, dir, &likely_server);
-        flow.step(pkt, dir, now, &settings, &likely_server, |kind, flow| {
-            emit(flow_event(kind, now, hook, pkt, flow))
-        });
-        self.flows.insert(key, flow);
-        self.count(Counter::FlowsInserted);
     }
 
-    fn count_step(&mut self, step: rstwatch_common::flow::Step) {
-        use rstwatch_common::flow::Step;
-        match step {
-            Step::Tracked => {}
-            Step::Recycled => self.count(Counter::FlowsRecycled),
-            Step::FollowUpSuppressed => self.count(Counter::FollowUpsSuppressed),
+    fn count_step(&mut self, step: Step) {
+        if let Some(counter) = step.counter() {
+            self.count(counter);
         }
     }
 
@@ -207,37 +205,27 @@ impl Replay {
         &mut self,
         key: &FlowKey,
         now: u64,
-        hook: Hook,
+        seen: SeenAt,
         pkt: &PacketMeta,
         emit: &mut impl FnMut(RstEvent),
     ) {
-        let limit = self.settings.followup_limit.min(u8::MAX as u32);
         let Some(recent) = self.recent.get_mut(key) else {
             return;
         };
-        if (recent.followups as u32) < limit {
-            recent.followups += 1;
-            emit(packet_event(EventKind::FollowUp, now, hook, pkt));
+        if recent.take_followup(&self.settings) {
+            emit(event(seen.header(record::FOLLOW_UP, 0, now), pkt, None));
         } else {
             self.count(Counter::FollowUpsSuppressed);
         }
     }
 
-    fn aggregate(&mut self, now: u64, hook: Hook, pkt: &PacketMeta) {
+    /// Counts an unknown-flow RST in its storm.
+    fn aggregate(&mut self, now: u64, seen: SeenAt, pkt: &PacketMeta) {
         self.count(Counter::RstsAggregated);
-        let storm = self
-            .storms
-            .entry(StormKey::of(pkt, hook.direction))
-            .or_insert(StormCount {
-                resets: 0,
-                first_ns: now,
-                last_ns: now,
-                ifindex: hook.ifindex,
-                _pad: 0,
-                sample: *pkt,
-            });
-        storm.resets += 1;
-        storm.last_ns = now;
+        self.storms
+            .entry(StormKey::of(pkt, seen.direction))
+            .or_default()
+            .count_reset(now, seen.ifindex, pkt);
     }
 }
 
@@ -249,33 +237,10 @@ impl FlowStateSource for Replay {
     }
 }
 
-fn header(now: u64, hook: Hook) -> RecordHeader {
-    RecordHeader {
-        kind: 0,
-        direction: hook.direction,
-        len: 0,
-        ifindex: hook.ifindex,
-        ts_ns: now,
-    }
-}
-
-/// What the kernel sends for a flow's event: a RST with the flow's state, payload after a RST
-/// with its packet alone (the ring record that carries no state decodes to an empty one).
-fn flow_event(
-    kind: EventKind,
-    now: u64,
-    hook: Hook,
-    pkt: &PacketMeta,
-    flow: &FlowState,
-) -> RstEvent {
-    let mut event = RstEvent::of_packet(&header(now, hook), kind, *pkt);
-    if pkt.is_rst() {
-        event.flow = *flow;
-    }
-    event
-}
-
-/// An event that carries the packet alone.
-fn packet_event(kind: EventKind, now: u64, hook: Hook, pkt: &PacketMeta) -> RstEvent {
-    RstEvent::of_packet(&header(now, hook), kind, *pkt)
+/// The event `decode` makes of the record the kernel sends with `header` (whose kind says
+/// which record), `pkt` and, for a record that carries one, the flow's state. A capture's
+/// frames are not copied into events: the replay writes no `--pcap`.
+fn event(header: RecordHeader, pkt: &PacketMeta, flow: Option<FlowState>) -> RstEvent {
+    RstEvent::of_record(&header, *pkt, flow, Frame::default())
+        .expect("the replay sends only records of known kinds")
 }

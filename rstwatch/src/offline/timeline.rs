@@ -90,7 +90,7 @@ impl FlowSelector {
 /// The flow key of the RST a report explains.
 fn key_of(report: &ResetReport) -> FlowKey {
     let mapped = |ip: IpAddr| match ip {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped().octets(),
+        IpAddr::V4(v4) => rstwatch_common::packet::ipv4_mapped(v4.octets()),
         IpAddr::V6(v6) => v6.octets(),
     };
     let pkt = PacketMeta {

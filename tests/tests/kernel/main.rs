@@ -13,4 +13,5 @@ mod filters;
 mod flow;
 mod frames;
 mod parser;
+mod replay;
 mod storms;

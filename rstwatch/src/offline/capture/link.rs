@@ -2,7 +2,13 @@
 //! starts, which VLAN the packet lives in, and which way the packet went when the format
 //! says so.
 
-use rstwatch_common::Counter;
+use rstwatch_common::{
+    wire::{
+        ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, MAX_VLAN_TAGS, VLAN_HLEN,
+        VLAN_VID_MASK,
+    },
+    Counter,
+};
 
 use super::decode::Network;
 
@@ -24,14 +30,6 @@ pub mod link_type {
     pub const LINUX_SLL2: u32 = 276;
 }
 
-const ETH_HLEN: usize = 14;
-const ETH_P_IPV4: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88a8;
-const VLAN_HLEN: usize = 4;
-/// As many tags as the kernel parser follows.
-const MAX_VLAN_TAGS: usize = 2;
 const SLL_HLEN: usize = 16;
 const SLL2_HLEN: usize = 20;
 /// Linux `PACKET_OUTGOING`: the cooked header's packet type of a packet the host sent.
@@ -124,7 +122,10 @@ fn way_of_packet_type(packet_type: u16) -> Way {
     }
 }
 
-/// Follows VLAN tags from an EtherType at `offset - 2` to the IP header.
+/// Follows VLAN tags from an EtherType at `offset - 2` to the IP header, as the kernel's parser
+/// does (`rstwatch-ebpf/src/parse.rs`, with the same limits from `rstwatch_common::wire`): its
+/// walk reads through bounds checks the BPF verifier follows and starts at Ethernet only, this
+/// one reads a slice and starts after any link header a capture has.
 fn ethertype_start(
     frame: &[u8],
     mut ether_type: u16,
@@ -137,7 +138,7 @@ fn ethertype_start(
             break;
         }
         // The innermost tag names the VLAN the conversation lives in.
-        vlan = be16(frame, offset)? & 0x0fff;
+        vlan = be16(frame, offset)? & VLAN_VID_MASK;
         ether_type = be16(frame, offset + 2)?;
         offset += VLAN_HLEN;
     }
