@@ -2,10 +2,10 @@
 //! and the userspace capture replay (`rstwatch explain`) run.
 
 use crate::{
-    config::Settings,
     counter::Counter,
     event::EventKind,
     packet::{tcp_flags, PacketMeta, NO_WINDOW_SCALE},
+    settings::Settings,
     span::Span,
 };
 

@@ -7,7 +7,6 @@
 #![no_std]
 
 pub mod budget;
-pub mod config;
 pub mod counter;
 pub mod defaults;
 pub mod event;
@@ -17,6 +16,7 @@ pub mod local;
 pub mod maps;
 pub mod packet;
 pub mod ports;
+pub mod settings;
 pub mod span;
 pub mod table;
 pub mod unheld;
@@ -24,9 +24,9 @@ pub mod wire;
 pub mod zero;
 
 pub use budget::RateWindow;
-pub use config::{FilterConfig, Settings};
 pub use counter::{Counter, COUNTER_COUNT};
 pub use event::{EventKind, RstEvent, SeenAt, StormCount, StormKey};
 pub use flow::{DirState, FlowKey, FlowState};
 pub use packet::PacketMeta;
 pub use ports::PortSet;
+pub use settings::{FilterConfig, Settings};

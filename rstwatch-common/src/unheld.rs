@@ -10,8 +10,8 @@
 
 use crate::{
     budget::RateWindow,
-    config::Settings,
     packet::{tcp_flags, PacketMeta},
+    settings::Settings,
 };
 
 /// An unknown-flow RST, kept so that what follows it within the grace period is reported as

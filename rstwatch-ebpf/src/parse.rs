@@ -4,11 +4,11 @@
 //! against `data_end` first, in the form the verifier can follow.
 //!
 //! What each header's bytes mean is `rstwatch_common::wire`'s, which the capture decoder
-//! (`rstwatch/src/offline/capture/link.rs` and `decode.rs`) calls too. How they are read stays apart:
-//! here every read is such a check and the walks (VLAN tags, the IPv6 extension chain, the
-//! TCP options as five words through a function verified once) are shaped for the
-//! verifier's instruction budget, where the decoder reads a byte slice of a capture, which
-//! may be cut short and may start with another link header than Ethernet. The integration
+//! (`rstwatch/src/offline/capture/link.rs` and `headers.rs`) calls too. How they are read
+//! stays apart: here every read is such a check and the walks (VLAN tags, the IPv6 extension
+//! chain, the TCP options as five words through a function verified once) are shaped for the
+//! verifier's instruction budget, where the decoder reads a byte slice of a capture, which may
+//! be cut short and may start with another link header than Ethernet. The integration
 //! tests check the two against each other on the same frames.
 
 use core::mem::size_of;
@@ -216,7 +216,7 @@ fn window_scale(data: usize, data_end: usize, start: usize, len: usize) -> u8 {
 /// instead of once for every parse path that leads to a SYN (VLAN tags times IPv6 extension
 /// chains). Its arguments are plain scalars because that is all a global function may take
 /// besides the context. The capture decoder walks a slice of the options instead
-/// (`rstwatch/src/offline/capture/decode.rs`), which needs none of this.
+/// (`rstwatch/src/offline/capture/headers.rs`), which needs none of this.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn rstwatch_window_scale(o0: u64, o1: u64, o2: u64, o3: u64, o4: u64) -> u32 {

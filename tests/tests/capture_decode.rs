@@ -11,7 +11,7 @@ use aya::{
 use rstwatch::{
     kernel::{Kernel, KernelConfig},
     offline::capture::{
-        decode::decode_ip,
+        headers::decode_ip,
         link::{link_type, network_start},
     },
 };

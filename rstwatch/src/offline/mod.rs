@@ -22,7 +22,7 @@ use rstwatch_common::{
 
 use self::{
     capture::{
-        decode::decode_ip,
+        headers::decode_ip,
         link::{network_start, Way},
         CaptureError, CaptureReader,
     },

@@ -9,7 +9,7 @@ use rstwatch::{
     cidr::Cidr,
     kernel::{Counters, KernelConfig},
     offline::capture::{
-        decode::decode_ip,
+        headers::decode_ip,
         link::{link_type, network_start},
     },
     offline::replay::{PacketFilter, Replay},

@@ -10,7 +10,7 @@ use rstwatch_common::{
     Counter,
 };
 
-use super::decode::Network;
+use super::headers::Network;
 
 /// Link types (the tcpdump.org registry's LINKTYPE_* numbers).
 pub mod link_type {

@@ -1,12 +1,12 @@
 //! Reading capture files: pcap and pcap-ng, from a file or a pipe, one frame at a time with
 //! its timestamp, link type and interface. Decoding the frames is `link` (down to IP) and
-//! `decode` (IP and TCP).
+//! `headers` (IP and TCP).
 //!
 //! The reader keeps its own buffer and hands slices of it to `pcap-file`'s parsers, so it
 //! always knows the byte offset it has reached: a file that breaks off or holds garbage is
 //! reported with where it breaks, after everything before that point was read.
 
-pub mod decode;
+pub mod headers;
 pub mod link;
 
 use std::{fmt, io::Read};
