@@ -8,11 +8,11 @@
 //! in `STORMS`) and remembered briefly in a per-CPU cache for its follow-ups.
 //!
 //! Every decision on a packet is `rstwatch_common`'s, which the capture replay
-//! (`rstwatch/src/offline/replay.rs`) calls too: the filters (`FilterConfig::selects`), the flow update
-//! (`FlowState::step`), what becomes of a packet whose flow the table does not hold
-//! (`unheld::unheld`), how a storm is counted (`StormCount::count_reset`) and which record an
-//! event is sent as (`record::of_flow_event`). What is this file's own is where things are kept:
-//! the maps, the per-CPU slots and the flow table, which the replay keeps in hash maps.
+//! (`rstwatch/src/offline/replay.rs`) calls too: the filters (`FilterConfig::selects`), the flow
+//! update (`FlowState::step`), what becomes of a packet whose flow the table does not hold
+//! (`unheld::unheld`), how a storm is counted (`StormCount::count_reset`) and which record an event
+//! is sent as (`record::of_flow_event`). What is this file's own is where things are kept: the
+//! maps, the per-CPU slots and the flow table, which the replay keeps in hash maps.
 
 use core::ffi::c_void;
 

@@ -23,6 +23,19 @@ impl Cidr {
             IpAddr::V6(v6) => (v6.octets(), self.prefix_len as u32),
         }
     }
+
+    /// Whether the network holds `addr`, an address in its IPv4-mapped form.
+    pub fn contains(&self, addr: &[u8; 16]) -> bool {
+        let (prefix, bits) = self.mapped();
+        mapped_prefix_contains(&prefix, bits, addr)
+    }
+}
+
+/// Whether the IPv4-mapped prefix `prefix`/`bits` (`Cidr::mapped`) holds `addr`: what the
+/// kernel's longest-prefix-match trie answers for one network.
+pub fn mapped_prefix_contains(prefix: &[u8; 16], bits: u32, addr: &[u8; 16]) -> bool {
+    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+    u128::from_be_bytes(*addr) & mask == u128::from_be_bytes(*prefix) & mask
 }
 
 impl fmt::Display for Cidr {
@@ -68,6 +81,18 @@ impl FromStr for Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_network_contains_its_addresses_in_the_mapped_form_only() {
+        let v4: Cidr = "198.18.0.0/15".parse().unwrap();
+        assert!(v4.contains(&ipv4_mapped([198, 19, 255, 255])));
+        assert!(!v4.contains(&ipv4_mapped([198, 20, 0, 0])));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains(&"2001:db8:1::2".parse::<Ipv6Addr>().unwrap().octets()));
+        assert!(!v6.contains(&"2001:db9::".parse::<Ipv6Addr>().unwrap().octets()));
+        let everything: Cidr = "::/0".parse().unwrap();
+        assert!(everything.contains(&ipv4_mapped([10, 0, 0, 1])));
+    }
 
     #[test]
     fn cidrs_clear_host_bits_and_map_ipv4() {

@@ -138,12 +138,12 @@ pub fn explain(
 
 /// Explains the RST in `event`, seen on `iface` at wall-clock time `ts`.
 ///
-/// `followups` are the later events of the same claimed sender collected during the hold:
-/// they only add evidence. Class and evidence are judged on the flow as it was before the
-/// RST. `conn_state`, `history` and the packet counts are Zeek's for the connection as of the
-/// end of the hold: `state_at_hold_end` is the flow's state then (what came after the RST, a
-/// FIN right behind it, changes Zeek's verdict; `crate::pipeline::hold` says how it is found); without
-/// it they are those right after the RST.
+/// `followups` are the later events of the same claimed sender collected during the hold: they only
+/// add evidence. Class and evidence are judged on the flow as it was before the RST. `conn_state`,
+/// `history` and the packet counts are Zeek's for the connection as of the end of the hold:
+/// `state_at_hold_end` is the flow's state then (what came after the RST, a FIN right behind it,
+/// changes Zeek's verdict; `crate::pipeline::hold` says how it is found); without it they are those
+/// right after the RST.
 pub fn explain_at_hold_end(
     event: &RstEvent,
     followups: &[RstEvent],

@@ -39,8 +39,8 @@ use self::{
 use crate::{cidr::Cidr, error::UserError, pipeline::hold::FlowStateSource};
 
 /// Where the daemon's release step reads a held RST's flow: the kernel's table, mapped, as it is
-/// now, later than the hold's end, which the release step allows for (`crate::pipeline::hold`). A read
-/// the programs kept tearing counts as no entry (and is counted, `FlowTables::torn_reads`).
+/// now, later than the hold's end, which the release step allows for (`crate::pipeline::hold`). A
+/// read the programs kept tearing counts as no entry (and is counted, `FlowTables::torn_reads`).
 impl FlowStateSource for Kernel {
     fn current(&self, key: &FlowKey) -> Option<FlowState> {
         self.tables.get(key).ok().flatten()

@@ -231,8 +231,8 @@ impl Offline {
         interface: usize,
         way: Way,
     ) -> anyhow::Result<()> {
-        // Every hold that ended by this packet is released before it is stepped: a report is
-        // the connection as of its hold's end, and this packet is past it (`crate::pipeline::hold`).
+        // Every hold that ended by this packet is released before it is stepped: a report is the
+        // connection as of its hold's end, and this packet is past it (`crate::pipeline::hold`).
         self.release(ts_ns)?;
         self.replay.count(Counter::Packets);
         let decoded = network_start(link_type, data).and_then(|start| {

@@ -24,7 +24,11 @@ use rstwatch_common::{
     Settings, StormCount, StormKey, COUNTER_COUNT,
 };
 
-use crate::{cidr::Cidr, kernel::Counters, pipeline::hold::FlowStateSource};
+use crate::{
+    cidr::{mapped_prefix_contains, Cidr},
+    kernel::Counters,
+    pipeline::hold::FlowStateSource,
+};
 
 /// `--port` and `--net`, as the kernel applies them (`FilterConfig::selects`). The kernel
 /// keeps the lists in maps it searches (an array by port, a longest-prefix-match trie), which
@@ -60,16 +64,8 @@ impl PacketFilter {
     fn in_nets(&self, addr: [u8; 16]) -> bool {
         self.nets
             .iter()
-            .any(|(net, bits)| prefix_matches(&addr, net, *bits))
+            .any(|(net, bits)| mapped_prefix_contains(net, *bits, &addr))
     }
-}
-
-/// What the kernel's longest-prefix-match trie answers for one network.
-fn prefix_matches(addr: &[u8; 16], net: &[u8; 16], bits: u32) -> bool {
-    let addr = u128::from_be_bytes(*addr);
-    let net = u128::from_be_bytes(*net);
-    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-    addr & mask == net & mask
 }
 
 /// The flow tables and counters of one replay.

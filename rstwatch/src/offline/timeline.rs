@@ -75,14 +75,7 @@ impl FlowSelector {
         match self {
             FlowSelector::Endpoints(a, b) => (src == *a && dst == *b) || (src == *b && dst == *a),
             FlowSelector::Port(port) => src.port() == *port || dst.port() == *port,
-            FlowSelector::Net(net) => {
-                let (prefix, bits) = net.mapped();
-                let inside = |addr: [u8; 16]| {
-                    let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-                    u128::from_be_bytes(addr) & mask == u128::from_be_bytes(prefix) & mask
-                };
-                inside(pkt.src_addr) || inside(pkt.dst_addr)
-            }
+            FlowSelector::Net(net) => net.contains(&pkt.src_addr) || net.contains(&pkt.dst_addr),
         }
     }
 }

@@ -187,8 +187,8 @@ impl Pipeline {
     }
 
     /// Explains and writes every RST whose hold ended by `now_ns` (kernel time), with its
-    /// connection's state at the hold's end as `flows` tells it (`crate::pipeline::hold`), and writes out storm aggregates whose window
-    /// ended; then flushes every sink.
+    /// connection's state at the hold's end as `flows` tells it (`crate::pipeline::hold`), and
+    /// writes out storm aggregates whose window ended; then flushes every sink.
     pub fn release(&mut self, now_ns: u64, flows: &impl FlowStateSource) -> anyhow::Result<()> {
         self.explain_and_publish(now_ns, flows)?;
         self.hold.forget_released(now_ns);
