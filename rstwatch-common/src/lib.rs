@@ -1,9 +1,12 @@
 //! Types and logic shared by the kernel programs and the userspace daemon.
 //!
 //! Everything here is `#![no_std]` and `#[repr(C)]` so the same bytes mean the same thing on
-//! both sides of the ring buffer and of the mapped flow table (`table`). The per-packet flow
-//! update lives here too (`FlowState::step`), written once so that `rstwatch explain
-//! FILE.pcap` replays captures through the exact logic the kernel runs.
+//! both sides of the ring buffer and of the mapped flow table (`table`). Every per-packet
+//! decision lives here too, written once so that `rstwatch explain FILE.pcap` replays captures
+//! through the exact logic the kernel runs: what the headers' bytes mean (`wire`), the
+//! `--port`/`--net` filter (`FilterConfig::selects`), the flow update (`FlowState::step`), what
+//! becomes of a packet of a flow the table does not hold (`unheld`), storm counts
+//! (`StormCount::count_reset`) and which ring record an event is (`event::record`).
 #![no_std]
 
 pub mod budget;
