@@ -4,6 +4,10 @@
 //! back from the kernel's table, as at the end of a hold), then by a flush of the sinks. The
 //! sinks: one that discards (the pipeline's own cost), a synchronous file writer, and the
 //! writer thread `watch` hands its records to (`LineSink`, one block per flush).
+//!
+//! Each configuration runs `REPETITIONS` times, the configurations in turn, so that what the
+//! shared machine does meanwhile falls on all of them alike; a configuration's figure is its
+//! median run, printed with the lowest and highest rate.
 
 use std::{
     fs::File,
@@ -44,6 +48,8 @@ pub const DRAIN_BATCH: usize = 4096;
 const WRITER_GRACE: Duration = Duration::from_secs(30);
 /// Flows per run start after the kernel-cost runs' flow numbers.
 const FIRST_FLOW: u32 = 1 << 22;
+/// Runs of each configuration.
+pub const REPETITIONS: usize = 3;
 
 /// Makes a format for one run.
 type NewFormat = fn() -> Box<dyn Format>;
@@ -60,6 +66,8 @@ pub struct Run {
     /// machine shared with other work, what one core spent, where `elapsed` also counts the
     /// time the thread waited for a CPU.
     pub cpu: Duration,
+    /// The lowest and highest events per CPU second over the configuration's repetitions.
+    pub cpu_rate_range: (f64, f64),
 }
 
 impl Run {
@@ -71,6 +79,22 @@ impl Run {
     /// Events per second of the pipeline thread's CPU time: the figure per core.
     pub fn events_per_cpu_second(&self) -> f64 {
         self.events as f64 / self.cpu.as_secs_f64()
+    }
+
+    /// The median of `runs` by events per CPU second, with their range.
+    fn median(mut runs: Vec<Run>) -> Run {
+        runs.sort_by(|a, b| {
+            a.events_per_cpu_second()
+                .total_cmp(&b.events_per_cpu_second())
+        });
+        let range = (
+            runs[0].events_per_cpu_second(),
+            runs[runs.len() - 1].events_per_cpu_second(),
+        );
+        Run {
+            cpu_rate_range: range,
+            ..runs.swap_remove(runs.len() / 2)
+        }
     }
 }
 
@@ -169,105 +193,119 @@ pub fn measure(scratch: &Path) -> Result<Throughput> {
     std::fs::create_dir_all(scratch)?;
     let file_path = scratch.join("userspace-records.json");
 
-    let mut runs = Vec::new();
+    let mut by_format: Vec<Vec<Run>> = vec![Vec::new(); formats.len()];
+    let (mut json_files, mut json_threads) = (Vec::new(), Vec::new());
     let mut classes = String::new();
-    for (name, format) in formats {
+    let mut dropped = 0;
+    for repetition in 1..=REPETITIONS {
+        for ((name, format), runs) in formats.iter().zip(&mut by_format) {
+            let records = Arc::new(AtomicU64::new(0));
+            let sink = Box::new(Discard(Arc::clone(&records)));
+            let (run, summary) = timed(
+                &mut kernel,
+                &mut ring,
+                &mut next_flow,
+                per_run,
+                format(),
+                sink,
+                || Ok(records.load(Ordering::Relaxed)),
+            )?;
+            eprintln!(
+                "bench: userspace {name} ({repetition}/{REPETITIONS}): {:.2} M events/s of CPU \
+                 time ({:.2} M/s wall clock)",
+                run.events_per_cpu_second() / 1e6,
+                run.events_per_second() / 1e6
+            );
+            if *name == "json" {
+                classes = summary;
+            }
+            runs.push(Run {
+                name: format!("{name}, records discarded"),
+                ..run
+            });
+        }
         let records = Arc::new(AtomicU64::new(0));
-        let sink = Box::new(Discard(Arc::clone(&records)));
-        let (run, summary) = timed(
+        let file = File::create(&file_path)
+            .with_context(|| format!("creating {}", file_path.display()))?;
+        let sink = Box::new(WriterSink::new(Box::new(CountingFile {
+            file,
+            records: Arc::clone(&records),
+        })));
+        let (json_file, _) = timed(
             &mut kernel,
             &mut ring,
             &mut next_flow,
             per_run,
-            format(),
+            Box::new(Json),
             sink,
             || Ok(records.load(Ordering::Relaxed)),
         )?;
+        std::fs::remove_file(&file_path)?;
         eprintln!(
-            "bench: userspace {name}: {:.2} M events/s of CPU time ({:.2} M/s wall clock)",
-            run.events_per_cpu_second() / 1e6,
-            run.events_per_second() / 1e6
+            "bench: userspace json to a file ({repetition}/{REPETITIONS}): {:.2} M events/s of \
+             CPU time ({:.2} M/s wall clock)",
+            json_file.events_per_cpu_second() / 1e6,
+            json_file.events_per_second() / 1e6
         );
-        if name == "json" {
-            classes = summary;
-        }
-        runs.push(Run {
-            name: format!("{name}, records discarded"),
-            ..run
+        json_files.push(json_file);
+        let lines = LineSink::start(Destination::File(file_path.clone()))
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        let writer = lines.clone();
+        let full_queue = std::cell::Cell::new(0);
+        let (json_threaded, _) = timed(
+            &mut kernel,
+            &mut ring,
+            &mut next_flow,
+            per_run,
+            Box::new(Json),
+            Box::new(lines),
+            || {
+                // The writer finishes what is queued. Lines the queue had no room for were
+                // dropped and counted, as `watch` drops them when its destination cannot keep
+                // up: they were rendered and handed over all the same.
+                let stats = writer.close(WRITER_GRACE);
+                ensure!(
+                    stats.dropped_write_failed == 0 && stats.queued == 0,
+                    "the writer thread failed: {stats:?}"
+                );
+                full_queue.set(stats.dropped_queue_full);
+                Ok(stats.written + stats.dropped_queue_full)
+            },
+        )?;
+        std::fs::remove_file(&file_path)?;
+        eprintln!(
+            "bench: userspace json through the writer thread ({repetition}/{REPETITIONS}): \
+             {:.2} M events/s of CPU time ({:.2} M/s wall clock), {} records dropped by a full \
+             queue",
+            json_threaded.events_per_cpu_second() / 1e6,
+            json_threaded.events_per_second() / 1e6,
+            full_queue.get()
+        );
+        dropped += full_queue.get();
+        json_threads.push(Run {
+            records: json_threaded.records - full_queue.get(),
+            ..json_threaded
         });
     }
-    let records = Arc::new(AtomicU64::new(0));
-    let file =
-        File::create(&file_path).with_context(|| format!("creating {}", file_path.display()))?;
-    let sink = Box::new(WriterSink::new(Box::new(CountingFile {
-        file,
-        records: Arc::clone(&records),
-    })));
-    let (json_file, _) = timed(
-        &mut kernel,
-        &mut ring,
-        &mut next_flow,
-        per_run,
-        Box::new(Json),
-        sink,
-        || Ok(records.load(Ordering::Relaxed)),
-    )?;
-    std::fs::remove_file(&file_path)?;
-    eprintln!(
-        "bench: userspace json to a file: {:.2} M events/s of CPU time ({:.2} M/s wall clock)",
-        json_file.events_per_cpu_second() / 1e6,
-        json_file.events_per_second() / 1e6
-    );
-    let lines = LineSink::start(Destination::File(file_path.clone()))
-        .map_err(|err| anyhow::anyhow!("{err}"))?;
-    let writer = lines.clone();
-    let dropped = std::cell::Cell::new(0);
-    let (json_threaded, _) = timed(
-        &mut kernel,
-        &mut ring,
-        &mut next_flow,
-        per_run,
-        Box::new(Json),
-        Box::new(lines),
-        || {
-            // The writer finishes what is queued. Lines the queue had no room for were dropped
-            // and counted, as `watch` drops them when its destination cannot keep up: they
-            // were rendered and handed over all the same.
-            let stats = writer.close(WRITER_GRACE);
-            ensure!(
-                stats.dropped_write_failed == 0 && stats.queued == 0,
-                "the writer thread failed: {stats:?}"
-            );
-            dropped.set(stats.dropped_queue_full);
-            Ok(stats.written + stats.dropped_queue_full)
-        },
-    )?;
-    std::fs::remove_file(&file_path)?;
-    eprintln!(
-        "bench: userspace json through the writer thread: {:.2} M events/s of CPU time ({:.2} \
-         M/s wall clock), {} records dropped by a full queue",
-        json_threaded.events_per_cpu_second() / 1e6,
-        json_threaded.events_per_second() / 1e6,
-        dropped.get()
-    );
-    let threaded_name = match dropped.get() {
+    let threaded_name = match dropped {
         0 => format!("json, `watch`'s writer thread to {}", scratch.display()),
         n => format!(
-            "json, `watch`'s writer thread to {} ({n} records dropped: the writer fell behind)",
+            "json, `watch`'s writer thread to {} ({n} records dropped over {REPETITIONS} runs: \
+             the writer fell behind)",
             scratch.display()
         ),
     };
+    let runs: Vec<Run> = by_format.into_iter().map(Run::median).collect();
     let json = runs[0].clone();
     Ok(Throughput {
         json,
         json_file: Run {
             name: format!("json, written to {}", scratch.display()),
-            ..json_file
+            ..Run::median(json_files)
         },
         json_threaded: Run {
             name: threaded_name,
-            records: json_threaded.records - dropped.get(),
-            ..json_threaded
+            ..Run::median(json_threads)
         },
         formats: runs,
         classes,
@@ -341,6 +379,7 @@ fn timed(
     let cpu = thread_cpu_time() - cpu_before;
     let written = written()?;
     ensure!(written == events, "{events} events gave {written} records");
+    let rate = events as f64 / cpu.as_secs_f64();
     let summary = pipeline.summary();
     let classes = ResetClass::ALL
         .iter()
@@ -355,6 +394,7 @@ fn timed(
             records: written,
             elapsed,
             cpu,
+            cpu_rate_range: (rate, rate),
         },
         classes,
     ))

@@ -352,15 +352,18 @@ fn userspace_markdown(md: &mut String, throughput: &Throughput) {
         "\nUserspace, one core, streaming as `watch` runs (drain {} records, release, flush): \
          {} events drained, decoded, held, explained (each flow's state read back from the \
          kernel's table) and rendered as JSON at **{:.2} M events per second of the pipeline \
-         thread's CPU time** (target >= 1 M per core: {}). Classes: {}. Wall-clock rates \
-         also count the time the thread waited for a CPU on a shared machine.\n\n\
-         | format, destination | M events/s of CPU time | M events/s wall clock |\n\
+         thread's CPU time** (target >= 1 M per core: {}). Classes: {}. Each configuration \
+         ran {} times, the configurations in turn: the median run, with the lowest and highest \
+         rate. Wall-clock rates also count the time the thread waited for a CPU on a shared \
+         machine.\n\n\
+         | format, destination | M events/s of CPU time (lowest-highest) | M events/s wall clock |\n\
          |---|---:|---:|",
         userspace::DRAIN_BATCH,
         throughput.json.events,
         eps / 1e6,
         verdict(Some(eps >= TARGET_EVENTS_PER_SECOND)),
-        throughput.classes
+        throughput.classes,
+        userspace::REPETITIONS
     );
     for run in throughput
         .formats
@@ -369,9 +372,11 @@ fn userspace_markdown(md: &mut String, throughput: &Throughput) {
     {
         let _ = writeln!(
             md,
-            "| {} | {:.2} | {:.2} |",
+            "| {} | {:.2} ({:.2}-{:.2}) | {:.2} |",
             run.name,
             run.events_per_cpu_second() / 1e6,
+            run.cpu_rate_range.0 / 1e6,
+            run.cpu_rate_range.1 / 1e6,
             run.events_per_second() / 1e6
         );
     }
@@ -739,6 +744,8 @@ fn json_report(
                     "cpu_seconds": run.cpu.as_secs_f64(),
                     "events_per_second": run.events_per_second(),
                     "events_per_cpu_second": run.events_per_cpu_second(),
+                    "events_per_cpu_second_lowest": run.cpu_rate_range.0,
+                    "events_per_cpu_second_highest": run.cpu_rate_range.1,
                 }))
                 .collect::<Vec<_>>(),
             "classes": throughput.classes,
