@@ -1,5 +1,5 @@
 //! `cargo xtask bench`: the performance targets (docs/performance.md) measured in one run (needs
-//! root, under 10 minutes on two cores). Not part of the test suite. Prints the results table
+//! root, about 10 minutes on two cores). Not part of the test suite. Prints the results table
 //! and writes `target/bench/report.json` (and the same table as `target/bench/report.md`).
 
 use anyhow::{bail, Result};
