@@ -25,12 +25,14 @@
 //!   connection as of the hold's end), explain, aggregate, render once per format, sinks; the
 //!   kernel's storm counts and the end-of-run summary.
 //! - `explain`: the pure classifier: one kernel event (plus follow-ups) to one `ResetReport`.
-//! - `output`: one module per record format (text, JSON, ECS, OCSF, CEF), and the assembly of
-//!   the formats and destinations a command writes to.
+//! - `output`: one module per record format (text, JSON, ECS, OCSF, CEF), and `FormatKind`,
+//!   the formats as `--format` names them.
 //! - `sink`: where rendered records go: the `Sink` trait, stdout or a file, syslog with its
 //!   spool, pcap-ng, the Prometheus counts.
 //! - `daemon`: the `rstwatch watch` command: attach, hand the ring buffer to the pipeline,
 //!   signals, and its Prometheus page (`metrics`).
+//! - `assembly`: what `watch` and `explain` both write to, set up one way: the records'
+//!   format and destination, the syslog export.
 //! - `cli`: the command line and its `--config FILE` (`config`).
 //! - Leaves every stage may use: `event` (the kernel event's raw fields as types), `report`
 //!   (the explained reset), `cidr` (networks as `--net` and `--local` take them), `clock`,
