@@ -3,7 +3,6 @@
 //! export (`--syslog`), set up and shut down the same way for `watch` and `explain`.
 
 use std::{
-    fs::OpenOptions,
     io::{IsTerminal as _, Write},
     path::{Path, PathBuf},
     time::Duration,
@@ -17,7 +16,7 @@ use crate::{
     error::UserError,
     output::{format, Format, FormatKind},
     sink::{
-        file::{Destination, LineSink, WriterSink},
+        file::{open_output, Destination, LineSink, WriterSink},
         syslog::{self, SyslogHandle, SyslogSink},
         SyslogConfig, TlsTrust,
     },
@@ -84,20 +83,7 @@ pub fn open_records_synchronous(
     kind: Option<FormatKind>,
 ) -> anyhow::Result<(WriterSink, RecordsFormat)> {
     let (out, to_terminal): (Box<dyn Write + Send>, bool) = match output {
-        Some(path) => {
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|err| {
-                    UserError(format!(
-                        "cannot open --output {}: {err}: check the directory exists and is \
-                         writable",
-                        path.display()
-                    ))
-                })?;
-            (Box::new(file), false)
-        }
+        Some(path) => (Box::new(open_output(path)?), false),
         None => (Box::new(std::io::stdout()), std::io::stdout().is_terminal()),
     };
     Ok((

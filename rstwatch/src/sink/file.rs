@@ -131,6 +131,22 @@ struct Shared {
     finished: Mutex<mpsc::Receiver<()>>,
 }
 
+/// Opens `path` to append records to, created if it is missing.
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Opens `--output FILE` to append records to, before anything runs: a path that cannot be
+/// opened is the user's to fix.
+pub fn open_output(path: &Path) -> Result<File, UserError> {
+    open_append(path).map_err(|err| {
+        UserError(format!(
+            "cannot open --output {}: {err}: check the directory exists and is writable",
+            path.display()
+        ))
+    })
+}
+
 impl LineSink {
     /// Opens the destination and starts its writer. A regular file is opened here, so that a
     /// wrong path fails before anything is attached; a FIFO is opened by the writer.
@@ -141,13 +157,7 @@ impl LineSink {
                     .map_err(|err| UserError(format!("cannot write to standard output: {err}")))?,
             ),
             Destination::File(path) if is_fifo(path) => None,
-            Destination::File(path) => Some(Out::file(path).map_err(|err| {
-                UserError(format!(
-                    "cannot open --output {}: {err}: check the directory exists and is \
-                     writable",
-                    path.display()
-                ))
-            })?),
+            Destination::File(path) => Some(Out::from_file(open_output(path)?)),
         };
         let (queue, lines) = mpsc::sync_channel(QUEUE_LINES);
         let (finish, finished) = mpsc::channel();
@@ -358,8 +368,7 @@ impl Out {
     }
 
     fn file(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self::from_file(file))
+        Ok(Self::from_file(open_append(path)?))
     }
 
     fn from_file(file: File) -> Self {
